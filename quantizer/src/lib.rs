@@ -1,0 +1,57 @@
+//! The M0E4 4-bit format of Transformer-Lite (arXiv 2403.20041, spelled "E0M4" in the paper's
+//! body): codes, packing and the one-FMA decoder ([`format`]), the algorithms that choose a
+//! group's scale and bias ([`affine`]), the 4-bit baselines every report puts beside it
+//! ([`scheme`]), and error metrics ([`metrics`]).
+//!
+//! The core works on plain `f32` slices; candle tensors are accepted at the edge ([`tensor`]).
+//! Nothing here knows about files, models or GPUs.
+
+pub mod affine;
+pub mod format;
+pub mod matrix;
+pub mod metrics;
+pub mod rng;
+pub mod scheme;
+pub mod tensor;
+
+pub use affine::Method;
+pub use format::{GroupParams, PACKED_PER_WORD};
+pub use matrix::{M0E4Matrix, QuantOptions};
+pub use metrics::ErrorStats;
+pub use scheme::{Scheme, SchemeKind, fake_quantize};
+
+/// Errors of the quantizer: invalid shapes, options or values. Every variant names the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    #[error(
+        "group size {0} is not supported: use a multiple of 8 between 8 and 4096 (32, 64 or 128 recommended)"
+    )]
+    GroupSize(usize),
+    #[error("shape mismatch: {what}: expected {expected}, found {found}")]
+    Shape {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("non-finite weight {value} at row {row}, column {col}")]
+    NonFinite { row: usize, col: usize, value: f32 },
+    #[error("group at row {row}, column {col} spans {range:e}, beyond what an f16 scale can hold")]
+    ScaleOverflow { row: usize, col: usize, range: f32 },
+    #[error("tensor must be 2-D, found rank {0}")]
+    Rank(usize),
+    #[error("unsupported tensor dtype {0}: expected f32, f16 or bf16")]
+    DType(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, QuantError>;
+
+/// Checks a group size: a multiple of 8 (a packed word never spans two groups) in 8..=4096.
+pub fn check_group(group: usize) -> Result<usize> {
+    if (8..=4096).contains(&group) && group.is_multiple_of(8) {
+        Ok(group)
+    } else {
+        Err(QuantError::GroupSize(group))
+    }
+}

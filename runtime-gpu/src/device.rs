@@ -1,0 +1,174 @@
+//! Adapter choice and device creation: discrete GPUs first, real limits requested from the
+//! adapter, optional features enabled where present, and a header line that says all of it.
+
+use std::fmt::Write as _;
+
+use crate::{GpuError, Result};
+
+/// How to pick and open the device.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// Case-insensitive substring of the adapter name to pick (`--adapter`).
+    pub adapter: Option<String>,
+}
+
+/// An open device with what it can do.
+pub struct Gpu {
+    pub info: wgpu::AdapterInfo,
+    /// Features enabled on the device (the wanted ones the adapter has).
+    pub features: wgpu::Features,
+    /// Everything the adapter offers, enabled or not.
+    pub adapter_features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+}
+
+/// Optional features used where present; every kernel has a path without them.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+impl Gpu {
+    /// Lists the adapters every backend of this build can see, best first.
+    pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+        pollster::block_on(enumerate())
+            .iter()
+            .map(|a| a.get_info())
+            .collect()
+    }
+
+    /// Opens the best adapter (or the one `opts.adapter` names) with its real limits.
+    pub fn new(opts: &DeviceOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    async fn new_async(opts: &DeviceOptions) -> Result<Gpu> {
+        let adapters = enumerate().await;
+        if adapters.is_empty() {
+            return Err(GpuError::NoAdapter {
+                backends: format!("{:?}", backends()),
+            });
+        }
+        let adapter = match &opts.adapter {
+            None => adapters.into_iter().next().expect("checked non-empty"),
+            Some(want) => {
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| {
+                        a.get_info()
+                            .name
+                            .to_lowercase()
+                            .contains(&want.to_lowercase())
+                    })
+                    .ok_or_else(|| GpuError::AdapterNotFound {
+                        wanted: want.clone(),
+                        available: names.join(", "),
+                    })?
+            }
+        };
+        let info = adapter.get_info();
+        let adapter_features = adapter.features();
+        let features = adapter_features & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tlite"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|source| GpuError::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
+        Ok(Gpu {
+            info,
+            features,
+            adapter_features,
+            limits,
+            device,
+            queue,
+        })
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// One line with the adapter, backend, features and limits, printed before every run so a
+    /// result can be reproduced.
+    pub fn header(&self) -> String {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let mut s = format!(
+            "adapter: {} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        );
+        let _ = write!(
+            s,
+            " | f16 {} | subgroups {}",
+            yes(self.has_f16()),
+            if self.has_subgroups() {
+                format!(
+                    "{}..{}",
+                    self.info.subgroup_min_size, self.info.subgroup_max_size
+                )
+            } else {
+                "no".into()
+            }
+        );
+        let _ = write!(
+            s,
+            " | timestamps {} | cooperative matrix {}",
+            yes(self.features.contains(wgpu::Features::TIMESTAMP_QUERY)),
+            yes(self
+                .adapter_features
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX))
+        );
+        let _ = write!(
+            s,
+            " | max storage binding {:.0} MiB | max buffer {:.0} MiB | workgroup storage {} KiB",
+            mib(self.limits.max_storage_buffer_binding_size),
+            mib(self.limits.max_buffer_size),
+            self.limits.max_compute_workgroup_storage_size / 1024
+        );
+        s
+    }
+}
+
+async fn enumerate() -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backends(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let mut adapters = instance.enumerate_adapters(backends()).await;
+    adapters.sort_by_key(|a| type_rank(a.get_info().device_type));
+    adapters
+}

@@ -1,0 +1,39 @@
+//! The wgpu runtime: device setup ([`device`]), the WGSL kernels on disk with their parameter
+//! structs ([`kernels`]), and the operations built from them ([`dequant`]).
+//!
+//! The runtime computes on the GPU only; candle is the reference's, not the runtime's.
+
+pub mod dequant;
+pub mod device;
+pub mod kernels;
+
+pub use device::{DeviceOptions, Gpu};
+
+/// Errors of the GPU runtime, each naming what went wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error(
+        "no GPU adapter found for backends {backends}: install a Vulkan driver (for a software GPU on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)"
+    )]
+    NoAdapter { backends: String },
+    #[error("no adapter matches `{wanted}`; available: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+    #[error("requesting a device from `{adapter}` failed: {source}")]
+    RequestDevice {
+        adapter: String,
+        #[source]
+        source: wgpu::RequestDeviceError,
+    },
+    #[error("{what} needs {needed} bytes in one binding, above this device's limit of {limit}")]
+    BindingTooLarge {
+        what: &'static str,
+        needed: u64,
+        limit: u64,
+    },
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+    #[error("the GPU device was lost or a validation error occurred: {0}")]
+    Device(String),
+}
+
+pub type Result<T> = std::result::Result<T, GpuError>;
