@@ -1,9 +1,12 @@
 //! `tlite`: convert Hugging Face checkpoints to M0E4, measure what quantization costs, and run
 //! models on the GPU through wgpu.
 
+mod convert;
 mod devices;
+mod inspect;
 mod progress;
 mod quant_error;
+mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,12 @@ enum Command {
     QuantError(quant_error::Args),
     /// List GPU adapters, print the chosen one's features and limits, optionally self-check.
     Devices(devices::Args),
+    /// Convert a Hugging Face checkpoint into a deployable M0E4 model.
+    Convert(convert::Args),
+    /// Architecture, parameters, bits per weight and tensor layout of a model or checkpoint.
+    Inspect(inspect::Args),
+    /// Write a random-weight checkpoint of a named shape (tiny test models, benchmark bodies).
+    Synth(synth::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +40,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::QuantError(a) => quant_error::run(a),
         Command::Devices(a) => devices::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }

@@ -2,9 +2,14 @@
 //! tables, and writing and reading the deployable M0E4 model. Emits progress events
 //! ([`events`]); draws nothing.
 
+pub mod arch;
+pub mod checkpoint;
+pub mod config;
+pub mod deploy;
 pub mod events;
 pub mod gguf;
 pub mod safetensors_file;
+pub mod synth;
 
 pub use events::Event;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};

@@ -1,0 +1,92 @@
+//! `tlite convert`
+
+use std::path::PathBuf;
+
+use tlite_converter::checkpoint::Checkpoint;
+use tlite_converter::deploy::{self, ConvertOptions, KeepRule};
+use tlite_quantizer::Method;
+
+use crate::progress::EventBar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A Hugging Face checkpoint folder, or a repo id `org/name[@revision]` in the HF cache.
+    src: String,
+    /// Output folder of the deployable model.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Weights per group along the input dimension (32, 64 or 128).
+    #[arg(long, short = 'g', default_value_t = 64)]
+    group_size: usize,
+    /// How each group's scale and bias are chosen.
+    #[arg(long, default_value = "search")]
+    quantizer: Method,
+    /// Keep matching tensors dense: `REGEX=f16` or `REGEX=f32` (repeatable).
+    #[arg(long)]
+    keep: Vec<KeepRule>,
+    /// Split tensors into chunks of at most this many bytes (a device's binding limit).
+    #[arg(long, default_value_t = deploy::DEFAULT_BINDING_LIMIT)]
+    binding_limit: u64,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    force: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let ck = Checkpoint::open(&a.src)?;
+    let opts = ConvertOptions {
+        group: a.group_size,
+        method: a.quantizer,
+        keep: a.keep,
+        binding_limit: a.binding_limit,
+        overwrite: a.force,
+    };
+    if !a.json {
+        eprintln!(
+            "convert: {} ({}, {} layers, hidden {}) -> {} | M0E4 g={} {} | binding limit {}",
+            ck.dir.display(),
+            ck.config.model_type,
+            ck.config.num_layers,
+            ck.config.hidden_size,
+            a.output.display(),
+            opts.group,
+            opts.method,
+            crate::progress::bytes(opts.binding_limit)
+        );
+    }
+    let mut bar = EventBar::new();
+    let report = deploy::convert(&ck, &a.output, &opts, &mut |e| bar.on(e))?;
+    bar.finish();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<56} {:>14} {:>6} {:>7} {:>11} {:>9}",
+        "tensor", "shape", "store", "chunks", "bytes", "sqnr_dB"
+    );
+    for t in &report.tensors {
+        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        println!(
+            "{:<56} {:>14} {:>6} {:>7} {:>11} {:>9.2}",
+            t.name,
+            shape,
+            format!("{:?}", t.storage).to_lowercase(),
+            t.chunks,
+            t.bytes,
+            t.error.sqnr_db
+        );
+    }
+    println!(
+        "\n{} parameters, {:.1} MiB, {:.3} bits per weight, {:.1} s -> {}",
+        report.parameters,
+        report.bytes as f64 / (1 << 20) as f64,
+        report.bits_per_weight,
+        report.seconds,
+        report.output.display()
+    );
+    Ok(())
+}

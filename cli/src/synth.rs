@@ -1,0 +1,34 @@
+//! `tlite synth`
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `tiny-<llama|qwen2|gemma|gemma2|gemma3|chatglm>`, `llama-1b`, `llama-8b`, `qwen2.5-1.5b`, `gemma-2b`.
+    preset: String,
+    /// Output folder (a Hugging Face-style checkpoint).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the number of layers.
+    #[arg(long)]
+    layers: Option<usize>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut spec = SynthSpec::preset(&a.preset).with_context(|| format!("unknown preset `{}`", a.preset))?;
+    if let Some(s) = a.seed {
+        spec.seed = s;
+    }
+    if let Some(l) = a.layers {
+        spec.layers = l;
+    }
+    write_checkpoint(&spec, &a.output)?;
+    println!("wrote {} ({:?}, {} layers, hidden {}) to {}", a.preset, spec.family, spec.layers, spec.hidden, a.output.display());
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! A Hugging Face checkpoint: a local folder or a repo id resolved from the HF cache, with its
+//! config, one or more memory-mapped safetensors shards, and the tokenizer files. Tensor data
+//! is read from the maps on demand; the checkpoint is never loaded into memory whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::arch::{Arch, ExpectedTensor};
+use crate::config::ModelConfig;
+use crate::safetensors_file::{SafetensorsFile, TensorEntry};
+use crate::{ConvertError, Result, io_err};
+
+/// An opened checkpoint.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    /// config.json as written.
+    pub config_json: Value,
+    pub tokenizer: Option<PathBuf>,
+    pub generation_config: Option<Value>,
+    files: Vec<SafetensorsFile>,
+    index: HashMap<String, (usize, usize)>,
+}
+
+impl Checkpoint {
+    /// Opens a local folder, or resolves `org/name[@revision]` from the HF cache.
+    pub fn open(src: &str) -> Result<Self> {
+        let p = Path::new(src);
+        if p.exists() {
+            return Self::open_dir(p);
+        }
+        Self::open_dir(&resolve_repo(src)?)
+    }
+
+    /// Opens a local folder holding config.json and model.safetensors (or an index + shards).
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.is_file() {
+            return Err(ConvertError::Config {
+                path: cfg_path,
+                reason: "config.json not found: not a Hugging Face checkpoint folder".into(),
+            });
+        }
+        let config_json: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
+            .map_err(|e| ConvertError::Config {
+                path: cfg_path.clone(),
+                reason: format!("not valid JSON: {e}"),
+            })?;
+        let config = ModelConfig::from_json(&config_json, &cfg_path)?;
+        let files = shard_paths(dir)?
+            .iter()
+            .map(|p| SafetensorsFile::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut index = HashMap::new();
+        for (fi, f) in files.iter().enumerate() {
+            for (ei, e) in f.entries().iter().enumerate() {
+                index.insert(e.name.clone(), (fi, ei));
+            }
+        }
+        let tokenizer = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
+        let gen_path = dir.join("generation_config.json");
+        let generation_config = std::fs::read_to_string(&gen_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(Checkpoint {
+            dir: dir.to_owned(),
+            config,
+            config_json,
+            tokenizer,
+            generation_config,
+            files,
+            index,
+        })
+    }
+
+    pub fn arch(&self) -> &'static Arch {
+        self.config.arch()
+    }
+
+    /// The file and header entry of a tensor.
+    pub fn entry(&self, name: &str) -> Result<(&SafetensorsFile, &TensorEntry)> {
+        let &(fi, ei) = self.index.get(name).ok_or_else(|| ConvertError::MissingTensor {
+            path: self.dir.clone(),
+            tensor: name.to_owned(),
+        })?;
+        let f = &self.files[fi];
+        Ok((f, &f.entries()[ei]))
+    }
+
+    /// A float tensor as f32.
+    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let (f, e) = self.entry(name)?;
+        f.to_f32(e)
+    }
+
+    /// Every tensor name in the checkpoint.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// The tensors the architecture needs, each checked for presence, shape and float dtype.
+    pub fn expected_tensors(&self) -> Result<Vec<ExpectedTensor>> {
+        let expected = self.arch().expected_tensors(&self.config);
+        for t in &expected {
+            let (f, e) = self.entry(&t.name)?;
+            if e.shape != t.shape {
+                return Err(ConvertError::Shape {
+                    path: f.path().to_owned(),
+                    tensor: t.name.clone(),
+                    expected: t.shape.clone(),
+                    found: e.shape.clone(),
+                });
+            }
+            if !matches!(e.dtype, safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16) {
+                return Err(ConvertError::DType {
+                    path: f.path().to_owned(),
+                    tensor: t.name.clone(),
+                    dtype: format!("{:?}", e.dtype),
+                    expected: "F32, F16, BF16",
+                });
+            }
+        }
+        Ok(expected)
+    }
+
+    /// Total bytes of tensor data (the I/O floor of reading the checkpoint once).
+    pub fn data_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|f| f.entries())
+            .map(|e| e.range.len() as u64)
+            .sum()
+    }
+}
+
+/// `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let idx_path = dir.join("model.safetensors.index.json");
+    if !idx_path.is_file() {
+        return Err(ConvertError::MissingShard {
+            path: dir.to_owned(),
+            shard: "model.safetensors (or model.safetensors.index.json)".into(),
+        });
+    }
+    let idx: Value = serde_json::from_str(&std::fs::read_to_string(&idx_path).map_err(io_err(&idx_path))?).map_err(|e| {
+        ConvertError::Config {
+            path: idx_path.clone(),
+            reason: format!("not valid JSON: {e}"),
+        }
+    })?;
+    let map = idx
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ConvertError::Config {
+            path: idx_path.clone(),
+            reason: "missing `weight_map`".into(),
+        })?;
+    let mut shards: Vec<String> = map.values().filter_map(Value::as_str).map(str::to_owned).collect();
+    shards.sort();
+    shards.dedup();
+    shards
+        .into_iter()
+        .map(|s| {
+            let p = dir.join(&s);
+            if p.is_file() && !s.contains("..") {
+                Ok(p)
+            } else {
+                Err(ConvertError::MissingShard {
+                    path: idx_path.clone(),
+                    shard: s,
+                })
+            }
+        })
+        .collect()
+}
+
+/// The HF hub cache folder: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn hub_cache_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(p).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// Resolves `org/name[@revision]` to a snapshot folder of the HF cache, offline. The revision
+/// is a branch or tag (looked up in `refs/`) or a commit hash; default `main`.
+pub fn resolve_repo(spec: &str) -> Result<PathBuf> {
+    let err = |reason: String| ConvertError::Resolve {
+        repo: spec.to_owned(),
+        reason,
+    };
+    let (repo, rev) = spec.split_once('@').unwrap_or((spec, "main"));
+    let parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return Err(err("not an existing path, nor a repo id of the form org/name[@revision]".into()));
+    }
+    let cache = hub_cache_dir().ok_or_else(|| err("no HF cache folder (set HF_HOME or HF_HUB_CACHE)".into()))?;
+    let root = cache.join(format!("models--{}--{}", parts[0], parts[1]));
+    let refs = root.join("refs").join(rev);
+    let commit = match std::fs::read_to_string(&refs) {
+        Ok(c) => c.trim().to_owned(),
+        Err(_) => rev.to_owned(),
+    };
+    let snap = root.join("snapshots").join(&commit);
+    if snap.join("config.json").is_file() {
+        Ok(snap)
+    } else {
+        Err(err(format!(
+            "not in the Hugging Face cache ({} has no snapshot `{commit}` with a config.json) and this build downloads nothing; \
+             fetch it where the hub is reachable (e.g. `huggingface-cli download {repo}`) or pass a local folder",
+            root.display()
+        )))
+    }
+}

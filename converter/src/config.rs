@@ -1,0 +1,215 @@
+//! `config.json` read into one normalized struct for every family (ChatGLM's own key names
+//! included). Required fields missing or of the wrong type are errors naming the field.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::arch::{self, Arch, Family};
+use crate::{ConvertError, Result, io_err};
+
+/// A model's hyper-parameters, normalized across families.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub family: Family,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// RoPE base of sliding-window layers (Gemma 3).
+    pub rope_local_theta: Option<f64>,
+    /// Linear RoPE scaling factor of global layers, when config.json asks for it.
+    pub rope_linear_factor: Option<f64>,
+    /// Fraction of each head's dimensions that rotate (ChatGLM: 0.5).
+    pub partial_rotary_factor: f64,
+    pub tie_word_embeddings: bool,
+    pub sliding_window: Option<usize>,
+    /// Per layer: true where attention is limited to the sliding window.
+    pub sliding_layers: Vec<bool>,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-0.5` (Gemma) instead of `head_dim^-0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|k| v.get(*k).filter(|x| !x.is_null()))
+}
+
+struct Reader<'a> {
+    v: &'a Value,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, reason: String) -> ConvertError {
+        ConvertError::Config {
+            path: self.path.to_owned(),
+            reason,
+        }
+    }
+
+    fn usize_opt(&self, keys: &[&str]) -> Result<Option<usize>> {
+        match get(self.v, keys) {
+            None => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.err(format!("field `{}` must be a positive integer, found {x}", keys[0]))),
+        }
+    }
+
+    fn usize_req(&self, keys: &[&str]) -> Result<usize> {
+        self.usize_opt(keys)?
+            .ok_or_else(|| self.err(format!("missing required field `{}`", keys.join("` or `"))))
+    }
+
+    fn f64_opt(&self, keys: &[&str]) -> Result<Option<f64>> {
+        match get(self.v, keys) {
+            None => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(format!("field `{}` must be a number, found {x}", keys[0]))),
+        }
+    }
+
+    fn ids(&self, key: &str) -> Vec<u32> {
+        match self.v.get(key) {
+            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Reads and normalizes `path` (a config.json).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| ConvertError::Config {
+            path: path.to_owned(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        Self::from_json(&v, path)
+    }
+
+    /// Normalizes a parsed config.json; `path` is only used in error messages.
+    pub fn from_json(v: &Value, path: &Path) -> Result<Self> {
+        let r = Reader { v, path };
+        let model_type = v
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| r.err("missing required field `model_type`".into()))?;
+        let arch = arch::lookup(model_type).ok_or_else(|| ConvertError::UnknownArchitecture {
+            model_type: model_type.to_owned(),
+            supported: arch::supported_model_types(),
+        })?;
+        let family = arch.family;
+        let glm = family == Family::ChatGlm;
+        let hidden_size = r.usize_req(&["hidden_size"])?;
+        let num_heads = r.usize_req(&["num_attention_heads"])?;
+        let num_layers = r.usize_req(&["num_hidden_layers", "num_layers"])?;
+        let num_kv_heads = if glm {
+            let mq = v.get("multi_query_attention").and_then(Value::as_bool).unwrap_or(false);
+            if mq { r.usize_req(&["multi_query_group_num"])? } else { num_heads }
+        } else {
+            r.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_heads)
+        };
+        let head_dim = r.usize_opt(&["head_dim", "kv_channels"])?.unwrap_or(hidden_size / num_heads);
+        if num_heads % num_kv_heads != 0 {
+            return Err(r.err(format!(
+                "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
+            )));
+        }
+        let rope_theta = match family {
+            Family::ChatGlm => 10000.0 * r.f64_opt(&["rope_ratio"])?.unwrap_or(1.0),
+            _ => r.f64_opt(&["rope_theta"])?.unwrap_or(10000.0),
+        };
+        let rope_linear_factor = v
+            .get("rope_scaling")
+            .filter(|s| s.get("rope_type").or(s.get("type")).and_then(Value::as_str) == Some("linear"))
+            .and_then(|s| s.get("factor"))
+            .and_then(Value::as_f64);
+        let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
+        let sliding_window = match family {
+            Family::Gemma2 | Family::Gemma3 => r.usize_opt(&["sliding_window"])?.or(Some(4096)),
+            Family::Llama | Family::Qwen2 => {
+                let enabled = v.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(true);
+                if enabled { r.usize_opt(&["sliding_window"])? } else { None }
+            }
+            _ => None,
+        };
+        let sliding_layers = sliding_layers(v, family, num_layers, sliding_window.is_some());
+        Ok(ModelConfig {
+            model_type: model_type.to_owned(),
+            family,
+            hidden_size,
+            intermediate_size: r.usize_req(&["intermediate_size", "ffn_hidden_size"])?,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            vocab_size: r.usize_req(&["vocab_size", "padded_vocab_size"])?,
+            max_position_embeddings: r
+                .usize_opt(&["max_position_embeddings", "seq_length"])?
+                .unwrap_or(4096),
+            rms_norm_eps: r.f64_opt(&["rms_norm_eps", "layernorm_epsilon"])?.unwrap_or(1e-6),
+            rope_theta,
+            rope_local_theta: match family {
+                Family::Gemma3 => Some(r.f64_opt(&["rope_local_base_freq"])?.unwrap_or(10000.0)),
+                _ => None,
+            },
+            rope_linear_factor,
+            partial_rotary_factor: r
+                .f64_opt(&["partial_rotary_factor"])?
+                .unwrap_or(if glm { 0.5 } else { 1.0 }),
+            tie_word_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(gemma),
+            sliding_window,
+            sliding_layers,
+            query_pre_attn_scalar: if gemma { r.f64_opt(&["query_pre_attn_scalar"])? } else { None },
+            attn_logit_softcapping: r.f64_opt(&["attn_logit_softcapping"])?,
+            final_logit_softcapping: r.f64_opt(&["final_logit_softcapping"])?,
+            bos_token_id: r.ids("bos_token_id").first().copied(),
+            eos_token_ids: r.ids("eos_token_id"),
+        })
+    }
+
+    /// This config's row of the architecture table.
+    pub fn arch(&self) -> &'static Arch {
+        Arch::by_family(self.family)
+    }
+}
+
+/// Which layers use sliding-window attention: `layer_types` when given, else the family's
+/// pattern (Gemma 2: even layers; Gemma 3: all but every `sliding_window_pattern`-th; others:
+/// every layer when a window is configured).
+fn sliding_layers(v: &Value, family: Family, n: usize, has_window: bool) -> Vec<bool> {
+    if let Some(types) = v.get("layer_types").and_then(Value::as_array)
+        && types.len() == n
+    {
+        return types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect();
+    }
+    match family {
+        Family::Gemma2 => (0..n).map(|l| l % 2 == 0).collect(),
+        Family::Gemma3 => {
+            let p = v.get("sliding_window_pattern").and_then(Value::as_u64).unwrap_or(6) as usize;
+            (0..n).map(|l| (l + 1) % p.max(1) != 0).collect()
+        }
+        _ => vec![has_window; n],
+    }
+}

@@ -1,0 +1,323 @@
+//! `convert`: a checkpoint in, a deployable M0E4 model out, written to a temporary folder and
+//! renamed only when complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use half::f16;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tlite_quantizer::{ErrorStats, M0E4Matrix, Method, QuantOptions};
+
+use super::{
+    Chunk, DEFAULT_BINDING_LIMIT, FORMAT, FORMAT_VERSION, MANIFEST_KEY, MODEL_FILE, Manifest, QuantSettings,
+    Storage, TensorLayout,
+};
+use crate::arch::Role;
+use crate::checkpoint::Checkpoint;
+use crate::events::Event;
+use crate::{ConvertError, Result, io_err};
+
+/// `REGEX=f16|f32`: tensors whose name matches are stored dense instead of in M0E4.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeepRule {
+    pub pattern: String,
+    pub storage: Storage,
+}
+
+impl std::str::FromStr for KeepRule {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (pattern, dt) = s.rsplit_once('=').unwrap_or((s, "f16"));
+        let storage = match dt {
+            "f16" => Storage::F16,
+            "f32" => Storage::F32,
+            _ => return Err(format!("`{s}`: keep rules are REGEX=f16 or REGEX=f32")),
+        };
+        regex::Regex::new(pattern).map_err(|e| format!("`{pattern}` is not a valid regex: {e}"))?;
+        Ok(KeepRule {
+            pattern: pattern.to_owned(),
+            storage,
+        })
+    }
+}
+
+/// Conversion settings.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub group: usize,
+    pub method: Method,
+    pub keep: Vec<KeepRule>,
+    /// Largest chunk in bytes (a device's storage-binding limit).
+    pub binding_limit: u64,
+    /// Replace an existing output folder.
+    pub overwrite: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            group: 64,
+            method: Method::Search,
+            keep: Vec::new(),
+            binding_limit: DEFAULT_BINDING_LIMIT,
+            overwrite: false,
+        }
+    }
+}
+
+/// What conversion did to one tensor.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub storage: Storage,
+    pub chunks: usize,
+    pub bytes: u64,
+    /// Error against the source (zero for f32 storage).
+    pub error: ErrorStats,
+}
+
+/// The result of a conversion.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConvertReport {
+    pub output: PathBuf,
+    pub parameters: u64,
+    pub bytes: u64,
+    pub bits_per_weight: f64,
+    pub seconds: f64,
+    pub tensors: Vec<TensorReport>,
+}
+
+/// One stored safetensors entry.
+struct Part {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+/// Converts `ck` into a deployable model at `out`.
+pub fn convert(
+    ck: &Checkpoint,
+    out: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(Event),
+) -> Result<ConvertReport> {
+    let t0 = Instant::now();
+    tlite_quantizer::check_group(opts.group)?;
+    if out.exists() && !opts.overwrite {
+        return Err(ConvertError::Io {
+            path: out.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "output exists (use --force to replace it)",
+            ),
+        });
+    }
+    let rules: Vec<(regex::Regex, Storage)> = opts
+        .keep
+        .iter()
+        .map(|k| (regex::Regex::new(&k.pattern).expect("validated when parsed"), k.storage))
+        .collect();
+    let expected = ck.expected_tensors()?;
+    progress(Event::Start {
+        phase: "convert",
+        total: expected.len(),
+    });
+    let mut parts = Vec::new();
+    let mut layouts = Vec::new();
+    let mut reports = Vec::new();
+    for (i, t) in expected.iter().enumerate() {
+        let data = ck.tensor_f32(&t.name)?;
+        let storage = rules
+            .iter()
+            .find(|(re, _)| re.is_match(&t.name))
+            .map(|(_, s)| *s)
+            .unwrap_or(if t.role.quantizable() { Storage::M0E4 } else { Storage::F32 });
+        let (layout, new_parts, error) = store_tensor(&t.name, &t.shape, t.role, storage, &data, opts)?;
+        reports.push(TensorReport {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            storage,
+            chunks: layout.chunks.len(),
+            bytes: new_parts.iter().map(|p| p.bytes.len() as u64).sum(),
+            error,
+        });
+        parts.extend(new_parts);
+        layouts.push(layout);
+        progress(Event::Item {
+            index: i,
+            name: t.name.clone(),
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        architecture: ck.config.family,
+        config: ck.config.clone(),
+        source_config: ck.config_json.clone(),
+        quantization: QuantSettings {
+            scheme: "m0e4".into(),
+            group_size: opts.group,
+            method: opts.method,
+            keep: opts.keep.clone(),
+            binding_limit: opts.binding_limit,
+            decode: "w = fma(1 + q/16, S, B); q = code k of a u32 at bits 4k..4k+3".into(),
+        },
+        rope_layout: ck.arch().rope,
+        norm: ck.arch().norm,
+        tensors: layouts,
+    };
+    write_folder(ck, out, &manifest, &parts, opts.overwrite)?;
+    progress(Event::Done { phase: "convert" });
+    let parameters: u64 = expected.iter().map(|t| t.numel() as u64).sum();
+    let bytes: u64 = parts.iter().map(|p| p.bytes.len() as u64).sum();
+    Ok(ConvertReport {
+        output: out.to_owned(),
+        parameters,
+        bytes,
+        bits_per_weight: bytes as f64 * 8.0 / parameters.max(1) as f64,
+        seconds: t0.elapsed().as_secs_f64(),
+        tensors: reports,
+    })
+}
+
+/// Row ranges of at most `limit` bytes each (at least one row per chunk).
+fn row_chunks(rows: usize, bytes_per_row: usize, limit: u64) -> Vec<(usize, usize)> {
+    let per = ((limit / bytes_per_row.max(1) as u64) as usize).max(1);
+    (0..rows).step_by(per).map(|s| (s, (s + per).min(rows))).collect()
+}
+
+fn store_tensor(
+    name: &str,
+    shape: &[usize],
+    role: Role,
+    storage: Storage,
+    data: &[f32],
+    opts: &ConvertOptions,
+) -> Result<(TensorLayout, Vec<Part>, ErrorStats)> {
+    let mut layout = TensorLayout {
+        name: name.to_owned(),
+        shape: shape.to_vec(),
+        role,
+        storage,
+        group: None,
+        chunks: Vec::new(),
+        sha256: String::new(),
+    };
+    let (rows, cols) = layout.rows_cols();
+    let mut parts = Vec::new();
+    let error;
+    match storage {
+        Storage::M0E4 => {
+            let m = M0E4Matrix::quantize(data, rows, cols, &QuantOptions::new(opts.group, opts.method))?;
+            error = ErrorStats::compute(data, &m.dequantize(), cols, None, m.bits_per_weight());
+            layout.group = Some(opts.group);
+            let (wpr, gpr) = (M0E4Matrix::words_per_row(cols), M0E4Matrix::groups_per_row(cols, opts.group));
+            for (ci, (a, b)) in row_chunks(rows, wpr * 4, opts.binding_limit).into_iter().enumerate() {
+                let base = format!("{name}@{ci}");
+                let mk = |suffix: &str, dtype, width: usize, bytes: Vec<u8>| Part {
+                    name: format!("{base}.{suffix}"),
+                    dtype,
+                    shape: vec![b - a, width],
+                    bytes,
+                };
+                let halves = |v: &[u16]| v[a * gpr..b * gpr].iter().flat_map(|h| h.to_le_bytes()).collect();
+                let chunk_parts = [
+                    mk("packed", Dtype::U32, wpr, m.packed[a * wpr..b * wpr].iter().flat_map(|w| w.to_le_bytes()).collect()),
+                    mk("scales", Dtype::F16, gpr, halves(&m.scales)),
+                    mk("biases", Dtype::F16, gpr, halves(&m.biases)),
+                ];
+                layout.chunks.push(Chunk {
+                    rows: (a, b),
+                    parts: chunk_parts.iter().map(|p| p.name.clone()).collect(),
+                });
+                parts.extend(chunk_parts);
+            }
+        }
+        Storage::F16 | Storage::F32 => {
+            let width = if storage == Storage::F16 { 2 } else { 4 };
+            let recon: Vec<f32> = if storage == Storage::F16 {
+                data.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
+            } else {
+                data.to_vec()
+            };
+            error = ErrorStats::compute(data, &recon, cols, None, (width * 8) as f64);
+            for (ci, (a, b)) in row_chunks(rows, cols * width, opts.binding_limit).into_iter().enumerate() {
+                let bytes: Vec<u8> = if storage == Storage::F16 {
+                    data[a * cols..b * cols].iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+                } else {
+                    data[a * cols..b * cols].iter().flat_map(|v| v.to_le_bytes()).collect()
+                };
+                let pshape = if shape.len() == 1 { vec![cols] } else { vec![b - a, cols] };
+                let p = Part {
+                    name: format!("{name}@{ci}"),
+                    dtype: if storage == Storage::F16 { Dtype::F16 } else { Dtype::F32 },
+                    shape: pshape,
+                    bytes,
+                };
+                layout.chunks.push(Chunk {
+                    rows: (a, b),
+                    parts: vec![p.name.clone()],
+                });
+                parts.push(p);
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    for p in &parts {
+        h.update(&p.bytes);
+    }
+    layout.sha256 = hex::encode(h.finalize());
+    Ok((layout, parts, error))
+}
+
+/// Writes the folder under a temporary name next to `out`, then renames it into place.
+fn write_folder(ck: &Checkpoint, out: &Path, manifest: &Manifest, parts: &[Part], overwrite: bool) -> Result<()> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let file_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let views: Vec<(String, TensorView)> = parts
+            .iter()
+            .map(|p| {
+                TensorView::new(p.dtype, p.shape.clone(), &p.bytes)
+                    .map(|v| (p.name.clone(), v))
+                    .map_err(|e| ConvertError::Safetensors {
+                        path: tmp.join(MODEL_FILE),
+                        reason: format!("{}: {e}", p.name),
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let json = serde_json::to_string(manifest).expect("manifest serializes");
+        let meta = HashMap::from([(MANIFEST_KEY.to_owned(), json)]);
+        let model_path = tmp.join(MODEL_FILE);
+        safetensors::serialize_to_file(views, Some(meta), &model_path).map_err(|e| ConvertError::Safetensors {
+            path: model_path.clone(),
+            reason: e.to_string(),
+        })?;
+        for name in ["tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"] {
+            let src = ck.dir.join(name);
+            if src.is_file() {
+                std::fs::copy(&src, tmp.join(name)).map_err(io_err(&src))?;
+            }
+        }
+        if out.exists() && overwrite {
+            std::fs::remove_dir_all(out).map_err(io_err(out))?;
+        }
+        std::fs::rename(&tmp, out).map_err(io_err(out))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

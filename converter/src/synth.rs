@@ -1,0 +1,264 @@
+//! Random-weight Hugging Face checkpoints for every supported architecture, from a shape
+//! description: tiny ones (a few hundred KB, made at test time) and real shapes for GPU
+//! benchmarks (speed does not depend on the values, but nothing is ever zero).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde_json::{Value, json};
+use tlite_quantizer::rng::Rng;
+
+use crate::arch::{Arch, Family, NormStyle, Role};
+use crate::config::ModelConfig;
+use crate::{ConvertError, Result, io_err};
+
+/// The shape of a synthetic model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthSpec {
+    pub family: Family,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub max_positions: usize,
+    pub tied: bool,
+    pub dtype: Dtype,
+    pub seed: u64,
+}
+
+impl SynthSpec {
+    /// A tiny model of `family`: 2 layers, hidden 64, grouped-query heads, vocab 320.
+    pub fn tiny(family: Family) -> Self {
+        let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
+        SynthSpec {
+            family,
+            hidden: 64,
+            intermediate: 128,
+            layers: if family == Family::Gemma3 { 3 } else { 2 },
+            heads: 4,
+            kv_heads: if family == Family::ChatGlm { 1 } else { 2 },
+            head_dim: 16,
+            vocab: 320,
+            max_positions: 256,
+            tied: gemma || family == Family::Qwen2,
+            dtype: Dtype::F32,
+            seed: 0x7117e,
+        }
+    }
+
+    /// Named real shapes: `llama-8b` (Llama-3-8B body), `llama-1b` (hidden 2048, 16 layers),
+    /// `qwen2.5-1.5b`, `gemma-2b`, or `tiny-<family>`.
+    pub fn preset(name: &str) -> Option<Self> {
+        let base = |family, hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied| SynthSpec {
+            family,
+            hidden,
+            intermediate,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab,
+            max_positions: 4096,
+            tied,
+            dtype: Dtype::BF16,
+            seed: 1,
+        };
+        Some(match name {
+            "llama-8b" => base(Family::Llama, 4096, 14336, 32, 32, 8, 128, 128256, false),
+            "llama-1b" => base(Family::Llama, 2048, 8192, 16, 32, 8, 64, 49152, true),
+            "qwen2.5-1.5b" => base(Family::Qwen2, 1536, 8960, 28, 12, 2, 128, 151936, true),
+            "gemma-2b" => base(Family::Gemma, 2048, 16384, 18, 8, 1, 256, 256000, true),
+            _ => {
+                let f = name.strip_prefix("tiny-")?;
+                Self::tiny(family_by_name(f)?)
+            }
+        })
+    }
+
+    /// The config.json this spec writes, with each family's own keys.
+    pub fn config_json(&self) -> Value {
+        let arch = Arch::by_family(self.family);
+        let model_type = arch.model_types[0];
+        let dtype = match self.dtype {
+            Dtype::F16 => "float16",
+            Dtype::BF16 => "bfloat16",
+            _ => "float32",
+        };
+        if self.family == Family::ChatGlm {
+            return json!({
+                "architectures": ["ChatGLMModel"], "model_type": model_type,
+                "hidden_size": self.hidden, "ffn_hidden_size": self.intermediate,
+                "num_layers": self.layers, "num_attention_heads": self.heads,
+                "multi_query_attention": true, "multi_query_group_num": self.kv_heads,
+                "kv_channels": self.head_dim, "padded_vocab_size": self.vocab,
+                "layernorm_epsilon": 1e-5, "seq_length": self.max_positions,
+                "add_qkv_bias": true, "rmsnorm": true, "apply_residual_connection_post_layernorm": false,
+                "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype,
+            });
+        }
+        let mut c = json!({
+            "model_type": model_type,
+            "hidden_size": self.hidden, "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim,
+            "vocab_size": self.vocab, "max_position_embeddings": self.max_positions,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": self.tied,
+            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype,
+        });
+        let extra = match self.family {
+            Family::Llama => json!({"architectures": ["LlamaForCausalLM"], "hidden_act": "silu"}),
+            Family::Qwen2 => json!({"architectures": ["Qwen2ForCausalLM"], "hidden_act": "silu", "use_sliding_window": false, "rope_theta": 1000000.0}),
+            Family::Gemma => json!({"architectures": ["GemmaForCausalLM"], "hidden_activation": "gelu_pytorch_tanh"}),
+            Family::Gemma2 => json!({"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
+                "sliding_window": 8, "query_pre_attn_scalar": self.head_dim, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}),
+            Family::Gemma3 => json!({"architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
+                "sliding_window": 8, "sliding_window_pattern": 3, "query_pre_attn_scalar": self.head_dim,
+                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0}),
+            Family::ChatGlm => unreachable!("handled above"),
+        };
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    }
+}
+
+/// Parses a family name as used by `tiny-<family>`.
+pub fn family_by_name(name: &str) -> Option<Family> {
+    Some(match name {
+        "llama" => Family::Llama,
+        "qwen2" => Family::Qwen2,
+        "gemma" => Family::Gemma,
+        "gemma2" => Family::Gemma2,
+        "gemma3" => Family::Gemma3,
+        "chatglm" => Family::ChatGlm,
+        _ => return None,
+    })
+}
+
+/// Every family, for tests that cover the whole table.
+pub const ALL_FAMILIES: [Family; 6] = [
+    Family::Llama,
+    Family::Qwen2,
+    Family::Gemma,
+    Family::Gemma2,
+    Family::Gemma3,
+    Family::ChatGlm,
+];
+
+/// Writes `config.json`, `model.safetensors`, `tokenizer.json` and `generation_config.json`.
+pub fn write_checkpoint(spec: &SynthSpec, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let cfg_json = spec.config_json();
+    let cfg_path = dir.join("config.json");
+    let config = ModelConfig::from_json(&cfg_json, &cfg_path)?;
+    let arch = config.arch();
+    let tensors = arch.expected_tensors(&config);
+    let bytes: Vec<Vec<u8>> = tensors
+        .par_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut rng = Rng::new(spec.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let values: Vec<f32> = match t.role {
+                Role::Norm if arch.norm == NormStyle::OnePlusWeight => rng.gaussian_vec(t.numel(), 0.1),
+                Role::Norm => rng.gaussian_vec(t.numel(), 0.1).iter().map(|v| 1.0 + v).collect(),
+                Role::Bias => rng.gaussian_vec(t.numel(), 0.02),
+                Role::Embedding | Role::LmHead => rng.gaussian_vec(t.numel(), 0.5),
+                Role::Linear => rng.gaussian_vec(t.numel(), (1.0 / t.shape[1] as f32).sqrt()),
+            };
+            encode(&values, spec.dtype)
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let v = TensorView::new(spec.dtype, t.shape.clone(), b).expect("sizes match by construction");
+            (t.name.clone(), v)
+        })
+        .collect();
+    let model = dir.join("model.safetensors");
+    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &model).map_err(|e| {
+        ConvertError::Safetensors {
+            path: model.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let write = |name: &str, v: &Value| {
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(v).expect("json")).map_err(io_err(&p))
+    };
+    write("config.json", &cfg_json)?;
+    write("generation_config.json", &json!({"bos_token_id": 1, "eos_token_id": 2}))?;
+    write("tokenizer.json", &byte_tokenizer(spec.vocab))?;
+    Ok(())
+}
+
+fn encode(v: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        Dtype::BF16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// GPT-2's byte → printable character map.
+fn byte_char(b: u8) -> char {
+    let mut n = 0u32;
+    for x in 0..=255u8 {
+        let printable = matches!(x, 33..=126 | 161..=172 | 174..=255);
+        if x == b {
+            return if printable { char::from(x) } else { char::from_u32(256 + n).expect("valid") };
+        }
+        if !printable {
+            n += 1;
+        }
+    }
+    unreachable!("every byte is mapped")
+}
+
+/// A byte-level BPE tokenizer: `<unk>`, `<s>`, `</s>`, then the 256 bytes, then merges of
+/// common English pairs up to `vocab` entries.
+pub fn byte_tokenizer(vocab: usize) -> Value {
+    let mut v = serde_json::Map::new();
+    for (i, s) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+        v.insert((*s).into(), json!(i));
+    }
+    for b in 0..=255u8 {
+        v.insert(byte_char(b).to_string(), json!(3 + b as usize));
+    }
+    let mut merges = Vec::new();
+    let pairs = ["Ġ t", "h e", "i n", "Ġ a", "e r", "o n", "Ġt he", "r e", "a t", "e n", "o r", "Ġ s", "e s", "Ġ o", "i s"];
+    for p in pairs {
+        if v.len() >= vocab {
+            break;
+        }
+        let tok = p.replace(' ', "");
+        if !v.contains_key(&tok) {
+            v.insert(tok, json!(v.len()));
+            merges.push(p.to_owned());
+        }
+    }
+    json!({
+        "version": "1.0",
+        "added_tokens": [
+            {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": v, "merges": merges}
+    })
+}
