@@ -50,20 +50,20 @@ pub trait Grid: Copy {
     fn encode(self, w: f32) -> u8;
 }
 
-impl Grid for crate::format::GroupParams {
+impl Grid for crate::format::M0E4Grid {
     fn from_affine(min: f32, step: f32) -> Self {
-        crate::format::GroupParams::from_affine(min, step)
+        Self::new(crate::format::GroupParams::from_affine(min, step))
     }
     fn decode(self, q: u8) -> f32 {
-        crate::format::GroupParams::decode(self, q)
+        crate::format::M0E4Grid::decode(self, q)
     }
     fn encode(self, w: f32) -> u8 {
-        crate::format::GroupParams::encode(self, w)
+        crate::format::M0E4Grid::encode(self, w)
     }
 }
 
 /// Clipping fractions of the range tried at each end by [`Method::Search`].
-const CLIP: [f32; 5] = [0.0, 0.04, 0.08, 0.12, 0.16];
+const CLIP: [f32; 3] = [0.0, 0.06, 0.12];
 
 /// Fits a grid to `x`, writing the codes. `imp` weights each element's squared error.
 pub fn fit<G: Grid>(x: &[f32], imp: Option<&[f32]>, method: Method, codes: &mut [u8]) -> G {

@@ -39,10 +39,29 @@ pub const VALUES_F16_BITS: [u16; 16] = {
     t
 };
 
-/// `value(q)` as f32 (exact: five significant bits).
+/// `value(q) = 1 + q/16` as f32 for every code (exact: five significant bits).
+pub const VALUES: [f32; 16] = {
+    let mut t = [0f32; 16];
+    let mut q = 0;
+    while q < 16 {
+        t[q] = 1.0 + q as f32 / 16.0;
+        q += 1;
+    }
+    t
+};
+
+/// `value(q)` as f32.
 #[inline]
 pub fn value(q: u8) -> f32 {
-    f16::from_bits(code_bits(q)).to_f32()
+    VALUES[usize::from(q & 0xF)]
+}
+
+/// `value · S + B` in f32. The product of a 5-bit and an 11-bit significand is exact in f32,
+/// so this single-rounding expression gives the same bits as `fma(value, S, B)` on the GPU,
+/// without a libm call on CPUs built without FMA.
+#[inline(always)]
+pub fn fma_exact(value: f32, s: f32, b: f32) -> f32 {
+    value * s + b
 }
 
 /// A group's stored parameters, as half bits.
@@ -74,22 +93,48 @@ impl GroupParams {
         f16::from_bits(self.bias).to_f32()
     }
 
-    /// The decoder: `fma(value(q), S, B)` in f32. The product is exact in f32 (5 × 11
-    /// significant bits), so a fused and an unfused multiply-add give the same bits.
+    /// The decoder: `fma(value(q), S, B)` in f32.
     #[inline]
     pub fn decode(self, q: u8) -> f32 {
-        value(q).mul_add(self.scale_f32(), self.bias_f32())
+        M0E4Grid::new(self).decode(q)
     }
 
     /// The code whose decoded value is nearest to `w` (ties to the lower code).
     #[inline]
     pub fn encode(self, w: f32) -> u8 {
-        let s = self.scale_f32();
-        let b = self.bias_f32();
-        if s.is_nan() || s <= 0.0 {
+        M0E4Grid::new(self).encode(w)
+    }
+}
+
+/// A group's parameters with `S` and `B` widened to f32 once, for encoding many weights.
+#[derive(Clone, Copy, Debug)]
+pub struct M0E4Grid {
+    pub params: GroupParams,
+    s: f32,
+    b: f32,
+}
+
+impl M0E4Grid {
+    #[inline]
+    pub fn new(params: GroupParams) -> Self {
+        M0E4Grid {
+            params,
+            s: params.scale_f32(),
+            b: params.bias_f32(),
+        }
+    }
+
+    #[inline]
+    pub fn decode(self, q: u8) -> f32 {
+        fma_exact(value(q), self.s, self.b)
+    }
+
+    #[inline]
+    pub fn encode(self, w: f32) -> u8 {
+        if self.s.is_nan() || self.s <= 0.0 {
             return 0;
         }
-        nearest_code(w, (w - b) / s * 16.0 - 16.0, |q| value(q).mul_add(s, b))
+        nearest_code(w, (w - self.b) / self.s * 16.0 - 16.0, |q| self.decode(q))
     }
 }
 
@@ -159,7 +204,7 @@ pub fn decode_word(word: u32, params: GroupParams, out: &mut [f32; 8]) {
     let (s, b) = (params.scale_f32(), params.bias_f32());
     for k in 0..4 {
         let (lo, hi) = decode_pair(word, k);
-        out[k] = lo.mul_add(s, b);
-        out[k + 4] = hi.mul_add(s, b);
+        out[k] = fma_exact(lo, s, b);
+        out[k + 4] = fma_exact(hi, s, b);
     }
 }

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::affine::{self, Method};
-use crate::format::{GroupParams, PACKED_PER_WORD, decode_word, pack_codes};
+use crate::format::{GroupParams, M0E4Grid, PACKED_PER_WORD, decode_word, pack_codes};
 use crate::scheme::check_matrix;
 use crate::{QuantError, Result, check_group};
 
@@ -84,7 +84,7 @@ impl M0E4Matrix {
                     let imp = opts
                         .importance
                         .map(|w| &w[gi * group..gi * group + xg.len()]);
-                    pp[gi] = affine::fit(xg, imp, opts.method, cg);
+                    pp[gi] = affine::fit::<M0E4Grid>(xg, imp, opts.method, cg).params;
                 }
                 pack_codes(&codes, pw);
                 Ok(())

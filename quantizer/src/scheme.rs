@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::affine::{self, Grid, Method};
-use crate::format::{GroupParams, nearest_code};
+use crate::format::{M0E4Grid, nearest_code};
 use crate::{QuantError, Result, check_group};
 
 /// A 4-bit weight format with per-group parameters.
@@ -74,7 +74,7 @@ impl Scheme for SchemeKind {
         let mut codes = vec![0u8; x.len()];
         match *self {
             SchemeKind::M0E4(m) => {
-                let g: GroupParams = affine::fit(x, imp, m, &mut codes);
+                let g: M0E4Grid = affine::fit(x, imp, m, &mut codes);
                 decode_into(g, &codes, out);
             }
             SchemeKind::Int4FloatMin(m) => {
@@ -120,7 +120,8 @@ impl Grid for F16Affine {
         }
     }
     fn decode(self, q: u8) -> f32 {
-        f32::from(q).mul_add(self.d, self.m)
+        // 4-bit × 11-bit product: exact, so this equals an FMA
+        f32::from(q) * self.d + self.m
     }
     fn encode(self, w: f32) -> u8 {
         if self.d.is_nan() || self.d <= 0.0 {
