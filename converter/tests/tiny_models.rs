@@ -1,0 +1,153 @@
+//! Every supported architecture: a seeded tiny random checkpoint is written, read back with
+//! shape checks, converted with chunking forced, reopened with checksums verified, and every
+//! tensor round-trips (dequantized values equal the quantizer's on the same input).
+
+use tlite_converter::arch::Role;
+use tlite_converter::checkpoint::Checkpoint;
+use tlite_converter::deploy::{ConvertOptions, DeployedModel, Storage, convert};
+use tlite_converter::synth::{ALL_FAMILIES, SynthSpec, write_checkpoint};
+use tlite_converter::{Event, events};
+use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tlite-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn every_architecture_converts_and_round_trips() {
+    for family in ALL_FAMILIES {
+        let dir = tmp(&format!("{family:?}"));
+        let mut spec = SynthSpec::tiny(family);
+        spec.seed = std::process::id() as u64 ^ 0x51;
+        write_checkpoint(&spec, &dir.join("ck")).unwrap();
+        let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+        let expected = ck.expected_tensors().unwrap();
+        let opts = ConvertOptions {
+            group: 32,
+            method: Method::Search,
+            binding_limit: 2048, // forces several chunks per matrix
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        let report = convert(&ck, &dir.join("out"), &opts, &mut |e| events.push(e)).unwrap();
+        assert!(matches!(events.first(), Some(Event::Start { .. })));
+        assert_eq!(report.tensors.len(), expected.len());
+        let m = DeployedModel::open(&dir.join("out")).unwrap();
+        assert_eq!(m.manifest.architecture, family);
+        assert_eq!(
+            m.parameters(),
+            expected.iter().map(|t| t.numel() as u64).sum::<u64>()
+        );
+        assert!(m.tokenizer_path().is_some());
+        let mut chunked = 0;
+        for t in &expected {
+            let src = ck.tensor_f32(&t.name).unwrap();
+            let layout = m.layout(&t.name).unwrap();
+            if t.role.quantizable() {
+                assert_eq!(layout.storage, Storage::M0E4, "{}", t.name);
+                chunked += usize::from(layout.chunks.len() > 1);
+                let q = M0E4Matrix::quantize(
+                    &src,
+                    t.shape[0],
+                    t.shape[1],
+                    &QuantOptions::new(32, Method::Search),
+                )
+                .unwrap();
+                assert_eq!(m.m0e4(&t.name).unwrap(), q, "{family:?} {}", t.name);
+                assert_eq!(m.tensor_f32(&t.name).unwrap(), q.dequantize());
+            } else {
+                assert!(matches!(t.role, Role::Norm | Role::Bias));
+                assert_eq!(m.tensor_f32(&t.name).unwrap(), src, "{}", t.name);
+            }
+        }
+        assert!(chunked > 0, "{family:?}: no tensor was split");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn keep_rules_store_dense() {
+    let dir = tmp("keep");
+    write_checkpoint(
+        &SynthSpec::tiny(tlite_converter::arch::Family::Llama),
+        &dir.join("ck"),
+    )
+    .unwrap();
+    let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+    let opts = ConvertOptions {
+        keep: vec![
+            "embed_tokens|lm_head=f16".parse().unwrap(),
+            "down_proj=f32".parse().unwrap(),
+        ],
+        ..Default::default()
+    };
+    convert(&ck, &dir.join("out"), &opts, &mut events::ignore).unwrap();
+    let m = DeployedModel::open(&dir.join("out")).unwrap();
+    assert_eq!(
+        m.layout("model.embed_tokens.weight").unwrap().storage,
+        Storage::F16
+    );
+    assert_eq!(m.layout("lm_head.weight").unwrap().storage, Storage::F16);
+    assert_eq!(
+        m.layout("model.layers.1.mlp.down_proj.weight")
+            .unwrap()
+            .storage,
+        Storage::F32
+    );
+    assert_eq!(
+        m.layout("model.layers.1.mlp.up_proj.weight")
+            .unwrap()
+            .storage,
+        Storage::M0E4
+    );
+    let src = ck
+        .tensor_f32("model.layers.0.mlp.down_proj.weight")
+        .unwrap();
+    assert_eq!(
+        m.tensor_f32("model.layers.0.mlp.down_proj.weight").unwrap(),
+        src
+    );
+    assert!(
+        "x=int8"
+            .parse::<tlite_converter::deploy::KeepRule>()
+            .is_err()
+    );
+    assert!(
+        "(unclosed=f16"
+            .parse::<tlite_converter::deploy::KeepRule>()
+            .is_err()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn repo_ids_resolve_from_the_hf_cache_layout() {
+    let dir = tmp("hub");
+    let root = dir.join("hub/models--acme--tiny");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    write_checkpoint(
+        &SynthSpec::tiny(tlite_converter::arch::Family::Qwen2),
+        &root.join("snapshots").join(rev),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::write(root.join("refs/main"), rev).unwrap();
+    // SAFETY: this test binary sets HF_HUB_CACHE only here, before any reader runs.
+    unsafe { std::env::set_var("HF_HUB_CACHE", dir.join("hub")) };
+    let ck = Checkpoint::open("acme/tiny").unwrap();
+    assert_eq!(ck.config.model_type, "qwen2");
+    assert!(Checkpoint::open(&format!("acme/tiny@{rev}")).is_ok());
+    let e = Checkpoint::open("acme/missing").err().unwrap().to_string();
+    assert!(
+        e.contains("acme/missing") && e.contains("not in the Hugging Face cache"),
+        "{e}"
+    );
+    let e = Checkpoint::open("not-a-path-or-repo")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("org/name"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
