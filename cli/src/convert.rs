@@ -69,7 +69,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "tensor", "shape", "store", "chunks", "bytes", "sqnr_dB"
     );
     for t in &report.tensors {
-        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         println!(
             "{:<56} {:>14} {:>6} {:>7} {:>11} {:>9.2}",
             t.name,

@@ -21,7 +21,11 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let p = PathBuf::from(&a.path);
     if DeployedModel::is_deployable(&p) {
-        let m = if a.no_verify { DeployedModel::open_structure(&p)? } else { DeployedModel::open(&p)? };
+        let m = if a.no_verify {
+            DeployedModel::open_structure(&p)?
+        } else {
+            DeployedModel::open(&p)?
+        };
         let man = &m.manifest;
         let params = m.parameters();
         let bpw = m.data_bytes() as f64 * 8.0 / params as f64;
@@ -38,27 +42,47 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("deployable model: {}", m.dir.display());
         println!(
             "format {} v{} | architecture {:?} ({}) | rope {:?} | norm {:?}",
-            man.format, man.format_version, man.architecture, man.config.model_type, man.rope_layout, man.norm
+            man.format,
+            man.format_version,
+            man.architecture,
+            man.config.model_type,
+            man.rope_layout,
+            man.norm
         );
         println!(
             "quantization: {} g={} {} | keep {:?} | binding limit {}",
             man.quantization.scheme,
             man.quantization.group_size,
             man.quantization.method,
-            man.quantization.keep.iter().map(|k| format!("{}={:?}", k.pattern, k.storage)).collect::<Vec<_>>(),
+            man.quantization
+                .keep
+                .iter()
+                .map(|k| format!("{}={:?}", k.pattern, k.storage))
+                .collect::<Vec<_>>(),
             crate::progress::bytes(man.quantization.binding_limit)
         );
         println!(
             "{params} parameters | {:.1} MiB | {bpw:.3} bits per weight | checksums {}",
             m.data_bytes() as f64 / (1 << 20) as f64,
-            if a.no_verify { "not verified" } else { "verified" }
+            if a.no_verify {
+                "not verified"
+            } else {
+                "verified"
+            }
         );
-        println!("{:<56} {:>14} {:>6} {:>6} {:>7}", "tensor", "shape", "store", "group", "chunks");
+        println!(
+            "{:<56} {:>14} {:>6} {:>6} {:>7}",
+            "tensor", "shape", "store", "group", "chunks"
+        );
         for t in m.tensors() {
             println!(
                 "{:<56} {:>14} {:>6} {:>6} {:>7}",
                 t.name,
-                t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                t.shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x"),
                 format!("{:?}", t.storage).to_lowercase(),
                 t.group.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
                 t.chunks.len()
@@ -97,13 +121,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ck.arch().rope,
         ck.arch().norm
     );
-    println!("{params} parameters | {bpw:.2} bits per weight | tokenizer {}", if ck.tokenizer.is_some() { "yes" } else { "no" });
+    println!(
+        "{params} parameters | {bpw:.2} bits per weight | tokenizer {}",
+        if ck.tokenizer.is_some() { "yes" } else { "no" }
+    );
     println!("{:<56} {:>14} {:>10}", "tensor", "shape", "role");
     for t in &tensors {
         println!(
             "{:<56} {:>14} {:>10}",
             t.name,
-            t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+            t.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x"),
             format!("{:?}", t.role).to_lowercase()
         );
     }

@@ -3,6 +3,7 @@
 
 mod convert;
 mod devices;
+mod import_gguf;
 mod inspect;
 mod progress;
 mod quant_error;
@@ -33,6 +34,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a random-weight checkpoint of a named shape (tiny test models, benchmark bodies).
     Synth(synth::Args),
+    /// Import a GGUF file as a Hugging Face-style folder (dequantized to f32 by default).
+    ImportGguf(import_gguf::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::QuantError(a) => quant_error::run(a),
         Command::Devices(a) => devices::run(a),
+        Command::ImportGguf(a) => import_gguf::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Synth(a) => synth::run(a),

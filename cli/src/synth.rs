@@ -21,7 +21,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mut spec = SynthSpec::preset(&a.preset).with_context(|| format!("unknown preset `{}`", a.preset))?;
+    let mut spec =
+        SynthSpec::preset(&a.preset).with_context(|| format!("unknown preset `{}`", a.preset))?;
     if let Some(s) = a.seed {
         spec.seed = s;
     }
@@ -29,6 +30,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         spec.layers = l;
     }
     write_checkpoint(&spec, &a.output)?;
-    println!("wrote {} ({:?}, {} layers, hidden {}) to {}", a.preset, spec.family, spec.layers, spec.hidden, a.output.display());
+    println!(
+        "wrote {} ({:?}, {} layers, hidden {}) to {}",
+        a.preset,
+        spec.family,
+        spec.layers,
+        spec.hidden,
+        a.output.display()
+    );
     Ok(())
 }

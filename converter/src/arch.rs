@@ -267,12 +267,18 @@ pub fn lookup(model_type: &str) -> Option<&'static Arch> {
 
 impl Arch {
     pub fn by_family(f: Family) -> &'static Arch {
-        ARCHS.iter().find(|a| a.family == f).expect("every family has a row")
+        ARCHS
+            .iter()
+            .find(|a| a.family == f)
+            .expect("every family has a row")
     }
 
     /// The full name of a layer tensor.
     pub fn layer_name(&self, layer: usize, rel: &str, suffix: &str) -> String {
-        format!("{}{rel}{suffix}", self.names.layer.replace("{}", &layer.to_string()))
+        format!(
+            "{}{rel}{suffix}",
+            self.names.layer.replace("{}", &layer.to_string())
+        )
     }
 
     /// Every tensor the model must hold, with its shape and role, in a stable order.
@@ -280,7 +286,11 @@ impl Arch {
         let n = &self.names;
         let (h, hd, f) = (c.hidden_size, c.head_dim, c.intermediate_size);
         let (q_out, kv_out) = (c.num_heads * hd, c.num_kv_heads * hd);
-        let mut v = vec![ExpectedTensor::new(n.embed, vec![c.vocab_size, h], Role::Embedding)];
+        let mut v = vec![ExpectedTensor::new(
+            n.embed,
+            vec![c.vocab_size, h],
+            Role::Embedding,
+        )];
         for l in 0..c.num_layers {
             let t = |rel: &str, suffix: &str, shape: Vec<usize>, role| {
                 ExpectedTensor::new(&self.layer_name(l, rel, suffix), shape, role)
@@ -296,7 +306,12 @@ impl Arch {
                     }
                 }
                 Qkv::Fused(name) => {
-                    v.push(t(name, ".weight", vec![q_out + 2 * kv_out, h], Role::Linear));
+                    v.push(t(
+                        name,
+                        ".weight",
+                        vec![q_out + 2 * kv_out, h],
+                        Role::Linear,
+                    ));
                     if self.qkv_bias {
                         v.push(t(name, ".bias", vec![q_out + 2 * kv_out], Role::Bias));
                     }
@@ -321,7 +336,11 @@ impl Arch {
         }
         v.push(ExpectedTensor::new(n.final_norm, vec![h], Role::Norm));
         if !c.tie_word_embeddings {
-            v.push(ExpectedTensor::new(n.lm_head, vec![c.vocab_size, h], Role::LmHead));
+            v.push(ExpectedTensor::new(
+                n.lm_head,
+                vec![c.vocab_size, h],
+                Role::LmHead,
+            ));
         }
         v
     }

@@ -43,8 +43,9 @@ impl Checkpoint {
                 reason: "config.json not found: not a Hugging Face checkpoint folder".into(),
             });
         }
-        let config_json: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
-            .map_err(|e| ConvertError::Config {
+        let config_json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
+                .map_err(|e| ConvertError::Config {
                 path: cfg_path.clone(),
                 reason: format!("not valid JSON: {e}"),
             })?;
@@ -81,10 +82,13 @@ impl Checkpoint {
 
     /// The file and header entry of a tensor.
     pub fn entry(&self, name: &str) -> Result<(&SafetensorsFile, &TensorEntry)> {
-        let &(fi, ei) = self.index.get(name).ok_or_else(|| ConvertError::MissingTensor {
-            path: self.dir.clone(),
-            tensor: name.to_owned(),
-        })?;
+        let &(fi, ei) = self
+            .index
+            .get(name)
+            .ok_or_else(|| ConvertError::MissingTensor {
+                path: self.dir.clone(),
+                tensor: name.to_owned(),
+            })?;
         let f = &self.files[fi];
         Ok((f, &f.entries()[ei]))
     }
@@ -113,7 +117,10 @@ impl Checkpoint {
                     found: e.shape.clone(),
                 });
             }
-            if !matches!(e.dtype, safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16) {
+            if !matches!(
+                e.dtype,
+                safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
+            ) {
                 return Err(ConvertError::DType {
                     path: f.path().to_owned(),
                     tensor: t.name.clone(),
@@ -148,12 +155,12 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
             shard: "model.safetensors (or model.safetensors.index.json)".into(),
         });
     }
-    let idx: Value = serde_json::from_str(&std::fs::read_to_string(&idx_path).map_err(io_err(&idx_path))?).map_err(|e| {
-        ConvertError::Config {
-            path: idx_path.clone(),
-            reason: format!("not valid JSON: {e}"),
-        }
-    })?;
+    let idx: Value =
+        serde_json::from_str(&std::fs::read_to_string(&idx_path).map_err(io_err(&idx_path))?)
+            .map_err(|e| ConvertError::Config {
+                path: idx_path.clone(),
+                reason: format!("not valid JSON: {e}"),
+            })?;
     let map = idx
         .get("weight_map")
         .and_then(Value::as_object)
@@ -161,7 +168,11 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
             path: idx_path.clone(),
             reason: "missing `weight_map`".into(),
         })?;
-    let mut shards: Vec<String> = map.values().filter_map(Value::as_str).map(str::to_owned).collect();
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
     shards.sort();
     shards.dedup();
     shards
@@ -200,10 +211,17 @@ pub fn resolve_repo(spec: &str) -> Result<PathBuf> {
     };
     let (repo, rev) = spec.split_once('@').unwrap_or((spec, "main"));
     let parts: Vec<&str> = repo.split('/').collect();
-    if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
-        return Err(err("not an existing path, nor a repo id of the form org/name[@revision]".into()));
+    if parts.len() != 2
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(err(
+            "not an existing path, nor a repo id of the form org/name[@revision]".into(),
+        ));
     }
-    let cache = hub_cache_dir().ok_or_else(|| err("no HF cache folder (set HF_HOME or HF_HUB_CACHE)".into()))?;
+    let cache = hub_cache_dir()
+        .ok_or_else(|| err("no HF cache folder (set HF_HOME or HF_HUB_CACHE)".into()))?;
     let root = cache.join(format!("models--{}--{}", parts[0], parts[1]));
     let refs = root.join("refs").join(rev);
     let commit = match std::fs::read_to_string(&refs) {

@@ -66,7 +66,12 @@ impl Reader<'_> {
                 .as_u64()
                 .filter(|&n| n > 0)
                 .map(|n| Some(n as usize))
-                .ok_or_else(|| self.err(format!("field `{}` must be a positive integer, found {x}", keys[0]))),
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "field `{}` must be a positive integer, found {x}",
+                        keys[0]
+                    ))
+                }),
         }
     }
 
@@ -78,17 +83,19 @@ impl Reader<'_> {
     fn f64_opt(&self, keys: &[&str]) -> Result<Option<f64>> {
         match get(self.v, keys) {
             None => Ok(None),
-            Some(x) => x
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.err(format!("field `{}` must be a number, found {x}", keys[0]))),
+            Some(x) => x.as_f64().map(Some).ok_or_else(|| {
+                self.err(format!("field `{}` must be a number, found {x}", keys[0]))
+            }),
         }
     }
 
     fn ids(&self, key: &str) -> Vec<u32> {
         match self.v.get(key) {
             Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64().map(|x| x as u32))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -122,12 +129,21 @@ impl ModelConfig {
         let num_heads = r.usize_req(&["num_attention_heads"])?;
         let num_layers = r.usize_req(&["num_hidden_layers", "num_layers"])?;
         let num_kv_heads = if glm {
-            let mq = v.get("multi_query_attention").and_then(Value::as_bool).unwrap_or(false);
-            if mq { r.usize_req(&["multi_query_group_num"])? } else { num_heads }
+            let mq = v
+                .get("multi_query_attention")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if mq {
+                r.usize_req(&["multi_query_group_num"])?
+            } else {
+                num_heads
+            }
         } else {
             r.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_heads)
         };
-        let head_dim = r.usize_opt(&["head_dim", "kv_channels"])?.unwrap_or(hidden_size / num_heads);
+        let head_dim = r
+            .usize_opt(&["head_dim", "kv_channels"])?
+            .unwrap_or(hidden_size / num_heads);
         if num_heads % num_kv_heads != 0 {
             return Err(r.err(format!(
                 "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
@@ -139,15 +155,24 @@ impl ModelConfig {
         };
         let rope_linear_factor = v
             .get("rope_scaling")
-            .filter(|s| s.get("rope_type").or(s.get("type")).and_then(Value::as_str) == Some("linear"))
+            .filter(|s| {
+                s.get("rope_type").or(s.get("type")).and_then(Value::as_str) == Some("linear")
+            })
             .and_then(|s| s.get("factor"))
             .and_then(Value::as_f64);
         let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
         let sliding_window = match family {
             Family::Gemma2 | Family::Gemma3 => r.usize_opt(&["sliding_window"])?.or(Some(4096)),
             Family::Llama | Family::Qwen2 => {
-                let enabled = v.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(true);
-                if enabled { r.usize_opt(&["sliding_window"])? } else { None }
+                let enabled = v
+                    .get("use_sliding_window")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                if enabled {
+                    r.usize_opt(&["sliding_window"])?
+                } else {
+                    None
+                }
             }
             _ => None,
         };
@@ -165,23 +190,31 @@ impl ModelConfig {
             max_position_embeddings: r
                 .usize_opt(&["max_position_embeddings", "seq_length"])?
                 .unwrap_or(4096),
-            rms_norm_eps: r.f64_opt(&["rms_norm_eps", "layernorm_epsilon"])?.unwrap_or(1e-6),
+            rms_norm_eps: r
+                .f64_opt(&["rms_norm_eps", "layernorm_epsilon"])?
+                .unwrap_or(1e-6),
             rope_theta,
             rope_local_theta: match family {
                 Family::Gemma3 => Some(r.f64_opt(&["rope_local_base_freq"])?.unwrap_or(10000.0)),
                 _ => None,
             },
             rope_linear_factor,
-            partial_rotary_factor: r
-                .f64_opt(&["partial_rotary_factor"])?
-                .unwrap_or(if glm { 0.5 } else { 1.0 }),
+            partial_rotary_factor: r.f64_opt(&["partial_rotary_factor"])?.unwrap_or(if glm {
+                0.5
+            } else {
+                1.0
+            }),
             tie_word_embeddings: v
                 .get("tie_word_embeddings")
                 .and_then(Value::as_bool)
                 .unwrap_or(gemma),
             sliding_window,
             sliding_layers,
-            query_pre_attn_scalar: if gemma { r.f64_opt(&["query_pre_attn_scalar"])? } else { None },
+            query_pre_attn_scalar: if gemma {
+                r.f64_opt(&["query_pre_attn_scalar"])?
+            } else {
+                None
+            },
             attn_logit_softcapping: r.f64_opt(&["attn_logit_softcapping"])?,
             final_logit_softcapping: r.f64_opt(&["final_logit_softcapping"])?,
             bos_token_id: r.ids("bos_token_id").first().copied(),
@@ -202,12 +235,18 @@ fn sliding_layers(v: &Value, family: Family, n: usize, has_window: bool) -> Vec<
     if let Some(types) = v.get("layer_types").and_then(Value::as_array)
         && types.len() == n
     {
-        return types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect();
+        return types
+            .iter()
+            .map(|t| t.as_str() == Some("sliding_attention"))
+            .collect();
     }
     match family {
         Family::Gemma2 => (0..n).map(|l| l % 2 == 0).collect(),
         Family::Gemma3 => {
-            let p = v.get("sliding_window_pattern").and_then(Value::as_u64).unwrap_or(6) as usize;
+            let p = v
+                .get("sliding_window_pattern")
+                .and_then(Value::as_u64)
+                .unwrap_or(6) as usize;
             (0..n).map(|l| (l + 1) % p.max(1) != 0).collect()
         }
         _ => vec![has_window; n],

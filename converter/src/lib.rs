@@ -46,13 +46,18 @@ pub enum ConvertError {
     #[error("{path}: invalid config: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error("unknown architecture `{model_type}`; supported: {supported}")]
-    UnknownArchitecture { model_type: String, supported: String },
+    UnknownArchitecture {
+        model_type: String,
+        supported: String,
+    },
     #[error("{path}: missing shard `{shard}` listed in the index")]
     MissingShard { path: PathBuf, shard: String },
     #[error("{path}: not a usable GGUF file: {reason}")]
     Gguf { path: PathBuf, reason: String },
     #[error("{path}: tokenizer: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
+    #[error("{path} exists and is not empty (overwrite it with --force)")]
+    OutputExists { path: PathBuf },
     #[error("{path}: not a valid deployable model: {reason}")]
     Manifest { path: PathBuf, reason: String },
     #[error("{path}: checksum mismatch in tensor `{tensor}` (the file is corrupted)")]

@@ -56,20 +56,23 @@ impl SynthSpec {
     /// Named real shapes: `llama-8b` (Llama-3-8B body), `llama-1b` (hidden 2048, 16 layers),
     /// `qwen2.5-1.5b`, `gemma-2b`, or `tiny-<family>`.
     pub fn preset(name: &str) -> Option<Self> {
-        let base = |family, hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied| SynthSpec {
-            family,
-            hidden,
-            intermediate,
-            layers,
-            heads,
-            kv_heads,
-            head_dim,
-            vocab,
-            max_positions: 4096,
-            tied,
-            dtype: Dtype::BF16,
-            seed: 1,
-        };
+        let base =
+            |family, hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied| {
+                SynthSpec {
+                    family,
+                    hidden,
+                    intermediate,
+                    layers,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    vocab,
+                    max_positions: 4096,
+                    tied,
+                    dtype: Dtype::BF16,
+                    seed: 1,
+                }
+            };
         Some(match name {
             "llama-8b" => base(Family::Llama, 4096, 14336, 32, 32, 8, 128, 128256, false),
             "llama-1b" => base(Family::Llama, 2048, 8192, 16, 32, 8, 64, 49152, true),
@@ -114,13 +117,21 @@ impl SynthSpec {
         });
         let extra = match self.family {
             Family::Llama => json!({"architectures": ["LlamaForCausalLM"], "hidden_act": "silu"}),
-            Family::Qwen2 => json!({"architectures": ["Qwen2ForCausalLM"], "hidden_act": "silu", "use_sliding_window": false, "rope_theta": 1000000.0}),
-            Family::Gemma => json!({"architectures": ["GemmaForCausalLM"], "hidden_activation": "gelu_pytorch_tanh"}),
-            Family::Gemma2 => json!({"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
-                "sliding_window": 8, "query_pre_attn_scalar": self.head_dim, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}),
-            Family::Gemma3 => json!({"architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
+            Family::Qwen2 => {
+                json!({"architectures": ["Qwen2ForCausalLM"], "hidden_act": "silu", "use_sliding_window": false, "rope_theta": 1000000.0})
+            }
+            Family::Gemma => {
+                json!({"architectures": ["GemmaForCausalLM"], "hidden_activation": "gelu_pytorch_tanh"})
+            }
+            Family::Gemma2 => {
+                json!({"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
+                "sliding_window": 8, "query_pre_attn_scalar": self.head_dim, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0})
+            }
+            Family::Gemma3 => {
+                json!({"architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
                 "sliding_window": 8, "sliding_window_pattern": 3, "query_pre_attn_scalar": self.head_dim,
-                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0}),
+                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0})
+            }
             Family::ChatGlm => unreachable!("handled above"),
         };
         for (k, v) in extra.as_object().expect("object") {
@@ -167,8 +178,14 @@ pub fn write_checkpoint(spec: &SynthSpec, dir: &Path) -> Result<()> {
         .map(|(i, t)| {
             let mut rng = Rng::new(spec.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let values: Vec<f32> = match t.role {
-                Role::Norm if arch.norm == NormStyle::OnePlusWeight => rng.gaussian_vec(t.numel(), 0.1),
-                Role::Norm => rng.gaussian_vec(t.numel(), 0.1).iter().map(|v| 1.0 + v).collect(),
+                Role::Norm if arch.norm == NormStyle::OnePlusWeight => {
+                    rng.gaussian_vec(t.numel(), 0.1)
+                }
+                Role::Norm => rng
+                    .gaussian_vec(t.numel(), 0.1)
+                    .iter()
+                    .map(|v| 1.0 + v)
+                    .collect(),
                 Role::Bias => rng.gaussian_vec(t.numel(), 0.02),
                 Role::Embedding | Role::LmHead => rng.gaussian_vec(t.numel(), 0.5),
                 Role::Linear => rng.gaussian_vec(t.numel(), (1.0 / t.shape[1] as f32).sqrt()),
@@ -180,31 +197,41 @@ pub fn write_checkpoint(spec: &SynthSpec, dir: &Path) -> Result<()> {
         .iter()
         .zip(&bytes)
         .map(|(t, b)| {
-            let v = TensorView::new(spec.dtype, t.shape.clone(), b).expect("sizes match by construction");
+            let v = TensorView::new(spec.dtype, t.shape.clone(), b)
+                .expect("sizes match by construction");
             (t.name.clone(), v)
         })
         .collect();
     let model = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &model).map_err(|e| {
-        ConvertError::Safetensors {
+    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &model).map_err(
+        |e| ConvertError::Safetensors {
             path: model.clone(),
             reason: e.to_string(),
-        }
-    })?;
+        },
+    )?;
     let write = |name: &str, v: &Value| {
         let p = dir.join(name);
         std::fs::write(&p, serde_json::to_string_pretty(v).expect("json")).map_err(io_err(&p))
     };
     write("config.json", &cfg_json)?;
-    write("generation_config.json", &json!({"bos_token_id": 1, "eos_token_id": 2}))?;
+    write(
+        "generation_config.json",
+        &json!({"bos_token_id": 1, "eos_token_id": 2}),
+    )?;
     write("tokenizer.json", &byte_tokenizer(spec.vocab))?;
     Ok(())
 }
 
 fn encode(v: &[f32], dtype: Dtype) -> Vec<u8> {
     match dtype {
-        Dtype::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
-        Dtype::BF16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+        Dtype::F16 => v
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => v
+            .iter()
+            .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+            .collect(),
         _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     }
 }
@@ -215,7 +242,11 @@ fn byte_char(b: u8) -> char {
     for x in 0..=255u8 {
         let printable = matches!(x, 33..=126 | 161..=172 | 174..=255);
         if x == b {
-            return if printable { char::from(x) } else { char::from_u32(256 + n).expect("valid") };
+            return if printable {
+                char::from(x)
+            } else {
+                char::from_u32(256 + n).expect("valid")
+            };
         }
         if !printable {
             n += 1;
@@ -235,7 +266,10 @@ pub fn byte_tokenizer(vocab: usize) -> Value {
         v.insert(byte_char(b).to_string(), json!(3 + b as usize));
     }
     let mut merges = Vec::new();
-    let pairs = ["Ġ t", "h e", "i n", "Ġ a", "e r", "o n", "Ġt he", "r e", "a t", "e n", "o r", "Ġ s", "e s", "Ġ o", "i s"];
+    let pairs = [
+        "Ġ t", "h e", "i n", "Ġ a", "e r", "o n", "Ġt he", "r e", "a t", "e n", "o r", "Ġ s",
+        "e s", "Ġ o", "i s",
+    ];
     for p in pairs {
         if v.len() >= vocab {
             break;

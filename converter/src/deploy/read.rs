@@ -38,7 +38,10 @@ impl DeployedModel {
     /// Opens and checks the structure, without hashing the tensor data.
     pub fn open_structure(path: &Path) -> Result<Self> {
         let (dir, file_path) = if path.is_file() {
-            (path.parent().unwrap_or(Path::new(".")).to_owned(), path.to_owned())
+            (
+                path.parent().unwrap_or(Path::new(".")).to_owned(),
+                path.to_owned(),
+            )
         } else {
             (path.to_owned(), path.join(MODEL_FILE))
         };
@@ -54,9 +57,13 @@ impl DeployedModel {
             .metadata()
             .get(MANIFEST_KEY)
             .ok_or_else(|| bad(format!("no `{MANIFEST_KEY}` in the safetensors metadata")))?;
-        let manifest: Manifest = serde_json::from_str(json).map_err(|e| bad(format!("manifest does not parse: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_str(json).map_err(|e| bad(format!("manifest does not parse: {e}")))?;
         if manifest.format != FORMAT {
-            return Err(bad(format!("format `{}` is not `{FORMAT}`", manifest.format)));
+            return Err(bad(format!(
+                "format `{}` is not `{FORMAT}`",
+                manifest.format
+            )));
         }
         if manifest.format_version != FORMAT_VERSION {
             return Err(bad(format!(
@@ -67,7 +74,12 @@ impl DeployedModel {
         for t in &manifest.tensors {
             check_layout(&file, t).map_err(|r| bad(format!("tensor `{}`: {r}", t.name)))?;
         }
-        let layouts = manifest.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let layouts = manifest
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(DeployedModel {
             dir,
             manifest,
@@ -134,11 +146,28 @@ impl DeployedModel {
         let (rows, cols) = t.rows_cols();
         let (mut packed, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
         for c in &t.chunks {
-            packed.extend(self.part(&c.parts[0])?.1.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
-            scales.extend(self.part(&c.parts[1])?.1.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])));
-            biases.extend(self.part(&c.parts[2])?.1.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])));
+            packed.extend(
+                self.part(&c.parts[0])?
+                    .1
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            scales.extend(
+                self.part(&c.parts[1])?
+                    .1
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]])),
+            );
+            biases.extend(
+                self.part(&c.parts[2])?
+                    .1
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]])),
+            );
         }
-        Ok(M0E4Matrix::from_parts(rows, cols, group, packed, scales, biases)?)
+        Ok(M0E4Matrix::from_parts(
+            rows, cols, group, packed, scales, biases,
+        )?)
     }
 
     /// Any tensor as f32: M0E4 dequantized with the quantizer's decoder, dense converted.
@@ -151,8 +180,14 @@ impl DeployedModel {
         for c in &t.chunks {
             let b = self.part(&c.parts[0])?.1;
             match t.storage {
-                Storage::F16 => out.extend(b.chunks_exact(2).map(|x| f16::from_le_bytes([x[0], x[1]]).to_f32())),
-                _ => out.extend(b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))),
+                Storage::F16 => out.extend(
+                    b.chunks_exact(2)
+                        .map(|x| f16::from_le_bytes([x[0], x[1]]).to_f32()),
+                ),
+                _ => out.extend(
+                    b.chunks_exact(4)
+                        .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])),
+                ),
             }
         }
         Ok(out)
@@ -165,7 +200,11 @@ impl DeployedModel {
 
     /// Bytes of tensor data in the file.
     pub fn data_bytes(&self) -> u64 {
-        self.file.entries().iter().map(|e| e.range.len() as u64).sum()
+        self.file
+            .entries()
+            .iter()
+            .map(|e| e.range.len() as u64)
+            .sum()
     }
 
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
@@ -180,27 +219,50 @@ fn check_layout(file: &SafetensorsFile, t: &TensorLayout) -> std::result::Result
     for c in &t.chunks {
         let (a, b) = c.rows;
         if a != next || b <= a || b > rows {
-            return Err(format!("chunk rows {a}..{b} do not continue at row {next} of {rows}"));
+            return Err(format!(
+                "chunk rows {a}..{b} do not continue at row {next} of {rows}"
+            ));
         }
         next = b;
         let expect: Vec<(Dtype, Vec<usize>)> = match (t.storage, t.group) {
             (Storage::M0E4, Some(g)) => {
                 tlite_quantizer::check_group(g).map_err(|e| e.to_string())?;
-                let (w, gp) = (M0E4Matrix::words_per_row(cols), M0E4Matrix::groups_per_row(cols, g));
-                vec![(Dtype::U32, vec![b - a, w]), (Dtype::F16, vec![b - a, gp]), (Dtype::F16, vec![b - a, gp])]
+                let (w, gp) = (
+                    M0E4Matrix::words_per_row(cols),
+                    M0E4Matrix::groups_per_row(cols, g),
+                );
+                vec![
+                    (Dtype::U32, vec![b - a, w]),
+                    (Dtype::F16, vec![b - a, gp]),
+                    (Dtype::F16, vec![b - a, gp]),
+                ]
             }
             (Storage::M0E4, None) => return Err("M0E4 tensor without a group size".into()),
             (s, _) => {
-                let dt = if s == Storage::F16 { Dtype::F16 } else { Dtype::F32 };
-                let shape = if t.shape.len() == 1 { vec![cols] } else { vec![b - a, cols] };
+                let dt = if s == Storage::F16 {
+                    Dtype::F16
+                } else {
+                    Dtype::F32
+                };
+                let shape = if t.shape.len() == 1 {
+                    vec![cols]
+                } else {
+                    vec![b - a, cols]
+                };
                 vec![(dt, shape)]
             }
         };
         if c.parts.len() != expect.len() {
-            return Err(format!("chunk has {} parts, expected {}", c.parts.len(), expect.len()));
+            return Err(format!(
+                "chunk has {} parts, expected {}",
+                c.parts.len(),
+                expect.len()
+            ));
         }
         for (p, (dt, shape)) in c.parts.iter().zip(expect) {
-            let e = file.entry(p).map_err(|_| format!("part `{p}` is missing from the file"))?;
+            let e = file
+                .entry(p)
+                .map_err(|_| format!("part `{p}` is missing from the file"))?;
             if e.dtype != dt || e.shape != shape {
                 return Err(format!(
                     "part `{p}` is {:?} {:?}, expected {dt:?} {shape:?}",

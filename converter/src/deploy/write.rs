@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use tlite_quantizer::{ErrorStats, M0E4Matrix, Method, QuantOptions};
 
 use super::{
-    Chunk, DEFAULT_BINDING_LIMIT, FORMAT, FORMAT_VERSION, MANIFEST_KEY, MODEL_FILE, Manifest, QuantSettings,
-    Storage, TensorLayout,
+    Chunk, DEFAULT_BINDING_LIMIT, FORMAT, FORMAT_VERSION, MANIFEST_KEY, MODEL_FILE, Manifest,
+    QuantSettings, Storage, TensorLayout,
 };
 use crate::arch::Role;
 use crate::checkpoint::Checkpoint;
@@ -110,18 +110,17 @@ pub fn convert(
     let t0 = Instant::now();
     tlite_quantizer::check_group(opts.group)?;
     if out.exists() && !opts.overwrite {
-        return Err(ConvertError::Io {
-            path: out.to_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "output exists (use --force to replace it)",
-            ),
-        });
+        return Err(ConvertError::OutputExists { path: out.to_owned() });
     }
     let rules: Vec<(regex::Regex, Storage)> = opts
         .keep
         .iter()
-        .map(|k| (regex::Regex::new(&k.pattern).expect("validated when parsed"), k.storage))
+        .map(|k| {
+            (
+                regex::Regex::new(&k.pattern).expect("validated when parsed"),
+                k.storage,
+            )
+        })
         .collect();
     let expected = ck.expected_tensors()?;
     progress(Event::Start {
@@ -137,8 +136,13 @@ pub fn convert(
             .iter()
             .find(|(re, _)| re.is_match(&t.name))
             .map(|(_, s)| *s)
-            .unwrap_or(if t.role.quantizable() { Storage::M0E4 } else { Storage::F32 });
-        let (layout, new_parts, error) = store_tensor(&t.name, &t.shape, t.role, storage, &data, opts)?;
+            .unwrap_or(if t.role.quantizable() {
+                Storage::M0E4
+            } else {
+                Storage::F32
+            });
+        let (layout, new_parts, error) =
+            store_tensor(&t.name, &t.shape, t.role, storage, &data, opts)?;
         reports.push(TensorReport {
             name: t.name.clone(),
             shape: t.shape.clone(),
@@ -189,7 +193,10 @@ pub fn convert(
 /// Row ranges of at most `limit` bytes each (at least one row per chunk).
 fn row_chunks(rows: usize, bytes_per_row: usize, limit: u64) -> Vec<(usize, usize)> {
     let per = ((limit / bytes_per_row.max(1) as u64) as usize).max(1);
-    (0..rows).step_by(per).map(|s| (s, (s + per).min(rows))).collect()
+    (0..rows)
+        .step_by(per)
+        .map(|s| (s, (s + per).min(rows)))
+        .collect()
 }
 
 fn store_tensor(
@@ -214,11 +221,22 @@ fn store_tensor(
     let error;
     match storage {
         Storage::M0E4 => {
-            let m = M0E4Matrix::quantize(data, rows, cols, &QuantOptions::new(opts.group, opts.method))?;
+            let m = M0E4Matrix::quantize(
+                data,
+                rows,
+                cols,
+                &QuantOptions::new(opts.group, opts.method),
+            )?;
             error = ErrorStats::compute(data, &m.dequantize(), cols, None, m.bits_per_weight());
             layout.group = Some(opts.group);
-            let (wpr, gpr) = (M0E4Matrix::words_per_row(cols), M0E4Matrix::groups_per_row(cols, opts.group));
-            for (ci, (a, b)) in row_chunks(rows, wpr * 4, opts.binding_limit).into_iter().enumerate() {
+            let (wpr, gpr) = (
+                M0E4Matrix::words_per_row(cols),
+                M0E4Matrix::groups_per_row(cols, opts.group),
+            );
+            for (ci, (a, b)) in row_chunks(rows, wpr * 4, opts.binding_limit)
+                .into_iter()
+                .enumerate()
+            {
                 let base = format!("{name}@{ci}");
                 let mk = |suffix: &str, dtype, width: usize, bytes: Vec<u8>| Part {
                     name: format!("{base}.{suffix}"),
@@ -226,9 +244,22 @@ fn store_tensor(
                     shape: vec![b - a, width],
                     bytes,
                 };
-                let halves = |v: &[u16]| v[a * gpr..b * gpr].iter().flat_map(|h| h.to_le_bytes()).collect();
+                let halves = |v: &[u16]| {
+                    v[a * gpr..b * gpr]
+                        .iter()
+                        .flat_map(|h| h.to_le_bytes())
+                        .collect()
+                };
                 let chunk_parts = [
-                    mk("packed", Dtype::U32, wpr, m.packed[a * wpr..b * wpr].iter().flat_map(|w| w.to_le_bytes()).collect()),
+                    mk(
+                        "packed",
+                        Dtype::U32,
+                        wpr,
+                        m.packed[a * wpr..b * wpr]
+                            .iter()
+                            .flat_map(|w| w.to_le_bytes())
+                            .collect(),
+                    ),
                     mk("scales", Dtype::F16, gpr, halves(&m.scales)),
                     mk("biases", Dtype::F16, gpr, halves(&m.biases)),
                 ];
@@ -247,16 +278,33 @@ fn store_tensor(
                 data.to_vec()
             };
             error = ErrorStats::compute(data, &recon, cols, None, (width * 8) as f64);
-            for (ci, (a, b)) in row_chunks(rows, cols * width, opts.binding_limit).into_iter().enumerate() {
+            for (ci, (a, b)) in row_chunks(rows, cols * width, opts.binding_limit)
+                .into_iter()
+                .enumerate()
+            {
                 let bytes: Vec<u8> = if storage == Storage::F16 {
-                    data[a * cols..b * cols].iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+                    data[a * cols..b * cols]
+                        .iter()
+                        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                        .collect()
                 } else {
-                    data[a * cols..b * cols].iter().flat_map(|v| v.to_le_bytes()).collect()
+                    data[a * cols..b * cols]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect()
                 };
-                let pshape = if shape.len() == 1 { vec![cols] } else { vec![b - a, cols] };
+                let pshape = if shape.len() == 1 {
+                    vec![cols]
+                } else {
+                    vec![b - a, cols]
+                };
                 let p = Part {
                     name: format!("{name}@{ci}"),
-                    dtype: if storage == Storage::F16 { Dtype::F16 } else { Dtype::F32 },
+                    dtype: if storage == Storage::F16 {
+                        Dtype::F16
+                    } else {
+                        Dtype::F32
+                    },
                     shape: pshape,
                     bytes,
                 };
@@ -277,10 +325,22 @@ fn store_tensor(
 }
 
 /// Writes the folder under a temporary name next to `out`, then renames it into place.
-fn write_folder(ck: &Checkpoint, out: &Path, manifest: &Manifest, parts: &[Part], overwrite: bool) -> Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+fn write_folder(
+    ck: &Checkpoint,
+    out: &Path,
+    manifest: &Manifest,
+    parts: &[Part],
+    overwrite: bool,
+) -> Result<()> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let file_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         if tmp.exists() {
@@ -301,11 +361,18 @@ fn write_folder(ck: &Checkpoint, out: &Path, manifest: &Manifest, parts: &[Part]
         let json = serde_json::to_string(manifest).expect("manifest serializes");
         let meta = HashMap::from([(MANIFEST_KEY.to_owned(), json)]);
         let model_path = tmp.join(MODEL_FILE);
-        safetensors::serialize_to_file(views, Some(meta), &model_path).map_err(|e| ConvertError::Safetensors {
-            path: model_path.clone(),
-            reason: e.to_string(),
+        safetensors::serialize_to_file(views, Some(meta), &model_path).map_err(|e| {
+            ConvertError::Safetensors {
+                path: model_path.clone(),
+                reason: e.to_string(),
+            }
         })?;
-        for name in ["tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json"] {
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "config.json",
+            "generation_config.json",
+        ] {
             let src = ck.dir.join(name);
             if src.is_file() {
                 std::fs::copy(&src, tmp.join(name)).map_err(io_err(&src))?;
