@@ -78,8 +78,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .iter()
             .map(|(t, n)| format!("{t}×{n}"))
             .collect();
-        println!("architecture  {} ({} in GGUF)", summary.architecture, summary.gguf_architecture);
-        println!("tensors       {} (source: {})", summary.tensors, types.join(", "));
+        println!(
+            "architecture  {} ({} in GGUF)",
+            summary.architecture, summary.gguf_architecture
+        );
+        println!(
+            "tensors       {} (source: {})",
+            summary.tensors,
+            types.join(", ")
+        );
         println!("parameters    {}", summary.parameters);
         println!("vocabulary    {}", summary.vocab_size);
         println!(

@@ -5,6 +5,7 @@ mod convert;
 mod devices;
 mod import_gguf;
 mod inspect;
+mod ppl;
 mod progress;
 mod quant_error;
 mod synth;
@@ -32,6 +33,10 @@ enum Command {
     Convert(convert::Args),
     /// Architecture, parameters, bits per weight and tensor layout of a model or checkpoint.
     Inspect(inspect::Args),
+    /// Perplexity of a model on a text corpus (CPU reference).
+    Ppl(ppl::PplArgs),
+    /// KL divergence, top-1 agreement and ΔPPL of a quantized model against its baseline.
+    Compare(ppl::CompareArgs),
     /// Write a random-weight checkpoint of a named shape (tiny test models, benchmark bodies).
     Synth(synth::Args),
     /// Import a GGUF file as a Hugging Face-style folder (dequantized to f32 by default).
@@ -47,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Ppl(a) => ppl::run_ppl(a),
+        Command::Compare(a) => ppl::run_compare(a),
     }
 }

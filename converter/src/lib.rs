@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod deploy;
 pub mod events;
+pub mod fixtures;
 pub mod gguf;
 pub mod safetensors_file;
 pub mod synth;

@@ -1,4 +1,8 @@
-//! The reference side of tlite: quantization-error reports now; the candle CPU reference model,
-//! perplexity, KL divergence and GPU parity as they land.
+//! The reference side of tlite: the candle CPU reference model ([`reference`]), perplexity,
+//! KL divergence and top-1 agreement ([`ppl`]), and quantization-error reports
+//! ([`quant_error`]).
 
+pub mod load;
+pub mod ppl;
 pub mod quant_error;
+pub mod reference;

@@ -110,7 +110,9 @@ pub fn convert(
     let t0 = Instant::now();
     tlite_quantizer::check_group(opts.group)?;
     if out.exists() && !opts.overwrite {
-        return Err(ConvertError::OutputExists { path: out.to_owned() });
+        return Err(ConvertError::OutputExists {
+            path: out.to_owned(),
+        });
     }
     let rules: Vec<(regex::Regex, Storage)> = opts
         .keep

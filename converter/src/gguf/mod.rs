@@ -1,2 +1,270 @@
 //! GGUF import: a GGUF file becomes a Hugging Face-style folder (`config.json`,
-//! `model.safetensors`, `tokenizer.json`).
+//! `generation_config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`).
+//!
+//! Every tensor is dequantized exactly to f32 (optionally stored as f16/bf16), renamed to
+//! its Hugging Face name, and put back in Hugging Face's convention: llama.cpp's Q/K row
+//! permutation undone for `llama`, the `+1` on Gemma's RMSNorm weights removed. The folder is
+//! built next to its destination and renamed into place only when complete.
+
+pub mod arch;
+pub mod config;
+pub mod permute;
+pub mod reader;
+pub mod tensors;
+pub mod tokenizer;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::events::Event;
+use crate::{ConvertError, Result, io_err};
+use arch::Heads;
+use config::{Hyper, TensorFacts};
+use reader::{GgufFile, ggml_type_name};
+
+/// The floating-point type tensors are stored in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutDType {
+    /// Exact: every dequantized value as computed.
+    #[default]
+    F32,
+    /// Rounded to nearest even.
+    F16,
+    /// Rounded to nearest even.
+    BF16,
+}
+
+impl OutDType {
+    /// The name `config.json` uses (`torch_dtype`).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            OutDType::F32 => "float32",
+            OutDType::F16 => "float16",
+            OutDType::BF16 => "bfloat16",
+        }
+    }
+}
+
+/// How to import.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions {
+    /// Storage type of `model.safetensors`.
+    pub dtype: OutDType,
+    /// Replace an existing non-empty output folder.
+    pub overwrite: bool,
+}
+
+/// What an import produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportSummary {
+    /// The folder written.
+    pub out_dir: PathBuf,
+    /// `general.architecture` of the GGUF file.
+    pub gguf_architecture: String,
+    /// The Hugging Face class (`architectures[0]`).
+    pub architecture: String,
+    /// The Hugging Face `model_type`.
+    pub model_type: String,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Total number of weights.
+    pub parameters: u64,
+    /// Storage type of `model.safetensors`.
+    pub dtype: OutDType,
+    /// Bytes written across all files.
+    pub bytes_written: u64,
+    /// How many tensors the GGUF file stored in each ggml type (`Q4_K`, `F32`, ...).
+    pub source_types: BTreeMap<String, usize>,
+    /// Vocabulary size of the rebuilt tokenizer.
+    pub vocab_size: usize,
+}
+
+/// Imports the GGUF file `src` into the folder `out_dir`.
+///
+/// Refuses a non-empty `out_dir` unless `opts.overwrite`. Nothing appears under `out_dir`
+/// until every file is complete; on error the partial folder is removed.
+pub fn import_gguf(
+    src: &Path,
+    out_dir: &Path,
+    opts: &ImportOptions,
+    progress: &mut dyn FnMut(Event),
+) -> Result<ImportSummary> {
+    if !opts.overwrite && is_non_empty_dir(out_dir) {
+        return Err(ConvertError::OutputExists {
+            path: out_dir.to_owned(),
+        });
+    }
+    let mut g = GgufFile::open(src)?;
+    let gguf_arch = g
+        .str("general.architecture")?
+        .ok_or_else(|| g.err("missing metadata key `general.architecture`"))?
+        .to_owned();
+    let spec = arch::lookup(&gguf_arch)?;
+    let hp = Hyper::read(&g, spec.gguf)?;
+    let heads = Heads {
+        n_head: hp.n_head,
+        n_head_kv: hp.n_head_kv,
+    };
+    let plan = tensors::plan(&g, spec, heads)?;
+    let embed = plan
+        .iter()
+        .find(|t| t.gguf_name == "token_embd.weight")
+        .ok_or_else(|| g.err("no `token_embd.weight` tensor"))?;
+    let facts = TensorFacts {
+        vocab_size: embed.shape[0],
+        tied: !plan.iter().any(|t| t.gguf_name == "output.weight"),
+        qkv_bias: plan.iter().any(|t| t.gguf_name.ends_with("attn_q.bias")),
+    };
+    let config = config::config_json(&g, spec, &hp, &facts, opts.dtype.torch_name())?;
+    let generation = config::generation_config_json(&g)?;
+
+    let tmp = sibling(out_dir, "tmp")?;
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let written = (|| -> Result<(u64, usize)> {
+        let mut bytes = write_json(&tmp.join("config.json"), &config)?;
+        bytes += write_json(&tmp.join("generation_config.json"), &generation)?;
+        progress(Event::Start {
+            phase: "tokenizer",
+            total: 1,
+        });
+        let tok = tokenizer::build(&g)?;
+        let vocab_size = tok.tokenizer.get_vocab_size(true);
+        let tok_path = tmp.join("tokenizer.json");
+        tok.tokenizer
+            .save(&tok_path, false)
+            .map_err(|e| ConvertError::Tokenizer {
+                path: tok_path.clone(),
+                reason: e.to_string(),
+            })?;
+        bytes += fs::metadata(&tok_path).map_err(io_err(&tok_path))?.len();
+        let tok_config = tokenizer_config(&g, tok.add_bos, tok.add_eos)?;
+        bytes += write_json(&tmp.join("tokenizer_config.json"), &tok_config)?;
+        progress(Event::Item {
+            index: 0,
+            name: "tokenizer.json".into(),
+        });
+        progress(Event::Done { phase: "tokenizer" });
+        let st = tmp.join("model.safetensors");
+        bytes += tensors::write_safetensors(&st, &mut g, &plan, opts.dtype, progress)?;
+        Ok((bytes, vocab_size))
+    })();
+    let (bytes_written, vocab_size) = match written.and_then(|w| install(&tmp, out_dir).map(|()| w))
+    {
+        Ok(w) => w,
+        Err(e) => {
+            // Best effort: the error being reported matters more than a failed cleanup.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+
+    let mut source_types = BTreeMap::new();
+    for t in &plan {
+        *source_types
+            .entry(ggml_type_name(t.ggml_type).to_owned())
+            .or_insert(0) += 1;
+    }
+    Ok(ImportSummary {
+        out_dir: out_dir.to_owned(),
+        gguf_architecture: gguf_arch,
+        architecture: spec.hf_class.to_owned(),
+        model_type: spec.model_type.to_owned(),
+        tensors: plan.len(),
+        parameters: plan.iter().map(|t| t.numel() as u64).sum(),
+        dtype: opts.dtype,
+        bytes_written,
+        source_types,
+        vocab_size,
+    })
+}
+
+/// `tokenizer_config.json`: special tokens, BOS/EOS behaviour and the chat template.
+fn tokenizer_config(g: &GgufFile, add_bos: bool, add_eos: bool) -> Result<Value> {
+    let tokens = g.strings("tokenizer.ggml.tokens")?.unwrap_or_default();
+    let token = |key: &str| -> Result<Value> {
+        Ok(g.u64(key)?
+            .and_then(|i| tokens.get(i as usize))
+            .map_or(Value::Null, |t| json!(t)))
+    };
+    let mut c = serde_json::Map::new();
+    c.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
+    c.insert("bos_token".into(), token("tokenizer.ggml.bos_token_id")?);
+    c.insert("eos_token".into(), token("tokenizer.ggml.eos_token_id")?);
+    c.insert(
+        "unk_token".into(),
+        token("tokenizer.ggml.unknown_token_id")?,
+    );
+    c.insert(
+        "pad_token".into(),
+        token("tokenizer.ggml.padding_token_id")?,
+    );
+    c.insert("add_bos_token".into(), json!(add_bos));
+    c.insert("add_eos_token".into(), json!(add_eos));
+    c.insert("clean_up_tokenization_spaces".into(), json!(false));
+    if let Some(t) = g.str("tokenizer.chat_template")? {
+        c.insert("chat_template".into(), json!(t));
+    }
+    Ok(Value::Object(c))
+}
+
+/// Writes pretty JSON with a trailing newline; returns its size.
+fn write_json(path: &Path, v: &Value) -> Result<u64> {
+    let mut s = serde_json::to_string_pretty(v).map_err(|e| ConvertError::Config {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    s.push('\n');
+    fs::write(path, &s).map_err(io_err(path))?;
+    Ok(s.len() as u64)
+}
+
+/// Whether `p` is a directory with at least one entry, or a file.
+fn is_non_empty_dir(p: &Path) -> bool {
+    match fs::read_dir(p) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(_) => p.exists(),
+    }
+}
+
+/// `<out_dir>.<what>-<pid>`, beside `out_dir`.
+fn sibling(out_dir: &Path, what: &str) -> Result<PathBuf> {
+    let name = out_dir
+        .file_name()
+        .ok_or_else(|| ConvertError::Config {
+            path: out_dir.to_owned(),
+            reason: "the output folder needs a name".into(),
+        })?
+        .to_string_lossy();
+    Ok(out_dir.with_file_name(format!("{name}.{what}-{}", std::process::id())))
+}
+
+/// Moves the finished folder `tmp` to `out_dir`, replacing what is there: the old folder is
+/// first renamed aside, so `out_dir` is always either the old folder or the new one.
+fn install(tmp: &Path, out_dir: &Path) -> Result<()> {
+    if out_dir.exists() {
+        let old = sibling(out_dir, "old")?;
+        fs::rename(out_dir, &old).map_err(io_err(out_dir))?;
+        if let Err(e) = fs::rename(tmp, out_dir) {
+            // Put the old folder back; the new one is removed by the caller.
+            let _ = fs::rename(&old, out_dir);
+            return Err(io_err(out_dir)(e));
+        }
+        let meta = fs::symlink_metadata(&old).map_err(io_err(&old))?;
+        if meta.is_dir() {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        } else {
+            fs::remove_file(&old).map_err(io_err(&old))?;
+        }
+    } else {
+        fs::rename(tmp, out_dir).map_err(io_err(out_dir))?;
+    }
+    Ok(())
+}

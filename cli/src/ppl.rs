@@ -1,0 +1,153 @@
+//! `tlite ppl` and `tlite compare`
+
+use std::path::PathBuf;
+
+use tlite_eval::load::Opened;
+use tlite_eval::ppl::{self, PplOptions};
+
+/// Corpus and windowing options shared by `ppl` and `compare`.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// A plain-text corpus (e.g. .cache/corpus/brown.txt).
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// At most this many windows.
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Score every position of a window instead of its second half.
+    #[arg(long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DataArgs {
+    fn options(&self) -> PplOptions {
+        PplOptions {
+            ctx: self.ctx,
+            max_windows: self.chunks,
+            score_all: self.all,
+            bos: None,
+        }
+    }
+
+    /// Enough characters for the windows asked for (about 8 per token), or the whole file.
+    fn max_chars(&self) -> Option<usize> {
+        self.chunks.map(|c| (c + 1) * self.ctx * 8)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct PplArgs {
+    /// A deployable M0E4 model, a Hugging Face folder, or a repo id.
+    model: String,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// The unquantized baseline (HF folder or repo id).
+    base: String,
+    /// The quantized model (deployable M0E4 folder).
+    quant: String,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn load(path: &str) -> anyhow::Result<(Opened, tlite_eval::reference::ReferenceModel)> {
+    let o = Opened::open(path)?;
+    let m = o.load_reference()?;
+    Ok((o, m))
+}
+
+pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
+    let (o, model) = load(&a.model)?;
+    let tokens = o.tokenize_file(&a.data.data, a.data.max_chars())?;
+    let opts = a.data.options();
+    let n = ppl::windows(&tokens, &opts).len();
+    anyhow::ensure!(
+        n > 0,
+        "{} tokens: not one window of {}",
+        tokens.len(),
+        opts.ctx
+    );
+    eprintln!(
+        "ppl: {} | {} tokens, {n} windows of {}",
+        o.source().describe(),
+        tokens.len(),
+        opts.ctx
+    );
+    let pb = crate::progress::bar(n as u64, "windows");
+    let r = ppl::perplexity(&model, &tokens, &opts, &mut |d, _| {
+        pb.set_position(d as u64)
+    })?;
+    pb.finish_and_clear();
+    if a.data.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "PPL {:.4} ± {:.4} | mean NLL {:.5} | {} tokens scored in {} windows | {:.1} tok/s",
+            r.ppl, r.ppl_err, r.nll_mean, r.tokens_scored, r.windows, r.tokens_per_second
+        );
+    }
+    Ok(())
+}
+
+pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
+    let (ob, base) = load(&a.base)?;
+    let (oq, quant) = load(&a.quant)?;
+    let tokens = ob.tokenize_file(&a.data.data, a.data.max_chars())?;
+    let opts = a.data.options();
+    let n = ppl::windows(&tokens, &opts).len();
+    anyhow::ensure!(
+        n > 0,
+        "{} tokens: not one window of {}",
+        tokens.len(),
+        opts.ctx
+    );
+    eprintln!(
+        "compare: base {} | quant {} | {n} windows of {}",
+        ob.source().describe(),
+        oq.source().describe(),
+        opts.ctx
+    );
+    let pb = crate::progress::bar(n as u64, "windows");
+    let r = ppl::compare(&base, &quant, &tokens, &opts, &mut |d, _| {
+        pb.set_position(d as u64)
+    })?;
+    pb.finish_and_clear();
+    if a.data.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("{:<26} {:>12}", "", "value");
+    println!(
+        "{:<26} {:>12.4} ± {:.4}",
+        "PPL base", r.base.ppl, r.base.ppl_err
+    );
+    println!(
+        "{:<26} {:>12.4} ± {:.4}",
+        "PPL quant", r.quant.ppl, r.quant.ppl_err
+    );
+    println!("{:<26} {:>11.3}%", "ΔPPL", r.delta_ppl_pct);
+    println!("{:<26} {:>12.5} ± {:.5}", "mean KLD", r.kld_mean, r.kld_err);
+    println!("{:<26} {:>12.5}", "KLD p99", r.kld_p99);
+    println!("{:<26} {:>11.2}%", "same top token", r.top1_agree_pct);
+    println!("{:<26} {:>11.3}%", "RMS Δp", r.rms_delta_p_pct);
+    println!(
+        "{:<26} {:>7.2}% {:>7.2}% {:>7.2}% {:>7.2}% {:>7.2}%",
+        "Δp p1/p5/p50/p95/p99",
+        r.delta_p_pct[0],
+        r.delta_p_pct[1],
+        r.delta_p_pct[2],
+        r.delta_p_pct[3],
+        r.delta_p_pct[4]
+    );
+    println!("{} tokens scored", r.base.tokens_scored);
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The candle CPU reference: one forward pass for every supported architecture, driven by the
+//! converter's architecture table, computed in f32. It loads an unquantized checkpoint (the
+//! baseline) or a deployable M0E4 model (dequantized on load with the quantizer's decoder).
+//! This is the oracle every quantized and GPU result is checked against.
+
+mod cache;
+mod model;
+mod rope;
+mod source;
+
+pub use cache::KvCache;
+pub use model::{Logits, ReferenceModel, log_softmax_rows};
+pub use source::WeightSource;
+
+/// Errors of the reference pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum RefError {
+    #[error(transparent)]
+    Convert(#[from] tlite_converter::ConvertError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{tokens} tokens at position {pos} exceed the cache of {max} positions")]
+    ContextOverflow {
+        pos: usize,
+        tokens: usize,
+        max: usize,
+    },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub type Result<T> = std::result::Result<T, RefError>;
