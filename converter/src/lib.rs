@@ -20,7 +20,7 @@ use std::path::PathBuf;
 /// Errors of checkpoint reading and conversion, each naming the file and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("cannot read {path}: {source}")]
+    #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]

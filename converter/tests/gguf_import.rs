@@ -279,11 +279,16 @@ fn qk_permutation_round_trips() {
 
 /// A tiny `llama` GGUF written with candle: one layer, hidden 8, 2 heads of 4, 1 KV head, an
 /// untied head and a three-token byte-level vocabulary. Q and K are stored permuted, as
-/// llama.cpp's converter stores them. Returns the Hugging Face Q and K.
-fn write_tiny_llama(path: &Path, arch: &str, extra_tensor: Option<&str>) -> (Vec<f32>, Vec<f32>) {
+/// llama.cpp's converter stores them. Returns the Hugging Face Q, K and Q bias.
+fn write_tiny_llama(
+    path: &Path,
+    arch: &str,
+    extra_tensor: Option<&str>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (hidden, ffn, vocab) = (8usize, 16usize, 4usize);
     let q_hf = lcg(hidden * hidden, 1);
     let k_hf = lcg(4 * hidden, 2);
+    let q_bias_hf = lcg(hidden, 14);
     let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = vec![
         (
             "token_embd.weight".into(),
@@ -338,6 +343,11 @@ fn write_tiny_llama(path: &Path, arch: &str, extra_tensor: Option<&str>) -> (Vec
             vec![hidden, ffn],
         ),
     ];
+    tensors.push((
+        "blk.0.attn_q.bias".into(),
+        permute_rows(&q_bias_hf, hidden, 1, 2),
+        vec![hidden],
+    ));
     if let Some(name) = extra_tensor {
         tensors.push((name.into(), lcg(hidden, 13), vec![hidden]));
     }
@@ -378,7 +388,7 @@ fn write_tiny_llama(path: &Path, arch: &str, extra_tensor: Option<&str>) -> (Vec
     let ts: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(path).expect("create gguf");
     gguf_file::write(&mut f, &md, &ts).expect("write gguf");
-    (q_hf, k_hf)
+    (q_hf, k_hf, q_bias_hf)
 }
 
 /// Folders named after `out` (`out.tmp-*`, `out.old-*`) left behind in its parent.
@@ -399,14 +409,14 @@ fn tiny_llama_imports_with_qk_unpermuted() {
     let dir = TempDir::new("tiny");
     std::fs::create_dir_all(&dir.0).expect("mkdir");
     let src = dir.0.join("tiny.gguf");
-    let (q_hf, k_hf) = write_tiny_llama(&src, "llama", None);
+    let (q_hf, k_hf, q_bias_hf) = write_tiny_llama(&src, "llama", None);
     let out = dir.0.join("out");
     let mut events = Vec::new();
     let summary = import_gguf(&src, &out, &ImportOptions::default(), &mut |e| {
         events.push(e)
     })
     .expect("import");
-    assert_eq!(summary.tensors, 12);
+    assert_eq!(summary.tensors, 13);
     assert_eq!(summary.architecture, "LlamaForCausalLM");
     assert!(events.iter().any(|e| matches!(
         e,
@@ -424,12 +434,17 @@ fn tiny_llama_imports_with_qk_unpermuted() {
         .entry("model.layers.0.self_attn.k_proj.weight")
         .expect("k");
     assert_eq!(st.to_f32(k).expect("k f32"), k_hf);
+    let qb = st
+        .entry("model.layers.0.self_attn.q_proj.bias")
+        .expect("q bias");
+    assert_eq!(st.to_f32(qb).expect("q bias f32"), q_bias_hf);
     assert!(st.entry("lm_head.weight").is_ok());
 
     let config: Json =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).expect("read"))
             .expect("config");
     assert_eq!(config["tie_word_embeddings"], false);
+    assert_eq!(config["attention_bias"], true);
     assert_eq!(config["head_dim"], 4);
     assert_eq!(config["num_key_value_heads"], 1);
     assert_eq!(config["rms_norm_eps"].as_f64(), Some(1e-5));

@@ -8,6 +8,8 @@
 
 pub mod arch;
 pub mod config;
+#[cfg(test)]
+mod dequant_ref;
 pub mod permute;
 pub mod reader;
 pub mod tensors;

@@ -36,6 +36,15 @@ impl Planned {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+
+    /// Rows (every dimension but the innermost; 1 for a vector) and row length.
+    fn rows_cols(&self) -> (usize, usize) {
+        match self.shape.as_slice() {
+            [] => (1, 1),
+            [n] => (1, *n),
+            [outer @ .., inner] => (outer.iter().product(), *inner),
+        }
+    }
 }
 
 /// Maps every tensor of `g`, sorted by Hugging Face name; a tensor the architecture does not
@@ -77,26 +86,19 @@ pub fn plan(g: &GgufFile, spec: &ArchSpec, heads: Heads) -> Result<Vec<Planned>>
     Ok(out)
 }
 
-impl Planned {
-    /// Rows (every dimension but the innermost; 1 for a vector) and row length.
-    fn rows_cols(&self) -> (usize, usize) {
-        match self.shape.as_slice() {
-            [] => (1, 1),
-            [n] => (1, *n),
-            [outer @ .., inner] => (outer.iter().product(), *inner),
-        }
-    }
-}
-
 /// Values per chunk when a tensor is streamed (16 MiB of f32).
 const CHUNK_VALUES: usize = 1 << 22;
 
 /// The whole tensor's f32 values, in Hugging Face layout and convention.
 pub fn materialize(g: &mut GgufFile, t: &Planned) -> Result<Vec<f32>> {
-    let (rows, cols) = t.rows_cols();
+    let (rows, _) = t.rows_cols();
     let data = g.dequantize_rows(&t.gguf_name, 0..rows)?;
     Ok(match t.transform {
-        Transform::UnpermuteRows { heads } => unpermute_rows(&data, rows, cols, heads),
+        Transform::UnpermuteRows { heads } => {
+            // Permuted along the outermost dimension: a bias's values are its rows.
+            let outer = t.shape.first().copied().unwrap_or(1);
+            unpermute_rows(&data, outer, data.len() / outer, heads)
+        }
         _ => elementwise(t.transform, data),
     })
 }
