@@ -1,8 +1,12 @@
 //! The reference side of tlite: the candle CPU reference model ([`reference`]), perplexity,
-//! KL divergence and top-1 agreement ([`ppl`]), and quantization-error reports
-//! ([`quant_error`]).
+//! KL divergence and top-1 agreement ([`ppl`]), quantization-error reports
+//! ([`quant_error`]), and quantization sweeps over many schemes with their plot ([`sweep`],
+//! [`plot`]).
 
 pub mod load;
+pub mod plot;
+pub mod parity;
 pub mod ppl;
 pub mod quant_error;
 pub mod reference;
+pub mod sweep;

@@ -43,9 +43,7 @@ impl Opened {
         ReferenceModel::load(&self.source())
     }
 
-    /// Tokenizes the first `max_chars` characters of the text file `data` (whole file if `None`),
-    /// without special tokens.
-    pub fn tokenize_file(&self, data: &Path, max_chars: Option<usize>) -> Result<Vec<u32>> {
+    fn tokenizer(&self) -> Result<(tokenizers::Tokenizer, PathBuf)> {
         let tok_path = self
             .tokenizer_path()
             .ok_or_else(|| RefError::Unsupported("the model has no tokenizer.json".into()))?;
@@ -54,23 +52,57 @@ impl Opened {
                 path: tok_path.clone(),
                 reason: e.to_string(),
             })?;
-        let text = std::fs::read_to_string(data).map_err(tlite_converter::io_err(data))?;
-        let text = match max_chars {
-            Some(n) if n < text.len() => {
-                let mut end = n;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                &text[..end]
-            }
-            _ => &text[..],
-        };
+        Ok((tok, tok_path))
+    }
+
+    fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        let (tok, tok_path) = self.tokenizer()?;
         let enc = tok
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| ConvertError::Tokenizer {
                 path: tok_path,
                 reason: e.to_string(),
             })?;
         Ok(enc.get_ids().to_vec())
     }
+
+    /// Tokenizes the first `max_chars` characters of the text file `data` (whole file if `None`),
+    /// without special tokens.
+    pub fn tokenize_file(&self, data: &Path, max_chars: Option<usize>) -> Result<Vec<u32>> {
+        let text = std::fs::read_to_string(data).map_err(tlite_converter::io_err(data))?;
+        let end = match max_chars {
+            Some(n) if n < text.len() => floor_boundary(&text, n),
+            _ => text.len(),
+        };
+        self.encode(&text[..end], false)
+    }
+
+    /// Tokenizes the last `chars` bytes of the text file `data` (from a character boundary),
+    /// without special tokens; also returns the byte offset where that slice starts, so that
+    /// callers can check it does not overlap an evaluated head of the file.
+    pub fn tokenize_file_tail(&self, data: &Path, chars: usize) -> Result<(Vec<u32>, usize)> {
+        let text = std::fs::read_to_string(data).map_err(tlite_converter::io_err(data))?;
+        let start = floor_boundary(&text, text.len().saturating_sub(chars));
+        Ok((self.encode(&text[start..], false)?, start))
+    }
+
+    /// The BOS id to put at the start of each perplexity window, the way llama.cpp does: the
+    /// config's BOS when the tokenizer adds it to a sequence (Gemma), else `None`.
+    pub fn window_bos(&self) -> Result<Option<u32>> {
+        let bos = match &self.source().config().bos_token_id {
+            Some(b) => *b,
+            None => return Ok(None),
+        };
+        let ids = self.encode("a", true)?;
+        Ok((ids.first() == Some(&bos)).then_some(bos))
+    }
+}
+
+/// The largest character boundary of `text` at or below byte `n`.
+fn floor_boundary(text: &str, mut n: usize) -> usize {
+    n = n.min(text.len());
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
 }

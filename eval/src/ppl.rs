@@ -1,11 +1,13 @@
 //! Perplexity, KL divergence and top-1 agreement, the way llama.cpp's perplexity tool measures
 //! them: the tokenized corpus is cut into non-overlapping windows of `ctx` tokens, each window
 //! runs from an empty cache, and the second half of each window is scored (or all of it).
-//! For KL divergence the baseline's log-probabilities are kept in memory one window at a time.
+//! For KL divergence the baseline's log-probabilities are kept in memory one window at a time
+//! ([`compare`]), or all of them once for many quantized models ([`base_logprobs`],
+//! [`compare_to`]).
 
 use serde::Serialize;
 
-use crate::reference::{Logits, ReferenceModel, Result, log_softmax_rows};
+use crate::reference::{Logits, RefError, ReferenceModel, Result, log_softmax_rows};
 
 /// How the corpus is windowed and scored.
 #[derive(Clone, Debug)]
@@ -139,7 +141,122 @@ pub fn perplexity(
     Ok(acc.result(ws.len(), opts.ctx, t0.elapsed().as_secs_f64()))
 }
 
-/// KL divergence, top-1 agreement and Δp of `quant` against `base` on the same windows.
+/// The baseline's log-probabilities at every scored position of every window, kept in memory
+/// (f32, `positions × vocab` per window) so that many quantized models can be compared with
+/// one baseline pass ([`compare_to`]). Gemma-3's 262k vocabulary costs ~270 MB per window of
+/// 512.
+pub struct BaseLogprobs {
+    /// Per window, row-major `[scored positions, vocab]`.
+    windows: Vec<Vec<f32>>,
+    vocab: usize,
+    /// The baseline's perplexity on the same windows (computed in f64, as [`perplexity`]).
+    pub result: PplResult,
+}
+
+/// Runs the baseline once over the windows and keeps its log-probabilities.
+pub fn base_logprobs(
+    base: &ReferenceModel,
+    tokens: &[u32],
+    opts: &PplOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BaseLogprobs> {
+    let t0 = std::time::Instant::now();
+    let ws = windows(tokens, opts);
+    let first = first_scored(opts);
+    let mut acc = Acc { nll: Vec::new() };
+    let mut out = Vec::with_capacity(ws.len());
+    let vocab = base.config.vocab_size;
+    for (i, w) in ws.iter().enumerate() {
+        let lp = window_logprobs(base, w, opts)?;
+        let mut flat = Vec::with_capacity(lp.len() * vocab);
+        for (k, row) in lp.iter().enumerate() {
+            acc.nll.push(-row[w[first + k + 1] as usize]);
+            flat.extend(row.iter().map(|&v| v as f32));
+        }
+        out.push(flat);
+        progress(i + 1, ws.len());
+    }
+    Ok(BaseLogprobs {
+        windows: out,
+        vocab,
+        result: acc.result(ws.len(), opts.ctx, t0.elapsed().as_secs_f64()),
+    })
+}
+
+/// The per-position statistics of a comparison, accumulated window by window.
+struct Comparison {
+    base: Acc,
+    quant: Acc,
+    kld: Vec<f64>,
+    dp: Vec<f64>,
+    agree: usize,
+}
+
+impl Comparison {
+    fn new() -> Self {
+        Comparison {
+            base: Acc { nll: Vec::new() },
+            quant: Acc { nll: Vec::new() },
+            kld: Vec::new(),
+            dp: Vec::new(),
+            agree: 0,
+        }
+    }
+
+    /// One position: the two models' log-probabilities and the true next token.
+    fn add<B: Copy + Into<f64>>(&mut self, rb: &[B], rq: &[f64], next: usize) {
+        let b_next: f64 = rb[next].into();
+        self.base.nll.push(-b_next);
+        self.quant.nll.push(-rq[next]);
+        self.kld.push(
+            rb.iter()
+                .zip(rq)
+                .map(|(&b, q)| {
+                    let b: f64 = b.into();
+                    b.exp() * (b - q)
+                })
+                .sum::<f64>()
+                .max(0.0),
+        );
+        self.dp.push((rq[next].exp() - b_next.exp()) * 100.0);
+        let (mut bi, mut bv) = (0, f64::NEG_INFINITY);
+        for (i, &b) in rb.iter().enumerate() {
+            let b: f64 = b.into();
+            if b > bv {
+                (bi, bv) = (i, b);
+            }
+        }
+        self.agree += usize::from(bi == argmax(rq));
+    }
+
+    fn finish(self, base: PplResult, quant: PplResult) -> CompareResult {
+        let Comparison {
+            kld, mut dp, agree, ..
+        } = self;
+        let n = kld.len().max(1) as f64;
+        let kld_mean = kld.iter().sum::<f64>() / n;
+        let kld_var = kld.iter().map(|x| (x - kld_mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let rms_dp = (dp.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
+        let mut sorted_k = kld;
+        sorted_k.sort_by(f64::total_cmp);
+        dp.sort_by(f64::total_cmp);
+        CompareResult {
+            delta_ppl_pct: (quant.ppl / base.ppl - 1.0) * 100.0,
+            base,
+            quant,
+            kld_mean,
+            kld_err: (kld_var / n).sqrt(),
+            kld_p99: percentile(&sorted_k, 99.0),
+            kld_max: sorted_k.last().copied().unwrap_or(0.0),
+            top1_agree_pct: 100.0 * agree as f64 / n,
+            delta_p_pct: [1.0, 5.0, 50.0, 95.0, 99.0].map(|p| percentile(&dp, p)),
+            rms_delta_p_pct: rms_dp,
+        }
+    }
+}
+
+/// KL divergence, top-1 agreement and Δp of `quant` against `base` on the same windows,
+/// running both models window by window (one window of log-probabilities in memory).
 pub fn compare(
     base: &ReferenceModel,
     quant: &ReferenceModel,
@@ -149,9 +266,8 @@ pub fn compare(
 ) -> Result<CompareResult> {
     let ws = windows(tokens, opts);
     let first = first_scored(opts);
-    let (mut ab, mut aq) = (Acc { nll: Vec::new() }, Acc { nll: Vec::new() });
+    let mut cmp = Comparison::new();
     let (mut tb, mut tq) = (0f64, 0f64);
-    let (mut kld, mut dp, mut agree) = (Vec::new(), Vec::new(), 0usize);
     for (i, w) in ws.iter().enumerate() {
         let t = std::time::Instant::now();
         let lb = window_logprobs(base, w, opts)?;
@@ -160,42 +276,48 @@ pub fn compare(
         let lq = window_logprobs(quant, w, opts)?;
         tq += t.elapsed().as_secs_f64();
         for (k, (rb, rq)) in lb.iter().zip(&lq).enumerate() {
-            let next = w[first + k + 1] as usize;
-            ab.nll.push(-rb[next]);
-            aq.nll.push(-rq[next]);
-            kld.push(
-                rb.iter()
-                    .zip(rq)
-                    .map(|(b, q)| b.exp() * (b - q))
-                    .sum::<f64>()
-                    .max(0.0),
-            );
-            dp.push((rq[next].exp() - rb[next].exp()) * 100.0);
-            agree += usize::from(argmax(rb) == argmax(rq));
+            cmp.add(rb, rq, w[first + k + 1] as usize);
         }
         progress(i + 1, ws.len());
     }
-    let base_r = ab.result(ws.len(), opts.ctx, tb);
-    let quant_r = aq.result(ws.len(), opts.ctx, tq);
-    let n = kld.len().max(1) as f64;
-    let kld_mean = kld.iter().sum::<f64>() / n;
-    let kld_var = kld.iter().map(|x| (x - kld_mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    let rms_dp = (dp.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
-    let mut sorted_k = kld.clone();
-    sorted_k.sort_by(f64::total_cmp);
-    dp.sort_by(f64::total_cmp);
-    Ok(CompareResult {
-        delta_ppl_pct: (quant_r.ppl / base_r.ppl - 1.0) * 100.0,
-        base: base_r,
-        quant: quant_r,
-        kld_mean,
-        kld_err: (kld_var / n).sqrt(),
-        kld_p99: percentile(&sorted_k, 99.0),
-        kld_max: sorted_k.last().copied().unwrap_or(0.0),
-        top1_agree_pct: 100.0 * agree as f64 / n,
-        delta_p_pct: [1.0, 5.0, 50.0, 95.0, 99.0].map(|p| percentile(&dp, p)),
-        rms_delta_p_pct: rms_dp,
-    })
+    let base_r = cmp.base.result(ws.len(), opts.ctx, tb);
+    let quant_r = cmp.quant.result(ws.len(), opts.ctx, tq);
+    Ok(cmp.finish(base_r, quant_r))
+}
+
+/// As [`compare`], against a baseline computed once by [`base_logprobs`] on the same tokens
+/// and options. The KL divergence reads the baseline's log-probabilities rounded to f32.
+pub fn compare_to(
+    base: &BaseLogprobs,
+    quant: &ReferenceModel,
+    tokens: &[u32],
+    opts: &PplOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<CompareResult> {
+    let ws = windows(tokens, opts);
+    if ws.len() != base.windows.len() || quant.config.vocab_size != base.vocab {
+        return Err(RefError::Unsupported(format!(
+            "baseline log-probs of {} windows × vocab {} do not match {} windows × vocab {}",
+            base.windows.len(),
+            base.vocab,
+            ws.len(),
+            quant.config.vocab_size
+        )));
+    }
+    let first = first_scored(opts);
+    let mut cmp = Comparison::new();
+    let t0 = std::time::Instant::now();
+    for (i, (w, lb)) in ws.iter().zip(&base.windows).enumerate() {
+        let lq = window_logprobs(quant, w, opts)?;
+        for (k, (rb, rq)) in lb.chunks_exact(base.vocab).zip(&lq).enumerate() {
+            cmp.add(rb, rq, w[first + k + 1] as usize);
+        }
+        progress(i + 1, ws.len());
+    }
+    let quant_r = cmp
+        .quant
+        .result(ws.len(), opts.ctx, t0.elapsed().as_secs_f64());
+    Ok(cmp.finish(base.result.clone(), quant_r))
 }
 
 /// Index of the largest value (first on ties).

@@ -5,9 +5,14 @@
 
 pub mod dequant;
 pub mod device;
+pub mod exec;
+pub mod graph;
 pub mod kernels;
+pub mod planner;
+pub mod shape;
 
 pub use device::{DeviceOptions, Gpu};
+pub use exec::{GpuModel, MemoryReport, RunOptions};
 
 /// Errors of the GPU runtime, each naming what went wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,10 @@ pub enum GpuError {
         needed: u64,
         limit: u64,
     },
+    #[error("{needed} positions exceed the context of {max} (raise --max-seq or shorten the prompt)")]
+    ContextOverflow { needed: usize, max: usize },
+    #[error("model: {0}")]
+    Model(String),
     #[error("GPU readback failed: {0}")]
     Readback(String),
     #[error("the GPU device was lost or a validation error occurred: {0}")]

@@ -1,14 +1,18 @@
 //! The candle CPU reference: one forward pass for every supported architecture, driven by the
 //! converter's architecture table, computed in f32. It loads an unquantized checkpoint (the
-//! baseline) or a deployable M0E4 model (dequantized on load with the quantizer's decoder).
+//! baseline), a deployable M0E4 model (dequantized on load with the quantizer's decoder), or a
+//! checkpoint fake-quantized on load with any scheme ([`WeightSource::FakeQuant`]); an optional
+//! calibration pass collects the statistics of importance-weighted quantization ([`Calibration`]).
 //! This is the oracle every quantized and GPU result is checked against.
 
 mod cache;
+mod calibration;
 mod model;
 mod rope;
 mod source;
 
 pub use cache::KvCache;
+pub use calibration::{Calibration, LinearInput};
 pub use model::{Logits, ReferenceModel, log_softmax_rows};
 pub use source::WeightSource;
 

@@ -7,6 +7,7 @@ use tlite_converter::arch::{Activation, Arch, MlpIn, NormStyle, Qkv};
 use tlite_converter::config::ModelConfig;
 
 use super::cache::KvCache;
+use super::calibration::{Calibration, LinearInput};
 use super::source::WeightSource;
 use super::{RefError, Result, rope};
 
@@ -212,8 +213,40 @@ impl ReferenceModel {
         pos: usize,
         cache: &mut KvCache,
         logits: Logits,
-        mut hidden: Option<&mut Vec<Tensor>>,
+        hidden: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
+        self.run(tokens, pos, cache, logits, hidden, None)
+    }
+
+    /// As [`Self::forward`], also adding the input of every linear layer to `stats`
+    /// (a calibration pass: per-input-channel mean x², see [`Calibration`]).
+    pub fn forward_collect(
+        &self,
+        tokens: &[u32],
+        pos: usize,
+        cache: &mut KvCache,
+        logits: Logits,
+        stats: &mut Calibration,
+    ) -> Result<Tensor> {
+        self.run(tokens, pos, cache, logits, None, Some(stats))
+    }
+
+    fn run(
+        &self,
+        tokens: &[u32],
+        pos: usize,
+        cache: &mut KvCache,
+        logits: Logits,
+        mut hidden: Option<&mut Vec<Tensor>>,
+        mut stats: Option<&mut Calibration>,
+    ) -> Result<Tensor> {
+        let collecting = stats.is_some();
+        let mut tap = |site: LinearInput, x: &Tensor| -> Result<()> {
+            match stats.as_deref_mut() {
+                Some(s) => s.observe(site, x),
+                None => Ok(()),
+            }
+        };
         let c = &self.config;
         let n = tokens.len();
         if pos + n > cache.max_seq {
@@ -250,7 +283,10 @@ impl ReferenceModel {
             };
             let window = if sliding { c.sliding_window } else { None };
             let h = rms_norm(&x, &layer.input_norm, c.rms_norm_eps)?;
-            let attn = self.attention(layer, &h, pos, cache, l, (cos, sin, rot), window)?;
+            tap(LinearInput::Qkv(l), &h)?;
+            let heads_out = self.attention(layer, &h, pos, cache, l, (cos, sin, rot), window)?;
+            tap(LinearInput::AttnOut(l), &heads_out)?;
+            let attn = linear(&heads_out, &layer.o, None)?;
             let attn = if self.arch.sandwich_norms {
                 rms_norm(&attn, &layer.post_attn_norm, c.rms_norm_eps)?
             } else {
@@ -263,12 +299,15 @@ impl ReferenceModel {
                 &layer.post_attn_norm
             };
             let h = rms_norm(&x, pre, c.rms_norm_eps)?;
+            tap(LinearInput::MlpIn(l), &h)?;
             let g = linear(&h, &layer.gate, None)?;
             let g = match self.arch.activation {
                 Activation::Silu => g.silu()?,
                 Activation::GeluTanh => g.gelu()?,
             };
-            let mut m = linear(&(g * linear(&h, &layer.up, None)?)?, &layer.down, None)?;
+            let act = (g * linear(&h, &layer.up, None)?)?;
+            tap(LinearInput::MlpDown(l), &act)?;
+            let mut m = linear(&act, &layer.down, None)?;
             if let Some(w) = &layer.post_ffn_norm {
                 m = rms_norm(&m, w, c.rms_norm_eps)?;
             }
@@ -276,6 +315,13 @@ impl ReferenceModel {
             if let Some(hs) = hidden.as_deref_mut() {
                 hs.push(x.clone());
             }
+        }
+        if collecting {
+            // The LM head's input statistics cover every position, whatever logits are asked.
+            tap(
+                LinearInput::LmHead,
+                &rms_norm(&x, &self.final_norm, c.rms_norm_eps)?,
+            )?;
         }
         let x = match logits {
             Logits::All => x,
@@ -344,11 +390,11 @@ impl ReferenceModel {
         let out = probs
             .reshape((kvh, group * n, total))?
             .matmul(&vv.contiguous()?)?;
-        let out = out
+        // The heads' outputs `[n, heads * head_dim]`; the caller applies `o`.
+        Ok(out
             .reshape((heads, n, hd))?
             .transpose(0, 1)?
-            .reshape((n, heads * hd))?;
-        linear(&out, &layer.o, None)
+            .reshape((n, heads * hd))?)
     }
 }
 

@@ -1,8 +1,13 @@
-//! Where the reference reads its weights: an unquantized checkpoint or a deployable model.
+//! Where the reference reads its weights: an unquantized checkpoint, a deployable model, or a
+//! checkpoint fake-quantized on load with any 4-bit scheme the quantizer knows.
 
+use std::collections::HashMap;
+
+use tlite_converter::arch::Role;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_converter::config::ModelConfig;
 use tlite_converter::deploy::DeployedModel;
+use tlite_quantizer::{Scheme, SchemeKind, fake_quantize};
 
 /// A model's weights as f32, by HF tensor name.
 pub enum WeightSource<'a> {
@@ -10,12 +15,32 @@ pub enum WeightSource<'a> {
     Checkpoint(&'a Checkpoint),
     /// A deployable M0E4 model, dequantized with the quantizer's decoder.
     Deployed(&'a DeployedModel),
+    /// A checkpoint whose quantizable tensors are quantized and dequantized on load
+    /// ("fake quantization"), so that any scheme can be measured without a storage layout.
+    ///
+    /// Quantizable means the roles the converter quantizes by default
+    /// ([`Role::quantizable`]: the embedding, every linear weight and an untied LM head),
+    /// taken from `arch.expected_tensors`; norms and biases pass through in f32. Groups run
+    /// along the input dimension (the last axis), `group` weights each. For
+    /// [`SchemeKind::M0E4`] the result is bit-identical to dequantizing the deployable model
+    /// the converter writes with the same group and method (checked in the quantizer's and
+    /// this crate's tests).
+    ///
+    /// `importance` maps a tensor name to one weight per input column (mean x² of that
+    /// column's input over a calibration text, see [`super::Calibration`]); tensors missing
+    /// from the map are quantized unweighted.
+    FakeQuant {
+        source: &'a Checkpoint,
+        scheme: SchemeKind,
+        group: usize,
+        importance: Option<&'a HashMap<String, Vec<f32>>>,
+    },
 }
 
 impl WeightSource<'_> {
     pub fn config(&self) -> &ModelConfig {
         match self {
-            WeightSource::Checkpoint(c) => &c.config,
+            WeightSource::Checkpoint(c) | WeightSource::FakeQuant { source: c, .. } => &c.config,
             WeightSource::Deployed(d) => &d.manifest.config,
         }
     }
@@ -24,6 +49,25 @@ impl WeightSource<'_> {
         match self {
             WeightSource::Checkpoint(c) => c.tensor_f32(name),
             WeightSource::Deployed(d) => d.tensor_f32(name),
+            WeightSource::FakeQuant {
+                source,
+                scheme,
+                group,
+                importance,
+            } => {
+                let data = source.tensor_f32(name)?;
+                let expected = source.arch().expected_tensors(&source.config);
+                let Some(t) = expected
+                    .iter()
+                    .find(|t| t.name == name && quantized_role(t.role) && t.shape.len() == 2)
+                else {
+                    return Ok(data);
+                };
+                let imp = importance.and_then(|m| m.get(name)).map(Vec::as_slice);
+                Ok(fake_quantize(
+                    scheme, &data, t.shape[0], t.shape[1], *group, imp,
+                )?)
+            }
         }
     }
 
@@ -37,6 +81,26 @@ impl WeightSource<'_> {
                 d.manifest.quantization.method,
                 d.dir.display()
             ),
+            WeightSource::FakeQuant {
+                source,
+                scheme,
+                group,
+                importance,
+            } => format!(
+                "fake-quantized {} g={group}{} {}",
+                scheme.name(),
+                if importance.is_some() {
+                    " importance-weighted"
+                } else {
+                    ""
+                },
+                source.dir.display()
+            ),
         }
     }
+}
+
+/// The roles fake quantization touches: the ones the converter quantizes by default.
+fn quantized_role(role: Role) -> bool {
+    role.quantizable()
 }

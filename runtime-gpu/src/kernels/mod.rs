@@ -4,25 +4,88 @@
 
 use tlite_quantizer::format::{PACKED_PER_WORD, PAIR_MASK, PAIR_ONE, PAIR_SHIFTS};
 
-/// The kernel families.
+/// The kernel families, one WGSL file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// M0E4 → f32 dequantization of a packed matrix.
     Dequant,
+    /// M0E4 and dense matrix products: GEMV (decode) and tiled GEMM (prefill).
+    Matmul,
+    /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
+    Norm,
+    /// RoPE fused with the KV-cache write.
+    RopeKv,
+    /// Attention over the cache: split partials and their combination.
+    Attention,
+    /// Embedding lookup, gated-MLP activation, logit soft-capping.
+    Elementwise,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 1] = [Kernel::Dequant];
+    pub const ALL: [Kernel; 6] = [
+        Kernel::Dequant,
+        Kernel::Matmul,
+        Kernel::Norm,
+        Kernel::RopeKv,
+        Kernel::Attention,
+        Kernel::Elementwise,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Dequant => "dequant",
+            Kernel::Matmul => "matmul",
+            Kernel::Norm => "norm",
+            Kernel::RopeKv => "rope_kv",
+            Kernel::Attention => "attention",
+            Kernel::Elementwise => "elementwise",
         }
     }
 
     fn file(self) -> &'static str {
         match self {
             Kernel::Dequant => include_str!("dequant.wgsl"),
+            Kernel::Matmul => include_str!("matmul.wgsl"),
+            Kernel::Norm => include_str!("norm.wgsl"),
+            Kernel::RopeKv => include_str!("rope_kv.wgsl"),
+            Kernel::Attention => include_str!("attention.wgsl"),
+            Kernel::Elementwise => include_str!("elementwise.wgsl"),
+        }
+    }
+
+    /// Entry points of the file.
+    pub fn entries(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Dequant => &["main"],
+            Kernel::Matmul => &["gemv_m0e4", "gemv_dense", "gemm_m0e4", "gemm_dense"],
+            Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
+            Kernel::RopeKv => &["main"],
+            Kernel::Attention => &["partial", "combine"],
+            Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
+        }
+    }
+
+    /// The fields of the kernel's uniform `Params`, in order (all 4 bytes wide); a test checks
+    /// them against the WGSL struct.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Dequant => &[
+                "rows", "cols", "group", "words_per_row", "groups_per_row", "grid_width", "_pad0", "_pad1",
+            ],
+            Kernel::Matmul => &[
+                "seq", "k", "n", "out_stride", "out_col0", "w_row0", "group", "words_per_row", "groups_per_row",
+                "accumulate", "has_bias", "bias0", "grid_width", "_pad0", "_pad1", "_pad2",
+            ],
+            Kernel::Norm => &["rows", "n", "mode", "gather", "eps", "w_offset", "grid_width", "_pad"],
+            Kernel::RopeKv => &["seq", "past", "heads", "kv_heads", "hd", "rot", "interleaved", "max_seq"],
+            Kernel::Attention => &[
+                "seq", "past", "heads", "kv_heads", "hd", "max_seq", "window", "splits", "kps", "scale", "softcap",
+                "_pad",
+            ],
+            Kernel::Elementwise => &[
+                "seq", "n", "row0", "rows", "group", "words_per_row", "groups_per_row", "act", "scale", "cap",
+                "grid_width", "_pad",
+            ],
         }
     }
 

@@ -1,0 +1,202 @@
+//! A hand-written SVG of ΔPPL against bits per weight: one panel per model, one series per
+//! scheme family, log-scaled ΔPPL. Generated from sweep reports, never drawn by hand.
+
+use std::fmt::Write as _;
+
+use crate::sweep::SweepReport;
+
+const PANEL_W: f64 = 380.0;
+const PANEL_H: f64 = 300.0;
+const MARGIN_L: f64 = 62.0;
+const MARGIN_T: f64 = 58.0;
+const GAP: f64 = 40.0;
+const LEGEND_H: f64 = 70.0;
+
+/// Colour and dash of a series, stable across models.
+fn style(family: &str) -> (&'static str, &'static str) {
+    match family {
+        "m0e4-search" => ("#d62728", ""),
+        "m0e4-search+imp" => ("#9467bd", ""),
+        "m0e4-minmax" => ("#1f77b4", "5,3"),
+        "q4_0" => ("#2ca02c", ""),
+        "int4-zp" => ("#ff7f0e", "2,2"),
+        "q4_1-minmax" => ("#8c564b", "6,2,2,2"),
+        "q4_1-search" => ("#e377c2", "6,2,2,2"),
+        _ => ("#7f7f7f", "1,2"),
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The SVG document. ΔPPL values at or below the floor of the axis (the decade under the
+/// smallest positive value, at least 0.01 %) are drawn on the floor as hollow markers.
+pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
+    let rows = || reports.iter().flat_map(|r| &r.rows);
+    let (mut x0, mut x1) = rows().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| {
+        (a.min(r.bits_per_weight), b.max(r.bits_per_weight))
+    });
+    if !x0.is_finite() {
+        (x0, x1) = (4.0, 5.0);
+    }
+    let pad = ((x1 - x0) * 0.06).max(0.05);
+    let (x0, x1) = (x0 - pad, x1 + pad);
+    let min_pos = rows()
+        .map(|r| r.delta_ppl_pct)
+        .filter(|&d| d > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let max_v = rows().map(|r| r.delta_ppl_pct).fold(1.0, f64::max);
+    let lo = if min_pos.is_finite() {
+        min_pos.log10().floor().max(-2.0)
+    } else {
+        -1.0
+    };
+    let hi = max_v.log10().ceil().max(lo + 1.0);
+    let n = reports.len().max(1) as f64;
+    let width = MARGIN_L + n * PANEL_W + (n - 1.0) * GAP + 20.0;
+    let height = MARGIN_T + PANEL_H + 50.0 + LEGEND_H;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{:.0}" y="22" font-size="16" text-anchor="middle">{}</text>"#,
+        width / 2.0,
+        esc(title)
+    );
+    let mut families: Vec<String> = Vec::new();
+    for (pi, rep) in reports.iter().enumerate() {
+        let left = MARGIN_L + pi as f64 * (PANEL_W + GAP);
+        let px = |b: f64| left + (b - x0) / (x1 - x0) * PANEL_W;
+        let py = |d: f64| {
+            let v = d.max(10f64.powf(lo)).log10();
+            MARGIN_T + PANEL_H - (v - lo) / (hi - lo) * PANEL_H
+        };
+        let name = rep.model.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="13">{} (base PPL {:.3}, {} × {})</text>"#,
+            left + PANEL_W / 2.0,
+            MARGIN_T - 10.0,
+            esc(name),
+            rep.base_ppl,
+            rep.windows,
+            rep.ctx
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left:.1}" y="{MARGIN_T:.1}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
+        );
+        // Decade grid and labels.
+        let mut e = lo;
+        while e <= hi + 1e-9 {
+            let y = py(10f64.powf(e));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}%</text>"##,
+                left + PANEL_W,
+                left - 4.0,
+                y + 4.0,
+                fmt_decade(e)
+            );
+            e += 1.0;
+        }
+        let mut b = (x0 * 4.0).ceil() / 4.0;
+        while b <= x1 + 1e-9 {
+            let x = px(b);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{MARGIN_T:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{b:.2}</text>"##,
+                MARGIN_T + PANEL_H,
+                MARGIN_T + PANEL_H + 16.0
+            );
+            b += 0.25;
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">bits per weight</text>"#,
+            left + PANEL_W / 2.0,
+            MARGIN_T + PANEL_H + 34.0
+        );
+        if pi == 0 {
+            let _ = writeln!(
+                s,
+                r#"<text transform="translate({:.1},{:.1}) rotate(-90)" text-anchor="middle">ΔPPL (log scale)</text>"#,
+                left - 46.0,
+                MARGIN_T + PANEL_H / 2.0
+            );
+        }
+        let mut fams: Vec<&str> = rep.rows.iter().map(|r| r.family.as_str()).collect();
+        fams.dedup();
+        fams.sort();
+        fams.dedup();
+        for fam in fams {
+            if !families.iter().any(|f| f == fam) {
+                families.push(fam.to_owned());
+            }
+            let (color, dash) = style(fam);
+            let mut pts: Vec<_> = rep.rows.iter().filter(|r| r.family == fam).collect();
+            pts.sort_by(|a, b| a.bits_per_weight.total_cmp(&b.bits_per_weight));
+            let path: Vec<String> = pts
+                .iter()
+                .map(|r| format!("{:.1},{:.1}", px(r.bits_per_weight), py(r.delta_ppl_pct)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"#,
+                path.join(" ")
+            );
+            for r in pts {
+                let floor = r.delta_ppl_pct <= 10f64.powf(lo);
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}" stroke="{color}" stroke-width="1.5"><title>{} {}: ΔPPL {:+.2}%, {:.3} bpw</title></circle>"#,
+                    px(r.bits_per_weight),
+                    py(r.delta_ppl_pct),
+                    if floor { "white" } else { color },
+                    esc(name),
+                    esc(&r.config),
+                    r.delta_ppl_pct,
+                    r.bits_per_weight
+                );
+            }
+        }
+    }
+    // Legend.
+    let ly = MARGIN_T + PANEL_H + 56.0;
+    for (i, fam) in families.iter().enumerate() {
+        let (color, dash) = style(fam);
+        let x = MARGIN_L + (i % 4) as f64 * 230.0;
+        let y = ly + (i / 4) as f64 * 18.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><circle cx="{:.1}" cy="{y:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            x + 28.0,
+            x + 14.0,
+            x + 34.0,
+            y + 4.0,
+            esc(fam)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{MARGIN_L:.1}" y="{:.1}" font-size="11" fill="#555">Hollow markers: ΔPPL at or below the axis floor. Points at g = 32 flatter asymmetric schemes (the packaged weights already lie on 32-wide asymmetric grids).</text>"##,
+        ly + 2.0 * 18.0 + 8.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn fmt_decade(e: f64) -> String {
+    let v = 10f64.powf(e);
+    if e >= 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.*}", (-e) as usize)
+    }
+}

@@ -1,0 +1,96 @@
+//! Parity of the wgpu runtime with the CPU reference on the same deployable model: tiny random
+//! models of every architecture (top-1 100%) and SmolLM2-135M (top-1 ≥ 99% over 64 forced
+//! tokens), mean KLD ≤ 1e-3 — the tolerances of `tlite_eval::parity::tolerance`.
+
+use std::io::Write as _;
+
+use tlite_converter::checkpoint::Checkpoint;
+use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::synth::{ALL_FAMILIES, SynthSpec, write_checkpoint};
+use tlite_converter::{events, fixtures};
+use tlite_eval::parity::{parity, tolerance};
+use tlite_eval::reference::{ReferenceModel, WeightSource};
+use tlite_quantizer::Method;
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
+
+fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    match Gpu::new(&DeviceOptions { adapter: std::env::var("TLITE_ADAPTER").ok() }) {
+        Ok(g) => {
+            let _ = writeln!(std::io::stderr(), "[{test}] {}", g.header());
+            Some(g)
+        }
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "[{test}] no GPU adapter under CI: {e}");
+            let _ = writeln!(std::io::stderr(), "[{test}] SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+fn convert_to(ck: &Checkpoint, out: &std::path::Path, group: usize) -> DeployedModel {
+    let opts = ConvertOptions { group, method: Method::Search, overwrite: true, binding_limit: 64 << 10, ..Default::default() };
+    convert(ck, out, &opts, &mut events::ignore).unwrap();
+    DeployedModel::open(out).unwrap()
+}
+
+#[test]
+fn tiny_models_of_every_architecture_match_the_reference() {
+    let Some(gpu) = gpu_or_skip("tiny parity") else { return };
+    for family in ALL_FAMILIES {
+        let dir = std::env::temp_dir().join(format!("tlite-parity-{}-{family:?}", std::process::id()));
+        write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
+        let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+        let m = convert_to(&ck, &dir.join("m0e4"), 32);
+        let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
+        // max_batch 8 < prompt 12: the prompt is prefilled in two steps.
+        let mut g = GpuModel::load(&gpu, &m, RunOptions { max_seq: 64, max_batch: 8 }).unwrap();
+        let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
+        let r = parity(&reference, &gpu, &mut g, &prompt, 20, &mut |_, _| {}).unwrap();
+        let _ = writeln!(
+            std::io::stderr(),
+            "{family:?}: top-1 {:.1}% | KLD {:.2e} | max |Δ| {:.2e} | mean |Δ| {:.2e} over {} positions",
+            r.top1_agree_pct, r.kld_mean, r.max_abs_dlogit, r.mean_abs_dlogit, r.positions
+        );
+        assert!(r.top1_agree_pct >= tolerance::TOP1_MIN_PCT_TINY, "{family:?}: {r:?}");
+        assert!(r.kld_mean <= tolerance::KLD_MAX, "{family:?}: {r:?}");
+        assert_eq!(r.positions, 12 + 19);
+        // The step recorded one submission and no copy touching the KV cache.
+        let log = &g.last_step;
+        assert_eq!(log.submissions, 1);
+        assert!(log.copies.iter().all(|(s, d)| !g.kv_labels().iter().any(|k| k == s || k == d)), "{:?}", log.copies);
+        assert_eq!(log.copies.len(), 1, "only the logits are read back");
+        assert!(g.memory.activation_bytes < g.memory.activation_bytes_unplanned);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn smollm2_matches_the_reference_over_64_forced_tokens() {
+    let name = "smollm2-135m-instruct";
+    let Some(dir) = fixtures::imported(name).unwrap() else {
+        assert!(std::env::var_os("CI").is_none(), "{name} missing under CI");
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not fetched");
+        return;
+    };
+    let Some(gpu) = gpu_or_skip("smollm2 parity") else { return };
+    let ck = Checkpoint::open_dir(&dir).unwrap();
+    let out = std::env::temp_dir().join(format!("tlite-parity-smollm2-{}", std::process::id()));
+    let opts = ConvertOptions { overwrite: true, ..Default::default() };
+    convert(&ck, &out, &opts, &mut events::ignore).unwrap();
+    let m = DeployedModel::open(&out).unwrap();
+    let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
+    let mut g = GpuModel::load(&gpu, &m, RunOptions { max_seq: 128, max_batch: 32 }).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures::golden_path(name)).unwrap()).unwrap();
+    let prompt: Vec<u32> = golden["greedy"]["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let r = parity(&reference, &gpu, &mut g, &prompt, 65, &mut |_, _| {}).unwrap();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{name}: top-1 {:.2}% | KLD {:.2e} | max |Δ| {:.3} | mean |Δ| {:.2e} over {} positions ({} forced)",
+        r.top1_agree_pct, r.kld_mean, r.max_abs_dlogit, r.mean_abs_dlogit, r.positions, r.forced_tokens
+    );
+    assert!(r.forced_tokens >= 64);
+    assert!(r.top1_agree_pct >= tolerance::TOP1_MIN_PCT_REAL, "{r:?}");
+    assert!(r.kld_mean <= tolerance::KLD_MAX, "{r:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}

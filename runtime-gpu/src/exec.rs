@@ -1,0 +1,392 @@
+//! Running the plan: weights uploaded as stored (no repacking), the KV cache allocated once,
+//! activations placed by the memory planner, pipelines and bind groups created at load. Each
+//! step binds the symbols, writes every op's uniforms in one buffer write, encodes all
+//! dispatches into one compute pass and one submission, and reads back only the logits.
+
+use std::collections::HashMap;
+
+use tlite_converter::deploy::{DeployedModel, Storage};
+use wgpu::util::DeviceExt;
+
+use crate::graph::{self, BufRef, Field, Graph, When};
+use crate::kernels::Kernel;
+use crate::planner::{self, Activation, MemoryPlan};
+use crate::shape::Syms;
+use crate::{Gpu, GpuError, Result};
+
+/// Sizes the runtime is built for.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Positions of the KV cache (context length).
+    pub max_seq: usize,
+    /// Most tokens in one step (longer prompts are prefilled in several steps).
+    pub max_batch: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { max_seq: 1024, max_batch: 256 }
+    }
+}
+
+/// Memory figures of a loaded model.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MemoryReport {
+    pub weight_bytes: u64,
+    pub kv_bytes: u64,
+    /// Activations with the planner's sharing.
+    pub activation_bytes: u64,
+    /// Activations with one buffer per tensor.
+    pub activation_bytes_unplanned: u64,
+    pub activation_buffers: usize,
+    pub activation_tensors: usize,
+    pub ops: usize,
+}
+
+/// What the last step recorded (for tests and `--verbose`).
+#[derive(Clone, Debug, Default)]
+pub struct StepLog {
+    pub dispatches: usize,
+    pub submissions: usize,
+    /// (source, destination) labels of every copy command.
+    pub copies: Vec<(String, String)>,
+}
+
+/// A model resident on the GPU.
+pub struct GpuModel {
+    pub graph: Graph,
+    pub plan: MemoryPlan,
+    pub opts: RunOptions,
+    pub memory: MemoryReport,
+    pub vocab: usize,
+    pub last_step: StepLog,
+    kv_labels: Vec<String>,
+    act_bufs: Vec<wgpu::Buffer>,
+    tokens: wgpu::Buffer,
+    logit_rows: wgpu::Buffer,
+    uniforms: wgpu::Buffer,
+    slot: u64,
+    staging: wgpu::Buffer,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    op_pipeline: Vec<usize>,
+    bind_groups: Vec<wgpu::BindGroup>,
+}
+
+impl GpuModel {
+    /// Uploads `model` and prepares every step's resources.
+    pub fn load(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<Self> {
+        let man = &model.manifest;
+        let cfg = &man.config;
+        if opts.max_batch == 0 || opts.max_seq == 0 || opts.max_batch > opts.max_seq {
+            return Err(GpuError::Model(format!(
+                "max_batch {} must be between 1 and max_seq {}",
+                opts.max_batch, opts.max_seq
+            )));
+        }
+        let graph = graph::build(man, opts.max_seq)?;
+        let dev = &gpu.device;
+        let limit = gpu.limits.max_storage_buffer_binding_size;
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+
+        // Weights, as stored.
+        let mut weights: HashMap<(String, usize, usize), wgpu::Buffer> = HashMap::new();
+        let mut weight_bytes = 0u64;
+        for t in &man.tensors {
+            for (ci, ch) in t.chunks.iter().enumerate() {
+                for (pi, part) in ch.parts.iter().enumerate() {
+                    let (_, bytes) = model.part(part).map_err(|e| GpuError::Model(e.to_string()))?;
+                    let mut data: Vec<u8> = if t.storage == Storage::F16 {
+                        bytes
+                            .chunks_exact(2)
+                            .flat_map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32().to_le_bytes())
+                            .collect()
+                    } else {
+                        bytes.to_vec()
+                    };
+                    while data.len() % 4 != 0 || data.is_empty() {
+                        data.push(0);
+                    }
+                    if data.len() as u64 > limit {
+                        return Err(GpuError::BindingTooLarge { what: "a weight chunk", needed: data.len() as u64, limit });
+                    }
+                    weight_bytes += data.len() as u64;
+                    let buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(part),
+                        contents: &data,
+                        usage: wgpu::BufferUsages::STORAGE,
+                    });
+                    weights.insert((t.name.clone(), ci, pi), buf);
+                }
+            }
+        }
+
+        // The KV cache: one K and one V buffer per layer at max_seq.
+        let kv_elems = cfg.num_kv_heads * opts.max_seq * cfg.head_dim;
+        let kv_labels: Vec<String> = (0..cfg.num_layers).flat_map(|l| [format!("kv.k{l}"), format!("kv.v{l}")]).collect();
+        let kv: Vec<wgpu::Buffer> = kv_labels
+            .iter()
+            .map(|label| {
+                dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (kv_elems * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+
+        // Activations, planned.
+        let mut first = vec![usize::MAX; graph.acts.len()];
+        let mut last = vec![0usize; graph.acts.len()];
+        for (i, op) in graph.ops.iter().enumerate() {
+            for &a in op.reads.iter().chain(&op.writes) {
+                first[a] = first[a].min(i);
+                last[a] = last[a].max(i);
+            }
+        }
+        let acts: Vec<Activation> = graph
+            .acts
+            .iter()
+            .enumerate()
+            .map(|(i, (name, elems))| Activation { name: name.clone(), elems: elems.clone(), first: first[i], last: last[i] })
+            .collect();
+        let bound = Syms { seq: opts.max_batch as u64, past: opts.max_seq as u64, out: opts.max_batch as u64 };
+        let plan = planner::plan(&acts, &bound);
+        let act_bufs: Vec<wgpu::Buffer> = plan
+            .buffer_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if b > limit {
+                    return Err(GpuError::BindingTooLarge { what: "an activation buffer (lower --max-batch)", needed: b, limit });
+                }
+                Ok(dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("act{i}")),
+                    size: b.max(16),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }))
+            })
+            .collect::<Result<_>>()?;
+
+        let storage = |label: &str, size: u64, usage| {
+            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
+        };
+        let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let tokens = storage("tokens", (opts.max_batch * 4) as u64, copy_dst);
+        let logit_rows = storage("logit_rows", (opts.max_batch * 4) as u64, copy_dst);
+        let dummy = storage("dummy", 16, wgpu::BufferUsages::STORAGE);
+        let half = graph.rot / 2;
+        let mut tables = Vec::new();
+        for &(theta, factor) in &graph.rope_bases {
+            let inv: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / graph.rot as f64)).collect();
+            let (mut cs, mut sn) = (Vec::new(), Vec::new());
+            for p in 0..opts.max_seq {
+                for f in &inv {
+                    let a = p as f64 / factor * f;
+                    cs.push(a.cos() as f32);
+                    sn.push(a.sin() as f32);
+                }
+            }
+            let mk = |label: &str, v: &[f32]| {
+                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: if v.is_empty() { &[0u8; 16] } else { bytemuck::cast_slice(v) },
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            };
+            tables.push((mk("rope.cos", &cs), mk("rope.sin", &sn)));
+        }
+
+        // Pipelines, one per (kernel, entry), created lazily and cached.
+        let mut modules: HashMap<Kernel, wgpu::ShaderModule> = HashMap::new();
+        let mut pipe_index: HashMap<(Kernel, &'static str), usize> = HashMap::new();
+        let mut pipelines = Vec::new();
+        let mut op_pipeline = Vec::new();
+        for op in &graph.ops {
+            let key = (op.kernel, op.entry);
+            let idx = match pipe_index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let module = modules.entry(op.kernel).or_insert_with(|| {
+                        dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(op.kernel.name()),
+                            source: wgpu::ShaderSource::Wgsl(op.kernel.source().into()),
+                        })
+                    });
+                    pipelines.push(dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&format!("{}::{}", op.kernel.name(), op.entry)),
+                        layout: None,
+                        module,
+                        entry_point: Some(op.entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    }));
+                    pipe_index.insert(key, pipelines.len() - 1);
+                    pipelines.len() - 1
+                }
+            };
+            op_pipeline.push(idx);
+        }
+
+        // Uniforms: one 256-byte-aligned slot per op, bound at a fixed offset.
+        let slot = u64::from(gpu.limits.min_uniform_buffer_offset_alignment).max(64);
+        let uniforms = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniforms"),
+            size: slot * graph.ops.len().max(1) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut bind_groups = Vec::new();
+        for (i, op) in graph.ops.iter().enumerate() {
+            let resolve = |r: &BufRef| -> Result<&wgpu::Buffer> {
+                Ok(match r {
+                    BufRef::Act(a) => &act_bufs[plan.assignment[*a]],
+                    BufRef::Part { tensor, chunk, part } => weights
+                        .get(&(tensor.clone(), *chunk, *part))
+                        .ok_or_else(|| GpuError::Model(format!("weight `{tensor}` chunk {chunk} part {part} missing")))?,
+                    BufRef::KvK(l) => &kv[2 * l],
+                    BufRef::KvV(l) => &kv[2 * l + 1],
+                    BufRef::Tokens => &tokens,
+                    BufRef::LogitRows => &logit_rows,
+                    BufRef::Cos(b) => &tables[*b].0,
+                    BufRef::Sin(b) => &tables[*b].1,
+                    BufRef::Dummy => &dummy,
+                })
+            };
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset: slot * i as u64,
+                    size: wgpu::BufferSize::new((op.params.len() * 4) as u64),
+                }),
+            }];
+            for (b, r) in &op.bindings {
+                entries.push(wgpu::BindGroupEntry { binding: *b, resource: resolve(r)?.as_entire_binding() });
+            }
+            bind_groups.push(dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&op.label),
+                layout: &pipelines[op_pipeline[i]].get_bind_group_layout(0),
+                entries: &entries,
+            }));
+        }
+        let vocab = cfg.vocab_size;
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("logits.readback"),
+            size: (opts.max_batch * vocab * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Device(e.to_string()));
+        }
+        let memory = MemoryReport {
+            weight_bytes,
+            kv_bytes: (kv_elems * 4 * 2 * cfg.num_layers) as u64,
+            activation_bytes: plan.planned_bytes,
+            activation_bytes_unplanned: plan.naive_bytes,
+            activation_buffers: plan.buffer_bytes.len(),
+            activation_tensors: graph.acts.len(),
+            ops: graph.ops.len(),
+        };
+        Ok(GpuModel {
+            graph,
+            plan,
+            opts,
+            memory,
+            vocab,
+            last_step: StepLog::default(),
+            kv_labels,
+            act_bufs,
+            tokens,
+            logit_rows,
+            uniforms,
+            slot,
+            staging,
+            pipelines,
+            op_pipeline,
+            bind_groups,
+        })
+    }
+
+    /// Labels of the KV-cache buffers.
+    pub fn kv_labels(&self) -> &[String] {
+        &self.kv_labels
+    }
+
+    /// Runs `tokens` at positions `past..`, writing their K/V into the cache, and returns the
+    /// logits (`[rows.len(), vocab]`, row-major) of the step-relative positions `rows`.
+    pub fn step(&mut self, gpu: &Gpu, tokens: &[u32], past: usize, rows: &[u32]) -> Result<Vec<f32>> {
+        let n = tokens.len();
+        if n == 0 || n > self.opts.max_batch {
+            return Err(GpuError::Model(format!("a step takes 1..={} tokens, got {n}", self.opts.max_batch)));
+        }
+        if past + n > self.opts.max_seq {
+            return Err(GpuError::ContextOverflow { needed: past + n, max: self.opts.max_seq });
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(GpuError::Model(format!("token id {t} is outside the vocabulary of {}", self.vocab)));
+        }
+        if rows.is_empty() || rows.iter().any(|&r| r as usize >= n) {
+            return Err(GpuError::Model(format!("logit rows {rows:?} must be within the step's {n} tokens")));
+        }
+        let syms = Syms { seq: n as u64, past: past as u64, out: rows.len() as u64 };
+        let q = &gpu.queue;
+        q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&self.logit_rows, 0, bytemuck::cast_slice(rows));
+        let mut u = vec![0u8; self.uniforms.size() as usize];
+        for (i, op) in self.graph.ops.iter().enumerate() {
+            let base = i * self.slot as usize;
+            for (j, f) in op.params.iter().enumerate() {
+                let bits = match f {
+                    Field::U(e) => e.eval(&syms) as u32,
+                    Field::F(v) => v.to_bits(),
+                };
+                u[base + 4 * j..base + 4 * j + 4].copy_from_slice(&bits.to_le_bytes());
+            }
+        }
+        q.write_buffer(&self.uniforms, 0, &u);
+        let mut log = StepLog::default();
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
+            for (i, op) in self.graph.ops.iter().enumerate() {
+                let run = match op.when {
+                    When::Always => true,
+                    When::Decode => n == 1,
+                    When::Prefill => n > 1,
+                };
+                let [x, y, z] = op.grid.clone().map(|e| e.eval(&syms) as u32);
+                if !run || x == 0 || y == 0 || z == 0 {
+                    continue;
+                }
+                pass.set_pipeline(&self.pipelines[self.op_pipeline[i]]);
+                pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                pass.dispatch_workgroups(x, y, z);
+                log.dispatches += 1;
+            }
+        }
+        let bytes = (rows.len() * self.vocab * 4) as u64;
+        let src = &self.act_bufs[self.plan.assignment[self.graph.logits]];
+        enc.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
+        log.copies.push((format!("act{}", self.plan.assignment[self.graph.logits]), "logits.readback".into()));
+        gpu.queue.submit([enc.finish()]);
+        log.submissions = 1;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = {
+            let view = self.staging.slice(..bytes).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        self.staging.unmap();
+        self.last_step = log;
+        Ok(out)
+    }
+}

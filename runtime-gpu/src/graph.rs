@@ -1,0 +1,518 @@
+//! The execution plan: a model becomes a list of ops (kernel, entry point, bindings, parameters
+//! and workgroup grid as expressions over `seq`, `past`, `out`), built once from the deployable
+//! model's manifest and the architecture table. Activations are symbolic tensors that the
+//! memory planner places; weights and the KV cache are bound as they are.
+
+use std::collections::HashMap;
+
+use tlite_converter::arch::{Activation as Act, Arch, MlpIn, NormStyle, Qkv};
+use tlite_converter::config::ModelConfig;
+use tlite_converter::deploy::{Manifest, Storage, TensorLayout};
+use tlite_quantizer::M0E4Matrix;
+
+use crate::kernels::Kernel;
+use crate::shape::{Expr, c};
+use crate::{GpuError, Result};
+
+/// A buffer an op binds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BufRef {
+    /// A planned activation.
+    Act(usize),
+    /// Part `part` of chunk `chunk` of a weight tensor (M0E4: packed, scales, biases).
+    Part { tensor: String, chunk: usize, part: usize },
+    KvK(usize),
+    KvV(usize),
+    Tokens,
+    LogitRows,
+    /// RoPE cos/sin tables of base `i`.
+    Cos(usize),
+    Sin(usize),
+    /// A small placeholder for bindings an op does not read.
+    Dummy,
+}
+
+/// A parameter field value.
+#[derive(Clone, Debug)]
+pub enum Field {
+    U(Expr),
+    F(f32),
+}
+
+/// When an op runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Always,
+    Decode,
+    Prefill,
+}
+
+/// One dispatch.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub label: String,
+    pub kernel: Kernel,
+    pub entry: &'static str,
+    pub bindings: Vec<(u32, BufRef)>,
+    pub params: Vec<Field>,
+    pub grid: [Expr; 3],
+    pub when: When,
+    pub reads: Vec<usize>,
+    pub writes: Vec<usize>,
+}
+
+/// The whole plan.
+pub struct Graph {
+    pub ops: Vec<Op>,
+    /// Activation names and sizes in f32 elements.
+    pub acts: Vec<(String, Expr)>,
+    /// The logits activation (`[out, vocab]`).
+    pub logits: usize,
+    /// The residual stream (`[seq, hidden]`).
+    pub residual: usize,
+    /// RoPE bases: (theta, linear factor).
+    pub rope_bases: Vec<(f64, f64)>,
+    pub rot: usize,
+}
+
+/// Largest workgroup count per grid dimension used by the plan (the WebGPU minimum limit).
+pub const MAX_GRID: u64 = 65535;
+
+fn grid_1d(n: Expr) -> ([Expr; 3], Expr) {
+    // x = min(n, MAX_GRID), y = ⌈n / MAX_GRID⌉; kernels linearize as x + y · grid_width.
+    let x = n.clone().min(c(MAX_GRID));
+    ([x.clone(), n.ceil_div(c(MAX_GRID)), c(1)], x)
+}
+
+struct Builder<'a> {
+    cfg: &'a ModelConfig,
+    arch: &'static Arch,
+    layouts: HashMap<&'a str, &'a TensorLayout>,
+    ops: Vec<Op>,
+    acts: Vec<(String, Expr)>,
+}
+
+impl<'a> Builder<'a> {
+    fn act(&mut self, name: String, elems: Expr) -> usize {
+        self.acts.push((name, elems));
+        self.acts.len() - 1
+    }
+
+    fn layout(&self, name: &str) -> Result<&'a TensorLayout> {
+        self.layouts
+            .get(name)
+            .copied()
+            .ok_or_else(|| GpuError::Model(format!("the deployable model has no tensor `{name}`")))
+    }
+
+    fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    fn params(kernel: Kernel, vals: Vec<(&str, Field)>) -> Vec<Field> {
+        kernel
+            .fields()
+            .iter()
+            .map(|f| {
+                vals.iter()
+                    .find(|(n, _)| n == f)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| {
+                        assert!(f.starts_with('_'), "{kernel:?}: parameter `{f}` not set");
+                        Field::U(c(0))
+                    })
+            })
+            .collect()
+    }
+
+    /// `y[:, col0 + o] (+)= x · W[rows]ᵀ (+ bias[bias_rows])`, one op per chunk and variant.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        label: &str,
+        weight: &str,
+        rows: std::ops::Range<usize>,
+        x: usize,
+        y: usize,
+        out_stride: usize,
+        col0: usize,
+        accumulate: bool,
+        bias: Option<(&str, usize)>,
+        seq: Expr,
+    ) -> Result<()> {
+        let w = self.layout(weight)?;
+        let (_, k) = w.rows_cols();
+        for (ci, ch) in w.chunks.iter().enumerate() {
+            let (a, b) = (ch.rows.0.max(rows.start), ch.rows.1.min(rows.end));
+            if a >= b {
+                continue;
+            }
+            let n = b - a;
+            let m0e4 = w.storage == Storage::M0E4;
+            let part = |p: usize| BufRef::Part { tensor: weight.to_owned(), chunk: ci, part: p };
+            let mut bindings = vec![(1, BufRef::Act(x)), (2, BufRef::Act(y))];
+            bindings.push((
+                3,
+                match bias {
+                    Some((t, _)) => BufRef::Part { tensor: t.to_owned(), chunk: 0, part: 0 },
+                    None => BufRef::Dummy,
+                },
+            ));
+            if m0e4 {
+                bindings.extend([(4, part(0)), (5, part(1)), (6, part(2))]);
+            } else {
+                bindings.push((7, part(0)));
+            }
+            let group = w.group.unwrap_or(8);
+            let (gv, gx) = grid_1d(c(n as u64));
+            let base = |grid_width: Expr| {
+                vec![
+                    ("seq", Field::U(seq.clone())),
+                    ("k", Field::U(c(k as u64))),
+                    ("n", Field::U(c(n as u64))),
+                    ("out_stride", Field::U(c(out_stride as u64))),
+                    ("out_col0", Field::U(c((col0 + a - rows.start) as u64))),
+                    ("w_row0", Field::U(c((a - ch.rows.0) as u64))),
+                    ("group", Field::U(c(group as u64))),
+                    ("words_per_row", Field::U(c(M0E4Matrix::words_per_row(k) as u64))),
+                    ("groups_per_row", Field::U(c(M0E4Matrix::groups_per_row(k, group) as u64))),
+                    ("accumulate", Field::U(c(u64::from(accumulate)))),
+                    ("has_bias", Field::U(c(u64::from(bias.is_some())))),
+                    ("bias0", Field::U(c(bias.map_or(0, |(_, o)| o + a - rows.start) as u64))),
+                    ("grid_width", Field::U(grid_width)),
+                ]
+            };
+            let (reads, writes) = if accumulate { (vec![x, y], vec![y]) } else { (vec![x], vec![y]) };
+            self.push(Op {
+                label: format!("{label}[{ci}] gemv"),
+                kernel: Kernel::Matmul,
+                entry: if m0e4 { "gemv_m0e4" } else { "gemv_dense" },
+                bindings: bindings.clone(),
+                params: Self::params(Kernel::Matmul, base(gx)),
+                grid: gv,
+                when: When::Decode,
+                reads: reads.clone(),
+                writes: writes.clone(),
+            });
+            self.push(Op {
+                label: format!("{label}[{ci}] gemm"),
+                kernel: Kernel::Matmul,
+                entry: if m0e4 { "gemm_m0e4" } else { "gemm_dense" },
+                bindings,
+                params: Self::params(Kernel::Matmul, base(c(0))),
+                grid: [c(n as u64).ceil_div(c(8)), seq.clone().ceil_div(c(8)), c(1)],
+                when: When::Prefill,
+                reads,
+                writes,
+            });
+        }
+        Ok(())
+    }
+
+    /// RMSNorm of `rows` rows of length `n` from `x` into `y` (mode 1: added into `y`).
+    #[allow(clippy::too_many_arguments)]
+    fn norm(&mut self, label: &str, x: Option<usize>, y: usize, w: &str, rows: Expr, n: usize, add: bool, gather: bool) {
+        let off = if self.arch.norm == NormStyle::OnePlusWeight { 1.0 } else { 0.0 };
+        let (grid, gw) = grid_1d(rows.clone());
+        let mut bindings = vec![(2, BufRef::Act(y)), (3, BufRef::Part { tensor: w.to_owned(), chunk: 0, part: 0 })];
+        let (entry, reads) = match x {
+            Some(x) => {
+                bindings.push((1, BufRef::Act(x)));
+                bindings.push((4, BufRef::LogitRows));
+                ("rmsnorm", if add { vec![x, y] } else { vec![x] })
+            }
+            None => ("rmsnorm_inplace", vec![y]),
+        };
+        self.push(Op {
+            label: label.to_owned(),
+            kernel: Kernel::Norm,
+            entry,
+            bindings,
+            params: Self::params(
+                Kernel::Norm,
+                vec![
+                    ("rows", Field::U(rows)),
+                    ("n", Field::U(c(n as u64))),
+                    ("mode", Field::U(c(u64::from(add)))),
+                    ("gather", Field::U(c(u64::from(gather)))),
+                    ("eps", Field::F(self.cfg.rms_norm_eps as f32)),
+                    ("w_offset", Field::F(off)),
+                    ("grid_width", Field::U(gw)),
+                ],
+            ),
+            grid,
+            when: When::Always,
+            reads,
+            writes: vec![y],
+        });
+    }
+
+    fn elementwise(&mut self, label: &str, entry: &'static str, bindings: Vec<(u32, BufRef)>, vals: Vec<(&str, Field)>, threads: Expr, rw: (Vec<usize>, Vec<usize>)) {
+        let (grid, gw) = grid_1d(threads.ceil_div(c(64)));
+        let mut vals = vals;
+        vals.push(("grid_width", Field::U(gw * 64u64)));
+        // Fields an entry point does not read.
+        for (name, v) in [("row0", 0u64), ("rows", 0), ("group", 8), ("words_per_row", 0), ("groups_per_row", 0), ("act", 0)] {
+            if !vals.iter().any(|(n, _)| *n == name) {
+                vals.push((name, Field::U(c(v))));
+            }
+        }
+        for (name, v) in [("scale", 1.0f32), ("cap", 0.0)] {
+            if !vals.iter().any(|(n, _)| *n == name) {
+                vals.push((name, Field::F(v)));
+            }
+        }
+        self.push(Op {
+            label: label.to_owned(),
+            kernel: Kernel::Elementwise,
+            entry,
+            bindings,
+            params: Self::params(Kernel::Elementwise, vals),
+            grid,
+            when: When::Always,
+            reads: rw.0,
+            writes: rw.1,
+        });
+    }
+}
+
+/// Builds the plan of a deployable model.
+pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
+    let cfg = &man.config;
+    let arch = cfg.arch();
+    if cfg.head_dim > 256 {
+        return Err(GpuError::Model(format!("head_dim {} > 256 is not supported by the attention kernel", cfg.head_dim)));
+    }
+    let mut b = Builder {
+        cfg,
+        arch,
+        layouts: man.tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
+        ops: Vec::new(),
+        acts: Vec::new(),
+    };
+    let n = &arch.names;
+    let (h, hd, f) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+    let (heads, kvh) = (cfg.num_heads, cfg.num_kv_heads);
+    let (q_out, kv_out) = (heads * hd, kvh * hd);
+    let seq = Expr::Seq;
+    let x = b.act("residual".into(), seq.clone() * h);
+    // Embedding lookup, one op per chunk of the table.
+    let emb = b.layout(n.embed)?;
+    let scale = if arch.scale_embeddings { (h as f32).sqrt() } else { 1.0 };
+    for (ci, ch) in emb.chunks.iter().enumerate() {
+        let part = |p: usize| BufRef::Part { tensor: n.embed.to_owned(), chunk: ci, part: p };
+        let m0e4 = emb.storage == Storage::M0E4;
+        let group = emb.group.unwrap_or(8);
+        let mut bindings = vec![(1, BufRef::Tokens), (2, BufRef::Act(x))];
+        let threads = if m0e4 {
+            bindings.extend([(3, part(0)), (4, part(1)), (5, part(2))]);
+            seq.clone() * M0E4Matrix::words_per_row(h)
+        } else {
+            bindings.push((6, part(0)));
+            seq.clone() * h
+        };
+        b.elementwise(
+            &format!("embed[{ci}]"),
+            if m0e4 { "embed_m0e4" } else { "embed_dense" },
+            bindings,
+            vec![
+                ("seq", Field::U(seq.clone())),
+                ("n", Field::U(c(h as u64))),
+                ("row0", Field::U(c(ch.rows.0 as u64))),
+                ("rows", Field::U(c((ch.rows.1 - ch.rows.0) as u64))),
+                ("group", Field::U(c(group as u64))),
+                ("words_per_row", Field::U(c(M0E4Matrix::words_per_row(h) as u64))),
+                ("groups_per_row", Field::U(c(M0E4Matrix::groups_per_row(h, group) as u64))),
+                ("scale", Field::F(scale)),
+            ],
+            threads,
+            (vec![], vec![x]),
+        );
+    }
+    let rot = ((hd as f64) * cfg.partial_rotary_factor) as usize;
+    let mut rope_bases = vec![(cfg.rope_theta, cfg.rope_linear_factor.unwrap_or(1.0))];
+    if let Some(t) = cfg.rope_local_theta {
+        rope_bases.push((t, 1.0));
+    }
+    let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(256)).min(c(32)), c(1));
+    for l in 0..cfg.num_layers {
+        let name = |rel: &str, suffix: &str| arch.layer_name(l, rel, suffix);
+        let hn = b.act(format!("l{l}.norm_in"), seq.clone() * h);
+        b.norm(&format!("l{l}.input_norm"), Some(x), hn, &name(n.input_norm, ".weight"), seq.clone(), h, false, false);
+        let q = b.act(format!("l{l}.q"), seq.clone() * q_out);
+        let k = b.act(format!("l{l}.k"), seq.clone() * kv_out);
+        let v = b.act(format!("l{l}.v"), seq.clone() * kv_out);
+        match &n.qkv {
+            Qkv::Split { q: qn, k: kn, v: vn } => {
+                for (t, rel, out) in [(q, qn, q_out), (k, kn, kv_out), (v, vn, kv_out)] {
+                    let bias_name = name(rel, ".bias");
+                    let bias = arch.qkv_bias.then_some((bias_name.as_str(), 0));
+                    b.matmul(&format!("l{l}.{rel}"), &name(rel, ".weight"), 0..out, hn, t, out, 0, false, bias, seq.clone())?;
+                }
+            }
+            Qkv::Fused(fname) => {
+                let (wn, bn) = (name(fname, ".weight"), name(fname, ".bias"));
+                for (t, start, out) in [(q, 0, q_out), (k, q_out, kv_out), (v, q_out + kv_out, kv_out)] {
+                    let bias = arch.qkv_bias.then_some((bn.as_str(), start));
+                    b.matmul(&format!("l{l}.qkv"), &wn, start..start + out, hn, t, out, 0, false, bias, seq.clone())?;
+                }
+            }
+        }
+        if let (Some(qn), Some(kn)) = (n.q_norm, n.k_norm) {
+            b.norm(&format!("l{l}.q_norm"), None, q, &name(qn, ".weight"), seq.clone() * heads, hd, false, false);
+            b.norm(&format!("l{l}.k_norm"), None, k, &name(kn, ".weight"), seq.clone() * kvh, hd, false, false);
+        }
+        let base = usize::from(cfg.sliding_layers[l] && rope_bases.len() > 1);
+        b.push(Op {
+            label: format!("l{l}.rope_kv"),
+            kernel: Kernel::RopeKv,
+            entry: "main",
+            bindings: vec![
+                (1, BufRef::Act(q)),
+                (2, BufRef::Act(k)),
+                (3, BufRef::Act(v)),
+                (4, BufRef::KvK(l)),
+                (5, BufRef::KvV(l)),
+                (6, BufRef::Cos(base)),
+                (7, BufRef::Sin(base)),
+            ],
+            params: Builder::params(
+                Kernel::RopeKv,
+                vec![
+                    ("seq", Field::U(seq.clone())),
+                    ("past", Field::U(Expr::Past)),
+                    ("heads", Field::U(c(heads as u64))),
+                    ("kv_heads", Field::U(c(kvh as u64))),
+                    ("hd", Field::U(c(hd as u64))),
+                    ("rot", Field::U(c(rot as u64))),
+                    ("interleaved", Field::U(c(u64::from(arch.rope == tlite_converter::arch::RopeLayout::Interleaved)))),
+                    ("max_seq", Field::U(c(max_seq as u64))),
+                ],
+            ),
+            grid: [seq.clone(), c(1), c(1)],
+            when: When::Always,
+            reads: vec![q, k, v],
+            writes: vec![q],
+        });
+        // (seq + 32) bounds both prefill (one split per query) and decode (up to 32 splits).
+        let parts = b.act(format!("l{l}.attn_parts"), (seq.clone() + 32u64) * (heads * (hd + 2)));
+        let attn = b.act(format!("l{l}.attn"), seq.clone() * q_out);
+        let window = if cfg.sliding_layers[l] { cfg.sliding_window.unwrap_or(0) } else { 0 };
+        let scale = cfg.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5) as f32;
+        let attn_params = Builder::params(
+            Kernel::Attention,
+            vec![
+                ("seq", Field::U(seq.clone())),
+                ("past", Field::U(Expr::Past)),
+                ("heads", Field::U(c(heads as u64))),
+                ("kv_heads", Field::U(c(kvh as u64))),
+                ("hd", Field::U(c(hd as u64))),
+                ("max_seq", Field::U(c(max_seq as u64))),
+                ("window", Field::U(c(window as u64))),
+                ("splits", Field::U(splits.clone())),
+                ("kps", Field::U((Expr::Past + Expr::Seq).ceil_div(splits.clone()))),
+                ("scale", Field::F(scale)),
+                ("softcap", Field::F(cfg.attn_logit_softcapping.unwrap_or(0.0) as f32)),
+            ],
+        );
+        let attn_bind = vec![
+            (1, BufRef::Act(q)),
+            (2, BufRef::KvK(l)),
+            (3, BufRef::KvV(l)),
+            (4, BufRef::Act(parts)),
+            (5, BufRef::Act(attn)),
+        ];
+        b.push(Op {
+            label: format!("l{l}.attention"),
+            kernel: Kernel::Attention,
+            entry: "partial",
+            bindings: attn_bind.iter().filter(|(i, _)| *i != 5).cloned().collect(),
+            params: attn_params.clone(),
+            grid: [splits.clone(), c(heads as u64), seq.clone()],
+            when: When::Always,
+            reads: vec![q],
+            writes: vec![parts],
+        });
+        b.push(Op {
+            label: format!("l{l}.attention_combine"),
+            kernel: Kernel::Attention,
+            entry: "combine",
+            bindings: attn_bind.iter().filter(|(i, _)| *i >= 4).cloned().collect(),
+            params: attn_params,
+            grid: [c(heads as u64), seq.clone(), c(1)],
+            when: When::Always,
+            reads: vec![parts],
+            writes: vec![attn],
+        });
+        let sandwich = arch.sandwich_norms;
+        let o_name = name(n.o, ".weight");
+        if sandwich {
+            let tmp = b.act(format!("l{l}.attn_out"), seq.clone() * h);
+            b.matmul(&format!("l{l}.o_proj"), &o_name, 0..h, attn, tmp, h, 0, false, None, seq.clone())?;
+            b.norm(&format!("l{l}.post_attn_norm"), Some(tmp), x, &name(n.post_attn_norm, ".weight"), seq.clone(), h, true, false);
+        } else {
+            b.matmul(&format!("l{l}.o_proj"), &o_name, 0..h, attn, x, h, 0, true, None, seq.clone())?;
+        }
+        let pre = if sandwich { n.pre_ffn_norm.unwrap_or(n.post_attn_norm) } else { n.post_attn_norm };
+        let hn2 = b.act(format!("l{l}.norm_mlp"), seq.clone() * h);
+        b.norm(&format!("l{l}.pre_mlp_norm"), Some(x), hn2, &name(pre, ".weight"), seq.clone(), h, false, false);
+        let gate = b.act(format!("l{l}.gate"), seq.clone() * f);
+        let up = b.act(format!("l{l}.up"), seq.clone() * f);
+        match &n.mlp_in {
+            MlpIn::Split { gate: g, up: u } => {
+                b.matmul(&format!("l{l}.gate"), &name(g, ".weight"), 0..f, hn2, gate, f, 0, false, None, seq.clone())?;
+                b.matmul(&format!("l{l}.up"), &name(u, ".weight"), 0..f, hn2, up, f, 0, false, None, seq.clone())?;
+            }
+            MlpIn::Fused(fu) => {
+                let wn = name(fu, ".weight");
+                b.matmul(&format!("l{l}.gate"), &wn, 0..f, hn2, gate, f, 0, false, None, seq.clone())?;
+                b.matmul(&format!("l{l}.up"), &wn, f..2 * f, hn2, up, f, 0, false, None, seq.clone())?;
+            }
+        }
+        b.elementwise(
+            &format!("l{l}.glu"),
+            "glu",
+            vec![(2, BufRef::Act(gate)), (7, BufRef::Act(up))],
+            vec![
+                ("seq", Field::U(seq.clone())),
+                ("n", Field::U(c(f as u64))),
+                ("act", Field::U(c(u64::from(arch.activation == Act::GeluTanh)))),
+            ],
+            seq.clone() * f,
+            (vec![gate, up], vec![gate]),
+        );
+        let down = name(n.down, ".weight");
+        if let Some(post) = n.post_ffn_norm {
+            let tmp = b.act(format!("l{l}.mlp_out"), seq.clone() * h);
+            b.matmul(&format!("l{l}.down"), &down, 0..h, gate, tmp, h, 0, false, None, seq.clone())?;
+            b.norm(&format!("l{l}.post_mlp_norm"), Some(tmp), x, &name(post, ".weight"), seq.clone(), h, true, false);
+        } else {
+            b.matmul(&format!("l{l}.down"), &down, 0..h, gate, x, h, 0, true, None, seq.clone())?;
+        }
+    }
+    // Final norm of the chosen positions only, then the LM head.
+    let hf = b.act("final_norm".into(), Expr::Out * h);
+    b.norm("final_norm", Some(x), hf, n.final_norm, Expr::Out, h, false, true);
+    let vocab = cfg.vocab_size;
+    let logits = b.act("logits".into(), Expr::Out * vocab);
+    let head = if cfg.tie_word_embeddings { n.embed } else { n.lm_head };
+    b.matmul("lm_head", head, 0..vocab, hf, logits, vocab, 0, false, None, Expr::Out)?;
+    if let Some(cap) = cfg.final_logit_softcapping {
+        b.elementwise(
+            "logit_softcap",
+            "softcap",
+            vec![(2, BufRef::Act(logits))],
+            vec![("seq", Field::U(Expr::Out)), ("n", Field::U(c(vocab as u64))), ("cap", Field::F(cap as f32))],
+            Expr::Out * vocab,
+            (vec![logits], vec![logits]),
+        );
+    }
+    Ok(Graph {
+        ops: b.ops,
+        acts: b.acts,
+        logits,
+        residual: x,
+        rope_bases,
+        rot,
+    })
+}

@@ -1,0 +1,157 @@
+// Attention over the cache prefix with an online softmax. partial: workgroup (split, head, t)
+// covers keys [lo + split·kps, …) of query t (position past + t), causal and, when window > 0,
+// limited to the last `window` positions; it writes (max, sum, acc[hd]). combine merges the
+// splits: prefill runs one split, decode splits the keys across workgroups (split reduction).
+// Grouped-query heads: head h reads kv head h / (heads / kv_heads).
+
+struct Params {
+    seq: u32,
+    past: u32,
+    heads: u32,
+    kv_heads: u32,
+    hd: u32,
+    max_seq: u32,
+    window: u32,
+    splits: u32,
+    kps: u32,
+    scale: f32,
+    softcap: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> kcache: array<f32>;
+@group(0) @binding(3) var<storage, read> vcache: array<f32>;
+@group(0) @binding(4) var<storage, read_write> parts: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+const MAX_HD: u32 = 256u;
+var<workgroup> qv: array<f32, 256>;
+var<workgroup> sc: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let split = wg.x;
+    let h = wg.y;
+    let t = wg.z;
+    let qi = p.past + t;
+    var lo = 0u;
+    if (p.window > 0u && qi + 1u > p.window) {
+        lo = qi + 1u - p.window;
+    }
+    let start = lo + split * p.kps;
+    let end = min(qi + 1u, start + p.kps);
+    let kvh = h / (p.heads / p.kv_heads);
+    let qb = (t * p.heads + h) * p.hd;
+    for (var d = lid; d < p.hd; d += WG) {
+        qv[d] = q[qb + d];
+    }
+    workgroupBarrier();
+    var m = -3.0e38;
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var j0 = start; j0 < end; j0 += WG) {
+        let j = j0 + lid;
+        var s = -3.0e38;
+        if (j < end) {
+            let kb = (kvh * p.max_seq + j) * p.hd;
+            var dot = 0.0;
+            for (var d = 0u; d < p.hd; d++) {
+                dot += qv[d] * kcache[kb + d];
+            }
+            s = dot * p.scale;
+            if (p.softcap > 0.0) {
+                s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
+            }
+        }
+        let bm = reduce_max(lid, s);
+        let nm = max(m, bm);
+        var e = 0.0;
+        if (j < end) {
+            e = exp(s - nm);
+        }
+        sc[lid] = e;
+        let bs = reduce_sum(lid, e);
+        let corr = exp(m - nm);
+        l = l * corr + bs;
+        let n = min(WG, end - j0);
+        for (var r = 0u; r < 4u; r++) {
+            let d = lid + r * WG;
+            if (d < p.hd) {
+                var a = acc[r] * corr;
+                for (var jj = 0u; jj < n; jj++) {
+                    a += sc[jj] * vcache[(kvh * p.max_seq + j0 + jj) * p.hd + d];
+                }
+                acc[r] = a;
+            }
+        }
+        m = nm;
+        workgroupBarrier();
+    }
+    let pb = ((t * p.heads + h) * p.splits + split) * (p.hd + 2u);
+    if (lid == 0u) {
+        parts[pb] = m;
+        parts[pb + 1u] = l;
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let d = lid + r * WG;
+        if (d < p.hd) {
+            parts[pb + 2u + d] = acc[r];
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    let base = (t * p.heads + h) * p.splits;
+    var gm = -3.0e38;
+    for (var s = 0u; s < p.splits; s++) {
+        gm = max(gm, parts[(base + s) * (p.hd + 2u)]);
+    }
+    var gl = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let b = (base + s) * (p.hd + 2u);
+        gl += parts[b + 1u] * exp(parts[b] - gm);
+    }
+    for (var d = lid; d < p.hd; d += WG) {
+        var o = 0.0;
+        for (var s = 0u; s < p.splits; s++) {
+            let b = (base + s) * (p.hd + 2u);
+            o += parts[b + 2u + d] * exp(parts[b] - gm);
+        }
+        out[(t * p.heads + h) * p.hd + d] = o / gl;
+    }
+}

@@ -1,0 +1,108 @@
+// Embedding lookup (M0E4 or dense rows, times a scale), the gated-MLP activation and logit
+// soft-capping.
+
+struct Params {
+    seq: u32,
+    n: u32,
+    row0: u32,
+    rows: u32,
+    group: u32,
+    words_per_row: u32,
+    groups_per_row: u32,
+    act: u32,
+    scale: f32,
+    cap: f32,
+    grid_width: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> packed: array<u32>;
+@group(0) @binding(4) var<storage, read> scales: array<u32>;
+@group(0) @binding(5) var<storage, read> biases: array<u32>;
+@group(0) @binding(6) var<storage, read> dense: array<f32>;
+@group(0) @binding(7) var<storage, read> up: array<f32>;
+
+fn half_at(a: u32, i: u32) -> f32 {
+    let v = unpack2x16float(a);
+    return select(v.x, v.y, (i & 1u) == 1u);
+}
+
+// One thread per (token, packed word) of the rows this weight chunk holds.
+@compute @workgroup_size(64)
+fn embed_m0e4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.grid_width;
+    let t = i / p.words_per_row;
+    let wi = i % p.words_per_row;
+    if (t >= p.seq) {
+        return;
+    }
+    let tok = tokens[t];
+    if (tok < p.row0 || tok >= p.row0 + p.rows) {
+        return;
+    }
+    let row = tok - p.row0;
+    let w = packed[row * p.words_per_row + wi];
+    let col0 = wi * M0E4_PER_WORD;
+    let g = row * p.groups_per_row + col0 / p.group;
+    let s = half_at(scales[g >> 1u], g);
+    let b = half_at(biases[g >> 1u], g);
+    for (var kk = 0u; kk < 4u; kk++) {
+        let v = m0e4_pair(w, kk);
+        if (col0 + kk < p.n) {
+            y[t * p.n + col0 + kk] = fma(v.x, s, b) * p.scale;
+        }
+        if (col0 + kk + 4u < p.n) {
+            y[t * p.n + col0 + kk + 4u] = fma(v.y, s, b) * p.scale;
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn embed_dense(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.grid_width;
+    let t = i / p.n;
+    let c = i % p.n;
+    if (t >= p.seq) {
+        return;
+    }
+    let tok = tokens[t];
+    if (tok < p.row0 || tok >= p.row0 + p.rows) {
+        return;
+    }
+    y[t * p.n + c] = dense[(tok - p.row0) * p.n + c] * p.scale;
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    return 0.5 * x * (1.0 + tanh(clamp(u, -15.0, 15.0)));
+}
+
+// y = act(y) · up, in place over seq × n (act 0: SiLU, 1: GELU-tanh).
+@compute @workgroup_size(64)
+fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.grid_width;
+    if (i >= p.seq * p.n) {
+        return;
+    }
+    let g = y[i];
+    var a: f32;
+    if (p.act == 0u) {
+        a = g / (1.0 + exp(-g));
+    } else {
+        a = gelu_tanh(g);
+    }
+    y[i] = a * up[i];
+}
+
+// y = cap · tanh(y / cap), in place.
+@compute @workgroup_size(64)
+fn softcap(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.grid_width;
+    if (i >= p.seq * p.n) {
+        return;
+    }
+    y[i] = p.cap * tanh(clamp(y[i] / p.cap, -15.0, 15.0));
+}

@@ -1,0 +1,84 @@
+// RoPE fused with the KV-cache write. q ([seq, heads·hd]) is rotated in place; k is rotated and,
+// with v, written straight into the layer's cache at rows past..past+seq — the sub-tensor KV
+// cache: one preallocated [kv_heads, max_seq, hd] buffer each for K and V, never copied.
+// cos/sin: [max_seq, rot/2] tables. layout 0: pairs (i, i + rot/2); 1: pairs (2i, 2i + 1).
+
+struct Params {
+    seq: u32,
+    past: u32,
+    heads: u32,
+    kv_heads: u32,
+    hd: u32,
+    rot: u32,
+    interleaved: u32,
+    max_seq: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kcache: array<f32>;
+@group(0) @binding(5) var<storage, read_write> vcache: array<f32>;
+@group(0) @binding(6) var<storage, read> cos_t: array<f32>;
+@group(0) @binding(7) var<storage, read> sin_t: array<f32>;
+
+// Indices of the pair i (0 ≤ i < rot/2) within a head.
+fn pair(i: u32) -> vec2<u32> {
+    if (p.interleaved == 0u) {
+        return vec2<u32>(i, i + p.rot / 2u);
+    }
+    return vec2<u32>(2u * i, 2u * i + 1u);
+}
+
+// One workgroup per token; threads walk (head, dim) of q and of k/v.
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = wg.x;
+    if (t >= p.seq) {
+        return;
+    }
+    let pos = p.past + t;
+    let half = p.rot / 2u;
+    let tb = pos * half;
+    for (var j = lid; j < p.heads * half; j += 64u) {
+        let h = j / half;
+        let i = j % half;
+        let ix = pair(i);
+        let base = t * p.heads * p.hd + h * p.hd;
+        let a = q[base + ix.x];
+        let b = q[base + ix.y];
+        let c = cos_t[tb + i];
+        let s = sin_t[tb + i];
+        q[base + ix.x] = a * c - b * s;
+        q[base + ix.y] = b * c + a * s;
+    }
+    for (var j = lid; j < p.kv_heads * p.hd; j += 64u) {
+        let h = j / p.hd;
+        let d = j % p.hd;
+        let src = t * p.kv_heads * p.hd + h * p.hd;
+        let dst = (h * p.max_seq + pos) * p.hd;
+        vcache[dst + d] = v[src + d];
+        var val = k[src + d];
+        if (d < p.rot) {
+            var i = d;
+            var partner = d;
+            var first = true;
+            if (p.interleaved == 0u) {
+                if (d < half) { i = d; partner = d + half; first = true; } else { i = d - half; partner = d - half; first = false; }
+            } else {
+                i = d / 2u;
+                if ((d & 1u) == 0u) { partner = d + 1u; first = true; } else { partner = d - 1u; first = false; }
+            }
+            let c = cos_t[tb + i];
+            let s = sin_t[tb + i];
+            let o = k[src + partner];
+            if (first) {
+                val = val * c - o * s;
+            } else {
+                val = val * c + o * s;
+            }
+        }
+        kcache[dst + d] = val;
+    }
+}
