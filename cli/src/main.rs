@@ -1,13 +1,18 @@
 //! `tlite`: convert Hugging Face checkpoints to M0E4, measure what quantization costs, and run
 //! models on the GPU through wgpu.
 
+mod bench;
 mod convert;
 mod devices;
 mod import_gguf;
 mod inspect;
+mod parity;
 mod ppl;
+mod priority;
 mod progress;
 mod quant_error;
+mod run;
+mod sweep;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Per-tensor quantization error of M0E4 and the 4-bit baselines on a safetensors file.
+    /// Per-tensor quantization error of M0E4 and the 4-bit baselines (a checkpoint or a
+    /// safetensors file; optionally weighted by calibration statistics).
     QuantError(quant_error::Args),
     /// List GPU adapters, print the chosen one's features and limits, optionally self-check.
     Devices(devices::Args),
@@ -37,10 +43,22 @@ enum Command {
     Ppl(ppl::PplArgs),
     /// KL divergence, top-1 agreement and ΔPPL of a quantized model against its baseline.
     Compare(ppl::CompareArgs),
+    /// Parity of the GPU runtime with the CPU reference on forced tokens.
+    Parity(parity::Args),
+    /// Prefill and decode throughput on the GPU (pp / tg, median of repeats).
+    Bench(bench::Args),
+    /// Generate text with a deployable model on the GPU (streamed; --chat uses its template).
+    Run(run::Args),
     /// Write a random-weight checkpoint of a named shape (tiny test models, benchmark bodies).
     Synth(synth::Args),
+    /// ΔPPL, KLD and top-1 of many fake-quantized variants against one baseline pass.
+    Sweep(sweep::Args),
+    /// Draw the ΔPPL-vs-bits-per-weight SVG of sweep reports and print their tables.
+    SweepPlot(sweep::PlotArgs),
     /// Import a GGUF file as a Hugging Face-style folder (dequantized to f32 by default).
     ImportGguf(import_gguf::Args),
+    /// Latency of a small concurrent GPU job while the model decodes, per execution priority.
+    PriorityBench(priority::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,7 +70,13 @@ fn main() -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Parity(a) => parity::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Ppl(a) => ppl::run_ppl(a),
         Command::Compare(a) => ppl::run_compare(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::SweepPlot(a) => sweep::run_plot(a),
+        Command::PriorityBench(a) => priority::run(a),
     }
 }

@@ -1,16 +1,21 @@
 //! `tlite quant-error`
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use tlite_converter::SafetensorsFile;
+use tlite_converter::checkpoint::Checkpoint;
+use tlite_eval::load::Opened;
 use tlite_eval::quant_error::{QuantErrorReport, WeightMatrix};
+use tlite_eval::reference::Calibration;
 use tlite_quantizer::SchemeKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A .safetensors file.
-    path: PathBuf,
+    /// A Hugging Face checkpoint folder or repo id (its quantizable matrices), or a single
+    /// .safetensors file (every 2-D tensor).
+    path: String,
     /// Weights per group along the input dimension (32, 64 or 128).
     #[arg(long, short = 'g', default_value_t = 64)]
     group: usize,
@@ -21,9 +26,102 @@ pub struct Args {
     /// Only tensors whose name contains this string.
     #[arg(long)]
     filter: Option<String>,
+    /// A plain-text file for a calibration pass (checkpoints only): errors are weighted per
+    /// input channel by the mean x² of that channel's input, and the searched schemes fit to
+    /// the weighted error. Its last `--calib-chunks` windows of `--ctx` tokens are used.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Windows of the calibration pass.
+    #[arg(long, default_value_t = 8)]
+    calib_chunks: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The matrices to measure (name and shape) and where their data is read.
+struct Source {
+    files: Vec<(String, Vec<usize>)>,
+    checkpoint: Option<Checkpoint>,
+    single: Option<SafetensorsFile>,
+}
+
+impl Source {
+    fn open(path: &str, filter: Option<&str>) -> anyhow::Result<Self> {
+        let keep = |n: &str| filter.is_none_or(|f| n.contains(f));
+        if path.ends_with(".safetensors") && Path::new(path).is_file() {
+            let file = SafetensorsFile::open(Path::new(path))?;
+            let files = file
+                .entries()
+                .iter()
+                .filter(|e| e.shape.len() == 2 && keep(&e.name))
+                .map(|e| (e.name.clone(), e.shape.clone()))
+                .collect();
+            return Ok(Source {
+                files,
+                checkpoint: None,
+                single: Some(file),
+            });
+        }
+        let ck = Checkpoint::open(path)?;
+        let files = ck
+            .expected_tensors()?
+            .into_iter()
+            .filter(|t| t.role.quantizable() && t.shape.len() == 2 && keep(&t.name))
+            .map(|t| (t.name, t.shape))
+            .collect();
+        Ok(Source {
+            files,
+            checkpoint: Some(ck),
+            single: None,
+        })
+    }
+
+    fn data(&self, name: &str) -> anyhow::Result<Vec<f32>> {
+        Ok(match (&self.checkpoint, &self.single) {
+            (Some(ck), _) => ck.tensor_f32(name)?,
+            (None, Some(f)) => {
+                let e = f
+                    .entries()
+                    .iter()
+                    .find(|e| e.name == name)
+                    .context("tensor listed but not found")?;
+                f.to_f32(e)?
+            }
+            (None, None) => unreachable!("a source holds a checkpoint or a file"),
+        })
+    }
+}
+
+/// Runs the calibration pass over the end of `text` and returns the importance per tensor.
+fn importance(a: &Args, text: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+    let opened = Opened::open(&a.path)?;
+    ensure!(
+        matches!(opened, Opened::Checkpoint(_)),
+        "--calibration needs an unquantized checkpoint"
+    );
+    let model = opened.load_reference()?;
+    let (tail, _) = opened.tokenize_file_tail(text, (a.calib_chunks + 1) * a.ctx * 8)?;
+    let want = a.calib_chunks * a.ctx;
+    ensure!(
+        tail.len() >= want,
+        "{}: {} tokens, need {want} for calibration",
+        text.display(),
+        tail.len()
+    );
+    let pb = crate::progress::bar(a.calib_chunks as u64, "calibration");
+    let stats = Calibration::collect(
+        &model,
+        &tail[tail.len() - want..],
+        a.ctx,
+        opened.window_bos()?,
+        &mut |d, _| pb.set_position(d as u64),
+    )?;
+    pb.finish_and_clear();
+    Ok(stats.importance(&model.config))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -45,30 +143,34 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let file = SafetensorsFile::open(&a.path)?;
-    let weights: Vec<_> = file
-        .entries()
-        .iter()
-        .filter(|e| e.shape.len() == 2)
-        .filter(|e| a.filter.as_ref().is_none_or(|f| e.name.contains(f)))
-        .collect();
-    if weights.is_empty() {
-        bail!("{}: no 2-D weight tensors to measure", a.path.display());
+    let src = Source::open(&a.path, a.filter.as_deref())?;
+    if src.files.is_empty() {
+        bail!("{}: no 2-D weight tensors to measure", a.path);
     }
-    let pb = crate::progress::bar(weights.len() as u64, "quantizing");
+    let imp = match &a.calibration {
+        Some(text) => {
+            ensure!(
+                src.checkpoint.is_some(),
+                "--calibration needs a checkpoint folder or repo id, not a single .safetensors file"
+            );
+            Some(importance(&a, text)?)
+        }
+        None => None,
+    };
+    let pb = crate::progress::bar(src.files.len() as u64, "quantizing");
     let mut report = QuantErrorReport::new(a.group, &schemes);
-    for e in weights {
-        pb.set_message(e.name.clone());
-        let data = file.to_f32(e)?;
+    for (name, shape) in &src.files {
+        pb.set_message(name.clone());
+        let data = src.data(name)?;
         report.add(
             &schemes,
             &WeightMatrix {
-                name: &e.name,
+                name,
                 data: &data,
-                rows: e.shape[0],
-                cols: e.shape[1],
+                rows: shape[0],
+                cols: shape[1],
             },
-            None,
+            imp.as_ref().and_then(|m| m.get(name)).map(Vec::as_slice),
         )?;
         pb.inc(1);
     }

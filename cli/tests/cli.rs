@@ -119,3 +119,113 @@ fn inspect_smollm2_reports_its_parameters() {
     let _ = std::fs::remove_dir_all(&hf);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A few kilobytes of English-like text for the byte-level tokenizer of synthetic models.
+fn corpus(path: &str) {
+    let words = [
+        "the",
+        "model",
+        "weights",
+        "are",
+        "quantized",
+        "to",
+        "four",
+        "bits",
+        "and",
+        "a",
+        "group",
+        "shares",
+        "one",
+        "scale",
+        "while",
+        "perplexity",
+        "measures",
+        "cost",
+    ];
+    let mut s = String::new();
+    let mut x = 7u64;
+    for i in 0..6000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s += words[(x >> 33) as usize % words.len()];
+        s += if i % 13 == 12 { ".\n" } else { " " };
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn sweep_resume_plot_and_calibrated_quant_error_tiny() {
+    let dir = tmp("sweep");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ck, text, json, svg) = (
+        format!("{dir}/ck"),
+        format!("{dir}/corpus.txt"),
+        format!("{dir}/sweep.json"),
+        format!("{dir}/plot.svg"),
+    );
+    corpus(&text);
+    let (ok, out) = tlite(&["synth", "tiny-llama", "-o", &ck]);
+    assert!(ok, "{out}");
+    let sweep = |configs: &str, resume: bool| {
+        let mut args = vec![
+            "sweep",
+            &ck,
+            "--data",
+            &text,
+            "--ctx",
+            "64",
+            "--chunks",
+            "2",
+            "--calib-chunks",
+            "2",
+            "--configs",
+            configs,
+            "--json",
+            &json,
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        tlite(&args)
+    };
+    let (ok, out) = sweep("m0e4-search@32,q4_0@32,m0e4-search+imp@32", false);
+    assert!(ok && out.contains("| q4_0@32 | 4.500 |"), "{out}");
+    let (ok, out) = sweep("q4_0@32,q4_0+f16emb@32", true);
+    assert!(ok && out.contains("1 configurations to run"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 4);
+    assert!(report["calibration"]["tokens"].as_u64().unwrap() == 128);
+    let (ok, out) = tlite(&["sweep-plot", &json, "-o", &svg]);
+    assert!(ok && out.contains("m0e4-search+imp@32"), "{out}");
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let (ok, out) = tlite(&["sweep", &format!("{ck}/model.safetensors"), "--data", &text]);
+    assert!(!ok, "{out}");
+
+    let (ok, out) = tlite(&[
+        "quant-error",
+        &ck,
+        "-g",
+        "32",
+        "--calibration",
+        &text,
+        "--ctx",
+        "64",
+        "--calib-chunks",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        ok && out.contains("m0e4-search") && out.contains("q_proj"),
+        "{out}"
+    );
+    let (ok, out) = tlite(&[
+        "quant-error",
+        &format!("{ck}/model.safetensors"),
+        "--calibration",
+        &text,
+    ]);
+    assert!(!ok && out.contains("checkpoint folder"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,11 +23,14 @@ pub fn gguf_path(name: &str) -> PathBuf {
         .join(format!("{name}.gguf"))
 }
 
-/// The committed goldens (Hugging Face transformers results) of a fixture model.
+/// The committed goldens (Hugging Face transformers results) of a fixture model:
+/// `$TLITE_GOLDENS/<name>.json`, else `fixtures/goldens/` of the workspace.
 pub fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/goldens")
-        .join(format!("{name}.json"))
+    let dir = match std::env::var_os("TLITE_GOLDENS") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/goldens"),
+    };
+    dir.join(format!("{name}.json"))
 }
 
 static IMPORT: Mutex<()> = Mutex::new(());

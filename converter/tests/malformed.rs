@@ -36,7 +36,7 @@ impl Case {
                 &mut events::ignore,
             )
         });
-        let e = r.err().expect("malformed input must be rejected");
+        let e = r.expect_err("malformed input must be rejected");
         assert!(!self.out().exists(), "output written despite: {e}");
         let leftovers: Vec<_> = std::fs::read_dir(&self.root)
             .unwrap()

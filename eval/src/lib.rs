@@ -4,8 +4,8 @@
 //! [`plot`]).
 
 pub mod load;
-pub mod plot;
 pub mod parity;
+pub mod plot;
 pub mod ppl;
 pub mod quant_error;
 pub mod reference;

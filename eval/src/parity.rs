@@ -47,7 +47,11 @@ pub fn parity(
 ) -> Result<ParityReport> {
     let total = prompt.len() + forced;
     if prompt.is_empty() || total > model.opts.max_seq {
-        return Err(RefError::ContextOverflow { pos: 0, tokens: total, max: model.opts.max_seq });
+        return Err(RefError::ContextOverflow {
+            pos: 0,
+            tokens: total,
+            max: model.opts.max_seq,
+        });
     }
     // Reference: the prompt in one pass (all positions), then greedy decoding.
     let mut cache = reference.new_cache(total)?;
@@ -68,11 +72,15 @@ pub fn parity(
     let gpu_err = |e: tlite_runtime_gpu::GpuError| RefError::Unsupported(format!("GPU: {e}"));
     for (ci, chunk) in prompt.chunks(model.opts.max_batch).enumerate() {
         let rows: Vec<u32> = (0..chunk.len() as u32).collect();
-        let out = model.step(gpu, chunk, ci * model.opts.max_batch, &rows).map_err(gpu_err)?;
+        let out = model
+            .step(gpu, chunk, ci * model.opts.max_batch, &rows)
+            .map_err(gpu_err)?;
         gpu_rows.extend(out.chunks(vocab).map(<[f32]>::to_vec));
     }
     for (step, &t) in tokens.iter().enumerate().take(forced.saturating_sub(1)) {
-        let out = model.step(gpu, &[t], prompt.len() + step, &[0]).map_err(gpu_err)?;
+        let out = model
+            .step(gpu, &[t], prompt.len() + step, &[0])
+            .map_err(gpu_err)?;
         gpu_rows.push(out);
         progress(forced + step + 1, forced * 2);
     }
@@ -83,7 +91,12 @@ fn log_rows(t: &candle_core::Tensor) -> Result<Vec<Vec<f64>>> {
     log_softmax_rows(t)
 }
 
-fn compare_rows(reference: &[Vec<f64>], gpu: &[Vec<f32>], prompt: usize, tokens: Vec<u32>) -> Result<ParityReport> {
+fn compare_rows(
+    reference: &[Vec<f64>],
+    gpu: &[Vec<f32>],
+    prompt: usize,
+    tokens: Vec<u32>,
+) -> Result<ParityReport> {
     let n = reference.len().min(gpu.len());
     let (mut agree, mut kld_sum, mut kld_max) = (0usize, 0f64, 0f64);
     let (mut max_abs, mut sum_abs, mut count, mut max_at) = (0f64, 0f64, 0usize, (0, 0));
@@ -91,13 +104,20 @@ fn compare_rows(reference: &[Vec<f64>], gpu: &[Vec<f32>], prompt: usize, tokens:
         let r = &reference[pos];
         let g: Vec<f64> = gpu[pos].iter().map(|&v| f64::from(v)).collect();
         if g.iter().any(|v| !v.is_finite()) {
-            return Err(RefError::Unsupported(format!("GPU logits at position {pos} are not finite")));
+            return Err(RefError::Unsupported(format!(
+                "GPU logits at position {pos} are not finite"
+            )));
         }
         let gm = g.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = gm + g.iter().map(|v| (v - gm).exp()).sum::<f64>().ln();
         let gl: Vec<f64> = g.iter().map(|v| v - lse).collect();
         agree += usize::from(argmax(r) == argmax(&gl));
-        let kld: f64 = r.iter().zip(&gl).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0);
+        let kld: f64 = r
+            .iter()
+            .zip(&gl)
+            .map(|(a, b)| a.exp() * (a - b))
+            .sum::<f64>()
+            .max(0.0);
         kld_sum += kld;
         kld_max = kld_max.max(kld);
         // Logits are compared as log-probabilities (the runtime's and the reference's logits

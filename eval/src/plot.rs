@@ -10,7 +10,9 @@ const PANEL_H: f64 = 300.0;
 const MARGIN_L: f64 = 62.0;
 const MARGIN_T: f64 = 58.0;
 const GAP: f64 = 40.0;
-const LEGEND_H: f64 = 70.0;
+/// Room under the legend rows for two lines of notes.
+const LEGEND_H: f64 = 44.0;
+const LEGEND_COL: f64 = 190.0;
 
 /// Colour and dash of a series, stable across models.
 fn style(family: &str) -> (&'static str, &'static str) {
@@ -54,10 +56,17 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
     } else {
         -1.0
     };
-    let hi = max_v.log10().ceil().max(lo + 1.0);
+    let hi = (max_v.log10() + 0.12).max(lo + 1.0);
     let n = reports.len().max(1) as f64;
     let width = MARGIN_L + n * PANEL_W + (n - 1.0) * GAP + 20.0;
-    let height = MARGIN_T + PANEL_H + 50.0 + LEGEND_H;
+    let cols = (((width - MARGIN_L) / LEGEND_COL) as usize).max(1);
+    let n_fams = {
+        let mut f: Vec<&str> = rows().map(|r| r.family.as_str()).collect();
+        f.sort();
+        f.dedup();
+        f.len()
+    };
+    let height = MARGIN_T + PANEL_H + 50.0 + LEGEND_H + n_fams.div_ceil(cols) as f64 * 18.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -92,19 +101,24 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
             s,
             r##"<rect x="{left:.1}" y="{MARGIN_T:.1}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
         );
-        // Decade grid and labels.
-        let mut e = lo;
-        while e <= hi + 1e-9 {
-            let y = py(10f64.powf(e));
-            let _ = writeln!(
-                s,
-                r##"<line x1="{left:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}%</text>"##,
-                left + PANEL_W,
-                left - 4.0,
-                y + 4.0,
-                fmt_decade(e)
-            );
-            e += 1.0;
+        // Grid and labels at 1, 2 and 5 times each decade.
+        for e in (lo as i32)..=(hi.ceil() as i32) {
+            for m in [1.0, 2.0, 5.0] {
+                let v = m * 10f64.powi(e);
+                if v.log10() > hi + 1e-9 {
+                    continue;
+                }
+                let y = py(v);
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{left:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{}"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}%</text>"##,
+                    left + PANEL_W,
+                    if m == 1.0 { "#ccc" } else { "#eee" },
+                    left - 4.0,
+                    y + 4.0,
+                    fmt_pct(v)
+                );
+            }
         }
         let mut b = (x0 * 4.0).ceil() / 4.0;
         while b <= x1 + 1e-9 {
@@ -164,15 +178,24 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
                     r.delta_ppl_pct,
                     r.bits_per_weight
                 );
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="9" fill="{color}">g{}</text>"#,
+                    px(r.bits_per_weight) + 5.0,
+                    py(r.delta_ppl_pct) - 5.0,
+                    r.group
+                );
             }
         }
     }
     // Legend.
     let ly = MARGIN_T + PANEL_H + 56.0;
+    let cols = (((width - MARGIN_L) / LEGEND_COL) as usize).max(1);
+    let legend_rows = families.len().div_ceil(cols);
     for (i, fam) in families.iter().enumerate() {
         let (color, dash) = style(fam);
-        let x = MARGIN_L + (i % 4) as f64 * 230.0;
-        let y = ly + (i / 4) as f64 * 18.0;
+        let x = MARGIN_L + (i % cols) as f64 * LEGEND_COL;
+        let y = ly + (i / cols) as f64 * 18.0;
         let _ = writeln!(
             s,
             r#"<line x1="{x:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><circle cx="{:.1}" cy="{y:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -183,20 +206,29 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
             esc(fam)
         );
     }
-    let _ = writeln!(
-        s,
-        r##"<text x="{MARGIN_L:.1}" y="{:.1}" font-size="11" fill="#555">Hollow markers: ΔPPL at or below the axis floor. Points at g = 32 flatter asymmetric schemes (the packaged weights already lie on 32-wide asymmetric grids).</text>"##,
-        ly + 2.0 * 18.0 + 8.0
-    );
+    for (k, line) in [
+        "Labels give the group size. Hollow markers: ΔPPL at or below the axis floor.",
+        "Points at g = 32 flatter asymmetric schemes: the packaged weights already lie on 32-wide grids.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            s,
+            r##"<text x="{MARGIN_L:.1}" y="{:.1}" font-size="11" fill="#555">{line}</text>"##,
+            ly + legend_rows as f64 * 18.0 + 6.0 + k as f64 * 14.0
+        );
+    }
     s.push_str("</svg>\n");
     s
 }
 
-fn fmt_decade(e: f64) -> String {
-    let v = 10f64.powf(e);
-    if e >= 0.0 {
-        format!("{v:.0}")
+/// A percentage tick label with no more decimals than it needs.
+fn fmt_pct(v: f64) -> String {
+    let decimals = if v >= 1.0 {
+        0
     } else {
-        format!("{v:.*}", (-e) as usize)
-    }
+        (-v.log10()).ceil() as usize
+    };
+    format!("{v:.decimals$}")
 }

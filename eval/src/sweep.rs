@@ -5,12 +5,14 @@
 //! ([`crate::ppl::base_logprobs`]); each configuration then loads the checkpoint through
 //! [`WeightSource::FakeQuant`] and is scored with [`crate::ppl::compare_to`]. Every
 //! quantizable tensor (embedding, linear weights, untied LM head) is quantized, as the
-//! converter does by default; bits per weight are those of these matrices.
+//! converter does by default, unless a configuration keeps the embedding and LM head in f16
+//! (`+f16emb`); bits per weight are those of the quantized matrices.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tlite_converter::arch::Role;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_quantizer::{Method, Scheme, SchemeKind};
 
@@ -24,32 +26,40 @@ pub struct SweepConfig {
     pub group: usize,
     /// Weight each element's error by its input channel's mean x² from calibration.
     pub importance: bool,
+    /// Keep the embedding and LM head in f16 instead of quantizing them.
+    pub f16_embeddings: bool,
 }
 
 impl SweepConfig {
-    /// `m0e4-search@64`, `m0e4-search+imp@128`, `q4_0@32`.
+    /// `m0e4-search@64`, `m0e4-search+imp@128`, `q4_0+f16emb@32`.
     pub fn label(&self) -> String {
         format!("{}@{}", self.family(), self.group)
     }
 
-    /// The scheme name with `+imp` when importance-weighted: one plotted series.
+    /// The scheme name with `+imp` when importance-weighted and `+f16emb` when the embeddings
+    /// are kept in f16: one plotted series.
     pub fn family(&self) -> String {
         format!(
-            "{}{}",
+            "{}{}{}",
             self.scheme.name(),
-            if self.importance { "+imp" } else { "" }
+            if self.importance { "+imp" } else { "" },
+            if self.f16_embeddings { "+f16emb" } else { "" }
         )
     }
 
     /// Parses [`Self::label`].
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let (fam, g) = s
-            .rsplit_once('@')
-            .ok_or_else(|| format!("`{s}`: expected SCHEME[+imp]@GROUP, e.g. m0e4-search@64"))?;
+        let (fam, g) = s.rsplit_once('@').ok_or_else(|| {
+            format!("`{s}`: expected SCHEME[+imp][+f16emb]@GROUP, e.g. m0e4-search@64")
+        })?;
         let group: usize = g
             .parse()
             .map_err(|_| format!("`{s}`: group `{g}` is not a number"))?;
         tlite_quantizer::check_group(group).map_err(|e| format!("`{s}`: {e}"))?;
+        let (fam, f16_embeddings) = match fam.strip_suffix("+f16emb") {
+            Some(n) => (n, true),
+            None => (fam, false),
+        };
         let (name, importance) = match fam.strip_suffix("+imp") {
             Some(n) => (n, true),
             None => (fam, false),
@@ -64,6 +74,7 @@ impl SweepConfig {
             scheme,
             group,
             importance,
+            f16_embeddings,
         })
     }
 
@@ -75,6 +86,7 @@ impl SweepConfig {
             scheme,
             group,
             importance,
+            f16_embeddings: false,
         };
         let mut v = Vec::new();
         for g in [32, 64, 128] {
@@ -103,9 +115,15 @@ pub struct SweepRow {
     pub family: String,
     pub group: usize,
     pub importance: bool,
+    /// The embedding and LM head were kept in f16 (else quantized like every matrix).
+    pub f16_embeddings: bool,
     /// Storage bits per weight of the quantized matrices with their shapes (a row's last
-    /// group may be short, e.g. SmolLM2's 576 columns at g = 128).
+    /// group may be short, e.g. SmolLM2's 576 columns at g = 128). Includes the embedding
+    /// and LM head unless `f16_embeddings`.
     pub bits_per_weight: f64,
+    /// Bits per weight of all weight matrices, the embedding and LM head included at their
+    /// storage (equal to `bits_per_weight` unless `f16_embeddings`).
+    pub all_matrices_bits_per_weight: f64,
     /// `Scheme::bits_per_weight(group)`: 4 bits plus the group's parameters over `group`.
     pub nominal_bits_per_weight: f64,
     pub ppl: f64,
@@ -144,9 +162,8 @@ pub struct SweepReport {
     pub tokens_scored: usize,
     /// The BOS id put at the start of every window (llama.cpp's convention), if any.
     pub bos: Option<u32>,
-    /// Weights in the quantized matrices, and whether the embedding is among them.
+    /// Weights in all quantizable matrices (embedding and LM head included).
     pub quantized_weights: u64,
-    pub embeddings_quantized: bool,
     pub base_ppl: f64,
     pub base_ppl_err: f64,
     /// Reference tokens (all window positions) per second of the baseline pass.
@@ -182,18 +199,28 @@ pub struct SweepInput<'a> {
     pub configs: Vec<SweepConfig>,
 }
 
-/// Storage bits per weight of the checkpoint's quantizable matrices under `c`.
-pub fn bits_per_weight(ck: &Checkpoint, c: &SweepConfig) -> (f64, u64) {
+/// Storage bits per weight under `c`: of the quantized matrices, and of all weight matrices
+/// (f16 embeddings included at 16 bits); and the number of weights in all matrices.
+pub fn bits_per_weight(ck: &Checkpoint, c: &SweepConfig) -> (f64, f64, u64) {
     let per_group = (c.scheme.bits_per_weight(c.group) - 4.0) * c.group as f64;
-    let (mut bits, mut n) = (0f64, 0u64);
+    let (mut qbits, mut qn, mut bits, mut n) = (0f64, 0u64, 0f64, 0u64);
     for t in ck.arch().expected_tensors(&ck.config) {
-        if t.role.quantizable() && t.shape.len() == 2 {
-            let (rows, cols) = (t.shape[0], t.shape[1]);
-            bits += 4.0 * (rows * cols) as f64 + (rows * cols.div_ceil(c.group)) as f64 * per_group;
-            n += (rows * cols) as u64;
+        if !(t.role.quantizable() && t.shape.len() == 2) {
+            continue;
         }
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let numel = (rows * cols) as u64;
+        n += numel;
+        if c.f16_embeddings && matches!(t.role, Role::Embedding | Role::LmHead) {
+            bits += 16.0 * numel as f64;
+            continue;
+        }
+        let b = 4.0 * numel as f64 + (rows * cols.div_ceil(c.group)) as f64 * per_group;
+        qbits += b;
+        bits += b;
+        qn += numel;
     }
-    (bits / n.max(1) as f64, n)
+    (qbits / qn.max(1) as f64, bits / n.max(1) as f64, n)
 }
 
 /// Runs the sweep.
@@ -254,8 +281,7 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
         windows: n_windows,
         tokens_scored: base.result.tokens_scored,
         bos: opts.bos,
-        quantized_weights: bits_per_weight(ck, &SweepConfig::defaults(false)[0]).1,
-        embeddings_quantized: true,
+        quantized_weights: bits_per_weight(ck, &SweepConfig::defaults(false)[0]).2,
         base_ppl: base.result.ppl,
         base_ppl_err: base.result.ppl_err,
         base_tokens_per_second: base.result.tokens_per_second,
@@ -275,18 +301,22 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
             } else {
                 None
             },
+            f16_embeddings: c.f16_embeddings,
         })?;
         let quantize_seconds = t0.elapsed().as_secs_f64();
         let r = ppl::compare_to(&base, &model, input.tokens, opts, &mut |d, _| {
             events(SweepEvent::Window { done: d })
         })?;
         drop(model);
+        let (bpw, all_bpw, _) = bits_per_weight(ck, c);
         report.rows.push(SweepRow {
             config: c.label(),
             family: c.family(),
             group: c.group,
             importance: c.importance,
-            bits_per_weight: bits_per_weight(ck, c).0,
+            f16_embeddings: c.f16_embeddings,
+            bits_per_weight: bpw,
+            all_matrices_bits_per_weight: all_bpw,
             nominal_bits_per_weight: c.scheme.bits_per_weight(c.group),
             ppl: r.quant.ppl,
             ppl_err: r.quant.ppl_err,
@@ -305,25 +335,29 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
 }
 
 impl SweepReport {
-    /// A Markdown table: the baseline, then one row per configuration.
+    /// A Markdown table: the baseline, then one row per configuration (with the bits per
+    /// weight of all matrices when some configuration keeps the embeddings in f16).
     pub fn to_markdown(&self) -> String {
-        let mut s = String::from(
-            "| config | bits/weight | PPL | ΔPPL % | mean KLD | top-1 % |\n|---|---:|---:|---:|---:|---:|\n",
-        );
+        let all = self.rows.iter().any(|r| r.f16_embeddings);
+        let mut s = String::from("| config | bits/weight |");
+        s += if all { " all matrices |" } else { "" };
+        s += " PPL | ΔPPL % | mean KLD | top-1 % |\n|---|---:|";
+        s += if all { "---:|" } else { "" };
+        s += "---:|---:|---:|---:|\n";
         s += &format!(
-            "| baseline (f32) | 32 | {:.4} ± {:.4} | — | — | — |\n",
-            self.base_ppl, self.base_ppl_err
+            "| baseline (f32) | 32 |{} {:.4} ± {:.4} | — | — | — |\n",
+            if all { " 32 |" } else { "" },
+            self.base_ppl,
+            self.base_ppl_err
         );
         for r in &self.rows {
+            s += &format!("| {} | {:.3} |", r.config, r.bits_per_weight);
+            if all {
+                s += &format!(" {:.3} |", r.all_matrices_bits_per_weight);
+            }
             s += &format!(
-                "| {} | {:.3} | {:.4} | {:+.2} | {:.4} ± {:.4} | {:.2} |\n",
-                r.config,
-                r.bits_per_weight,
-                r.ppl,
-                r.delta_ppl_pct,
-                r.kld_mean,
-                r.kld_err,
-                r.top1_agree_pct
+                " {:.4} | {:+.2} | {:.4} ± {:.4} | {:.2} |\n",
+                r.ppl, r.delta_ppl_pct, r.kld_mean, r.kld_err, r.top1_agree_pct
             );
         }
         s

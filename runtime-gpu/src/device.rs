@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::priority::{self, Plan, Priority, PriorityState};
 use crate::{GpuError, Result};
 
 /// How to pick and open the device.
@@ -22,6 +23,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
+    /// The execution priority the device got (global queue priority, cooperative split).
+    pub priority: PriorityState,
 }
 
 /// Optional features used where present; every kernel has a path without them.
@@ -54,10 +57,33 @@ impl Gpu {
 
     /// Opens the best adapter (or the one `opts.adapter` names) with its real limits.
     pub fn new(opts: &DeviceOptions) -> Result<Gpu> {
-        pollster::block_on(Self::new_async(opts))
+        Self::with_priority(opts, Priority::Normal)
     }
 
-    async fn new_async(opts: &DeviceOptions) -> Result<Gpu> {
+    /// As [`Self::new`], with an execution priority (see [`crate::priority`]): `Low` where the
+    /// adapter allows it, the cooperative mode otherwise (the header says which).
+    pub fn with_priority(opts: &DeviceOptions, priority: Priority) -> Result<Gpu> {
+        Self::open_with(opts, |adapter| {
+            let support = match priority {
+                Priority::Low => priority::global_support(adapter),
+                _ => priority::GlobalSupport::Unavailable("not looked up".into()),
+            };
+            priority::plan(priority, &support)
+        })
+    }
+
+    /// Opens the chosen adapter as the [`Plan`] that `plan` makes for it says.
+    pub fn open_with(
+        opts: &DeviceOptions,
+        plan: impl FnOnce(&wgpu::Adapter) -> Plan,
+    ) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(opts, plan))
+    }
+
+    async fn new_async(
+        opts: &DeviceOptions,
+        plan: impl FnOnce(&wgpu::Adapter) -> Plan,
+    ) -> Result<Gpu> {
         let adapters = enumerate().await;
         if adapters.is_empty() {
             return Err(GpuError::NoAdapter {
@@ -86,20 +112,22 @@ impl Gpu {
         let adapter_features = adapter.features();
         let features = adapter_features & WANTED_FEATURES;
         let limits = adapter.limits();
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("tlite"),
-                required_features: features,
-                required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            })
-            .await
-            .map_err(|source| GpuError::RequestDevice {
-                adapter: info.name.clone(),
-                source,
-            })?;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("tlite"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let plan = plan(&adapter);
+        let (device, queue, priority) =
+            priority::open(&adapter, &desc, plan)
+                .await
+                .map_err(|source| GpuError::RequestDevice {
+                    adapter: info.name.clone(),
+                    source,
+                })?;
         Ok(Gpu {
             info,
             features,
@@ -107,6 +135,7 @@ impl Gpu {
             limits,
             device,
             queue,
+            priority,
         })
     }
 
@@ -116,6 +145,11 @@ impl Gpu {
 
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// A software adapter (lavapipe, SwiftShader): timings there say little about a GPU.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// One line with the adapter, backend, features and limits, printed before every run so a
@@ -159,6 +193,7 @@ impl Gpu {
             mib(self.limits.max_buffer_size),
             self.limits.max_compute_workgroup_storage_size / 1024
         );
+        let _ = write!(s, " | {}", self.priority.describe());
         s
     }
 }

@@ -25,7 +25,10 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { max_seq: 1024, max_batch: 256 }
+        RunOptions {
+            max_seq: 1024,
+            max_batch: 256,
+        }
     }
 }
 
@@ -59,6 +62,7 @@ pub struct GpuModel {
     pub opts: RunOptions,
     pub memory: MemoryReport,
     pub vocab: usize,
+    pub hidden: usize,
     pub last_step: StepLog,
     kv_labels: Vec<String>,
     act_bufs: Vec<wgpu::Buffer>,
@@ -94,20 +98,30 @@ impl GpuModel {
         for t in &man.tensors {
             for (ci, ch) in t.chunks.iter().enumerate() {
                 for (pi, part) in ch.parts.iter().enumerate() {
-                    let (_, bytes) = model.part(part).map_err(|e| GpuError::Model(e.to_string()))?;
+                    let (_, bytes) = model
+                        .part(part)
+                        .map_err(|e| GpuError::Model(e.to_string()))?;
                     let mut data: Vec<u8> = if t.storage == Storage::F16 {
                         bytes
                             .chunks_exact(2)
-                            .flat_map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32().to_le_bytes())
+                            .flat_map(|b| {
+                                half::f16::from_le_bytes([b[0], b[1]])
+                                    .to_f32()
+                                    .to_le_bytes()
+                            })
                             .collect()
                     } else {
                         bytes.to_vec()
                     };
-                    while data.len() % 4 != 0 || data.is_empty() {
+                    while !data.len().is_multiple_of(4) || data.is_empty() {
                         data.push(0);
                     }
                     if data.len() as u64 > limit {
-                        return Err(GpuError::BindingTooLarge { what: "a weight chunk", needed: data.len() as u64, limit });
+                        return Err(GpuError::BindingTooLarge {
+                            what: "a weight chunk",
+                            needed: data.len() as u64,
+                            limit,
+                        });
                     }
                     weight_bytes += data.len() as u64;
                     let buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -122,7 +136,9 @@ impl GpuModel {
 
         // The KV cache: one K and one V buffer per layer at max_seq.
         let kv_elems = cfg.num_kv_heads * opts.max_seq * cfg.head_dim;
-        let kv_labels: Vec<String> = (0..cfg.num_layers).flat_map(|l| [format!("kv.k{l}"), format!("kv.v{l}")]).collect();
+        let kv_labels: Vec<String> = (0..cfg.num_layers)
+            .flat_map(|l| [format!("kv.k{l}"), format!("kv.v{l}")])
+            .collect();
         let kv: Vec<wgpu::Buffer> = kv_labels
             .iter()
             .map(|label| {
@@ -148,9 +164,18 @@ impl GpuModel {
             .acts
             .iter()
             .enumerate()
-            .map(|(i, (name, elems))| Activation { name: name.clone(), elems: elems.clone(), first: first[i], last: last[i] })
+            .map(|(i, (name, elems))| Activation {
+                name: name.clone(),
+                elems: elems.clone(),
+                first: first[i],
+                last: last[i],
+            })
             .collect();
-        let bound = Syms { seq: opts.max_batch as u64, past: opts.max_seq as u64, out: opts.max_batch as u64 };
+        let bound = Syms {
+            seq: opts.max_batch as u64,
+            past: opts.max_seq as u64,
+            out: opts.max_batch as u64,
+        };
         let plan = planner::plan(&acts, &bound);
         let act_bufs: Vec<wgpu::Buffer> = plan
             .buffer_bytes
@@ -158,7 +183,11 @@ impl GpuModel {
             .enumerate()
             .map(|(i, &b)| {
                 if b > limit {
-                    return Err(GpuError::BindingTooLarge { what: "an activation buffer (lower --max-batch)", needed: b, limit });
+                    return Err(GpuError::BindingTooLarge {
+                        what: "an activation buffer (lower --max-batch)",
+                        needed: b,
+                        limit,
+                    });
                 }
                 Ok(dev.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(&format!("act{i}")),
@@ -170,7 +199,12 @@ impl GpuModel {
             .collect::<Result<_>>()?;
 
         let storage = |label: &str, size: u64, usage| {
-            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(16),
+                usage,
+                mapped_at_creation: false,
+            })
         };
         let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let tokens = storage("tokens", (opts.max_batch * 4) as u64, copy_dst);
@@ -179,7 +213,9 @@ impl GpuModel {
         let half = graph.rot / 2;
         let mut tables = Vec::new();
         for &(theta, factor) in &graph.rope_bases {
-            let inv: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / graph.rot as f64)).collect();
+            let inv: Vec<f64> = (0..half)
+                .map(|i| 1.0 / theta.powf((2 * i) as f64 / graph.rot as f64))
+                .collect();
             let (mut cs, mut sn) = (Vec::new(), Vec::new());
             for p in 0..opts.max_seq {
                 for f in &inv {
@@ -191,7 +227,11 @@ impl GpuModel {
             let mk = |label: &str, v: &[f32]| {
                 dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
-                    contents: if v.is_empty() { &[0u8; 16] } else { bytemuck::cast_slice(v) },
+                    contents: if v.is_empty() {
+                        &[0u8; 16]
+                    } else {
+                        bytemuck::cast_slice(v)
+                    },
                     usage: wgpu::BufferUsages::STORAGE,
                 })
             };
@@ -214,14 +254,16 @@ impl GpuModel {
                             source: wgpu::ShaderSource::Wgsl(op.kernel.source().into()),
                         })
                     });
-                    pipelines.push(dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(&format!("{}::{}", op.kernel.name(), op.entry)),
-                        layout: None,
-                        module,
-                        entry_point: Some(op.entry),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    }));
+                    pipelines.push(
+                        dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(&format!("{}::{}", op.kernel.name(), op.entry)),
+                            layout: None,
+                            module,
+                            entry_point: Some(op.entry),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        }),
+                    );
                     pipe_index.insert(key, pipelines.len() - 1);
                     pipelines.len() - 1
                 }
@@ -242,9 +284,17 @@ impl GpuModel {
             let resolve = |r: &BufRef| -> Result<&wgpu::Buffer> {
                 Ok(match r {
                     BufRef::Act(a) => &act_bufs[plan.assignment[*a]],
-                    BufRef::Part { tensor, chunk, part } => weights
+                    BufRef::Part {
+                        tensor,
+                        chunk,
+                        part,
+                    } => weights
                         .get(&(tensor.clone(), *chunk, *part))
-                        .ok_or_else(|| GpuError::Model(format!("weight `{tensor}` chunk {chunk} part {part} missing")))?,
+                        .ok_or_else(|| {
+                            GpuError::Model(format!(
+                                "weight `{tensor}` chunk {chunk} part {part} missing"
+                            ))
+                        })?,
                     BufRef::KvK(l) => &kv[2 * l],
                     BufRef::KvV(l) => &kv[2 * l + 1],
                     BufRef::Tokens => &tokens,
@@ -263,7 +313,10 @@ impl GpuModel {
                 }),
             }];
             for (b, r) in &op.bindings {
-                entries.push(wgpu::BindGroupEntry { binding: *b, resource: resolve(r)?.as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry {
+                    binding: *b,
+                    resource: resolve(r)?.as_entire_binding(),
+                });
             }
             bind_groups.push(dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&op.label),
@@ -296,6 +349,7 @@ impl GpuModel {
             opts,
             memory,
             vocab,
+            hidden: cfg.hidden_size,
             last_step: StepLog::default(),
             kv_labels,
             act_bufs,
@@ -317,21 +371,67 @@ impl GpuModel {
 
     /// Runs `tokens` at positions `past..`, writing their K/V into the cache, and returns the
     /// logits (`[rows.len(), vocab]`, row-major) of the step-relative positions `rows`.
-    pub fn step(&mut self, gpu: &Gpu, tokens: &[u32], past: usize, rows: &[u32]) -> Result<Vec<f32>> {
+    pub fn step(
+        &mut self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        past: usize,
+        rows: &[u32],
+    ) -> Result<Vec<f32>> {
+        Ok(self.step_inner(gpu, tokens, past, rows, false)?.0)
+    }
+
+    /// As [`Self::step`], also returning the residual stream after every layer
+    /// (`layers × seq × hidden`). The step is split into one compute pass per layer with a copy
+    /// of the residual after each: a debugging aid for per-layer parity, not the fast path.
+    pub fn step_with_hidden(
+        &mut self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        past: usize,
+        rows: &[u32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (l, h) = self.step_inner(gpu, tokens, past, rows, true)?;
+        Ok((l, h.unwrap_or_default()))
+    }
+
+    fn step_inner(
+        &mut self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        past: usize,
+        rows: &[u32],
+        capture: bool,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let n = tokens.len();
         if n == 0 || n > self.opts.max_batch {
-            return Err(GpuError::Model(format!("a step takes 1..={} tokens, got {n}", self.opts.max_batch)));
+            return Err(GpuError::Model(format!(
+                "a step takes 1..={} tokens, got {n}",
+                self.opts.max_batch
+            )));
         }
         if past + n > self.opts.max_seq {
-            return Err(GpuError::ContextOverflow { needed: past + n, max: self.opts.max_seq });
+            return Err(GpuError::ContextOverflow {
+                needed: past + n,
+                max: self.opts.max_seq,
+            });
         }
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(GpuError::Model(format!("token id {t} is outside the vocabulary of {}", self.vocab)));
+            return Err(GpuError::Model(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.vocab
+            )));
         }
         if rows.is_empty() || rows.iter().any(|&r| r as usize >= n) {
-            return Err(GpuError::Model(format!("logit rows {rows:?} must be within the step's {n} tokens")));
+            return Err(GpuError::Model(format!(
+                "logit rows {rows:?} must be within the step's {n} tokens"
+            )));
         }
-        let syms = Syms { seq: n as u64, past: past as u64, out: rows.len() as u64 };
+        let syms = Syms {
+            seq: n as u64,
+            past: past as u64,
+            out: rows.len() as u64,
+        };
         let q = &gpu.queue;
         q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         q.write_buffer(&self.logit_rows, 0, bytemuck::cast_slice(rows));
@@ -348,45 +448,141 @@ impl GpuModel {
         }
         q.write_buffer(&self.uniforms, 0, &u);
         let mut log = StepLog::default();
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-            for (i, op) in self.graph.ops.iter().enumerate() {
-                let run = match op.when {
-                    When::Always => true,
-                    When::Decode => n == 1,
-                    When::Prefill => n > 1,
-                };
-                let [x, y, z] = op.grid.clone().map(|e| e.eval(&syms) as u32);
-                if !run || x == 0 || y == 0 || z == 0 {
-                    continue;
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        let hidden_bytes = (n * self.hidden * 4) as u64;
+        let capture_buf = capture.then(|| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("hidden.capture"),
+                size: (hidden_bytes * self.graph.layer_end.len() as u64).max(16),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        // Pass boundaries: one pass for the whole step, or one per layer when capturing.
+        let mut ends: Vec<usize> = if capture {
+            self.graph.layer_end.clone()
+        } else {
+            Vec::new()
+        };
+        ends.push(self.graph.ops.len() - 1);
+        // Cooperative priority: submit every `every` dispatches and wait, so other contexts'
+        // work can run between the parts of a step (see `crate::priority`).
+        let every = gpu.priority.submit_every.filter(|&e| e > 0);
+        let mut start = 0;
+        for (pi, &end) in ends.iter().enumerate() {
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("step"),
+                    timestamp_writes: None,
+                });
+                for i in start..=end {
+                    let op = &self.graph.ops[i];
+                    let run = match op.when {
+                        When::Always => true,
+                        When::Decode => n == 1,
+                        When::Prefill => n > 1,
+                    };
+                    let [x, y, z] = op.grid.clone().map(|e| e.eval(&syms) as u32);
+                    if !run || x == 0 || y == 0 || z == 0 {
+                        continue;
+                    }
+                    pass.set_pipeline(&self.pipelines[self.op_pipeline[i]]);
+                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                    pass.dispatch_workgroups(x, y, z);
+                    log.dispatches += 1;
+                    if every.is_some_and(|e| log.dispatches % e == 0)
+                        && i + 1 < self.graph.ops.len()
+                    {
+                        drop(pass);
+                        let done = std::mem::replace(
+                            &mut enc,
+                            gpu.device.create_command_encoder(&Default::default()),
+                        );
+                        let index = gpu.queue.submit([done.finish()]);
+                        log.submissions += 1;
+                        gpu.device
+                            .poll(wgpu::PollType::Wait {
+                                submission_index: Some(index),
+                                timeout: None,
+                            })
+                            .map_err(|e| GpuError::Device(e.to_string()))?;
+                        pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some("step"),
+                            timestamp_writes: None,
+                        });
+                    }
                 }
-                pass.set_pipeline(&self.pipelines[self.op_pipeline[i]]);
-                pass.set_bind_group(0, &self.bind_groups[i], &[]);
-                pass.dispatch_workgroups(x, y, z);
-                log.dispatches += 1;
             }
+            if let Some(cb) = &capture_buf
+                && pi < self.graph.layer_end.len()
+            {
+                let src = &self.act_bufs[self.plan.assignment[self.graph.residual]];
+                enc.copy_buffer_to_buffer(src, 0, cb, hidden_bytes * pi as u64, hidden_bytes);
+                log.copies.push((
+                    format!("act{}", self.plan.assignment[self.graph.residual]),
+                    "hidden.capture".into(),
+                ));
+            }
+            start = end + 1;
         }
         let bytes = (rows.len() * self.vocab * 4) as u64;
         let src = &self.act_bufs[self.plan.assignment[self.graph.logits]];
         enc.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
-        log.copies.push((format!("act{}", self.plan.assignment[self.graph.logits]), "logits.readback".into()));
+        log.copies.push((
+            format!("act{}", self.plan.assignment[self.graph.logits]),
+            "logits.readback".into(),
+        ));
         gpu.queue.submit([enc.finish()]);
-        log.submissions = 1;
+        log.submissions += 1;
         let (tx, rx) = std::sync::mpsc::channel();
-        self.staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.staging
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = {
-            let view = self.staging.slice(..bytes).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            let view = self
+                .staging
+                .slice(..bytes)
+                .get_mapped_range()
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
             bytemuck::cast_slice::<u8, f32>(&view).to_vec()
         };
         self.staging.unmap();
+        let hidden = match capture_buf {
+            Some(cb) => Some(read_mapped(gpu, &cb)?),
+            None => None,
+        };
         self.last_step = log;
-        Ok(out)
+        Ok((out, hidden))
     }
+}
+
+/// Maps a whole MAP_READ buffer after the queue's work and returns it as f32.
+fn read_mapped(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<f32>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| GpuError::Readback(e.to_string()))?
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    let view = buf
+        .slice(..)
+        .get_mapped_range()
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    Ok(bytemuck::cast_slice::<u8, f32>(&view).to_vec())
 }

@@ -20,7 +20,11 @@ pub enum BufRef {
     /// A planned activation.
     Act(usize),
     /// Part `part` of chunk `chunk` of a weight tensor (M0E4: packed, scales, biases).
-    Part { tensor: String, chunk: usize, part: usize },
+    Part {
+        tensor: String,
+        chunk: usize,
+        part: usize,
+    },
     KvK(usize),
     KvV(usize),
     Tokens,
@@ -73,6 +77,8 @@ pub struct Graph {
     /// RoPE bases: (theta, linear factor).
     pub rope_bases: Vec<(f64, f64)>,
     pub rot: usize,
+    /// Index of the last op of each layer (the residual stream is complete after it).
+    pub layer_end: Vec<usize>,
 }
 
 /// Largest workgroup count per grid dimension used by the plan (the WebGPU minimum limit).
@@ -149,12 +155,20 @@ impl<'a> Builder<'a> {
             }
             let n = b - a;
             let m0e4 = w.storage == Storage::M0E4;
-            let part = |p: usize| BufRef::Part { tensor: weight.to_owned(), chunk: ci, part: p };
+            let part = |p: usize| BufRef::Part {
+                tensor: weight.to_owned(),
+                chunk: ci,
+                part: p,
+            };
             let mut bindings = vec![(1, BufRef::Act(x)), (2, BufRef::Act(y))];
             bindings.push((
                 3,
                 match bias {
-                    Some((t, _)) => BufRef::Part { tensor: t.to_owned(), chunk: 0, part: 0 },
+                    Some((t, _)) => BufRef::Part {
+                        tensor: t.to_owned(),
+                        chunk: 0,
+                        part: 0,
+                    },
                     None => BufRef::Dummy,
                 },
             ));
@@ -164,7 +178,9 @@ impl<'a> Builder<'a> {
                 bindings.push((7, part(0)));
             }
             let group = w.group.unwrap_or(8);
-            let (gv, gx) = grid_1d(c(n as u64));
+            // gemv_m0e4 computes 8 rows per workgroup (GV_ROWS in matmul.wgsl).
+            let gemv_rows = if m0e4 { n.div_ceil(8) } else { n };
+            let (gv, gx) = grid_1d(c(gemv_rows as u64));
             let base = |grid_width: Expr| {
                 vec![
                     ("seq", Field::U(seq.clone())),
@@ -174,15 +190,28 @@ impl<'a> Builder<'a> {
                     ("out_col0", Field::U(c((col0 + a - rows.start) as u64))),
                     ("w_row0", Field::U(c((a - ch.rows.0) as u64))),
                     ("group", Field::U(c(group as u64))),
-                    ("words_per_row", Field::U(c(M0E4Matrix::words_per_row(k) as u64))),
-                    ("groups_per_row", Field::U(c(M0E4Matrix::groups_per_row(k, group) as u64))),
+                    (
+                        "words_per_row",
+                        Field::U(c(M0E4Matrix::words_per_row(k) as u64)),
+                    ),
+                    (
+                        "groups_per_row",
+                        Field::U(c(M0E4Matrix::groups_per_row(k, group) as u64)),
+                    ),
                     ("accumulate", Field::U(c(u64::from(accumulate)))),
                     ("has_bias", Field::U(c(u64::from(bias.is_some())))),
-                    ("bias0", Field::U(c(bias.map_or(0, |(_, o)| o + a - rows.start) as u64))),
+                    (
+                        "bias0",
+                        Field::U(c(bias.map_or(0, |(_, o)| o + a - rows.start) as u64)),
+                    ),
                     ("grid_width", Field::U(grid_width)),
                 ]
             };
-            let (reads, writes) = if accumulate { (vec![x, y], vec![y]) } else { (vec![x], vec![y]) };
+            let (reads, writes) = if accumulate {
+                (vec![x, y], vec![y])
+            } else {
+                (vec![x], vec![y])
+            };
             self.push(Op {
                 label: format!("{label}[{ci}] gemv"),
                 kernel: Kernel::Matmul,
@@ -200,7 +229,11 @@ impl<'a> Builder<'a> {
                 entry: if m0e4 { "gemm_m0e4" } else { "gemm_dense" },
                 bindings,
                 params: Self::params(Kernel::Matmul, base(c(0))),
-                grid: [c(n as u64).ceil_div(c(8)), seq.clone().ceil_div(c(8)), c(1)],
+                grid: [
+                    c(n as u64).ceil_div(c(64)),
+                    seq.clone().ceil_div(c(32)),
+                    c(1),
+                ],
                 when: When::Prefill,
                 reads,
                 writes,
@@ -211,10 +244,34 @@ impl<'a> Builder<'a> {
 
     /// RMSNorm of `rows` rows of length `n` from `x` into `y` (mode 1: added into `y`).
     #[allow(clippy::too_many_arguments)]
-    fn norm(&mut self, label: &str, x: Option<usize>, y: usize, w: &str, rows: Expr, n: usize, add: bool, gather: bool) {
-        let off = if self.arch.norm == NormStyle::OnePlusWeight { 1.0 } else { 0.0 };
+    fn norm(
+        &mut self,
+        label: &str,
+        x: Option<usize>,
+        y: usize,
+        w: &str,
+        rows: Expr,
+        n: usize,
+        add: bool,
+        gather: bool,
+    ) {
+        let off = if self.arch.norm == NormStyle::OnePlusWeight {
+            1.0
+        } else {
+            0.0
+        };
         let (grid, gw) = grid_1d(rows.clone());
-        let mut bindings = vec![(2, BufRef::Act(y)), (3, BufRef::Part { tensor: w.to_owned(), chunk: 0, part: 0 })];
+        let mut bindings = vec![
+            (2, BufRef::Act(y)),
+            (
+                3,
+                BufRef::Part {
+                    tensor: w.to_owned(),
+                    chunk: 0,
+                    part: 0,
+                },
+            ),
+        ];
         let (entry, reads) = match x {
             Some(x) => {
                 bindings.push((1, BufRef::Act(x)));
@@ -247,12 +304,27 @@ impl<'a> Builder<'a> {
         });
     }
 
-    fn elementwise(&mut self, label: &str, entry: &'static str, bindings: Vec<(u32, BufRef)>, vals: Vec<(&str, Field)>, threads: Expr, rw: (Vec<usize>, Vec<usize>)) {
+    fn elementwise(
+        &mut self,
+        label: &str,
+        entry: &'static str,
+        bindings: Vec<(u32, BufRef)>,
+        vals: Vec<(&str, Field)>,
+        threads: Expr,
+        rw: (Vec<usize>, Vec<usize>),
+    ) {
         let (grid, gw) = grid_1d(threads.ceil_div(c(64)));
         let mut vals = vals;
         vals.push(("grid_width", Field::U(gw * 64u64)));
         // Fields an entry point does not read.
-        for (name, v) in [("row0", 0u64), ("rows", 0), ("group", 8), ("words_per_row", 0), ("groups_per_row", 0), ("act", 0)] {
+        for (name, v) in [
+            ("row0", 0u64),
+            ("rows", 0),
+            ("group", 8),
+            ("words_per_row", 0),
+            ("groups_per_row", 0),
+            ("act", 0),
+        ] {
             if !vals.iter().any(|(n, _)| *n == name) {
                 vals.push((name, Field::U(c(v))));
             }
@@ -281,7 +353,10 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
     let cfg = &man.config;
     let arch = cfg.arch();
     if cfg.head_dim > 256 {
-        return Err(GpuError::Model(format!("head_dim {} > 256 is not supported by the attention kernel", cfg.head_dim)));
+        return Err(GpuError::Model(format!(
+            "head_dim {} > 256 is not supported by the attention kernel",
+            cfg.head_dim
+        )));
     }
     let mut b = Builder {
         cfg,
@@ -298,9 +373,17 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
     let x = b.act("residual".into(), seq.clone() * h);
     // Embedding lookup, one op per chunk of the table.
     let emb = b.layout(n.embed)?;
-    let scale = if arch.scale_embeddings { (h as f32).sqrt() } else { 1.0 };
+    let scale = if arch.scale_embeddings {
+        (h as f32).sqrt()
+    } else {
+        1.0
+    };
     for (ci, ch) in emb.chunks.iter().enumerate() {
-        let part = |p: usize| BufRef::Part { tensor: n.embed.to_owned(), chunk: ci, part: p };
+        let part = |p: usize| BufRef::Part {
+            tensor: n.embed.to_owned(),
+            chunk: ci,
+            part: p,
+        };
         let m0e4 = emb.storage == Storage::M0E4;
         let group = emb.group.unwrap_or(8);
         let mut bindings = vec![(1, BufRef::Tokens), (2, BufRef::Act(x))];
@@ -321,8 +404,14 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                 ("row0", Field::U(c(ch.rows.0 as u64))),
                 ("rows", Field::U(c((ch.rows.1 - ch.rows.0) as u64))),
                 ("group", Field::U(c(group as u64))),
-                ("words_per_row", Field::U(c(M0E4Matrix::words_per_row(h) as u64))),
-                ("groups_per_row", Field::U(c(M0E4Matrix::groups_per_row(h, group) as u64))),
+                (
+                    "words_per_row",
+                    Field::U(c(M0E4Matrix::words_per_row(h) as u64)),
+                ),
+                (
+                    "groups_per_row",
+                    Field::U(c(M0E4Matrix::groups_per_row(h, group) as u64)),
+                ),
                 ("scale", Field::F(scale)),
             ],
             threads,
@@ -334,33 +423,91 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
     if let Some(t) = cfg.rope_local_theta {
         rope_bases.push((t, 1.0));
     }
+    let mut layer_end = Vec::with_capacity(cfg.num_layers);
     let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(256)).min(c(32)), c(1));
     for l in 0..cfg.num_layers {
         let name = |rel: &str, suffix: &str| arch.layer_name(l, rel, suffix);
         let hn = b.act(format!("l{l}.norm_in"), seq.clone() * h);
-        b.norm(&format!("l{l}.input_norm"), Some(x), hn, &name(n.input_norm, ".weight"), seq.clone(), h, false, false);
+        b.norm(
+            &format!("l{l}.input_norm"),
+            Some(x),
+            hn,
+            &name(n.input_norm, ".weight"),
+            seq.clone(),
+            h,
+            false,
+            false,
+        );
         let q = b.act(format!("l{l}.q"), seq.clone() * q_out);
         let k = b.act(format!("l{l}.k"), seq.clone() * kv_out);
         let v = b.act(format!("l{l}.v"), seq.clone() * kv_out);
         match &n.qkv {
-            Qkv::Split { q: qn, k: kn, v: vn } => {
+            Qkv::Split {
+                q: qn,
+                k: kn,
+                v: vn,
+            } => {
                 for (t, rel, out) in [(q, qn, q_out), (k, kn, kv_out), (v, vn, kv_out)] {
                     let bias_name = name(rel, ".bias");
                     let bias = arch.qkv_bias.then_some((bias_name.as_str(), 0));
-                    b.matmul(&format!("l{l}.{rel}"), &name(rel, ".weight"), 0..out, hn, t, out, 0, false, bias, seq.clone())?;
+                    b.matmul(
+                        &format!("l{l}.{rel}"),
+                        &name(rel, ".weight"),
+                        0..out,
+                        hn,
+                        t,
+                        out,
+                        0,
+                        false,
+                        bias,
+                        seq.clone(),
+                    )?;
                 }
             }
             Qkv::Fused(fname) => {
                 let (wn, bn) = (name(fname, ".weight"), name(fname, ".bias"));
-                for (t, start, out) in [(q, 0, q_out), (k, q_out, kv_out), (v, q_out + kv_out, kv_out)] {
+                for (t, start, out) in [
+                    (q, 0, q_out),
+                    (k, q_out, kv_out),
+                    (v, q_out + kv_out, kv_out),
+                ] {
                     let bias = arch.qkv_bias.then_some((bn.as_str(), start));
-                    b.matmul(&format!("l{l}.qkv"), &wn, start..start + out, hn, t, out, 0, false, bias, seq.clone())?;
+                    b.matmul(
+                        &format!("l{l}.qkv"),
+                        &wn,
+                        start..start + out,
+                        hn,
+                        t,
+                        out,
+                        0,
+                        false,
+                        bias,
+                        seq.clone(),
+                    )?;
                 }
             }
         }
         if let (Some(qn), Some(kn)) = (n.q_norm, n.k_norm) {
-            b.norm(&format!("l{l}.q_norm"), None, q, &name(qn, ".weight"), seq.clone() * heads, hd, false, false);
-            b.norm(&format!("l{l}.k_norm"), None, k, &name(kn, ".weight"), seq.clone() * kvh, hd, false, false);
+            b.norm(
+                &format!("l{l}.q_norm"),
+                None,
+                q,
+                &name(qn, ".weight"),
+                seq.clone() * heads,
+                hd,
+                false,
+                false,
+            );
+            b.norm(
+                &format!("l{l}.k_norm"),
+                None,
+                k,
+                &name(kn, ".weight"),
+                seq.clone() * kvh,
+                hd,
+                false,
+                false,
+            );
         }
         let base = usize::from(cfg.sliding_layers[l] && rope_bases.len() > 1);
         b.push(Op {
@@ -385,7 +532,12 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                     ("kv_heads", Field::U(c(kvh as u64))),
                     ("hd", Field::U(c(hd as u64))),
                     ("rot", Field::U(c(rot as u64))),
-                    ("interleaved", Field::U(c(u64::from(arch.rope == tlite_converter::arch::RopeLayout::Interleaved)))),
+                    (
+                        "interleaved",
+                        Field::U(c(u64::from(
+                            arch.rope == tlite_converter::arch::RopeLayout::Interleaved,
+                        ))),
+                    ),
                     ("max_seq", Field::U(c(max_seq as u64))),
                 ],
             ),
@@ -395,9 +547,16 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
             writes: vec![q],
         });
         // (seq + 32) bounds both prefill (one split per query) and decode (up to 32 splits).
-        let parts = b.act(format!("l{l}.attn_parts"), (seq.clone() + 32u64) * (heads * (hd + 2)));
+        let parts = b.act(
+            format!("l{l}.attn_parts"),
+            (seq.clone() + 32u64) * (heads * (hd + 2)),
+        );
         let attn = b.act(format!("l{l}.attn"), seq.clone() * q_out);
-        let window = if cfg.sliding_layers[l] { cfg.sliding_window.unwrap_or(0) } else { 0 };
+        let window = if cfg.sliding_layers[l] {
+            cfg.sliding_window.unwrap_or(0)
+        } else {
+            0
+        };
         let scale = cfg.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5) as f32;
         let attn_params = Builder::params(
             Kernel::Attention,
@@ -410,12 +569,18 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                 ("max_seq", Field::U(c(max_seq as u64))),
                 ("window", Field::U(c(window as u64))),
                 ("splits", Field::U(splits.clone())),
-                ("kps", Field::U((Expr::Past + Expr::Seq).ceil_div(splits.clone()))),
+                (
+                    "kps",
+                    Field::U((Expr::Past + Expr::Seq).ceil_div(splits.clone())),
+                ),
                 ("scale", Field::F(scale)),
-                ("softcap", Field::F(cfg.attn_logit_softcapping.unwrap_or(0.0) as f32)),
+                (
+                    "softcap",
+                    Field::F(cfg.attn_logit_softcapping.unwrap_or(0.0) as f32),
+                ),
             ],
         );
-        let attn_bind = vec![
+        let attn_bind = [
             (1, BufRef::Act(q)),
             (2, BufRef::KvK(l)),
             (3, BufRef::KvV(l)),
@@ -448,25 +613,113 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         let o_name = name(n.o, ".weight");
         if sandwich {
             let tmp = b.act(format!("l{l}.attn_out"), seq.clone() * h);
-            b.matmul(&format!("l{l}.o_proj"), &o_name, 0..h, attn, tmp, h, 0, false, None, seq.clone())?;
-            b.norm(&format!("l{l}.post_attn_norm"), Some(tmp), x, &name(n.post_attn_norm, ".weight"), seq.clone(), h, true, false);
+            b.matmul(
+                &format!("l{l}.o_proj"),
+                &o_name,
+                0..h,
+                attn,
+                tmp,
+                h,
+                0,
+                false,
+                None,
+                seq.clone(),
+            )?;
+            b.norm(
+                &format!("l{l}.post_attn_norm"),
+                Some(tmp),
+                x,
+                &name(n.post_attn_norm, ".weight"),
+                seq.clone(),
+                h,
+                true,
+                false,
+            );
         } else {
-            b.matmul(&format!("l{l}.o_proj"), &o_name, 0..h, attn, x, h, 0, true, None, seq.clone())?;
+            b.matmul(
+                &format!("l{l}.o_proj"),
+                &o_name,
+                0..h,
+                attn,
+                x,
+                h,
+                0,
+                true,
+                None,
+                seq.clone(),
+            )?;
         }
-        let pre = if sandwich { n.pre_ffn_norm.unwrap_or(n.post_attn_norm) } else { n.post_attn_norm };
+        let pre = if sandwich {
+            n.pre_ffn_norm.unwrap_or(n.post_attn_norm)
+        } else {
+            n.post_attn_norm
+        };
         let hn2 = b.act(format!("l{l}.norm_mlp"), seq.clone() * h);
-        b.norm(&format!("l{l}.pre_mlp_norm"), Some(x), hn2, &name(pre, ".weight"), seq.clone(), h, false, false);
+        b.norm(
+            &format!("l{l}.pre_mlp_norm"),
+            Some(x),
+            hn2,
+            &name(pre, ".weight"),
+            seq.clone(),
+            h,
+            false,
+            false,
+        );
         let gate = b.act(format!("l{l}.gate"), seq.clone() * f);
         let up = b.act(format!("l{l}.up"), seq.clone() * f);
         match &n.mlp_in {
             MlpIn::Split { gate: g, up: u } => {
-                b.matmul(&format!("l{l}.gate"), &name(g, ".weight"), 0..f, hn2, gate, f, 0, false, None, seq.clone())?;
-                b.matmul(&format!("l{l}.up"), &name(u, ".weight"), 0..f, hn2, up, f, 0, false, None, seq.clone())?;
+                b.matmul(
+                    &format!("l{l}.gate"),
+                    &name(g, ".weight"),
+                    0..f,
+                    hn2,
+                    gate,
+                    f,
+                    0,
+                    false,
+                    None,
+                    seq.clone(),
+                )?;
+                b.matmul(
+                    &format!("l{l}.up"),
+                    &name(u, ".weight"),
+                    0..f,
+                    hn2,
+                    up,
+                    f,
+                    0,
+                    false,
+                    None,
+                    seq.clone(),
+                )?;
             }
             MlpIn::Fused(fu) => {
                 let wn = name(fu, ".weight");
-                b.matmul(&format!("l{l}.gate"), &wn, 0..f, hn2, gate, f, 0, false, None, seq.clone())?;
-                b.matmul(&format!("l{l}.up"), &wn, f..2 * f, hn2, up, f, 0, false, None, seq.clone())?;
+                b.matmul(
+                    &format!("l{l}.gate"),
+                    &wn,
+                    0..f,
+                    hn2,
+                    gate,
+                    f,
+                    0,
+                    false,
+                    None,
+                    seq.clone(),
+                )?;
+                b.matmul(
+                    &format!("l{l}.up"),
+                    &wn,
+                    f..2 * f,
+                    hn2,
+                    up,
+                    f,
+                    0,
+                    false,
+                    None,
+                    seq.clone(),
+                )?;
             }
         }
         b.elementwise(
@@ -476,7 +729,10 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
             vec![
                 ("seq", Field::U(seq.clone())),
                 ("n", Field::U(c(f as u64))),
-                ("act", Field::U(c(u64::from(arch.activation == Act::GeluTanh)))),
+                (
+                    "act",
+                    Field::U(c(u64::from(arch.activation == Act::GeluTanh))),
+                ),
             ],
             seq.clone() * f,
             (vec![gate, up], vec![gate]),
@@ -484,25 +740,85 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         let down = name(n.down, ".weight");
         if let Some(post) = n.post_ffn_norm {
             let tmp = b.act(format!("l{l}.mlp_out"), seq.clone() * h);
-            b.matmul(&format!("l{l}.down"), &down, 0..h, gate, tmp, h, 0, false, None, seq.clone())?;
-            b.norm(&format!("l{l}.post_mlp_norm"), Some(tmp), x, &name(post, ".weight"), seq.clone(), h, true, false);
+            b.matmul(
+                &format!("l{l}.down"),
+                &down,
+                0..h,
+                gate,
+                tmp,
+                h,
+                0,
+                false,
+                None,
+                seq.clone(),
+            )?;
+            b.norm(
+                &format!("l{l}.post_mlp_norm"),
+                Some(tmp),
+                x,
+                &name(post, ".weight"),
+                seq.clone(),
+                h,
+                true,
+                false,
+            );
         } else {
-            b.matmul(&format!("l{l}.down"), &down, 0..h, gate, x, h, 0, true, None, seq.clone())?;
+            b.matmul(
+                &format!("l{l}.down"),
+                &down,
+                0..h,
+                gate,
+                x,
+                h,
+                0,
+                true,
+                None,
+                seq.clone(),
+            )?;
         }
+        layer_end.push(b.ops.len() - 1);
     }
     // Final norm of the chosen positions only, then the LM head.
     let hf = b.act("final_norm".into(), Expr::Out * h);
-    b.norm("final_norm", Some(x), hf, n.final_norm, Expr::Out, h, false, true);
+    b.norm(
+        "final_norm",
+        Some(x),
+        hf,
+        n.final_norm,
+        Expr::Out,
+        h,
+        false,
+        true,
+    );
     let vocab = cfg.vocab_size;
     let logits = b.act("logits".into(), Expr::Out * vocab);
-    let head = if cfg.tie_word_embeddings { n.embed } else { n.lm_head };
-    b.matmul("lm_head", head, 0..vocab, hf, logits, vocab, 0, false, None, Expr::Out)?;
+    let head = if cfg.tie_word_embeddings {
+        n.embed
+    } else {
+        n.lm_head
+    };
+    b.matmul(
+        "lm_head",
+        head,
+        0..vocab,
+        hf,
+        logits,
+        vocab,
+        0,
+        false,
+        None,
+        Expr::Out,
+    )?;
     if let Some(cap) = cfg.final_logit_softcapping {
         b.elementwise(
             "logit_softcap",
             "softcap",
             vec![(2, BufRef::Act(logits))],
-            vec![("seq", Field::U(Expr::Out)), ("n", Field::U(c(vocab as u64))), ("cap", Field::F(cap as f32))],
+            vec![
+                ("seq", Field::U(Expr::Out)),
+                ("n", Field::U(c(vocab as u64))),
+                ("cap", Field::F(cap as f32)),
+            ],
             Expr::Out * vocab,
             (vec![logits], vec![logits]),
         );
@@ -514,5 +830,6 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         residual: x,
         rope_bases,
         rot,
+        layer_end,
     })
 }

@@ -1,18 +1,30 @@
 //! The wgpu runtime: device setup ([`device`]), the WGSL kernels on disk with their parameter
-//! structs ([`kernels`]), and the operations built from them ([`dequant`]).
+//! structs ([`kernels`]), and the operations built from them ([`dequant`]). Generation on top of
+//! a loaded model: sampling ([`sample`]), chat templates ([`chat`]) and the prefill + decode loop
+//! with streamed text ([`generate`]).
 //!
 //! The runtime computes on the GPU only; candle is the reference's, not the runtime's.
 
+pub mod chat;
 pub mod dequant;
 pub mod device;
 pub mod exec;
+pub mod generate;
 pub mod graph;
 pub mod kernels;
 pub mod planner;
+pub mod priority;
+pub mod sample;
 pub mod shape;
+pub mod stream;
+pub mod text;
 
 pub use device::{DeviceOptions, Gpu};
 pub use exec::{GpuModel, MemoryReport, RunOptions};
+pub use generate::{GenerateOptions, Generation, GenerationStats, Generator, StopReason};
+pub use priority::Priority;
+pub use sample::{Sampler, SamplerConfig};
+pub use text::TextCodec;
 
 /// Errors of the GPU runtime, each naming what went wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +47,18 @@ pub enum GpuError {
         needed: u64,
         limit: u64,
     },
-    #[error("{needed} positions exceed the context of {max} (raise --max-seq or shorten the prompt)")]
+    #[error(
+        "{needed} positions exceed the context of {max} (raise --max-seq or shorten the prompt)"
+    )]
     ContextOverflow { needed: usize, max: usize },
     #[error("model: {0}")]
     Model(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    #[error("sampling settings: {0}")]
+    Sampling(String),
     #[error("GPU readback failed: {0}")]
     Readback(String),
     #[error("the GPU device was lost or a validation error occurred: {0}")]

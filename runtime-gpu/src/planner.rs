@@ -66,7 +66,11 @@ pub fn plan(acts: &[Activation], bound: &Syms) -> MemoryPlan {
             }
             None => {
                 assignment[i] = slots.len();
-                slots.push(Slot { poly, bytes, last: a.last });
+                slots.push(Slot {
+                    poly,
+                    bytes,
+                    last: a.last,
+                });
             }
         }
     }
@@ -85,12 +89,21 @@ mod tests {
     use crate::shape::c;
 
     fn act(name: &str, elems: Expr, first: usize, last: usize) -> Activation {
-        Activation { name: name.into(), elems, first, last }
+        Activation {
+            name: name.into(),
+            elems,
+            first,
+            last,
+        }
     }
 
     #[test]
     fn disjoint_comparable_tensors_share() {
-        let bound = Syms { seq: 512, past: 0, out: 1 };
+        let bound = Syms {
+            seq: 512,
+            past: 0,
+            out: 1,
+        };
         let acts = vec![
             act("a", Expr::Seq * 64usize, 0, 1),
             act("b", Expr::Seq * 128usize, 2, 3),
@@ -98,17 +111,30 @@ mod tests {
             act("d", (Expr::Past + Expr::Seq).ceil_div(c(2)), 4, 5),
         ];
         let p = plan(&acts, &bound);
-        assert_eq!(p.assignment[0], p.assignment[1], "a and b are disjoint and comparable");
+        assert_eq!(
+            p.assignment[0], p.assignment[1],
+            "a and b are disjoint and comparable"
+        );
         assert_ne!(p.assignment[0], p.assignment[2], "a and c overlap");
-        assert_ne!(p.assignment[3], p.assignment[0], "a non-polynomial size is never shared");
+        assert_ne!(
+            p.assignment[3], p.assignment[0],
+            "a non-polynomial size is never shared"
+        );
         assert_eq!(p.buffer_bytes[p.assignment[0]], 512 * 128 * 4);
         assert!(p.planned_bytes < p.naive_bytes);
     }
 
     #[test]
     fn incomparable_sizes_do_not_share() {
-        let bound = Syms { seq: 8, past: 100, out: 1 };
-        let acts = vec![act("s", Expr::Seq * 1000usize, 0, 0), act("p", Expr::Past * 10usize, 1, 1)];
+        let bound = Syms {
+            seq: 8,
+            past: 100,
+            out: 1,
+        };
+        let acts = vec![
+            act("s", Expr::Seq * 1000usize, 0, 0),
+            act("p", Expr::Past * 10usize, 1, 1),
+        ];
         let p = plan(&acts, &bound);
         assert_ne!(p.assignment[0], p.assignment[1]);
     }

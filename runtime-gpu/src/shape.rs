@@ -151,7 +151,8 @@ impl Poly {
         let mut m = BTreeMap::new();
         for (a, x) in &self.0 {
             for (b, y) in &o.0 {
-                *m.entry([a[0] + b[0], a[1] + b[1], a[2] + b[2]]).or_insert(0) += x * y;
+                *m.entry([a[0] + b[0], a[1] + b[1], a[2] + b[2]])
+                    .or_insert(0) += x * y;
             }
         }
         Poly(m)
@@ -159,7 +160,9 @@ impl Poly {
 
     /// `self ≤ other` for every value of the symbols: each coefficient is no larger.
     pub fn le(&self, other: &Poly) -> bool {
-        self.0.iter().all(|(k, v)| other.0.get(k).is_some_and(|w| v <= w))
+        self.0
+            .iter()
+            .all(|(k, v)| other.0.get(k).is_some_and(|w| v <= w))
     }
 
     /// Whether one of the two bounds the other everywhere.

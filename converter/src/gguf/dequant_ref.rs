@@ -105,7 +105,8 @@ fn candle_dequantization_matches_gguf_py_bit_for_bit() {
         })
         .collect();
     let t = Tensor::from_vec(xs, (16, n / 16), &Device::Cpu).expect("tensor");
-    let cases: [(GgmlDType, fn(&[u8]) -> Vec<f32>); 5] = [
+    type Dequant = fn(&[u8]) -> Vec<f32>;
+    let cases: [(GgmlDType, Dequant); 5] = [
         (GgmlDType::Q4_1, q4_1),
         (GgmlDType::Q8_0, q8_0),
         (GgmlDType::Q5_0, q5_0),

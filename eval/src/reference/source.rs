@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use half::f16;
 use tlite_converter::arch::Role;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_converter::config::ModelConfig;
@@ -29,11 +30,16 @@ pub enum WeightSource<'a> {
     /// `importance` maps a tensor name to one weight per input column (mean x² of that
     /// column's input over a calibration text, see [`super::Calibration`]); tensors missing
     /// from the map are quantized unweighted.
+    ///
+    /// `f16_embeddings` keeps the embedding and an untied LM head out of quantization, rounded
+    /// to f16 instead (what the converter stores for `--keep 'embed_tokens|lm_head=f16'`;
+    /// llama.cpp similarly keeps its output matrix at 6 bits or more).
     FakeQuant {
         source: &'a Checkpoint,
         scheme: SchemeKind,
         group: usize,
         importance: Option<&'a HashMap<String, Vec<f32>>>,
+        f16_embeddings: bool,
     },
 }
 
@@ -54,15 +60,19 @@ impl WeightSource<'_> {
                 scheme,
                 group,
                 importance,
+                f16_embeddings,
             } => {
                 let data = source.tensor_f32(name)?;
                 let expected = source.arch().expected_tensors(&source.config);
                 let Some(t) = expected
                     .iter()
-                    .find(|t| t.name == name && quantized_role(t.role) && t.shape.len() == 2)
+                    .find(|t| t.name == name && t.role.quantizable() && t.shape.len() == 2)
                 else {
                     return Ok(data);
                 };
+                if *f16_embeddings && matches!(t.role, Role::Embedding | Role::LmHead) {
+                    return Ok(data.iter().map(|&v| f16::from_f32(v).to_f32()).collect());
+                }
                 let imp = importance.and_then(|m| m.get(name)).map(Vec::as_slice);
                 Ok(fake_quantize(
                     scheme, &data, t.shape[0], t.shape[1], *group, imp,
@@ -86,11 +96,17 @@ impl WeightSource<'_> {
                 scheme,
                 group,
                 importance,
+                f16_embeddings,
             } => format!(
-                "fake-quantized {} g={group}{} {}",
+                "fake-quantized {} g={group}{}{} {}",
                 scheme.name(),
                 if importance.is_some() {
                     " importance-weighted"
+                } else {
+                    ""
+                },
+                if *f16_embeddings {
+                    " (embeddings f16)"
                 } else {
                     ""
                 },
@@ -98,9 +114,4 @@ impl WeightSource<'_> {
             ),
         }
     }
-}
-
-/// The roles fake quantization touches: the ones the converter quantizes by default.
-fn quantized_role(role: Role) -> bool {
-    role.quantizable()
 }

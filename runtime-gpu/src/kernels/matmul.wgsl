@@ -1,8 +1,8 @@
 // y[t, out_col0 + o] (=|+=) Σ_c x[t, c] · W[w_row0 + o, c] (+ bias[bias0 + o]) for o < n.
 // W is M0E4 (packed codes + f16 S/B per group) or dense f32. Per packed word the sum is
 // S·Σ v_k x_k + B·Σ x_k: one FMA-style decode per weight, the group parameters once per word.
-// gemv_*: one workgroup per output row, threads split the input dimension (seq = 1 or small).
-// gemm_*: one thread per (token, row) in 8 × 8 tiles (prefill).
+// gemv_m0e4: 8 rows per 256-thread workgroup; gemv_dense: one workgroup per output row.
+// gemm_*: shared-memory tiles of 64 rows × 32 tokens (prefill).
 
 struct Params {
     seq: u32,
@@ -94,22 +94,93 @@ fn reduce(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-@compute @workgroup_size(64)
-fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let o = wg.x + wg.y * p.grid_width;
-    if (o >= p.n) {
-        return;
+// M0E4 GEMV: a workgroup of 256 threads computes GV_ROWS = 8 rows. Thread `lid` takes packed
+// words lid, lid + 256, ... of all 8 rows, so each activation octet is loaded once and used 8
+// times, and a thread has 8 independent weight loads in flight; for a fixed row the 32 lanes of
+// a warp read 128 contiguous bytes. The 256 × 8 partial sums are reduced in shared memory in
+// three conflict-free stages (no subgroup operations: the same path runs on every device).
+const GV_ROWS: u32 = 8u;
+const GV_WG: u32 = 256u;
+var<workgroup> red: array<f32, 2048>; // [GV_ROWS][GV_WG]
+var<workgroup> red2: array<f32, 256>; // [GV_ROWS][32]
+var<workgroup> red3: array<f32, 64>; // [GV_ROWS][8]
+
+fn x_at(i: u32, lim: u32) -> f32 {
+    return select(0.0, x[min(i, lim - 1u)], i < lim);
+}
+
+// Thread r < GV_ROWS gets the total of row r; every thread must call it (barriers).
+fn gv_reduce(lid: u32, acc: ptr<function, array<f32, 8>>) -> f32 {
+    for (var r = 0u; r < GV_ROWS; r++) {
+        red[r * GV_WG + lid] = (*acc)[r];
     }
-    let row = p.w_row0 + o;
+    workgroupBarrier();
+    {
+        let r = lid / 32u;
+        let j = lid % 32u;
+        var s = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            s += red[r * GV_WG + j + 32u * i];
+        }
+        red2[lid] = s;
+    }
+    workgroupBarrier();
+    if (lid < 64u) {
+        let r = lid / 8u;
+        let j = lid % 8u;
+        var s = 0.0;
+        for (var i = 0u; i < 4u; i++) {
+            s += red2[r * 32u + j + 8u * i];
+        }
+        red3[lid] = s;
+    }
+    workgroupBarrier();
+    var tot = 0.0;
+    if (lid < GV_ROWS) {
+        for (var i = 0u; i < 8u; i++) {
+            tot += red3[lid * 8u + i];
+        }
+    }
+    return tot;
+}
+
+@compute @workgroup_size(256)
+fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o0 = (wg.x + wg.y * p.grid_width) * GV_ROWS;
+    if (o0 >= p.n) {
+        return; // uniform over the workgroup
+    }
     for (var t = 0u; t < p.seq; t++) {
-        var acc = 0.0;
-        for (var wi = lid; wi < p.words_per_row; wi += WG) {
-            acc += m0e4_word(row, wi, t);
+        var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        let lim = t * p.k + p.k;
+        for (var wi = lid; wi < p.words_per_row; wi += GV_WG) {
+            let col0 = wi * M0E4_PER_WORD;
+            let xi = t * p.k + col0;
+            let xa = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
+            let xb = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
+            let sx = dot(xa, vec4<f32>(1.0)) + dot(xb, vec4<f32>(1.0));
+            let gi = col0 / p.group;
+            for (var r = 0u; r < GV_ROWS; r++) {
+                // Rows past n load row n - 1 again (never stored): no branch around the loads.
+                let row = p.w_row0 + min(o0 + r, p.n - 1u);
+                let w = packed[row * p.words_per_row + wi];
+                let g = row * p.groups_per_row + gi;
+                let s = half_at(scales[g >> 1u], g);
+                let b = half_at(biases[g >> 1u], g);
+                let v0 = m0e4_pair(w, 0u);
+                let v1 = m0e4_pair(w, 1u);
+                let v2 = m0e4_pair(w, 2u);
+                let v3 = m0e4_pair(w, 3u);
+                let dv = dot(vec4<f32>(v0.x, v1.x, v2.x, v3.x), xa)
+                    + dot(vec4<f32>(v0.y, v1.y, v2.y, v3.y), xb);
+                acc[r] += s * dv + b * sx;
+            }
         }
-        let total = reduce(lid, acc);
-        if (lid == 0u) {
-            store(t, o, total);
+        let total = gv_reduce(lid, &acc);
+        if (lid < GV_ROWS && o0 + lid < p.n) {
+            store(t, o0 + lid, total);
         }
+        workgroupBarrier();
     }
 }
 
@@ -132,31 +203,105 @@ fn gemv_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
 }
 
-@compute @workgroup_size(8, 8)
-fn gemm_m0e4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let o = gid.x;
-    let t = gid.y;
-    if (o >= p.n || t >= p.seq) {
-        return;
+// Tiled GEMM: a workgroup of 16 × 16 threads computes 64 output rows × 32 tokens; each thread
+// 4 rows × 2 tokens. Per step of 32 input columns the workgroup dequantizes a 64 × 32 weight
+// tile (one packed word per thread) and loads a 32 × 32 activation tile into shared memory.
+const TO: u32 = 64u;
+const TT: u32 = 32u;
+const TK: u32 = 32u;
+var<workgroup> wt: array<f32, 2048>; // [TO][TK]
+var<workgroup> xt: array<f32, 1024>; // [TT][TK]
+
+fn load_x_tile(lid: u32, t0: u32, k0: u32) {
+    for (var i = lid; i < TT * TK; i += 256u) {
+        let t = t0 + i / TK;
+        let c = k0 + i % TK;
+        var v = 0.0;
+        if (t < p.seq && c < p.k) {
+            v = x[t * p.k + c];
+        }
+        xt[i] = v;
     }
-    var acc = 0.0;
-    for (var wi = 0u; wi < p.words_per_row; wi++) {
-        acc += m0e4_word(p.w_row0 + o, wi, t);
-    }
-    store(t, o, acc);
 }
 
-@compute @workgroup_size(8, 8)
-fn gemm_dense(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let o = gid.x;
-    let t = gid.y;
-    if (o >= p.n || t >= p.seq) {
-        return;
+fn tile_product(lx: u32, ly: u32, acc: ptr<function, array<f32, 8>>) {
+    for (var kk = 0u; kk < TK; kk++) {
+        let b0 = xt[(ly * 2u) * TK + kk];
+        let b1 = xt[(ly * 2u + 1u) * TK + kk];
+        for (var r = 0u; r < 4u; r++) {
+            let a = wt[(lx * 4u + r) * TK + kk];
+            (*acc)[r * 2u] += a * b0;
+            (*acc)[r * 2u + 1u] += a * b1;
+        }
     }
-    let wb = (p.w_row0 + o) * p.k;
-    var acc = 0.0;
-    for (var c = 0u; c < p.k; c++) {
-        acc += dense[wb + c] * x[t * p.k + c];
+}
+
+fn store_tile(wg: vec3<u32>, lx: u32, ly: u32, acc: array<f32, 8>) {
+    for (var r = 0u; r < 4u; r++) {
+        let o = wg.x * TO + lx * 4u + r;
+        for (var j = 0u; j < 2u; j++) {
+            let t = wg.y * TT + ly * 2u + j;
+            if (o < p.n && t < p.seq) {
+                store(t, o, acc[r * 2u + j]);
+            }
+        }
     }
-    store(t, o, acc);
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let words = TK / M0E4_PER_WORD;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // Thread lid dequantizes word (lid % 4) of row (lid / 4) of the tile.
+        let ro = lid / words;
+        let wi = k0 / M0E4_PER_WORD + lid % words;
+        let o = wg.x * TO + ro;
+        let base = ro * TK + (lid % words) * M0E4_PER_WORD;
+        if (o < p.n && wi < p.words_per_row) {
+            let row = p.w_row0 + o;
+            let w = packed[row * p.words_per_row + wi];
+            let g = row * p.groups_per_row + (wi * M0E4_PER_WORD) / p.group;
+            let s = half_at(scales[g >> 1u], g);
+            let b = half_at(biases[g >> 1u], g);
+            for (var kk = 0u; kk < 4u; kk++) {
+                let v = m0e4_pair(w, kk);
+                let c = wi * M0E4_PER_WORD + kk;
+                wt[base + kk] = select(0.0, fma(v.x, s, b), c < p.k);
+                wt[base + kk + 4u] = select(0.0, fma(v.y, s, b), c + 4u < p.k);
+            }
+        } else {
+            for (var kk = 0u; kk < 8u; kk++) {
+                wt[base + kk] = 0.0;
+            }
+        }
+        load_x_tile(lid, wg.y * TT, k0);
+        workgroupBarrier();
+        tile_product(li.x, li.y, &acc);
+        workgroupBarrier();
+    }
+    store_tile(wg, li.x, li.y, acc);
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var i = lid; i < TO * TK; i += 256u) {
+            let o = wg.x * TO + i / TK;
+            let c = k0 + i % TK;
+            var v = 0.0;
+            if (o < p.n && c < p.k) {
+                v = dense[(p.w_row0 + o) * p.k + c];
+            }
+            wt[i] = v;
+        }
+        load_x_tile(lid, wg.y * TT, k0);
+        workgroupBarrier();
+        tile_product(li.x, li.y, &acc);
+        workgroupBarrier();
+    }
+    store_tile(wg, li.x, li.y, acc);
 }

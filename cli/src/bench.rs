@@ -1,0 +1,109 @@
+//! `tlite bench`: prefill and decode throughput on the GPU, like llama-bench's pp/tg.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tlite_converter::deploy::DeployedModel;
+use tlite_quantizer::rng::Rng;
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A deployable model folder.
+    model: PathBuf,
+    /// Prompt tokens for the prefill test (pp).
+    #[arg(long, short = 'p', default_value_t = 512)]
+    prompt: usize,
+    /// Generated tokens for the decode test (tg).
+    #[arg(long, short = 'n', default_value_t = 128)]
+    gen_tokens: usize,
+    /// Timed repetitions (after one warm-up); the median is reported.
+    #[arg(long, short = 'r', default_value_t = 3)]
+    reps: usize,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let gpu = Gpu::new(&DeviceOptions {
+        adapter: a.adapter.clone(),
+    })?;
+    eprintln!("{}", gpu.header());
+    let m = DeployedModel::open(&a.model)?;
+    let cfg = &m.manifest.config;
+    let max_seq = a.prompt.max(a.gen_tokens + 1);
+    let mut g = GpuModel::load(
+        &gpu,
+        &m,
+        RunOptions {
+            max_seq,
+            max_batch: a.prompt.max(1),
+        },
+    )?;
+    let vocab = cfg.vocab_size as u64;
+    let mut rng = Rng::new(0x5eed);
+    let tokens: Vec<u32> = (0..a.prompt.max(a.gen_tokens))
+        .map(|_| rng.below(vocab) as u32)
+        .collect();
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for rep in 0..=a.reps {
+        // Prefill: the whole prompt in one step, logits for its last position.
+        let t = Instant::now();
+        g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
+        let pp_s = t.elapsed().as_secs_f64();
+        // Decode: one token per step from an empty cache, each step synchronized by its logits.
+        let t = Instant::now();
+        for (i, &tok) in tokens[..a.gen_tokens].iter().enumerate() {
+            g.step(&gpu, &[tok], i, &[0])?;
+        }
+        let tg_s = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            pp.push(a.prompt as f64 / pp_s);
+            tg.push(a.gen_tokens as f64 / tg_s);
+        }
+    }
+    let (pp, tg) = (median(pp), median(tg));
+    let weight_gb = g.memory.weight_bytes as f64 / 1e9;
+    let params = m.parameters() as f64;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.weight_bytes,
+                "pp_tokens": a.prompt, "pp_tok_s": pp, "tg_tokens": a.gen_tokens, "tg_tok_s": tg,
+                "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
+                "dispatches_per_decode_step": g.last_step.dispatches,
+            })
+        );
+    } else {
+        println!(
+            "{} | {:.0}M params, {:.1} MiB weights | {} dispatches per decode step",
+            gpu.info.name,
+            params / 1e6,
+            g.memory.weight_bytes as f64 / (1 << 20) as f64,
+            g.last_step.dispatches
+        );
+        println!(
+            "pp{:<5} {:>10.1} tok/s  ({:.2} TFLOP/s)",
+            a.prompt,
+            pp,
+            pp * 2.0 * params / 1e12
+        );
+        println!(
+            "tg{:<5} {:>10.1} tok/s  ({:.1} GB/s of weights)",
+            a.gen_tokens,
+            tg,
+            tg * weight_gb
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `tlite parity`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, ensure};
+use tlite_converter::deploy::DeployedModel;
+use tlite_eval::load::Opened;
+use tlite_eval::parity::{self, tolerance};
+use tlite_eval::reference::{Logits, ReferenceModel, WeightSource};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A deployable model folder.
+    model: PathBuf,
+    /// A text whose first tokens are the prompt.
+    #[arg(long)]
+    data: PathBuf,
+    /// Prompt tokens taken from the start of the text.
+    #[arg(long, default_value_t = 32)]
+    prompt_tokens: usize,
+    /// Tokens decoded greedily by the reference and forced into the GPU.
+    #[arg(long, default_value_t = 64)]
+    forced: usize,
+    /// Most tokens per GPU step (the prompt is prefilled in steps of this size).
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Also report the NMSE of the hidden state after every layer, on the prompt.
+    #[arg(long)]
+    layers: bool,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let gpu = Gpu::new(&DeviceOptions {
+        adapter: a.adapter.clone(),
+    })?;
+    eprintln!("{}", gpu.header());
+    ensure!(
+        DeployedModel::is_deployable(&a.model),
+        "{} is not a deployable model (tlite convert first)",
+        a.model.display()
+    );
+    let opened = Opened::open(&a.model.to_string_lossy())?;
+    let Opened::Deployed(m) = &opened else {
+        unreachable!("checked deployable")
+    };
+    let tokens = opened.tokenize_file(&a.data, Some(a.prompt_tokens * 16))?;
+    ensure!(
+        tokens.len() >= a.prompt_tokens,
+        "{}: only {} tokens",
+        a.data.display(),
+        tokens.len()
+    );
+    let prompt = &tokens[..a.prompt_tokens];
+    let reference = ReferenceModel::load(&WeightSource::Deployed(m))?;
+    let max_seq = a.prompt_tokens + a.forced;
+    let mut g = GpuModel::load(
+        &gpu,
+        m,
+        RunOptions {
+            max_seq,
+            max_batch: a.max_batch.min(max_seq),
+        },
+    )?;
+    let pb = crate::progress::bar((2 * a.forced) as u64, "parity");
+    let r = parity::parity(&reference, &gpu, &mut g, prompt, a.forced, &mut |d, _| {
+        pb.set_position(d as u64)
+    })?;
+    pb.finish_and_clear();
+    let layer_nmse = if a.layers {
+        Some(layer_nmse(&reference, &gpu, &mut g, prompt)?)
+    } else {
+        None
+    };
+    let pass = r.top1_agree_pct >= tolerance::TOP1_MIN_PCT_REAL && r.kld_mean <= tolerance::KLD_MAX;
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["device"] = gpu.info.name.clone().into();
+        v["layer_nmse"] = serde_json::to_value(&layer_nmse)?;
+        v["pass"] = pass.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "parity on {}: {} prompt + {} forced tokens, {} positions",
+            gpu.info.name, r.prompt_tokens, r.forced_tokens, r.positions
+        );
+        println!(
+            "top-1 agreement   {:>10.2}%   (tolerance ≥ {}%)",
+            r.top1_agree_pct,
+            tolerance::TOP1_MIN_PCT_REAL
+        );
+        println!(
+            "mean KLD          {:>10.3e}   (tolerance ≤ {:e})",
+            r.kld_mean,
+            tolerance::KLD_MAX
+        );
+        println!("max KLD           {:>10.3e}", r.kld_max);
+        println!(
+            "max |Δlogprob|    {:>10.3e}   at position {}, token {}",
+            r.max_abs_dlogit, r.max_at.0, r.max_at.1
+        );
+        println!("mean |Δlogprob|   {:>10.3e}", r.mean_abs_dlogit);
+        if let Some(l) = &layer_nmse {
+            for (i, v) in l.iter().enumerate() {
+                println!("layer {i:>3} hidden NMSE {v:.3e}");
+            }
+        }
+        println!("{}", if pass { "PASS" } else { "FAIL" });
+    }
+    ensure!(pass, "parity outside tolerance");
+    Ok(())
+}
+
+/// NMSE of the residual stream after every layer, GPU against reference, over the prompt.
+fn layer_nmse(
+    reference: &ReferenceModel,
+    gpu: &Gpu,
+    g: &mut GpuModel,
+    prompt: &[u32],
+) -> anyhow::Result<Vec<f64>> {
+    let n = prompt.len().min(g.opts.max_batch);
+    let p = &prompt[..n];
+    let mut cache = reference.new_cache(n)?;
+    let mut hidden = Vec::new();
+    reference.forward_with_hidden(p, 0, &mut cache, Logits::Last, Some(&mut hidden))?;
+    let (_, gh) = g.step_with_hidden(gpu, p, 0, &[n as u32 - 1])?;
+    let per = n * g.hidden;
+    hidden
+        .iter()
+        .enumerate()
+        .map(|(l, t)| {
+            let r: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            let gl = gh
+                .get(l * per..(l + 1) * per)
+                .context("captured hidden states too short")?;
+            let (num, den) = r.iter().zip(gl).fold((0f64, 0f64), |(a, b), (&x, &y)| {
+                (a + f64::from(x - y).powi(2), b + f64::from(x).powi(2))
+            });
+            Ok(num / den.max(f64::MIN_POSITIVE))
+        })
+        .collect()
+}

@@ -1,0 +1,134 @@
+//! `tlite run` end to end on a tiny random model: streamed text on stdout, header and statistics
+//! on stderr, `--json`, `--verbose`'s memory report, and the errors a user can hit (a Hugging
+//! Face folder, a prompt longer than the context, `--chat` without a template).
+
+use std::io::Write as _;
+use std::process::Command;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn tlite(args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run tlite");
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn tmp(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("tlite-cli-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d.to_string_lossy().into_owned()
+}
+
+#[test]
+fn run_generates_on_a_tiny_model() {
+    let (ck, model) = (tmp("ck"), tmp("m"));
+    assert!(tlite(&["synth", "tiny-llama", "-o", &ck]).ok);
+    let r = tlite(&["run", &ck, "-p", "hi"]);
+    assert!(!r.ok && r.stderr.contains("tlite convert"), "{}", r.stderr);
+    let r = tlite(&["convert", &ck, "-o", &model, "-g", "32"]);
+    assert!(r.ok, "{}", r.stderr);
+
+    let prompt = "the cat is on the mat, then";
+    let r = tlite(&[
+        "run",
+        &model,
+        "-p",
+        prompt,
+        "-n",
+        "8",
+        "--max-seq",
+        "64",
+        "--verbose",
+    ]);
+    if !r.ok && r.stderr.contains("no GPU adapter") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no GPU adapter under CI: {}",
+            r.stderr
+        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", r.stderr);
+        return;
+    }
+    assert!(r.ok, "{}", r.stderr);
+    let _ = writeln!(std::io::stderr(), "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("adapter: "),
+        "the header comes first: {}",
+        r.stderr
+    );
+    for want in [
+        "| greedy |",
+        "KV cache",
+        "one-buffer-per-tensor",
+        "prefill",
+        "decode",
+        "tok/s",
+    ] {
+        assert!(r.stderr.contains(want), "`{want}` missing: {}", r.stderr);
+    }
+    // 2 layers × 2 × 2 kv heads × 64 positions × 16 head dim × 4 B.
+    assert!(r.stderr.contains("KV cache 32.0 KiB"), "{}", r.stderr);
+
+    let r = tlite(&[
+        "run",
+        &model,
+        "-p",
+        prompt,
+        "-n",
+        "8",
+        "--max-seq",
+        "64",
+        "--json",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    let tokens = v["tokens"].as_array().unwrap();
+    assert!(tokens.len() <= 8);
+    assert_eq!(v["stats"]["generated"].as_u64(), Some(tokens.len() as u64));
+    assert_eq!(
+        v["memory"]["kv_bytes"].as_u64(),
+        Some(2 * 2 * 2 * 64 * 16 * 4)
+    );
+    // The same greedy run streams the same text.
+    let streamed = tlite(&["run", &model, "-p", prompt, "-n", "8", "--max-seq", "64"]);
+    assert_eq!(
+        streamed.stdout,
+        format!("{}\n", v["text"].as_str().unwrap())
+    );
+
+    let r = tlite(&[
+        "run",
+        &model,
+        "-p",
+        &"x".repeat(70),
+        "--max-seq",
+        "64",
+        "-n",
+        "4",
+    ]);
+    assert!(!r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the prompt is 70 tokens") && r.stderr.contains("context of 64"),
+        "{}",
+        r.stderr
+    );
+    let r = tlite(&["run", &model, "--chat", "-p", "hi", "--max-seq", "64"]);
+    assert!(
+        !r.ok && r.stderr.contains("no chat template"),
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_dir_all(&ck);
+    let _ = std::fs::remove_dir_all(&model);
+}

@@ -1,0 +1,263 @@
+//! Fake quantization, calibration and sweeps on tiny synthetic checkpoints: M0E4 fake-quant
+//! equals loading the converted deployable model bit for bit, calibration statistics cover
+//! every input channel of every linear weight, and a sweep scores like `compare`.
+
+use std::path::PathBuf;
+
+use tlite_converter::arch::Family;
+use tlite_converter::checkpoint::Checkpoint;
+use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_eval::plot::delta_ppl_svg;
+use tlite_eval::ppl::{self, PplOptions};
+use tlite_eval::reference::{Calibration, Logits, ReferenceModel, WeightSource};
+use tlite_eval::sweep::{SweepConfig, SweepInput, sweep};
+use tlite_quantizer::{Method, SchemeKind};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tlite-fq-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn tiny(family: Family, name: &str) -> (PathBuf, Checkpoint) {
+    let dir = tmp(name);
+    write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
+    let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+    (dir, ck)
+}
+
+/// Deterministic pseudo-random token ids in `3..vocab`.
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+    let mut s = 0x2545_f491_u64;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            3 + ((s >> 33) as usize % (vocab - 3)) as u32
+        })
+        .collect()
+}
+
+#[test]
+fn m0e4_fake_quant_equals_the_deployable_model() {
+    for (family, group, method) in [
+        (Family::Llama, 32, Method::Search),
+        (Family::Qwen2, 64, Method::MinMax),
+        (Family::Gemma3, 64, Method::Search),
+        (Family::ChatGlm, 32, Method::Search),
+    ] {
+        let (dir, ck) = tiny(family, &format!("{family:?}-eq"));
+        let opts = ConvertOptions {
+            group,
+            method,
+            ..Default::default()
+        };
+        convert(&ck, &dir.join("out"), &opts, &mut |_| {}).unwrap();
+        let deployed = DeployedModel::open(&dir.join("out")).unwrap();
+        let fake = WeightSource::FakeQuant {
+            source: &ck,
+            scheme: SchemeKind::M0E4(method),
+            group,
+            importance: None,
+            f16_embeddings: false,
+        };
+        let dep = WeightSource::Deployed(&deployed);
+        let mut quantized = 0;
+        for t in ck.expected_tensors().unwrap() {
+            let (a, b) = (
+                fake.tensor_f32(&t.name).unwrap(),
+                dep.tensor_f32(&t.name).unwrap(),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{family:?} {}",
+                t.name
+            );
+            let orig = ck.tensor_f32(&t.name).unwrap();
+            assert_eq!(t.role.quantizable(), a != orig, "{family:?} {}", t.name);
+            quantized += usize::from(t.role.quantizable());
+        }
+        assert!(quantized > 0);
+        // And the whole forward pass agrees exactly.
+        let toks = tokens(24, ck.config.vocab_size);
+        let run = |src: &WeightSource| {
+            let m = ReferenceModel::load(src).unwrap();
+            let mut c = m.new_cache(toks.len()).unwrap();
+            m.forward(&toks, 0, &mut c, Logits::All)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        assert_eq!(run(&fake), run(&dep), "{family:?}");
+        assert!(fake.describe().contains("m0e4"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn calibration_covers_every_linear_input_channel() {
+    for family in [Family::Llama, Family::Gemma3, Family::ChatGlm] {
+        let (dir, ck) = tiny(family, &format!("{family:?}-cal"));
+        let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
+        let toks = tokens(96, ck.config.vocab_size);
+        let mut windows = 0;
+        let stats = Calibration::collect(&model, &toks, 32, None, &mut |d, _| windows = d).unwrap();
+        assert_eq!(windows, 3);
+        assert_eq!(stats.positions(), 96);
+        let imp = stats.importance(&ck.config);
+        for t in ck.expected_tensors().unwrap() {
+            let linear = t.role == tlite_converter::arch::Role::Linear;
+            let head = t.role.quantizable() && t.shape[0] == ck.config.vocab_size;
+            match imp.get(&t.name) {
+                Some(v) => {
+                    assert_eq!(v.len(), t.shape[1], "{family:?} {}", t.name);
+                    assert!(
+                        v.iter().all(|&x| x.is_finite() && x > 0.0),
+                        "{family:?} {}",
+                        t.name
+                    );
+                }
+                None => assert!(!linear, "{family:?}: no statistics for {}", t.name),
+            }
+            // A tied embedding gets the LM head's statistics; an untied one none.
+            if head && t.role != tlite_converter::arch::Role::LmHead {
+                assert_eq!(
+                    imp.contains_key(&t.name),
+                    ck.config.tie_word_embeddings,
+                    "{family:?} {}",
+                    t.name
+                );
+            }
+        }
+        // Collecting does not change the logits.
+        let mut c1 = model.new_cache(32).unwrap();
+        let mut c2 = model.new_cache(32).unwrap();
+        let mut s = Calibration::new();
+        let a = model.forward(&toks[..32], 0, &mut c1, Logits::All).unwrap();
+        let b = model
+            .forward_collect(&toks[..32], 0, &mut c2, Logits::All, &mut s)
+            .unwrap();
+        assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn importance_changes_the_searched_fit() {
+    let (dir, ck) = tiny(Family::Llama, "imp");
+    let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
+    let toks = tokens(64, ck.config.vocab_size);
+    let imp = Calibration::collect(&model, &toks, 32, None, &mut |_, _| {})
+        .unwrap()
+        .importance(&ck.config);
+    let src = |importance| WeightSource::FakeQuant {
+        source: &ck,
+        scheme: SchemeKind::M0E4(Method::Search),
+        group: 32,
+        importance,
+        f16_embeddings: false,
+    };
+    let name = "model.layers.0.mlp.down_proj.weight";
+    let plain = src(None).tensor_f32(name).unwrap();
+    let weighted = src(Some(&imp)).tensor_f32(name).unwrap();
+    assert_ne!(plain, weighted);
+    assert!(src(Some(&imp)).describe().contains("importance"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sweep_matches_compare_and_plots() {
+    let (dir, ck) = tiny(Family::Qwen2, "sweep");
+    let toks = tokens(96, ck.config.vocab_size);
+    let calib = tokens(200, ck.config.vocab_size)[100..].to_vec();
+    let opts = PplOptions {
+        ctx: 32,
+        max_windows: Some(3),
+        ..Default::default()
+    };
+    let configs: Vec<SweepConfig> = ["m0e4-search@32", "q4_0@32", "m0e4-search+imp@64"]
+        .iter()
+        .map(|s| SweepConfig::parse(s).unwrap())
+        .collect();
+    assert_eq!(configs[2].label(), "m0e4-search+imp@64");
+    assert!(SweepConfig::parse("m0e4@64").is_err());
+    assert!(SweepConfig::parse("q4_0@12").is_err());
+    let input = SweepInput {
+        checkpoint: &ck,
+        model: "tiny-qwen2".into(),
+        data: "random tokens".into(),
+        tokens: &toks,
+        opts: opts.clone(),
+        calibration: Some((&calib, "random".into())),
+        configs,
+    };
+    let mut rows = 0;
+    let report = sweep(&input, &mut |e| {
+        if let tlite_eval::sweep::SweepEvent::Row(r) = e {
+            rows = r.rows.len();
+        }
+    })
+    .unwrap();
+    assert_eq!(rows, 3);
+    assert!(report.rows.iter().all(|r| !r.f16_embeddings));
+    assert_eq!(report.calibration.as_ref().unwrap().tokens, 96);
+    // The same numbers as `compare` of the same fake-quantized model.
+    let base = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
+    let quant = ReferenceModel::load(&WeightSource::FakeQuant {
+        source: &ck,
+        scheme: SchemeKind::M0E4(Method::Search),
+        group: 32,
+        importance: None,
+        f16_embeddings: false,
+    })
+    .unwrap();
+    let c = ppl::compare(&base, &quant, &toks, &opts, &mut |_, _| {}).unwrap();
+    let r = &report.rows[0];
+    assert_eq!(report.base_ppl, c.base.ppl);
+    assert_eq!(r.ppl, c.quant.ppl);
+    assert!((r.kld_mean - c.kld_mean).abs() <= 1e-5 * c.kld_mean.max(1e-3));
+    assert_eq!(r.top1_agree_pct, c.top1_agree_pct);
+    // Exact bits per weight: 64 columns, so nominal at g = 32 and 64.
+    assert_eq!(r.bits_per_weight, 5.0);
+    assert_eq!(report.rows[1].bits_per_weight, 4.5);
+    let json = serde_json::to_string(&report).unwrap();
+    let back: tlite_eval::sweep::SweepReport = serde_json::from_str(&json).unwrap();
+    let svg = delta_ppl_svg(&[back.clone(), back], "test");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("m0e4-search+imp") && svg.contains("q4_0"));
+    assert!(report.to_markdown().contains("| q4_0@32 | 4.500 |"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn f16_embeddings_are_rounded_not_quantized() {
+    let (dir, ck) = tiny(Family::Llama, "f16emb");
+    let src = WeightSource::FakeQuant {
+        source: &ck,
+        scheme: SchemeKind::Q4_0,
+        group: 32,
+        importance: None,
+        f16_embeddings: true,
+    };
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let orig = ck.tensor_f32(name).unwrap();
+        let want: Vec<f32> = orig
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        assert_eq!(src.tensor_f32(name).unwrap(), want, "{name}");
+    }
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    assert_ne!(src.tensor_f32(name).unwrap(), ck.tensor_f32(name).unwrap());
+    assert!(src.describe().contains("embeddings f16"));
+    let c = SweepConfig::parse("q4_0+f16emb@32").unwrap();
+    assert!(c.f16_embeddings && !c.importance);
+    assert_eq!(c.label(), "q4_0+f16emb@32");
+    let (bpw, all, n) = tlite_eval::sweep::bits_per_weight(&ck, &c);
+    assert_eq!(bpw, 4.5);
+    assert!(all > bpw && all < 16.0);
+    assert!(n > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

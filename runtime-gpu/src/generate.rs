@@ -1,0 +1,215 @@
+//! Text generation on a loaded model: the prompt is tokenized (the tokenizer's own special
+//! tokens, or a rendered chat template), checked against the context before any GPU work,
+//! prefilled in steps of at most `max_batch` tokens reading back only the last position's
+//! logits, then decoded one token per step until an end-of-sequence id, a stop string or the
+//! token budget. Text is streamed as it becomes valid UTF-8 (incremental detokenization), with
+//! anything that may still turn into a stop string held back.
+
+use std::time::Instant;
+
+use tlite_converter::deploy::DeployedModel;
+
+use crate::sample::{Sampler, SamplerConfig};
+use crate::stream::{StopText, TextStream};
+use crate::text::{TextCodec, check_context};
+use crate::{Gpu, GpuError, GpuModel, Result, RunOptions};
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_new: usize,
+    pub sampler: SamplerConfig,
+    /// Texts that end the generation (not included in the output).
+    pub stop_strings: Vec<String>,
+    /// Token ids that end the generation, besides the model's end-of-sequence ids.
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new: 128,
+            sampler: SamplerConfig::greedy(),
+            stop_strings: Vec::new(),
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// An end-of-sequence or stop token was drawn (it is not part of the output).
+    Eos { token: u32 },
+    /// The output reached a stop string.
+    StopString { text: String },
+    /// `max_new` tokens were generated.
+    MaxTokens,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Eos { token } => write!(f, "end-of-sequence token {token}"),
+            StopReason::StopString { text } => write!(f, "stop string {text:?}"),
+            StopReason::MaxTokens => write!(f, "token limit"),
+        }
+    }
+}
+
+/// Counts and timings of one generation (wall clock, GPU work synchronized by each readback).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    /// Tokens generated (the stop token excluded).
+    pub generated: usize,
+    /// Prefill steps (the prompt in chunks of at most `max_batch`).
+    pub prefill_steps: usize,
+    /// Single-token decode steps (the first token comes from the prefill's logits).
+    pub decode_steps: usize,
+    /// Compute dispatches of the last prefill step and of a decode step (0 when none ran).
+    pub prefill_dispatches: usize,
+    pub decode_dispatches: usize,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub stop_reason: StopReason,
+}
+
+/// The result of [`Generator::generate`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Generation {
+    /// The generated ids (without the stop token).
+    pub tokens: Vec<u32>,
+    /// The streamed text, exactly as passed to the callback.
+    pub text: String,
+    pub stats: GenerationStats,
+}
+
+/// A model on the GPU with its tokenizer side.
+pub struct Generator {
+    pub model: GpuModel,
+    pub text: TextCodec,
+}
+
+impl Generator {
+    /// Opens the tokenizer side ([`TextCodec::open`]), then uploads the model.
+    pub fn load(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<Self> {
+        let text = TextCodec::open(model)?;
+        Ok(Generator {
+            model: GpuModel::load(gpu, model, opts)?,
+            text,
+        })
+    }
+
+    /// Generates after `prompt`, streaming text through `on_text`. The prompt and `max_new`
+    /// must fit the context: that is checked before any GPU work.
+    pub fn generate(
+        &mut self,
+        gpu: &Gpu,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let (max_seq, max_batch, vocab) = (
+            self.model.opts.max_seq,
+            self.model.opts.max_batch,
+            self.model.vocab,
+        );
+        if prompt.is_empty() {
+            return Err(GpuError::Model("the prompt has no tokens".into()));
+        }
+        if opts.max_new == 0 {
+            return Err(GpuError::Sampling(
+                "the number of tokens to generate must be at least 1".into(),
+            ));
+        }
+        check_context(prompt.len(), opts.max_new, max_seq)?;
+        if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GpuError::Model(format!(
+                "prompt token {t} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        let mut sampler = Sampler::new(opts.sampler)?;
+
+        let start = Instant::now();
+        let mut logits = Vec::new();
+        for (ci, chunk) in prompt.chunks(max_batch).enumerate() {
+            logits = self
+                .model
+                .step(gpu, chunk, ci * max_batch, &[chunk.len() as u32 - 1])?;
+        }
+        let prefill_seconds = start.elapsed().as_secs_f64();
+        let prefill_steps = prompt.len().div_ceil(max_batch);
+
+        let mut stream = TextStream::new(self.text.tokenizer());
+        let mut stop_text = StopText::new(&opts.stop_strings);
+        let mut text = String::new();
+        let mut emit = |s: &str, text: &mut String| {
+            if !s.is_empty() {
+                on_text(s);
+                text.push_str(s);
+            }
+        };
+        let mut tokens = Vec::new();
+        let (mut decode_steps, mut decode_seconds) = (0usize, 0f64);
+        let prefill_dispatches = self.model.last_step.dispatches;
+        let mut decode_dispatches = 0;
+        let mut stop_reason = loop {
+            let next = sampler.sample(&logits)?;
+            if self.text.eos_ids().contains(&next) || opts.stop_tokens.contains(&next) {
+                break StopReason::Eos { token: next };
+            }
+            tokens.push(next);
+            if let Some(piece) = stream.step(next)? {
+                let (out, hit) = stop_text.push(&piece);
+                emit(&out, &mut text);
+                if let Some(hit) = hit {
+                    break StopReason::StopString { text: hit };
+                }
+            }
+            if tokens.len() == opts.max_new {
+                break StopReason::MaxTokens;
+            }
+            let t = Instant::now();
+            logits = self
+                .model
+                .step(gpu, &[next], prompt.len() + tokens.len() - 1, &[0])?;
+            decode_seconds += t.elapsed().as_secs_f64();
+            decode_steps += 1;
+            decode_dispatches = self.model.last_step.dispatches;
+        };
+        if !matches!(stop_reason, StopReason::StopString { .. }) {
+            if let Some(rest) = stream.finish()? {
+                let (out, hit) = stop_text.push(&rest);
+                emit(&out, &mut text);
+                if let Some(hit) = hit {
+                    stop_reason = StopReason::StopString { text: hit };
+                }
+            }
+            emit(&stop_text.finish(), &mut text);
+        }
+        let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        let stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            generated: tokens.len(),
+            prefill_steps,
+            decode_steps,
+            prefill_dispatches,
+            decode_dispatches,
+            prefill_seconds,
+            decode_seconds,
+            prefill_tok_s: rate(prompt.len(), prefill_seconds),
+            decode_tok_s: rate(decode_steps, decode_seconds),
+            stop_reason,
+        };
+        Ok(Generation {
+            tokens,
+            text,
+            stats,
+        })
+    }
+}

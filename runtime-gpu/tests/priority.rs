@@ -1,0 +1,185 @@
+//! Execution priority on whatever adapter exists (lavapipe in CI): the cooperative mode splits
+//! a step into several submissions and gives the same logits bit for bit; a `low` request
+//! falls back cleanly (and says so) where the adapter has no global-priority extension; the
+//! probe job is real work and its kernel validates.
+
+mod common;
+
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::events;
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_quantizer::Method;
+use tlite_runtime_gpu::priority::probe::{PROBE_WGSL, ProbeJob, ProbeParams};
+use tlite_runtime_gpu::priority::{self, DEFAULT_SUBMIT_EVERY, GlobalSupport};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, Priority, RunOptions};
+
+fn opts() -> DeviceOptions {
+    DeviceOptions {
+        adapter: std::env::var("TLITE_ADAPTER").ok(),
+    }
+}
+
+fn tiny_model(tag: &str) -> DeployedModel {
+    let dir = std::env::temp_dir().join(format!("tlite-priority-{tag}-{}", std::process::id()));
+    let spec = SynthSpec::preset("tiny-llama").expect("tiny-llama preset");
+    write_checkpoint(&spec, &dir.join("ck")).unwrap();
+    let ck = tlite_converter::checkpoint::Checkpoint::open_dir(&dir.join("ck")).unwrap();
+    let opts = ConvertOptions {
+        group: 32,
+        method: Method::MinMax,
+        overwrite: true,
+        ..Default::default()
+    };
+    convert(&ck, &dir.join("m"), &opts, &mut events::ignore).unwrap();
+    DeployedModel::open(&dir.join("m")).unwrap()
+}
+
+/// Prefill 5 tokens, then decode 4; every step's logits, and the last two steps' logs.
+fn run(gpu: &Gpu, m: &DeployedModel) -> (Vec<Vec<f32>>, [(usize, usize); 2]) {
+    let mut g = GpuModel::load(
+        gpu,
+        m,
+        RunOptions {
+            max_seq: 32,
+            max_batch: 8,
+        },
+    )
+    .unwrap();
+    let prompt = [3u32, 17, 42, 7, 99];
+    let mut out = vec![g.step(gpu, &prompt, 0, &[0, 4]).unwrap()];
+    let prefill = (g.last_step.dispatches, g.last_step.submissions);
+    for (i, t) in [5u32, 8, 13, 21].into_iter().enumerate() {
+        out.push(g.step(gpu, &[t], prompt.len() + i, &[0]).unwrap());
+    }
+    (
+        out,
+        [prefill, (g.last_step.dispatches, g.last_step.submissions)],
+    )
+}
+
+#[test]
+fn cooperative_mode_matches_normal_in_several_submissions() {
+    let Some(normal) = common::gpu_or_skip("cooperative_mode_matches_normal") else {
+        return;
+    };
+    let m = tiny_model("coop");
+    let (want, [(pd, ps), (dd, ds)]) = run(&normal, &m);
+    assert_eq!((ps, ds), (1, 1), "normal mode: one submission per step");
+    let every = NonZeroUsize::new(3).unwrap();
+    let coop = Gpu::with_priority(&opts(), Priority::Cooperative(every)).unwrap();
+    eprintln!("[cooperative] {}", coop.header());
+    assert_eq!(coop.priority.submit_every, Some(3));
+    assert!(
+        coop.header()
+            .contains("cooperative (submit every 3 dispatches)")
+    );
+    let (got, [(cpd, cps), (cdd, cds)]) = run(&coop, &m);
+    assert_eq!((cpd, cdd), (pd, dd), "same dispatches in both modes");
+    eprintln!("prefill: {pd} dispatches in {cps} submissions; decode: {dd} in {cds}");
+    // A split after every 3rd dispatch (none after the step's last op).
+    assert!(
+        cps > 1 && cds > 1,
+        "prefill {cps}, decode {cds} submissions"
+    );
+    assert!(
+        cps >= pd.div_ceil(3) && cps <= pd.div_ceil(3) + 1,
+        "{cps} for {pd}"
+    );
+    assert!(
+        cds >= dd.div_ceil(3) && cds <= dd.div_ceil(3) + 1,
+        "{cds} for {dd}"
+    );
+    for (step, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w.len(), g.len());
+        let differ = w
+            .iter()
+            .zip(g)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "step {step}: {differ} logits differ");
+    }
+}
+
+#[test]
+fn low_priority_falls_back_cleanly_without_the_extension() {
+    let Some(normal) = common::gpu_or_skip("low_priority_falls_back") else {
+        return;
+    };
+    // Forced: the plan for an adapter without the extension, on a real device.
+    let forced = Gpu::open_with(&opts(), |_| {
+        priority::plan(
+            Priority::Low,
+            &GlobalSupport::Unavailable("test: pretend no VK_*_global_priority".into()),
+        )
+    })
+    .unwrap();
+    let header = forced.header();
+    eprintln!("[forced fallback] {header}");
+    assert!(header.contains("FELL BACK: test: pretend"), "{header}");
+    assert_eq!(forced.priority.global_low, None);
+    assert_eq!(
+        forced.priority.submit_every,
+        Some(DEFAULT_SUBMIT_EVERY.get())
+    );
+
+    // Real: whatever this adapter offers, `low` opens a device that says what it got and
+    // computes the same logits.
+    let low = Gpu::with_priority(&opts(), Priority::Low).unwrap();
+    let header = low.header();
+    eprintln!("[low] {header}");
+    match (&low.priority.global_low, &low.priority.fallback) {
+        (Some(ext), None) => {
+            assert!(header.contains(&format!("priority low (global queue priority via {ext})")))
+        }
+        (None, Some(why)) => {
+            assert!(
+                header.contains("FELL BACK") && header.contains(why.as_str()),
+                "{header}"
+            );
+            assert_eq!(low.priority.submit_every, Some(DEFAULT_SUBMIT_EVERY.get()));
+        }
+        other => panic!("inconsistent state {other:?}"),
+    }
+    let m = tiny_model("low");
+    let (want, _) = run(&normal, &m);
+    for gpu in [&forced, &low] {
+        let (got, _) = run(gpu, &m);
+        assert!(
+            want.iter()
+                .flatten()
+                .zip(got.iter().flatten())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+}
+
+#[test]
+fn the_probe_is_real_work_and_its_kernel_validates() {
+    let module = naga::front::wgsl::parse_str(PROBE_WGSL).expect("probe.wgsl parses");
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .expect("probe.wgsl validates");
+    let (_, var) = module
+        .global_variables
+        .iter()
+        .find(|(_, v)| v.space == naga::AddressSpace::Uniform)
+        .expect("a uniform Params");
+    let naga::TypeInner::Struct { span, .. } = module.types[var.ty].inner else {
+        panic!("Params is a struct")
+    };
+    assert_eq!(span as usize, size_of::<ProbeParams>());
+
+    let Some(gpu) = common::gpu_or_skip("the_probe_is_real_work") else {
+        return;
+    };
+    let job = ProbeJob::new(&gpu, NonZeroU32::new(200).unwrap()).unwrap();
+    let err = job.check(&gpu).unwrap();
+    assert!(err < 1e-4, "probe max |GPU − CPU| = {err}");
+    let t = job.run(&gpu).unwrap();
+    assert!(t.as_nanos() > 0);
+}
