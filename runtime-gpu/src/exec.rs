@@ -370,7 +370,8 @@ impl GpuModel {
     }
 
     /// Runs `tokens` at positions `past..`, writing their K/V into the cache, and returns the
-    /// logits (`[rows.len(), vocab]`, row-major) of the step-relative positions `rows`.
+    /// logits (`[rows.len(), vocab]`, row-major) of the step-relative positions `rows` (none:
+    /// the step is submitted without waiting and nothing is read back).
     pub fn step(
         &mut self,
         gpu: &Gpu,
@@ -422,7 +423,7 @@ impl GpuModel {
                 self.vocab
             )));
         }
-        if rows.is_empty() || rows.iter().any(|&r| r as usize >= n) {
+        if rows.iter().any(|&r| r as usize >= n) {
             return Err(GpuError::Model(format!(
                 "logit rows {rows:?} must be within the step's {n} tokens"
             )));
@@ -530,6 +531,18 @@ impl GpuModel {
             start = end + 1;
         }
         let bytes = (rows.len() * self.vocab * 4) as u64;
+        if bytes == 0 {
+            // No logits asked for (a prefill chunk before the last): submit without waiting;
+            // the queue orders the next step after this one.
+            gpu.queue.submit([enc.finish()]);
+            log.submissions += 1;
+            let hidden = match capture_buf {
+                Some(cb) => Some(read_mapped(gpu, &cb)?),
+                None => None,
+            };
+            self.last_step = log;
+            return Ok((Vec::new(), hidden));
+        }
         let src = &self.act_bufs[self.plan.assignment[self.graph.logits]];
         enc.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
         log.copies.push((

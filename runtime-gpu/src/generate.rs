@@ -137,10 +137,15 @@ impl Generator {
 
         let start = Instant::now();
         let mut logits = Vec::new();
+        let chunks = prompt.len().div_ceil(max_batch);
         for (ci, chunk) in prompt.chunks(max_batch).enumerate() {
-            logits = self
-                .model
-                .step(gpu, chunk, ci * max_batch, &[chunk.len() as u32 - 1])?;
+            // Only the last chunk's last position needs logits; earlier chunks read nothing back.
+            let rows: &[u32] = if ci + 1 == chunks {
+                &[chunk.len() as u32 - 1]
+            } else {
+                &[]
+            };
+            logits = self.model.step(gpu, chunk, ci * max_batch, rows)?;
         }
         let prefill_seconds = start.elapsed().as_secs_f64();
         let prefill_steps = prompt.len().div_ceil(max_batch);

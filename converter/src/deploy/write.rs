@@ -372,6 +372,7 @@ fn write_folder(
         for name in [
             "tokenizer.json",
             "tokenizer_config.json",
+            "chat_template.jinja",
             "config.json",
             "generation_config.json",
         ] {
