@@ -13,28 +13,10 @@ use tlite_converter::synth::{ALL_FAMILIES, SynthSpec, write_checkpoint};
 use tlite_eval::ppl::argmax;
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource, log_softmax_rows};
 use tlite_quantizer::Method;
+use tlite_runtime_gpu::device::gpu_for_test;
 use tlite_runtime_gpu::{
-    DeviceOptions, GenerateOptions, Generator, Gpu, GpuError, RunOptions, SamplerConfig, StopReason,
+    GenerateOptions, Generator, GpuError, RunOptions, SamplerConfig, StopReason,
 };
-
-fn gpu_or_skip(test: &str) -> Option<Gpu> {
-    match Gpu::new(&DeviceOptions {
-        adapter: std::env::var("TLITE_ADAPTER").ok(),
-    }) {
-        Ok(g) => {
-            let _ = writeln!(std::io::stderr(), "[{test}] {}", g.header());
-            Some(g)
-        }
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "[{test}] no GPU adapter under CI: {e}"
-            );
-            let _ = writeln!(std::io::stderr(), "[{test}] SKIPPED: {e}");
-            None
-        }
-    }
-}
 
 /// A converted tiny model of `family` in a fresh temporary folder.
 fn tiny(family: Family, tag: &str) -> (PathBuf, DeployedModel) {
@@ -89,7 +71,7 @@ fn greedy(max_new: usize) -> GenerateOptions {
 
 #[test]
 fn greedy_generation_matches_the_reference() {
-    let Some(gpu) = gpu_or_skip("generate greedy") else {
+    let Some(gpu) = gpu_for_test("generate greedy") else {
         return;
     };
     for family in ALL_FAMILIES {
@@ -137,7 +119,7 @@ fn greedy_generation_matches_the_reference() {
 
 #[test]
 fn a_prompt_longer_than_the_context_is_an_error_before_gpu_work() {
-    let Some(gpu) = gpu_or_skip("generate overflow") else {
+    let Some(gpu) = gpu_for_test("generate overflow") else {
         return;
     };
     let (dir, m) = tiny(Family::Llama, "overflow");
@@ -187,7 +169,7 @@ fn a_prompt_longer_than_the_context_is_an_error_before_gpu_work() {
 
 #[test]
 fn stop_tokens_and_stop_strings_end_generation() {
-    let Some(gpu) = gpu_or_skip("generate stop") else {
+    let Some(gpu) = gpu_for_test("generate stop") else {
         return;
     };
     // Llama: the tied-embedding tiny models repeat one token greedily; this one varies.
@@ -248,7 +230,7 @@ fn stop_tokens_and_stop_strings_end_generation() {
 
 #[test]
 fn seeded_sampling_is_reproducible() {
-    let Some(gpu) = gpu_or_skip("generate seeded") else {
+    let Some(gpu) = gpu_for_test("generate seeded") else {
         return;
     };
     let (dir, m) = tiny(Family::Llama, "seeded");

@@ -11,26 +11,8 @@ use tlite_converter::{events, fixtures};
 use tlite_eval::parity::{parity, tolerance};
 use tlite_eval::reference::{ReferenceModel, WeightSource};
 use tlite_quantizer::Method;
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
-
-fn gpu_or_skip(test: &str) -> Option<Gpu> {
-    match Gpu::new(&DeviceOptions {
-        adapter: std::env::var("TLITE_ADAPTER").ok(),
-    }) {
-        Ok(g) => {
-            let _ = writeln!(std::io::stderr(), "[{test}] {}", g.header());
-            Some(g)
-        }
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "[{test}] no GPU adapter under CI: {e}"
-            );
-            let _ = writeln!(std::io::stderr(), "[{test}] SKIPPED: {e}");
-            None
-        }
-    }
-}
+use tlite_runtime_gpu::device::gpu_for_test;
+use tlite_runtime_gpu::{GpuModel, RunOptions};
 
 fn convert_to(ck: &Checkpoint, out: &std::path::Path, group: usize) -> DeployedModel {
     let opts = ConvertOptions {
@@ -46,7 +28,7 @@ fn convert_to(ck: &Checkpoint, out: &std::path::Path, group: usize) -> DeployedM
 
 #[test]
 fn tiny_models_of_every_architecture_match_the_reference() {
-    let Some(gpu) = gpu_or_skip("tiny parity") else {
+    let Some(gpu) = gpu_for_test("tiny parity") else {
         return;
     };
     for family in ALL_FAMILIES {
@@ -107,7 +89,7 @@ fn smollm2_matches_the_reference_over_64_forced_tokens() {
         let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not fetched");
         return;
     };
-    let Some(gpu) = gpu_or_skip("smollm2 parity") else {
+    let Some(gpu) = gpu_for_test("smollm2 parity") else {
         return;
     };
     let ck = Checkpoint::open_dir(&dir).unwrap();
@@ -165,7 +147,7 @@ fn smollm2_gpu_greedy_equals_the_goldens() {
         let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not fetched");
         return;
     };
-    let Some(gpu) = gpu_or_skip("smollm2 greedy") else {
+    let Some(gpu) = gpu_for_test("smollm2 greedy") else {
         return;
     };
     let ck = Checkpoint::open_dir(&dir).unwrap();

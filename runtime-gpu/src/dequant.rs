@@ -161,18 +161,5 @@ pub fn read_back(
     });
     enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
     gpu.queue.submit([enc.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    gpu.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| GpuError::Readback(e.to_string()))?
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let view = staging
-        .get_mapped_range(..)
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    Ok(view[..bytes as usize].to_vec())
+    crate::readback::map_read(gpu, &staging, bytes)
 }

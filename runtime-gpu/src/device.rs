@@ -207,3 +207,28 @@ async fn enumerate() -> Vec<wgpu::Adapter> {
     adapters.sort_by_key(|a| type_rank(a.get_info().device_type));
     adapters
 }
+
+/// The one GPU test harness for every adapter: opens the adapter `TLITE_ADAPTER` names (or the
+/// best one) and prints its header outside the test runner's capture. With no adapter it panics
+/// under CI (`CI` or `TLITE_REQUIRE_GPU` set: CI always has lavapipe, so a broken driver install
+/// can never pass silently) and otherwise skips with a printed reason.
+pub fn gpu_for_test(test: &str) -> Option<Gpu> {
+    use std::io::Write as _;
+    let adapter = std::env::var("TLITE_ADAPTER").ok();
+    match Gpu::new(&DeviceOptions { adapter }) {
+        Ok(gpu) => {
+            let _ = writeln!(std::io::stderr(), "[{test}] {}", gpu.header());
+            Some(gpu)
+        }
+        Err(e) => {
+            let required =
+                std::env::var_os("CI").is_some() || std::env::var_os("TLITE_REQUIRE_GPU").is_some();
+            assert!(!required, "[{test}] no GPU adapter under CI: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "[{test}] SKIPPED: {e} (set CI or TLITE_REQUIRE_GPU to make this a failure)"
+            );
+            None
+        }
+    }
+}

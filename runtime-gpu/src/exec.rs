@@ -11,6 +11,7 @@ use wgpu::util::DeviceExt;
 use crate::graph::{self, BufRef, Field, Graph, When};
 use crate::kernels::Kernel;
 use crate::planner::{self, Activation, MemoryPlan};
+use crate::readback::map_read_f32;
 use crate::shape::Syms;
 use crate::{Gpu, GpuError, Result};
 
@@ -537,7 +538,7 @@ impl GpuModel {
             gpu.queue.submit([enc.finish()]);
             log.submissions += 1;
             let hidden = match capture_buf {
-                Some(cb) => Some(read_mapped(gpu, &cb)?),
+                Some(cb) => Some(map_read_f32(gpu, &cb, cb.size())?),
                 None => None,
             };
             self.last_step = log;
@@ -551,51 +552,12 @@ impl GpuModel {
         ));
         gpu.queue.submit([enc.finish()]);
         log.submissions += 1;
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.staging
-            .slice(..bytes)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let out = {
-            let view = self
-                .staging
-                .slice(..bytes)
-                .get_mapped_range()
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-        };
-        self.staging.unmap();
+        let out = map_read_f32(gpu, &self.staging, bytes)?;
         let hidden = match capture_buf {
-            Some(cb) => Some(read_mapped(gpu, &cb)?),
+            Some(cb) => Some(map_read_f32(gpu, &cb, cb.size())?),
             None => None,
         };
         self.last_step = log;
         Ok((out, hidden))
     }
-}
-
-/// Maps a whole MAP_READ buffer after the queue's work and returns it as f32.
-fn read_mapped(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<f32>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    gpu.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| GpuError::Readback(e.to_string()))?
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let view = buf
-        .slice(..)
-        .get_mapped_range()
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    Ok(bytemuck::cast_slice::<u8, f32>(&view).to_vec())
 }

@@ -14,6 +14,7 @@ pub mod graph;
 pub mod kernels;
 pub mod planner;
 pub mod priority;
+pub mod readback;
 pub mod sample;
 pub mod shape;
 pub mod stream;

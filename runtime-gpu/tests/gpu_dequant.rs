@@ -1,15 +1,14 @@
 //! The M0E4 dequantization kernel against the quantizer's CPU decoder, bit for bit, on fresh
 //! random data. Runs on whatever adapter exists (lavapipe in CI).
 
-mod common;
-
 use tlite_quantizer::rng::Rng;
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use tlite_runtime_gpu::dequant;
 
 #[test]
 fn gpu_dequant_equals_cpu_bit_for_bit() {
-    let Some(gpu) = common::gpu_or_skip("gpu_dequant_equals_cpu_bit_for_bit") else {
+    let Some(gpu) = tlite_runtime_gpu::device::gpu_for_test("gpu_dequant_equals_cpu_bit_for_bit")
+    else {
         return;
     };
     let seed = std::time::SystemTime::now()
@@ -47,7 +46,8 @@ fn gpu_dequant_equals_cpu_bit_for_bit() {
 
 #[test]
 fn header_reports_limits_and_features() {
-    let Some(gpu) = common::gpu_or_skip("header_reports_limits_and_features") else {
+    let Some(gpu) = tlite_runtime_gpu::device::gpu_for_test("header_reports_limits_and_features")
+    else {
         return;
     };
     let h = gpu.header();

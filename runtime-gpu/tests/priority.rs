@@ -3,8 +3,6 @@
 //! falls back cleanly (and says so) where the adapter has no global-priority extension; the
 //! probe job is real work and its kernel validates.
 
-mod common;
-
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
@@ -61,7 +59,8 @@ fn run(gpu: &Gpu, m: &DeployedModel) -> (Vec<Vec<f32>>, [(usize, usize); 2]) {
 
 #[test]
 fn cooperative_mode_matches_normal_in_several_submissions() {
-    let Some(normal) = common::gpu_or_skip("cooperative_mode_matches_normal") else {
+    let Some(normal) = tlite_runtime_gpu::device::gpu_for_test("cooperative_mode_matches_normal")
+    else {
         return;
     };
     let m = tiny_model("coop");
@@ -104,7 +103,7 @@ fn cooperative_mode_matches_normal_in_several_submissions() {
 
 #[test]
 fn low_priority_falls_back_cleanly_without_the_extension() {
-    let Some(normal) = common::gpu_or_skip("low_priority_falls_back") else {
+    let Some(normal) = tlite_runtime_gpu::device::gpu_for_test("low_priority_falls_back") else {
         return;
     };
     // Forced: the plan for an adapter without the extension, on a real device.
@@ -174,7 +173,7 @@ fn the_probe_is_real_work_and_its_kernel_validates() {
     };
     assert_eq!(span as usize, size_of::<ProbeParams>());
 
-    let Some(gpu) = common::gpu_or_skip("the_probe_is_real_work") else {
+    let Some(gpu) = tlite_runtime_gpu::device::gpu_for_test("the_probe_is_real_work") else {
         return;
     };
     let job = ProbeJob::new(&gpu, NonZeroU32::new(200).unwrap()).unwrap();

@@ -174,32 +174,11 @@ impl ProbeJob {
     /// Runs once and returns the largest |GPU − CPU| of `y` (proof the job is real work).
     pub fn check(&self, gpu: &Gpu) -> Result<f32> {
         gpu.queue.submit([self.encode(gpu, true)]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.readback
-            .slice(..)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let err = {
-            let view = self
-                .readback
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view)
-                .iter()
-                .zip(&self.expected)
-                .map(|(g, c)| (g - c).abs())
-                .fold(0.0f32, f32::max)
-        };
-        self.readback.unmap();
-        Ok(err)
+        let y = crate::readback::map_read_f32(gpu, &self.readback, self.readback.size())?;
+        Ok(y.iter()
+            .zip(&self.expected)
+            .map(|(g, c)| (g - c).abs())
+            .fold(0.0f32, f32::max))
     }
 }
 
