@@ -74,6 +74,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "--probe-interval-ms must be a positive number"
     );
     let interval = Duration::from_secs_f64(a.probe_interval_ms / 1e3);
+    let m =
+        DeployedModel::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
     let opts = DeviceOptions {
         adapter: a.adapter.clone(),
     };
@@ -91,13 +93,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         err < 1e-3,
         "the probe's GPU result is off by {err} from the CPU's"
     );
-    let m =
-        DeployedModel::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
     let vocab = m.manifest.config.vocab_size as u64;
     let mut rng = Rng::new(0x5eed);
     let tokens: Vec<u32> = (0..a.tokens).map(|_| rng.below(vocab) as u32).collect();
 
     let mut rows = Vec::new();
+    eprintln!("idle baseline: {} ms of probes", a.idle_ms);
     let idle = probe::run_probes(
         &ui,
         &job,
@@ -131,6 +132,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         for (i, &t) in tokens.iter().take(4).enumerate() {
             g.step(&gpu, &[t], i, &[0])?;
         }
+        eprintln!("  decoding {} tokens alone, then under the probe", a.tokens);
         let t = Instant::now();
         for (i, &tok) in tokens.iter().enumerate() {
             g.step(&gpu, &[tok], i, &[0])?;
