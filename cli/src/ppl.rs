@@ -134,7 +134,10 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         "{:<26} {:>12.4} ± {:.4}",
         "PPL quant", r.quant.ppl, r.quant.ppl_err
     );
-    println!("{:<26} {:>11.3}%", "ΔPPL", r.delta_ppl_pct);
+    println!(
+        "{:<26} {:>11.3}% ± {:.3}%",
+        "ΔPPL", r.delta_ppl_pct, r.delta_ppl_err_pct
+    );
     println!("{:<26} {:>12.5} ± {:.5}", "mean KLD", r.kld_mean, r.kld_err);
     println!("{:<26} {:>12.5}", "KLD p99", r.kld_p99);
     println!("{:<26} {:>11.2}%", "same top token", r.top1_agree_pct);

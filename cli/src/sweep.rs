@@ -227,11 +227,12 @@ fn run_with_log(
         SweepEvent::Row(r) => {
             if let Some(row) = r.rows.last() {
                 eprintln!(
-                    "  {:<22} {:.3} bpw  PPL {:.4}  ΔPPL {:+.2}%  KLD {:.4}  top-1 {:.2}%  (quantize {:.1}s, eval {:.1}s)",
+                    "  {:<22} {:.3} bpw  PPL {:.4}  ΔPPL {:+.2}% ± {:.2}  KLD {:.4}  top-1 {:.2}%  (quantize {:.1}s, eval {:.1}s)",
                     row.config,
                     row.bits_per_weight,
                     row.ppl,
                     row.delta_ppl_pct,
+                    row.delta_ppl_err_pct.unwrap_or(f64::NAN),
                     row.kld_mean,
                     row.top1_agree_pct,
                     row.quantize_seconds,

@@ -55,6 +55,10 @@ pub struct CompareResult {
     pub quant: PplResult,
     /// `(ppl_quant / ppl_base - 1) * 100`
     pub delta_ppl_pct: f64,
+    /// One standard error of `delta_ppl_pct`, from the per-token differences of NLL (the
+    /// two models are scored on the same tokens, so this is much smaller than the error of
+    /// either perplexity).
+    pub delta_ppl_err_pct: f64,
     /// Mean KL(base ‖ quant) per scored token.
     pub kld_mean: f64,
     pub kld_err: f64,
@@ -230,6 +234,13 @@ impl Comparison {
     }
 
     fn finish(self, base: PplResult, quant: PplResult) -> CompareResult {
+        let diff: Vec<f64> = (self.quant.nll.iter().zip(&self.base.nll))
+            .map(|(q, b)| q - b)
+            .collect();
+        let nd = diff.len().max(1) as f64;
+        let d_mean = diff.iter().sum::<f64>() / nd;
+        let d_var = diff.iter().map(|x| (x - d_mean).powi(2)).sum::<f64>() / (nd - 1.0).max(1.0);
+        let delta_ppl_err_pct = 100.0 * d_mean.exp() * (d_var / nd).sqrt();
         let Comparison {
             kld, mut dp, agree, ..
         } = self;
@@ -242,6 +253,7 @@ impl Comparison {
         dp.sort_by(f64::total_cmp);
         CompareResult {
             delta_ppl_pct: (quant.ppl / base.ppl - 1.0) * 100.0,
+            delta_ppl_err_pct,
             base,
             quant,
             kld_mean,

@@ -129,6 +129,9 @@ pub struct SweepRow {
     pub ppl: f64,
     pub ppl_err: f64,
     pub delta_ppl_pct: f64,
+    /// One standard error of `delta_ppl_pct` (absent in reports of older builds).
+    #[serde(default)]
+    pub delta_ppl_err_pct: Option<f64>,
     /// Mean KL(base ‖ quant) per scored token, in nats.
     pub kld_mean: f64,
     pub kld_err: f64,
@@ -321,6 +324,7 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
             ppl: r.quant.ppl,
             ppl_err: r.quant.ppl_err,
             delta_ppl_pct: r.delta_ppl_pct,
+            delta_ppl_err_pct: Some(r.delta_ppl_err_pct),
             kld_mean: r.kld_mean,
             kld_err: r.kld_err,
             kld_p99: r.kld_p99,
@@ -355,8 +359,11 @@ impl SweepReport {
             if all {
                 s += &format!(" {:.3} |", r.all_matrices_bits_per_weight);
             }
+            let err = r
+                .delta_ppl_err_pct
+                .map_or(String::new(), |e| format!(" ± {e:.2}"));
             s += &format!(
-                " {:.4} | {:+.2} | {:.4} ± {:.4} | {:.2} |\n",
+                " {:.4} | {:+.2}{err} | {:.4} ± {:.4} | {:.2} |\n",
                 r.ppl, r.delta_ppl_pct, r.kld_mean, r.kld_err, r.top1_agree_pct
             );
         }
