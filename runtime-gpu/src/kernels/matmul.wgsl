@@ -32,8 +32,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read> biases: array<u32>;
 @group(0) @binding(7) var<storage, read> dense: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
 
 fn half_at(a: u32, i: u32) -> f32 {
     let v = unpack2x16float(a);
@@ -80,19 +78,6 @@ fn store(t: u32, o: u32, acc: f32) {
     }
 }
 
-fn reduce(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
-}
 
 // M0E4 GEMV: a workgroup of 256 threads computes GV_ROWS = 8 rows. Thread `lid` takes packed
 // words lid, lid + 256, ... of all 8 rows, so each activation octet is loaded once and used 8
@@ -196,7 +181,7 @@ fn gemv_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         for (var c = lid; c < p.k; c += WG) {
             acc += dense[wb + c] * x[t * p.k + c];
         }
-        let total = reduce(lid, acc);
+        let total = reduce_sum(lid, acc);
         if (lid == 0u) {
             store(t, o, total);
         }

@@ -140,7 +140,11 @@ impl Kernel {
 
     /// The complete WGSL of this kernel: the M0E4 prelude followed by its file.
     pub fn source(self) -> String {
-        let src = format!("{}\n{}", m0e4_prelude(), self.file());
+        let reductions = match self {
+            Kernel::Matmul | Kernel::Norm | Kernel::Attention => include_str!("reduce.wgsl"),
+            _ => "",
+        };
+        let src = format!("{}\n{reductions}\n{}", m0e4_prelude(), self.file());
         if let Some(dir) = std::env::var_os("TLITE_DUMP_WGSL") {
             let path = std::path::Path::new(&dir).join(format!("{}.wgsl", self.name()));
             let _ = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(path, &src));

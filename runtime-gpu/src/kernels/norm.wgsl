@@ -20,22 +20,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read> rows: array<u32>;
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
 
-fn reduce(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(64)
 fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -52,7 +37,7 @@ fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         let v = x[src * p.n + i];
         ss += v * v;
     }
-    let scale = inverseSqrt(reduce(lid, ss) / f32(p.n) + p.eps);
+    let scale = inverseSqrt(reduce_sum(lid, ss) / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i += WG) {
         let v = x[src * p.n + i] * scale * (w[i] + p.w_offset);
         if (p.mode == 1u) {
@@ -74,7 +59,7 @@ fn rmsnorm_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         let v = y[r * p.n + i];
         ss += v * v;
     }
-    let scale = inverseSqrt(reduce(lid, ss) / f32(p.n) + p.eps);
+    let scale = inverseSqrt(reduce_sum(lid, ss) / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i += WG) {
         y[r * p.n + i] = y[r * p.n + i] * scale * (w[i] + p.w_offset);
     }
