@@ -80,12 +80,15 @@ fn bad_input_is_a_clear_error() {
 
 #[test]
 fn inspect_smollm2_reports_its_parameters() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/hf/smollm2-135m-instruct");
-    let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.cache/models/smollm2-135m-instruct/smollm2-135m-instruct.gguf");
+    let name = "smollm2-135m-instruct";
+    let dir = tlite_converter::fixtures::cache_dir().join("hf").join(name);
+    let gguf = tlite_converter::fixtures::gguf_path(name);
     if !gguf.is_file() {
-        assert!(std::env::var_os("CI").is_none(), "SmolLM2 missing under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SmolLM2 missing under CI: {}",
+            gguf.display()
+        );
         let _ = writeln!(std::io::stderr(), "SKIPPED: SmolLM2 not fetched");
         return;
     }
