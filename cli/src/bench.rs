@@ -26,6 +26,10 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// After the timed runs, one more prefill and decode with GPU timestamps between
+    /// dispatches: time per kind of op (needs timestamp queries inside passes).
+    #[arg(long)]
+    profile: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -72,6 +76,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     let (pp, tg) = (median(pp), median(tg));
+    if a.profile {
+        g.enable_profiling(&gpu)?;
+        g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
+        for (i, &tok) in tokens[..a.gen_tokens].iter().enumerate() {
+            g.step(&gpu, &[tok], i, &[0])?;
+        }
+        if let Some(p) = &g.profiler {
+            print_profile(p);
+        }
+    }
     let weight_gb = g.memory.weight_bytes as f64 / 1e9;
     let params = m.parameters() as f64;
     if a.json {
@@ -106,4 +120,37 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn print_profile(p: &tlite_runtime_gpu::Profiler) {
+    for (phase, &(steps, encode_s, wall_s)) in &p.steps {
+        let mut rows: Vec<(&str, usize, f64)> = p
+            .ops
+            .iter()
+            .filter(|((ph, _), _)| ph == phase)
+            .map(|((_, kind), &(calls, secs))| (kind.as_str(), calls, secs))
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let gpu_s: f64 = rows.iter().map(|r| r.2).sum();
+        let per = |s: f64| s / steps as f64 * 1e6;
+        println!(
+            "profile {phase}: {steps} steps | per step: wall {:.1} µs, CPU encode+submit {:.1} µs, GPU (sum of ops) {:.1} µs",
+            per(wall_s),
+            per(encode_s),
+            per(gpu_s)
+        );
+        println!(
+            "  {:<28} {:>9} {:>12} {:>7}",
+            "op", "per step", "µs/step", "share"
+        );
+        for (kind, calls, secs) in rows {
+            println!(
+                "  {:<28} {:>9.1} {:>12.1} {:>6.1}%",
+                kind,
+                calls as f64 / steps as f64,
+                per(secs),
+                100.0 * secs / gpu_s.max(1e-12)
+            );
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! step binds the symbols, writes every op's uniforms in one buffer write, encodes all
 //! dispatches into one compute pass and one submission, and reads back only the logits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use tlite_converter::deploy::{DeployedModel, Storage};
 use wgpu::util::DeviceExt;
@@ -11,7 +12,7 @@ use wgpu::util::DeviceExt;
 use crate::graph::{self, BufRef, Field, Graph, When};
 use crate::kernels::Kernel;
 use crate::planner::{self, Activation, MemoryPlan};
-use crate::readback::map_read_f32;
+use crate::readback::{map_read, map_read_f32};
 use crate::shape::Syms;
 use crate::{Gpu, GpuError, Result};
 
@@ -56,6 +57,41 @@ pub struct StepLog {
     pub copies: Vec<(String, String)>,
 }
 
+/// GPU time per kind of op, from timestamps written between dispatches (`tlite bench
+/// --profile`). Needs `TIMESTAMP_QUERY_INSIDE_PASSES`; a step that is profiled always waits.
+pub struct Profiler {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    capacity: u32,
+    period_ns: f64,
+    /// (phase, op kind) → (dispatches, GPU seconds).
+    pub ops: BTreeMap<(String, String), (usize, f64)>,
+    /// phase → (steps, CPU seconds spent encoding and submitting, wall seconds of the steps).
+    pub steps: BTreeMap<String, (usize, f64, f64)>,
+}
+
+impl Profiler {
+    /// The op's kind: its label without the layer prefix and chunk index
+    /// (`l3.q_proj[0] gemv` → `q_proj gemv`).
+    fn kind(label: &str) -> String {
+        let rest = match label.split_once('.') {
+            Some((l, r)) if l.starts_with('l') && l[1..].chars().all(|c| c.is_ascii_digit()) => r,
+            _ => label,
+        };
+        let mut out = String::with_capacity(rest.len());
+        let mut skip = false;
+        for ch in rest.chars() {
+            match ch {
+                '[' => skip = true,
+                ']' => skip = false,
+                _ if !skip => out.push(ch),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 /// A model resident on the GPU.
 pub struct GpuModel {
     pub graph: Graph,
@@ -75,6 +111,8 @@ pub struct GpuModel {
     pipelines: Vec<wgpu::ComputePipeline>,
     op_pipeline: Vec<usize>,
     bind_groups: Vec<wgpu::BindGroup>,
+    /// Set by [`Self::enable_profiling`].
+    pub profiler: Option<Profiler>,
 }
 
 impl GpuModel {
@@ -362,7 +400,40 @@ impl GpuModel {
             pipelines,
             op_pipeline,
             bind_groups,
+            profiler: None,
         })
+    }
+
+    /// Times every following step per op with GPU timestamps (see [`Profiler`]).
+    pub fn enable_profiling(&mut self, gpu: &Gpu) -> Result<()> {
+        let need = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        if !gpu.features.contains(need) {
+            return Err(GpuError::Model(format!(
+                "profiling needs timestamp queries inside passes, which {} does not offer",
+                gpu.info.name
+            )));
+        }
+        let capacity = (self.graph.ops.len() as u32 + 1).min(wgpu::QUERY_SET_MAX_QUERIES);
+        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: capacity,
+        });
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile.resolve"),
+            size: u64::from(capacity) * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.profiler = Some(Profiler {
+            set,
+            resolve,
+            capacity,
+            period_ns: f64::from(gpu.queue.get_timestamp_period()),
+            ops: BTreeMap::new(),
+            steps: BTreeMap::new(),
+        });
+        Ok(())
     }
 
     /// Labels of the KV-cache buffers.
@@ -434,6 +505,10 @@ impl GpuModel {
             past: past as u64,
             out: rows.len() as u64,
         };
+        let t_start = Instant::now();
+        let profiling = self.profiler.is_some() && !capture;
+        let phase = if n > 1 { "prefill" } else { "decode" };
+        let mut stamped: Vec<usize> = Vec::new();
         let q = &gpu.queue;
         q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         q.write_buffer(&self.logit_rows, 0, bytemuck::cast_slice(rows));
@@ -481,6 +556,10 @@ impl GpuModel {
                     label: Some("step"),
                     timestamp_writes: None,
                 });
+                let prof = self.profiler.as_ref().filter(|_| profiling);
+                if let Some(pr) = prof {
+                    pass.write_timestamp(&pr.set, 0);
+                }
                 for i in start..=end {
                     let op = &self.graph.ops[i];
                     let run = match op.when {
@@ -496,6 +575,12 @@ impl GpuModel {
                     pass.set_bind_group(0, &self.bind_groups[i], &[]);
                     pass.dispatch_workgroups(x, y, z);
                     log.dispatches += 1;
+                    if let Some(pr) = prof
+                        && (stamped.len() as u32 + 1) < pr.capacity
+                    {
+                        stamped.push(i);
+                        pass.write_timestamp(&pr.set, stamped.len() as u32);
+                    }
                     if every.is_some_and(|e| log.dispatches % e == 0)
                         && i + 1 < self.graph.ops.len()
                     {
@@ -531,8 +616,24 @@ impl GpuModel {
             }
             start = end + 1;
         }
+        let prof_read = match self.profiler.as_ref().filter(|_| profiling) {
+            Some(pr) if !stamped.is_empty() => {
+                let count = stamped.len() as u32 + 1;
+                let size = u64::from(count) * 8;
+                enc.resolve_query_set(&pr.set, 0..count, &pr.resolve, 0);
+                let read = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile.read"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                enc.copy_buffer_to_buffer(&pr.resolve, 0, &read, 0, size);
+                Some(read)
+            }
+            _ => None,
+        };
         let bytes = (rows.len() * self.vocab * 4) as u64;
-        if bytes == 0 {
+        if bytes == 0 && !profiling {
             // No logits asked for (a prefill chunk before the last): submit without waiting;
             // the queue orders the next step after this one.
             gpu.queue.submit([enc.finish()]);
@@ -544,15 +645,48 @@ impl GpuModel {
             self.last_step = log;
             return Ok((Vec::new(), hidden));
         }
-        let src = &self.act_bufs[self.plan.assignment[self.graph.logits]];
-        enc.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
-        log.copies.push((
-            format!("act{}", self.plan.assignment[self.graph.logits]),
-            "logits.readback".into(),
-        ));
-        gpu.queue.submit([enc.finish()]);
+        if bytes > 0 {
+            let src = &self.act_bufs[self.plan.assignment[self.graph.logits]];
+            enc.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
+            log.copies.push((
+                format!("act{}", self.plan.assignment[self.graph.logits]),
+                "logits.readback".into(),
+            ));
+        }
+        let encoded = t_start.elapsed().as_secs_f64();
+        let index = gpu.queue.submit([enc.finish()]);
         log.submissions += 1;
-        let out = map_read_f32(gpu, &self.staging, bytes)?;
+        let out = if bytes > 0 {
+            map_read_f32(gpu, &self.staging, bytes)?
+        } else {
+            gpu.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| GpuError::Device(e.to_string()))?;
+            Vec::new()
+        };
+        if profiling && let Some(pr) = self.profiler.as_mut() {
+            let wall = t_start.elapsed().as_secs_f64();
+            let e = pr.steps.entry(phase.to_owned()).or_default();
+            e.0 += 1;
+            e.1 += encoded;
+            e.2 += wall;
+            if let Some(read) = &prof_read {
+                let ticks: Vec<u64> = map_read(gpu, read, read.size())?
+                    .chunks_exact(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect();
+                for (j, &i) in stamped.iter().enumerate() {
+                    let dt = ticks[j + 1].saturating_sub(ticks[j]) as f64 * pr.period_ns * 1e-9;
+                    let kind = Profiler::kind(&self.graph.ops[i].label);
+                    let e = pr.ops.entry((phase.to_owned(), kind)).or_default();
+                    e.0 += 1;
+                    e.1 += dt;
+                }
+            }
+        }
         let hidden = match capture_buf {
             Some(cb) => Some(map_read_f32(gpu, &cb, cb.size())?),
             None => None,

@@ -229,9 +229,10 @@ impl<'a> Builder<'a> {
                 entry: if m0e4 { "gemm_m0e4" } else { "gemm_dense" },
                 bindings,
                 params: Self::params(Kernel::Matmul, base(c(0))),
+                // gemm_*: 128 rows × 64 tokens per workgroup (TO, TT in matmul.wgsl).
                 grid: [
-                    c(n as u64).ceil_div(c(64)),
-                    seq.clone().ceil_div(c(32)),
+                    c(n as u64).ceil_div(c(128)),
+                    seq.clone().ceil_div(c(64)),
                     c(1),
                 ],
                 when: When::Prefill,
@@ -424,7 +425,8 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         rope_bases.push((t, 1.0));
     }
     let mut layer_end = Vec::with_capacity(cfg.num_layers);
-    let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(256)).min(c(32)), c(1));
+    // Decode splits the keys into chunks of 64 (one pass of the 64-thread workgroup), at most 32.
+    let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(64)).min(c(32)), c(1));
     for l in 0..cfg.num_layers {
         let name = |rel: &str, suffix: &str| arch.layer_name(l, rel, suffix);
         let hn = b.act(format!("l{l}.norm_in"), seq.clone() * h);
@@ -541,7 +543,11 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                     ("max_seq", Field::U(c(max_seq as u64))),
                 ],
             ),
-            grid: [seq.clone(), c(1), c(1)],
+            grid: [
+                seq.clone(),
+                c(((heads * (rot / 2)).max(kvh * hd) as u64).div_ceil(64)),
+                c(1),
+            ],
             when: When::Always,
             reads: vec![q, k, v],
             writes: vec![q],

@@ -2,7 +2,7 @@
 // W is M0E4 (packed codes + f16 S/B per group) or dense f32. Per packed word the sum is
 // S·Σ v_k x_k + B·Σ x_k: one FMA-style decode per weight, the group parameters once per word.
 // gemv_m0e4: 8 rows per 256-thread workgroup; gemv_dense: one workgroup per output row.
-// gemm_*: shared-memory tiles of 64 rows × 32 tokens (prefill).
+// gemm_*: shared-memory tiles of 128 rows × 64 tokens, 8 × 4 outputs per thread (prefill).
 
 struct Params {
     seq: u32,
@@ -188,105 +188,124 @@ fn gemv_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
 }
 
-// Tiled GEMM: a workgroup of 16 × 16 threads computes 64 output rows × 32 tokens; each thread
-// 4 rows × 2 tokens. Per step of 32 input columns the workgroup dequantizes a 64 × 32 weight
-// tile (one packed word per thread) and loads a 32 × 32 activation tile into shared memory.
-const TO: u32 = 64u;
-const TT: u32 = 32u;
+// Tiled GEMM (prefill): a workgroup of 256 threads computes TO = 128 output rows × TT = 64
+// tokens, each thread 8 rows × 4 tokens held in registers. Per step of TK = 32 input columns
+// the workgroup dequantizes a 128 × 32 weight tile into shared memory k-major (`wt[kk][row]`,
+// read back as two vec4 per kk) and loads a 64 × 32 activation tile token-major with a padded
+// row (`xt[tok][kk]`, stride 33: conflict-free); each kk then costs 6 shared loads for 32 FMAs.
+const TO: u32 = 128u;
+const TT: u32 = 64u;
 const TK: u32 = 32u;
-var<workgroup> wt: array<f32, 2048>; // [TO][TK]
-var<workgroup> xt: array<f32, 1024>; // [TT][TK]
+const XS: u32 = 33u;
+var<workgroup> wt: array<vec4<f32>, 1024>; // [TK][TO / 4]
+var<workgroup> xt: array<f32, 2112>; // [TT][XS]
 
 fn load_x_tile(lid: u32, t0: u32, k0: u32) {
     for (var i = lid; i < TT * TK; i += 256u) {
-        let t = t0 + i / TK;
-        let c = k0 + i % TK;
-        var v = 0.0;
-        if (t < p.seq && c < p.k) {
-            v = x[t * p.k + c];
-        }
-        xt[i] = v;
+        let tl = i / TK;
+        let kk = i % TK;
+        let t = t0 + tl;
+        let c = k0 + kk;
+        xt[tl * XS + kk] = select(0.0, x[min(t * p.k + c, arrayLength(&x) - 1u)], t < p.seq && c < p.k);
     }
 }
 
-fn tile_product(lx: u32, ly: u32, acc: ptr<function, array<f32, 8>>) {
+fn wt_set(kk: u32, row: u32, v: f32) {
+    wt[kk * (TO / 4u) + row / 4u][row % 4u] = v;
+}
+
+fn tile_product(tx: u32, ty: u32, acc: ptr<function, array<vec4<f32>, 8>>) {
     for (var kk = 0u; kk < TK; kk++) {
-        let b0 = xt[(ly * 2u) * TK + kk];
-        let b1 = xt[(ly * 2u + 1u) * TK + kk];
-        for (var r = 0u; r < 4u; r++) {
-            let a = wt[(lx * 4u + r) * TK + kk];
-            (*acc)[r * 2u] += a * b0;
-            (*acc)[r * 2u + 1u] += a * b1;
-        }
+        let a0 = wt[kk * (TO / 4u) + tx];
+        let a1 = wt[kk * (TO / 4u) + 16u + tx];
+        let xb = ty * 4u * XS + kk;
+        let b = vec4<f32>(xt[xb], xt[xb + XS], xt[xb + 2u * XS], xt[xb + 3u * XS]);
+        (*acc)[0] += a0.x * b;
+        (*acc)[1] += a0.y * b;
+        (*acc)[2] += a0.z * b;
+        (*acc)[3] += a0.w * b;
+        (*acc)[4] += a1.x * b;
+        (*acc)[5] += a1.y * b;
+        (*acc)[6] += a1.z * b;
+        (*acc)[7] += a1.w * b;
     }
 }
 
-fn store_tile(wg: vec3<u32>, lx: u32, ly: u32, acc: array<f32, 8>) {
-    for (var r = 0u; r < 4u; r++) {
-        let o = wg.x * TO + lx * 4u + r;
-        for (var j = 0u; j < 2u; j++) {
-            let t = wg.y * TT + ly * 2u + j;
+// acc[r][j]: row wg.x · TO + (r / 4) · 64 + tx · 4 + r % 4, token wg.y · TT + ty · 4 + j (the
+// two row quads of a thread are 64 apart so that a warp's vec4 reads of `wt` are contiguous).
+fn store_tile(wg: vec3<u32>, tx: u32, ty: u32, acc: array<vec4<f32>, 8>) {
+    for (var r = 0u; r < 8u; r++) {
+        let o = wg.x * TO + (r / 4u) * 64u + tx * 4u + r % 4u;
+        for (var j = 0u; j < 4u; j++) {
+            let t = wg.y * TT + ty * 4u + j;
             if (o < p.n && t < p.seq) {
-                store(t, o, acc[r * 2u + j]);
+                store(t, o, acc[r][j]);
             }
         }
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+@compute @workgroup_size(256)
+fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var acc: array<vec4<f32>, 8>;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
     let words = TK / M0E4_PER_WORD;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        // Thread lid dequantizes word (lid % 4) of row (lid / 4) of the tile.
-        let ro = lid / words;
-        let wi = k0 / M0E4_PER_WORD + lid % words;
-        let o = wg.x * TO + ro;
-        let base = ro * TK + (lid % words) * M0E4_PER_WORD;
-        if (o < p.n && wi < p.words_per_row) {
-            let row = p.w_row0 + o;
-            let w = packed[row * p.words_per_row + wi];
-            let g = row * p.groups_per_row + (wi * M0E4_PER_WORD) / p.group;
-            let s = half_at(scales[g >> 1u], g);
-            let b = half_at(biases[g >> 1u], g);
-            for (var kk = 0u; kk < 4u; kk++) {
-                let v = m0e4_pair(w, kk);
-                let c = wi * M0E4_PER_WORD + kk;
-                wt[base + kk] = select(0.0, fma(v.x, s, b), c < p.k);
-                wt[base + kk + 4u] = select(0.0, fma(v.y, s, b), c + 4u < p.k);
-            }
-        } else {
-            for (var kk = 0u; kk < 8u; kk++) {
-                wt[base + kk] = 0.0;
+        // 128 rows × 4 words: thread lid takes word lid % 4 of rows lid / 4 and lid / 4 + 64
+        // (four neighbouring threads read 16 contiguous bytes of a row).
+        for (var h = 0u; h < 2u; h++) {
+            let ro = lid / words + h * 64u;
+            let wl = lid % words;
+            let wi = k0 / M0E4_PER_WORD + wl;
+            let o = wg.x * TO + ro;
+            if (o < p.n && wi < p.words_per_row) {
+                let row = p.w_row0 + o;
+                let w = packed[row * p.words_per_row + wi];
+                let g = row * p.groups_per_row + (wi * M0E4_PER_WORD) / p.group;
+                let s = half_at(scales[g >> 1u], g);
+                let b = half_at(biases[g >> 1u], g);
+                for (var kk = 0u; kk < 4u; kk++) {
+                    let v = m0e4_pair(w, kk);
+                    let c = wi * M0E4_PER_WORD + kk;
+                    wt_set(wl * 8u + kk, ro, select(0.0, fma(v.x, s, b), c < p.k));
+                    wt_set(wl * 8u + kk + 4u, ro, select(0.0, fma(v.y, s, b), c + 4u < p.k));
+                }
+            } else {
+                for (var kk = 0u; kk < 8u; kk++) {
+                    wt_set(wl * 8u + kk, ro, 0.0);
+                }
             }
         }
         load_x_tile(lid, wg.y * TT, k0);
         workgroupBarrier();
-        tile_product(li.x, li.y, &acc);
+        tile_product(tx, ty, &acc);
         workgroupBarrier();
     }
-    store_tile(wg, li.x, li.y, acc);
+    store_tile(wg, tx, ty, acc);
 }
 
-@compute @workgroup_size(16, 16)
-fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+@compute @workgroup_size(256)
+fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var acc: array<vec4<f32>, 8>;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         for (var i = lid; i < TO * TK; i += 256u) {
-            let o = wg.x * TO + i / TK;
-            let c = k0 + i % TK;
+            let ro = i % TO;
+            let kk = i / TO;
+            let o = wg.x * TO + ro;
+            let c = k0 + kk;
             var v = 0.0;
             if (o < p.n && c < p.k) {
                 v = dense[(p.w_row0 + o) * p.k + c];
             }
-            wt[i] = v;
+            wt_set(kk, ro, v);
         }
         load_x_tile(lid, wg.y * TT, k0);
         workgroupBarrier();
-        tile_product(li.x, li.y, &acc);
+        tile_product(tx, ty, &acc);
         workgroupBarrier();
     }
-    store_tile(wg, li.x, li.y, acc);
+    store_tile(wg, tx, ty, acc);
 }

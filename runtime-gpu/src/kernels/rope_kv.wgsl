@@ -31,17 +31,19 @@ fn pair(i: u32) -> vec2<u32> {
     return vec2<u32>(2u * i, 2u * i + 1u);
 }
 
-// One workgroup per token; threads walk (head, dim) of q and of k/v.
+// Grid (token, ⌈max(heads · rot/2, kv_heads · hd) / 64⌉): thread j of a token rotates q pair j
+// and writes k/v element j, so no thread loops.
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wg.x;
     if (t >= p.seq) {
         return;
     }
+    let j = wg.y * 64u + lid;
     let pos = p.past + t;
     let half = p.rot / 2u;
     let tb = pos * half;
-    for (var j = lid; j < p.heads * half; j += 64u) {
+    if (j < p.heads * half) {
         let h = j / half;
         let i = j % half;
         let ix = pair(i);
@@ -53,7 +55,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         q[base + ix.x] = a * c - b * s;
         q[base + ix.y] = b * c + a * s;
     }
-    for (var j = lid; j < p.kv_heads * p.hd; j += 64u) {
+    if (j < p.kv_heads * p.hd) {
         let h = j / p.hd;
         let d = j % p.hd;
         let src = t * p.kv_heads * p.hd + h * p.hd;
