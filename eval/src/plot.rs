@@ -12,11 +12,15 @@ const MARGIN_T: f64 = 58.0;
 const GAP: f64 = 40.0;
 /// Room under the legend rows for two lines of notes.
 const LEGEND_H: f64 = 44.0;
-const LEGEND_COL: f64 = 190.0;
+const LEGEND_COL: f64 = 215.0;
 
-/// Colour and dash of a series, stable across models.
-fn style(family: &str) -> (&'static str, &'static str) {
-    match family {
+/// Colour, dash and marker of a series, stable across models: a `+f16emb` series takes its
+/// base family's colour, a dotted line and square markers.
+fn style(family: &str) -> (&'static str, &'static str, bool) {
+    if let Some(base) = family.strip_suffix("+f16emb") {
+        return (style(base).0, "1,3", true);
+    }
+    let (color, dash) = match family {
         "m0e4-search" => ("#d62728", ""),
         "m0e4-search+imp" => ("#9467bd", ""),
         "m0e4-minmax" => ("#1f77b4", "5,3"),
@@ -25,6 +29,27 @@ fn style(family: &str) -> (&'static str, &'static str) {
         "q4_1-minmax" => ("#8c564b", "6,2,2,2"),
         "q4_1-search" => ("#e377c2", "6,2,2,2"),
         _ => ("#7f7f7f", "1,2"),
+    };
+    (color, dash, false)
+}
+
+/// A circle, or a square when `square`, centred on `(x, y)`, with an optional tooltip.
+fn marker(x: f64, y: f64, color: &str, fill: &str, square: bool, title: &str) -> String {
+    let title = if title.is_empty() {
+        String::new()
+    } else {
+        format!("<title>{title}</title>")
+    };
+    if square {
+        format!(
+            r#"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="{fill}" stroke="{color}" stroke-width="1.5">{title}</rect>"#,
+            x - 4.0,
+            y - 4.0
+        )
+    } else {
+        format!(
+            r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{fill}" stroke="{color}" stroke-width="1.5">{title}</circle>"#
+        )
     }
 }
 
@@ -153,7 +178,7 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
             if !families.iter().any(|f| f == fam) {
                 families.push(fam.to_owned());
             }
-            let (color, dash) = style(fam);
+            let (color, dash, square) = style(fam);
             let mut pts: Vec<_> = rep.rows.iter().filter(|r| r.family == fam).collect();
             pts.sort_by(|a, b| a.bits_per_weight.total_cmp(&b.bits_per_weight));
             let path: Vec<String> = pts
@@ -167,17 +192,16 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
             );
             for r in pts {
                 let floor = r.delta_ppl_pct <= 10f64.powf(lo);
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}" stroke="{color}" stroke-width="1.5"><title>{} {}: ΔPPL {:+.2}%, {:.3} bpw</title></circle>"#,
-                    px(r.bits_per_weight),
-                    py(r.delta_ppl_pct),
-                    if floor { "white" } else { color },
+                let title = format!(
+                    "{} {}: ΔPPL {:+.2}%, {:.3} bpw",
                     esc(name),
                     esc(&r.config),
                     r.delta_ppl_pct,
                     r.bits_per_weight
                 );
+                let fill = if floor { "white" } else { color };
+                let (x, y) = (px(r.bits_per_weight), py(r.delta_ppl_pct));
+                let _ = writeln!(s, "{}", marker(x, y, color, fill, square, &title));
                 let _ = writeln!(
                     s,
                     r#"<text x="{:.1}" y="{:.1}" font-size="9" fill="{color}">g{}</text>"#,
@@ -193,22 +217,22 @@ pub fn delta_ppl_svg(reports: &[SweepReport], title: &str) -> String {
     let cols = (((width - MARGIN_L) / LEGEND_COL) as usize).max(1);
     let legend_rows = families.len().div_ceil(cols);
     for (i, fam) in families.iter().enumerate() {
-        let (color, dash) = style(fam);
+        let (color, dash, square) = style(fam);
         let x = MARGIN_L + (i % cols) as f64 * LEGEND_COL;
         let y = ly + (i / cols) as f64 * 18.0;
         let _ = writeln!(
             s,
-            r#"<line x1="{x:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><circle cx="{:.1}" cy="{y:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<line x1="{x:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>{}<text x="{:.1}" y="{:.1}">{}</text>"#,
             x + 28.0,
-            x + 14.0,
+            marker(x + 14.0, y, color, color, square, ""),
             x + 34.0,
             y + 4.0,
             esc(fam)
         );
     }
     for (k, line) in [
-        "Labels give the group size. Hollow markers: ΔPPL at or below the axis floor.",
-        "Points at g = 32 flatter asymmetric schemes: the packaged weights already lie on 32-wide grids.",
+        "Labels give the group size. Squares (+f16emb): embedding and LM head kept in f16, bits per weight of the other matrices.",
+        "Points at g = 32 flatter asymmetric schemes (the packaged weights already lie on 32-wide grids). Hollow: at or below the axis floor.",
     ]
     .iter()
     .enumerate()
