@@ -126,7 +126,11 @@ impl GpuModel {
                 opts.max_batch, opts.max_seq
             )));
         }
-        let graph = graph::build(man, opts.max_seq)?;
+        let graph = graph::build(
+            man,
+            opts.max_seq,
+            gpu.limits.max_storage_buffers_per_shader_stage,
+        )?;
         let dev = &gpu.device;
         let limit = gpu.limits.max_storage_buffer_binding_size;
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -310,8 +314,11 @@ impl GpuModel {
             op_pipeline.push(idx);
         }
 
-        // Uniforms: one 256-byte-aligned slot per op, bound at a fixed offset.
-        let slot = u64::from(gpu.limits.min_uniform_buffer_offset_alignment).max(64);
+        // Uniforms: one slot per op (the widest params, rounded up to the offset alignment), bound
+        // at a fixed offset.
+        let align = u64::from(gpu.limits.min_uniform_buffer_offset_alignment).max(16);
+        let widest = graph.ops.iter().map(|o| 4 * o.params.len() as u64).max();
+        let slot = widest.unwrap_or(16).max(64).div_ceil(align) * align;
         let uniforms = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("uniforms"),
             size: slot * graph.ops.len().max(1) as u64,

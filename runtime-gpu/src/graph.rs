@@ -84,6 +84,27 @@ pub struct Graph {
 /// Largest workgroup count per grid dimension used by the plan (the WebGPU minimum limit).
 pub const MAX_GRID: u64 = 65535;
 
+/// The M0E4 row-layout params of a matrix with `k` columns in groups of `group`.
+fn m0e4_fields(k: usize, group: usize) -> Vec<(&'static str, Field)> {
+    vec![
+        ("group", Field::U(c(group as u64))),
+        (
+            "words_per_row",
+            Field::U(c(M0E4Matrix::words_per_row(k) as u64)),
+        ),
+        (
+            "groups_per_row",
+            Field::U(c(M0E4Matrix::groups_per_row(k, group) as u64)),
+        ),
+    ]
+}
+
+/// Row blocks per workgroup for a fused-norm GEMV over `n` outputs in blocks of `per_block`: as
+/// many as keep at least 256 workgroups, at most 4.
+fn gemv_blocks(n: usize, per_block: usize) -> usize {
+    (n / (per_block * 256)).clamp(1, 4)
+}
+
 fn grid_1d(n: Expr) -> ([Expr; 3], Expr) {
     // x = min(n, MAX_GRID), y = ⌈n / MAX_GRID⌉; kernels linearize as x + y · grid_width.
     let x = n.clone().min(c(MAX_GRID));
@@ -96,7 +117,18 @@ struct Builder<'a> {
     layouts: HashMap<&'a str, &'a TensorLayout>,
     ops: Vec<Op>,
     acts: Vec<(String, Expr)>,
+    /// While set, the decode GEMVs that `matmul` emits read this raw activation and apply the
+    /// RMSNorm with this weight themselves (the norm op then runs for prefill only).
+    decode_norm: Option<(usize, String)>,
+    /// While set, `matmul` emits no decode GEMV (a fused op replaces it).
+    skip_decode: bool,
 }
+
+/// Widest input a fused-norm GEMV stages in shared memory (`xs` in matmul.wgsl).
+const NORM_MAX_K: usize = 4096;
+
+/// Storage buffers `gemv_m0e4_glu` binds (gate and up: 3 each; x, norm weight, y).
+const GLU_STORAGE_BUFFERS: u32 = 9;
 
 impl<'a> Builder<'a> {
     fn act(&mut self, name: String, elems: Expr) -> usize {
@@ -115,12 +147,58 @@ impl<'a> Builder<'a> {
         self.ops.push(op);
     }
 
+    /// Whether `weight` can take the wide GEMV (and with it the fused norm and GLU): M0E4 with
+    /// rows of whole 32-column groups.
+    fn wide_ok(&self, weight: &str) -> bool {
+        self.layouts.get(weight).is_some_and(|w| {
+            let (_, k) = w.rows_cols();
+            w.storage == Storage::M0E4 && k % 32 == 0 && w.group.is_some_and(|g| g % 32 == 0)
+        })
+    }
+
+    /// Whether `weight` can take the wide GEMV with the preceding norm fused in (its input
+    /// row staged in shared memory: at most NORM_MAX_K columns).
+    fn norm_fusable(&self, weight: &str) -> bool {
+        self.wide_ok(weight)
+            && self
+                .layouts
+                .get(weight)
+                .is_some_and(|w| w.rows_cols().1 <= NORM_MAX_K)
+    }
+
+    /// `w_offset` of this architecture's norms (Gemma's `1 + w`).
+    fn norm_offset(&self) -> f32 {
+        if self.arch.norm == NormStyle::OnePlusWeight {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// Params of a GEMV that applies the RMSNorm itself.
+    fn norm_fields(&self) -> Vec<(&'static str, Field)> {
+        vec![
+            ("norm", Field::U(c(1))),
+            ("eps", Field::F(self.cfg.rms_norm_eps as f32)),
+            ("w_offset", Field::F(self.norm_offset())),
+        ]
+    }
+
+    /// Restricts the op just pushed to prefill steps.
+    fn last_prefill_only(&mut self) {
+        if let Some(op) = self.ops.last_mut() {
+            op.when = When::Prefill;
+        }
+    }
+
     fn params(kernel: Kernel, vals: Vec<(&str, Field)>) -> Vec<Field> {
         kernel
             .fields()
             .iter()
             .map(|f| {
+                // The last value given for a field wins (defaults first, overrides after).
                 vals.iter()
+                    .rev()
                     .find(|(n, _)| n == f)
                     .map(|(_, v)| v.clone())
                     .unwrap_or_else(|| {
@@ -182,22 +260,14 @@ impl<'a> Builder<'a> {
             let gemv_rows = if m0e4 { n.div_ceil(8) } else { n };
             let (gv, gx) = grid_1d(c(gemv_rows as u64));
             let base = |grid_width: Expr| {
-                vec![
+                let mut v = m0e4_fields(k, group);
+                v.extend([
                     ("seq", Field::U(seq.clone())),
                     ("k", Field::U(c(k as u64))),
                     ("n", Field::U(c(n as u64))),
                     ("out_stride", Field::U(c(out_stride as u64))),
                     ("out_col0", Field::U(c((col0 + a - rows.start) as u64))),
                     ("w_row0", Field::U(c((a - ch.rows.0) as u64))),
-                    ("group", Field::U(c(group as u64))),
-                    (
-                        "words_per_row",
-                        Field::U(c(M0E4Matrix::words_per_row(k) as u64)),
-                    ),
-                    (
-                        "groups_per_row",
-                        Field::U(c(M0E4Matrix::groups_per_row(k, group) as u64)),
-                    ),
                     ("accumulate", Field::U(c(u64::from(accumulate)))),
                     ("has_bias", Field::U(c(u64::from(bias.is_some())))),
                     (
@@ -205,24 +275,80 @@ impl<'a> Builder<'a> {
                         Field::U(c(bias.map_or(0, |(_, o)| o + a - rows.start) as u64)),
                     ),
                     ("grid_width", Field::U(grid_width)),
-                ]
+                    ("norm", Field::U(c(0))),
+                    ("eps", Field::F(0.0)),
+                    ("w_offset", Field::F(0.0)),
+                    ("act", Field::U(c(0))),
+                    ("up_row0", Field::U(c(0))),
+                    ("blocks", Field::U(c(1))),
+                ]);
+                v
             };
             let (reads, writes) = if accumulate {
                 (vec![x, y], vec![y])
             } else {
                 (vec![x], vec![y])
             };
-            self.push(Op {
-                label: format!("{label}[{ci}] gemv"),
-                kernel: Kernel::Matmul,
-                entry: if m0e4 { "gemv_m0e4" } else { "gemv_dense" },
-                bindings: bindings.clone(),
-                params: Self::params(Kernel::Matmul, base(gx)),
-                grid: gv,
-                when: When::Decode,
-                reads: reads.clone(),
-                writes: writes.clone(),
-            });
+            // gemv_m0e4_wide reads x and the packed words as vectors (binding 8, 9): rows of
+            // whole 32-column groups. It can apply the preceding RMSNorm itself.
+            let wide = m0e4 && k % 32 == 0 && group % 32 == 0;
+            let norm = self.decode_norm.clone().filter(|_| wide);
+            assert!(
+                wide || self.decode_norm.is_none(),
+                "{weight}: a fused norm needs the wide GEMV"
+            );
+            let (gemv_x, norm_w) = match &norm {
+                Some((raw, w)) => (
+                    *raw,
+                    BufRef::Part {
+                        tensor: w.clone(),
+                        chunk: 0,
+                        part: 0,
+                    },
+                ),
+                None => (x, BufRef::Dummy),
+            };
+            let gemv_bindings = if wide {
+                let mut b: Vec<(u32, BufRef)> = bindings
+                    .iter()
+                    .filter(|(i, _)| ![1, 4].contains(i))
+                    .cloned()
+                    .collect();
+                b.extend([(8, BufRef::Act(gemv_x)), (9, part(0)), (10, norm_w)]);
+                b
+            } else {
+                bindings.clone()
+            };
+            let mut gemv_params = base(gx);
+            let mut gemv_grid = gv;
+            if norm.is_some() {
+                gemv_params.extend(self.norm_fields());
+                // Share the staged row across blocks while keeping ≥ 256 workgroups.
+                let blocks = gemv_blocks(n, 8);
+                let (grid, width) = grid_1d(c(n.div_ceil(8 * blocks) as u64));
+                gemv_params.push(("blocks", Field::U(c(blocks as u64))));
+                gemv_params.push(("grid_width", Field::U(width)));
+                gemv_grid = grid;
+            }
+            let mut gemv_reads = reads.clone();
+            gemv_reads.push(gemv_x);
+            if !self.skip_decode {
+                self.push(Op {
+                    label: format!("{label}[{ci}] gemv"),
+                    kernel: Kernel::Matmul,
+                    entry: match (m0e4, wide) {
+                        (true, true) => "gemv_m0e4_wide",
+                        (true, false) => "gemv_m0e4",
+                        _ => "gemv_dense",
+                    },
+                    bindings: gemv_bindings,
+                    params: Self::params(Kernel::Matmul, gemv_params),
+                    grid: gemv_grid,
+                    when: When::Decode,
+                    reads: gemv_reads,
+                    writes: writes.clone(),
+                });
+            }
             self.push(Op {
                 label: format!("{label}[{ci}] gemm"),
                 kernel: Kernel::Matmul,
@@ -243,6 +369,83 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// Decode op `gemv_m0e4_glu` of layer `l`: `y = act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with G the
+    /// `f` rows of `gate` from 0 and U those of `up` from `up_row0`. Pushed only where both are
+    /// single-chunk M0E4 with the same group size (false: the caller keeps separate ops).
+    fn glu_gemv(
+        &mut self,
+        l: usize,
+        (gate, up, up_row0): (&str, &str, usize),
+        x: usize,
+        y: usize,
+        norm_w: &str,
+    ) -> Result<bool> {
+        let (g, u) = (self.layout(gate)?, self.layout(up)?);
+        if g.chunks.len() != 1 || u.chunks.len() != 1 || g.group != u.group {
+            return Ok(false);
+        }
+        let (_, k) = g.rows_cols();
+        let f = self.cfg.intermediate_size;
+        let group = g.group.unwrap_or(32);
+        let part = |t: &str, p: usize| BufRef::Part {
+            tensor: t.to_owned(),
+            chunk: 0,
+            part: p,
+        };
+        // gemv_m0e4_glu computes `blocks` blocks of 4 outputs per workgroup.
+        let blocks = gemv_blocks(f, 4);
+        let (grid, gw) = grid_1d(c(f.div_ceil(4 * blocks) as u64));
+        let mut vals = m0e4_fields(k, group);
+        vals.extend([
+            ("seq", Field::U(Expr::Seq)),
+            ("k", Field::U(c(k as u64))),
+            ("n", Field::U(c(f as u64))),
+            ("out_stride", Field::U(c(f as u64))),
+            ("out_col0", Field::U(c(0))),
+            ("w_row0", Field::U(c(0))),
+            ("accumulate", Field::U(c(0))),
+            ("has_bias", Field::U(c(0))),
+            ("bias0", Field::U(c(0))),
+            ("grid_width", Field::U(gw)),
+            (
+                "act",
+                Field::U(c(u64::from(self.arch.activation == Act::GeluTanh))),
+            ),
+            ("up_row0", Field::U(c(up_row0 as u64))),
+            ("blocks", Field::U(c(blocks as u64))),
+        ]);
+        vals.extend(self.norm_fields());
+        self.push(Op {
+            label: format!("l{l}.gate_up_glu gemv"),
+            kernel: Kernel::Matmul,
+            entry: "gemv_m0e4_glu",
+            bindings: vec![
+                (2, BufRef::Act(y)),
+                (5, part(gate, 1)),
+                (6, part(gate, 2)),
+                (8, BufRef::Act(x)),
+                (9, part(gate, 0)),
+                (
+                    10,
+                    BufRef::Part {
+                        tensor: norm_w.to_owned(),
+                        chunk: 0,
+                        part: 0,
+                    },
+                ),
+                (11, part(up, 0)),
+                (12, part(up, 1)),
+                (13, part(up, 2)),
+            ],
+            params: Self::params(Kernel::Matmul, vals),
+            grid,
+            when: When::Decode,
+            reads: vec![x],
+            writes: vec![y],
+        });
+        Ok(true)
+    }
+
     /// RMSNorm of `rows` rows of length `n` from `x` into `y` (mode 1: added into `y`).
     #[allow(clippy::too_many_arguments)]
     fn norm(
@@ -256,11 +459,7 @@ impl<'a> Builder<'a> {
         add: bool,
         gather: bool,
     ) {
-        let off = if self.arch.norm == NormStyle::OnePlusWeight {
-            1.0
-        } else {
-            0.0
-        };
+        let off = self.norm_offset();
         let (grid, gw) = grid_1d(rows.clone());
         let mut bindings = vec![
             (2, BufRef::Act(y)),
@@ -350,7 +549,10 @@ impl<'a> Builder<'a> {
 }
 
 /// Builds the plan of a deployable model.
-pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
+///
+/// `max_storage_buffers` is the device's limit per shader stage; fused ops that bind more are
+/// left out where it is lower.
+pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result<Graph> {
     let cfg = &man.config;
     let arch = cfg.arch();
     if cfg.head_dim > 256 {
@@ -365,6 +567,8 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         layouts: man.tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
         ops: Vec::new(),
         acts: Vec::new(),
+        decode_norm: None,
+        skip_decode: false,
     };
     let n = &arch.names;
     let (h, hd, f) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
@@ -404,17 +608,11 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                 ("n", Field::U(c(h as u64))),
                 ("row0", Field::U(c(ch.rows.0 as u64))),
                 ("rows", Field::U(c((ch.rows.1 - ch.rows.0) as u64))),
-                ("group", Field::U(c(group as u64))),
-                (
-                    "words_per_row",
-                    Field::U(c(M0E4Matrix::words_per_row(h) as u64)),
-                ),
-                (
-                    "groups_per_row",
-                    Field::U(c(M0E4Matrix::groups_per_row(h, group) as u64)),
-                ),
                 ("scale", Field::F(scale)),
-            ],
+            ]
+            .into_iter()
+            .chain(m0e4_fields(h, group))
+            .collect(),
             threads,
             (vec![], vec![x]),
         );
@@ -425,21 +623,32 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         rope_bases.push((t, 1.0));
     }
     let mut layer_end = Vec::with_capacity(cfg.num_layers);
-    // Decode splits the keys into chunks of 64 (one pass of the 64-thread workgroup), at most 32.
-    let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(64)).min(c(32)), c(1));
+    // Decode splits the keys into chunks of 32 (at most 32 splits): more workgroups, shorter
+    // serial loops per thread.
+    let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(32)).min(c(32)), c(1));
     for l in 0..cfg.num_layers {
         let name = |rel: &str, suffix: &str| arch.layer_name(l, rel, suffix);
         let hn = b.act(format!("l{l}.norm_in"), seq.clone() * h);
+        let input_norm_w = name(n.input_norm, ".weight");
         b.norm(
             &format!("l{l}.input_norm"),
             Some(x),
             hn,
-            &name(n.input_norm, ".weight"),
+            &input_norm_w,
             seq.clone(),
             h,
             false,
             false,
         );
+        // Decode: the q/k/v GEMVs apply the input norm themselves where they can.
+        let qkv_weights: Vec<String> = match &n.qkv {
+            Qkv::Split { q, k, v } => [q, k, v].iter().map(|r| name(r, ".weight")).collect(),
+            Qkv::Fused(f) => vec![name(f, ".weight")],
+        };
+        if qkv_weights.iter().all(|w| b.norm_fusable(w)) {
+            b.last_prefill_only();
+            b.decode_norm = Some((x, input_norm_w.clone()));
+        }
         let q = b.act(format!("l{l}.q"), seq.clone() * q_out);
         let k = b.act(format!("l{l}.k"), seq.clone() * kv_out);
         let v = b.act(format!("l{l}.v"), seq.clone() * kv_out);
@@ -489,6 +698,7 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                 }
             }
         }
+        b.decode_norm = None;
         if let (Some(qn), Some(kn)) = (n.q_norm, n.k_norm) {
             b.norm(
                 &format!("l{l}.q_norm"),
@@ -592,6 +802,7 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
             (3, BufRef::KvV(l)),
             (4, BufRef::Act(parts)),
             (5, BufRef::Act(attn)),
+            (6, BufRef::KvK(l)),
         ];
         b.push(Op {
             label: format!("l{l}.attention"),
@@ -608,7 +819,11 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
             label: format!("l{l}.attention_combine"),
             kernel: Kernel::Attention,
             entry: "combine",
-            bindings: attn_bind.iter().filter(|(i, _)| *i >= 4).cloned().collect(),
+            bindings: attn_bind
+                .iter()
+                .filter(|(i, _)| (4..=5).contains(i))
+                .cloned()
+                .collect(),
             params: attn_params,
             grid: [c(heads as u64), seq.clone(), c(1)],
             when: When::Always,
@@ -661,11 +876,12 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
             n.post_attn_norm
         };
         let hn2 = b.act(format!("l{l}.norm_mlp"), seq.clone() * h);
+        let pre_w = name(pre, ".weight");
         b.norm(
             &format!("l{l}.pre_mlp_norm"),
             Some(x),
             hn2,
-            &name(pre, ".weight"),
+            &pre_w,
             seq.clone(),
             h,
             false,
@@ -673,6 +889,26 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
         );
         let gate = b.act(format!("l{l}.gate"), seq.clone() * f);
         let up = b.act(format!("l{l}.up"), seq.clone() * f);
+        // Decode: norm, gate, up and the activation in one GEMV where the device and the
+        // weights allow; otherwise the norm alone is fused into the gate and up GEMVs.
+        let (gate_w, up_w, up_row0) = match &n.mlp_in {
+            MlpIn::Split { gate: g, up: u } => (name(g, ".weight"), name(u, ".weight"), 0),
+            MlpIn::Fused(fu) => (name(fu, ".weight"), name(fu, ".weight"), f),
+        };
+        let mlp_wide = b.norm_fusable(&gate_w) && b.norm_fusable(&up_w);
+        if mlp_wide {
+            b.last_prefill_only();
+        }
+        let glu_fused = mlp_wide
+            && max_storage_buffers >= GLU_STORAGE_BUFFERS
+            && b.glu_gemv(l, (&gate_w, &up_w, up_row0), x, gate, &pre_w)?;
+        if mlp_wide {
+            if glu_fused {
+                b.skip_decode = true;
+            } else {
+                b.decode_norm = Some((x, pre_w.clone()));
+            }
+        }
         match &n.mlp_in {
             MlpIn::Split { gate: g, up: u } => {
                 b.matmul(
@@ -728,6 +964,8 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
                 )?;
             }
         }
+        b.decode_norm = None;
+        b.skip_decode = false;
         b.elementwise(
             &format!("l{l}.glu"),
             "glu",
@@ -743,6 +981,9 @@ pub fn build(man: &Manifest, max_seq: usize) -> Result<Graph> {
             seq.clone() * f,
             (vec![gate, up], vec![gate]),
         );
+        if glu_fused {
+            b.last_prefill_only();
+        }
         let down = name(n.down, ".weight");
         if let Some(post) = n.post_ffn_norm {
             let tmp = b.act(format!("l{l}.mlp_out"), seq.clone() * h);

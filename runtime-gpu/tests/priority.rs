@@ -1,7 +1,7 @@
 //! Execution priority on whatever adapter exists (lavapipe in CI): the cooperative mode splits
 //! a step into several submissions and gives the same logits bit for bit; a `low` request
 //! falls back cleanly (and says so) where the adapter has no global-priority extension; the
-//! probe job is real work and its kernel validates.
+//! probe job is real work and its kernel validates. Also the per-op timestamp profile.
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
@@ -11,7 +11,7 @@ use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::priority::probe::{PROBE_WGSL, ProbeJob, ProbeParams};
 use tlite_runtime_gpu::priority::{self, DEFAULT_SUBMIT_EVERY, GlobalSupport};
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, Priority, RunOptions};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, Priority, Profiler, RunOptions};
 
 fn opts() -> DeviceOptions {
     DeviceOptions {
@@ -34,8 +34,15 @@ fn tiny_model(tag: &str) -> DeployedModel {
     DeployedModel::open(&dir.join("m")).unwrap()
 }
 
+type Run = (Vec<Vec<f32>>, [(usize, usize); 2]);
+
 /// Prefill 5 tokens, then decode 4; every step's logits, and the last two steps' logs.
-fn run(gpu: &Gpu, m: &DeployedModel) -> (Vec<Vec<f32>>, [(usize, usize); 2]) {
+fn run(gpu: &Gpu, m: &DeployedModel) -> Run {
+    run_profiled(gpu, m, false).0
+}
+
+/// [`run`], with per-op GPU timestamps when `profile` is set.
+fn run_profiled(gpu: &Gpu, m: &DeployedModel, profile: bool) -> (Run, Option<Profiler>) {
     let mut g = GpuModel::load(
         gpu,
         m,
@@ -45,6 +52,9 @@ fn run(gpu: &Gpu, m: &DeployedModel) -> (Vec<Vec<f32>>, [(usize, usize); 2]) {
         },
     )
     .unwrap();
+    if profile {
+        g.enable_profiling(gpu).unwrap();
+    }
     let prompt = [3u32, 17, 42, 7, 99];
     let mut out = vec![g.step(gpu, &prompt, 0, &[0, 4]).unwrap()];
     let prefill = (g.last_step.dispatches, g.last_step.submissions);
@@ -52,9 +62,54 @@ fn run(gpu: &Gpu, m: &DeployedModel) -> (Vec<Vec<f32>>, [(usize, usize); 2]) {
         out.push(g.step(gpu, &[t], prompt.len() + i, &[0]).unwrap());
     }
     (
-        out,
-        [prefill, (g.last_step.dispatches, g.last_step.submissions)],
+        (
+            out,
+            [prefill, (g.last_step.dispatches, g.last_step.submissions)],
+        ),
+        g.profiler.take(),
     )
+}
+
+#[test]
+fn profiling_times_every_dispatch_and_changes_no_logit() {
+    let Some(gpu) = tlite_runtime_gpu::device::gpu_for_test("profiling") else {
+        return;
+    };
+    let need = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let m = tiny_model("profile");
+    if !gpu.features.contains(need) {
+        let mut g = GpuModel::load(&gpu, &m, RunOptions::default()).unwrap();
+        let err = g.enable_profiling(&gpu).unwrap_err().to_string();
+        assert!(err.contains("timestamp queries"), "{err}");
+        return;
+    }
+    let (want, _) = run(&gpu, &m);
+    let ((got, [(pd, _), (dd, _)]), prof) = run_profiled(&gpu, &m, true);
+    assert_eq!(want, got, "profiling changed the logits");
+    let prof = prof.expect("profiler enabled");
+    assert_eq!(prof.steps["prefill"].0, 1);
+    assert_eq!(prof.steps["decode"].0, 4);
+    for (phase, steps, per_step) in [("prefill", 1, pd), ("decode", 4, dd)] {
+        let ops: Vec<_> = prof.ops.iter().filter(|((p, _), _)| p == phase).collect();
+        let calls: usize = ops.iter().map(|(_, (n, _))| n).sum();
+        assert_eq!(
+            calls,
+            steps * per_step,
+            "{phase}: every dispatch timed once"
+        );
+        let secs: f64 = ops.iter().map(|(_, (_, s))| s).sum();
+        assert!(secs > 0.0 && secs.is_finite(), "{phase}: {secs} s");
+        // Op kinds lose the layer prefix and chunk index: one kind per layer-free label.
+        assert!(
+            ops.iter()
+                .all(|((_, kind), _)| !kind.starts_with("l0.") && !kind.contains('[')),
+            "{ops:?}"
+        );
+    }
+    assert!(
+        prof.ops
+            .contains_key(&("decode".to_owned(), "attention".to_owned()))
+    );
 }
 
 #[test]

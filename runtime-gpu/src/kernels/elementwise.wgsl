@@ -75,11 +75,6 @@ fn embed_dense(@builtin(global_invocation_id) gid: vec3<u32>) {
     y[t * p.n + c] = dense[(tok - p.row0) * p.n + c] * p.scale;
 }
 
-fn gelu_tanh(x: f32) -> f32 {
-    let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-    return 0.5 * x * (1.0 + tanh(clamp(u, -15.0, 15.0)));
-}
-
 // y = act(y) · up, in place over seq × n (act 0: SiLU, 1: GELU-tanh).
 @compute @workgroup_size(64)
 fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -87,14 +82,7 @@ fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.seq * p.n) {
         return;
     }
-    let g = y[i];
-    var a: f32;
-    if (p.act == 0u) {
-        a = g / (1.0 + exp(-g));
-    } else {
-        a = gelu_tanh(g);
-    }
-    y[i] = a * up[i];
+    y[i] = glu_act(y[i], p.act) * up[i];
 }
 
 // y = cap · tanh(y / cap), in place.

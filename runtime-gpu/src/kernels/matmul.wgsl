@@ -1,7 +1,9 @@
 // y[t, out_col0 + o] (=|+=) Σ_c x[t, c] · W[w_row0 + o, c] (+ bias[bias0 + o]) for o < n.
 // W is M0E4 (packed codes + f16 S/B per group) or dense f32. Per packed word the sum is
 // S·Σ v_k x_k + B·Σ x_k: one FMA-style decode per weight, the group parameters once per word.
-// gemv_m0e4: 8 rows per 256-thread workgroup; gemv_dense: one workgroup per output row.
+// gemv_m0e4_wide (k, group multiples of 32): 32 lanes per row, vector loads, optional fused
+// RMSNorm; gemv_m0e4_glu: the same for gate + up + activation; gemv_m0e4: 8 rows per
+// 256-thread workgroup for any shape; gemv_dense: one workgroup per output row.
 // gemm_*: shared-memory tiles of 128 rows × 64 tokens, 8 × 4 outputs per thread (prefill).
 
 struct Params {
@@ -18,9 +20,16 @@ struct Params {
     has_bias: u32,
     bias0: u32,
     grid_width: u32,
+    // Fused RMSNorm of x (gemv_m0e4_wide, gemv_m0e4_glu): x · rsqrt(mean(x²) + eps) · (w + w_offset).
+    norm: u32,
+    eps: f32,
+    w_offset: f32,
+    // gemv_m0e4_glu: activation of the gate rows (0 SiLU, 1 GELU-tanh) and the first up row.
+    act: u32,
+    up_row0: u32,
+    // gemv_m0e4_wide / gemv_m0e4_glu: row blocks per workgroup.
+    blocks: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -166,6 +175,203 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             store(t, o0 + lid, total);
         }
         workgroupBarrier();
+    }
+}
+
+// Wide M0E4 GEMV, for k and group both multiples of 32 (the common case): a 128-thread
+// workgroup is 4 lane groups of 32, lane group g computes rows o0 + 2g and o0 + 2g + 1. Per
+// step lane l reads, of each of its two rows, 4 packed words (32 weights of one group) as one
+// vec4<u32> — a lane group reads 512 contiguous bytes of a row — with one scale and one bias,
+// and the matching 32 activations as 8 vec4<f32>, shared by both rows. `x4` and `packed4` are
+// the same buffers as `x` and `packed`, viewed as vectors. With `norm` set, x is the raw
+// residual stream and the RMSNorm that precedes the matrix is applied on the fly (each
+// workgroup stages the normalized row in shared memory): one dispatch instead of two.
+@group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;
+@group(0) @binding(10) var<storage, read> norm_w4: array<vec4<f32>>;
+// gemv_m0e4_glu: the up projection's packed words, scales and biases.
+@group(0) @binding(11) var<storage, read> packed4_up: array<vec4<u32>>;
+@group(0) @binding(12) var<storage, read> scales_up: array<u32>;
+@group(0) @binding(13) var<storage, read> biases_up: array<u32>;
+var<workgroup> wred: array<f32, 256>; // [8 rows][32 lanes]
+var<workgroup> wred2: array<f32, 65>; // [8 rows][8], then the norm factor
+// The normalized activations of a fused norm (hidden size ≤ 4 · 1024 = NORM_MAX_K).
+var<workgroup> xs: array<vec4<f32>, 1024>;
+
+// Σ of word `w`'s 8 decoded codes (1 + q/16, before scale and bias) against columns xa, xb.
+fn word_dot(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
+    let v0 = m0e4_pair(w, 0u);
+    let v1 = m0e4_pair(w, 1u);
+    let v2 = m0e4_pair(w, 2u);
+    let v3 = m0e4_pair(w, 3u);
+    return dot(vec4<f32>(v0.x, v1.x, v2.x, v3.x), xa) + dot(vec4<f32>(v0.y, v1.y, v2.y, v3.y), xb);
+}
+
+// With `norm` set: stages row t of x times the norm weight in `xs` (once per workgroup, so
+// the loop below reads it from shared memory) and returns the norm's rsqrt(mean(x²) + eps), a
+// factor of every row sum applied after the reduction; without, returns 1. Every thread must
+// call it.
+fn stage_x(t: u32, lid: u32) -> f32 {
+    if (p.norm == 0u) {
+        return 1.0;
+    }
+    let q = p.k / 4u;
+    var ss = 0.0;
+    for (var i = lid; i < q; i += 128u) {
+        let v = x4[t * q + i];
+        ss += dot(v, v);
+        xs[i] = v * (norm_w4[i] + vec4<f32>(p.w_offset));
+    }
+    wred[lid] = ss;
+    workgroupBarrier();
+    if (lid < 32u) {
+        wred2[lid] = wred[lid] + wred[lid + 32u] + wred[lid + 64u] + wred[lid + 96u];
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        var tot = 0.0;
+        for (var i = 0u; i < 32u; i++) {
+            tot += wred2[i];
+        }
+        wred2[64] = inverseSqrt(tot / f32(p.k) + p.eps);
+    }
+    workgroupBarrier();
+    // Read before the next barrier in reduce_rows8; wred2 is written again only after it.
+    return wred2[64];
+}
+
+// Activations i (a vec4 index within row t): staged and normalized, or straight from x.
+fn x_vec(t: u32, i: u32) -> vec4<f32> {
+    if (p.norm != 0u) {
+        return xs[i];
+    }
+    return x4[t * (p.k / 4u) + i];
+}
+
+// Against token t and columns 32 i .. 32 i + 31, with the 4 packed words `wa` and `wb` of two
+// rows: (Σ codes·x of row a, of row b, Σ x).
+fn pair_dot(wa: vec4<u32>, wb: vec4<u32>, t: u32, i: u32) -> vec3<f32> {
+    var da = 0.0;
+    var db = 0.0;
+    var sx = vec4<f32>(0.0);
+    for (var u = 0u; u < 4u; u++) {
+        let xa = x_vec(t, i * 8u + 2u * u);
+        let xb = x_vec(t, i * 8u + 2u * u + 1u);
+        sx += xa + xb;
+        da += word_dot(wa[u], xa, xb);
+        db += word_dot(wb[u], xa, xb);
+    }
+    return vec3<f32>(da, db, dot(sx, vec4<f32>(1.0)));
+}
+
+// Sums lane group lg's two row partials over its 32 lanes: thread r < 8 gets the total of
+// row r (rows 2·lg, 2·lg + 1 from lane group lg). Every thread must call it.
+fn reduce_rows8(lid: u32, a: f32, b: f32) -> f32 {
+    let lane = lid % 32u;
+    let lg = lid / 32u;
+    wred[(2u * lg) * 32u + lane] = a;
+    wred[(2u * lg + 1u) * 32u + lane] = b;
+    workgroupBarrier();
+    if (lid < 64u) {
+        let r = lid / 8u;
+        let j = lid % 8u;
+        wred2[lid] = wred[r * 32u + j] + wred[r * 32u + j + 8u] + wred[r * 32u + j + 16u]
+            + wred[r * 32u + j + 24u];
+    }
+    workgroupBarrier();
+    var tot = 0.0;
+    if (lid < 8u) {
+        for (var i = 0u; i < 8u; i++) {
+            tot += wred2[lid * 8u + i];
+        }
+    }
+    workgroupBarrier();
+    return tot;
+}
+
+// A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of 8 rows (gemv_m0e4_glu:
+// of 4 outputs) one after the other, so a fused norm's staging is shared by all of them.
+@compute @workgroup_size(128)
+fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 8u;
+    if (first >= p.n) {
+        return; // uniform over the workgroup
+    }
+    let lane = lid % 32u;
+    let lg = lid / 32u;
+    let q4 = p.words_per_row / 4u;
+    for (var t = 0u; t < p.seq; t++) {
+        let inv = stage_x(t, lid);
+        for (var blk = 0u; blk < p.blocks; blk++) {
+            let o0 = first + blk * 8u;
+            if (o0 >= p.n) {
+                break; // uniform
+            }
+            // Rows past n repeat row n - 1 (never stored): no branch around the loads.
+            let row_a = p.w_row0 + min(o0 + 2u * lg, p.n - 1u);
+            let row_b = p.w_row0 + min(o0 + 2u * lg + 1u, p.n - 1u);
+            var acc_a = 0.0;
+            var acc_b = 0.0;
+            for (var i = lane; i < q4; i += 32u) {
+                let gi = (i * 32u) / p.group;
+                let ga = row_a * p.groups_per_row + gi;
+                let gb = row_b * p.groups_per_row + gi;
+                let d = pair_dot(packed4[row_a * q4 + i], packed4[row_b * q4 + i], t, i);
+                acc_a += half_at(scales[ga >> 1u], ga) * d.x + half_at(biases[ga >> 1u], ga) * d.z;
+                acc_b += half_at(scales[gb >> 1u], gb) * d.y + half_at(biases[gb >> 1u], gb) * d.z;
+            }
+            let total = reduce_rows8(lid, acc_a, acc_b) * inv;
+            // reduce_rows8 numbers rows 2·lg + {0, 1}: row r of the block is o0 + r.
+            if (lid < 8u && o0 + lid < p.n) {
+                store(t, o0 + lid, total);
+            }
+        }
+    }
+}
+
+// Gate and up projections and the gated activation in one dispatch: lane group g of the
+// 128-thread workgroup computes gate row o0 + g (packed4/scales/biases) and up row
+// up_row0 + o0 + g (the *_up buffers, possibly the same tensor), and writes act(gate) · up.
+@compute @workgroup_size(128)
+fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 4u;
+    if (first >= p.n) {
+        return; // uniform over the workgroup
+    }
+    let lane = lid % 32u;
+    let lg = lid / 32u;
+    let q4 = p.words_per_row / 4u;
+    for (var t = 0u; t < p.seq; t++) {
+        let inv = stage_x(t, lid);
+        for (var blk = 0u; blk < p.blocks; blk++) {
+            let o0 = first + blk * 4u;
+            if (o0 >= p.n) {
+                break; // uniform
+            }
+            let o = min(o0 + lg, p.n - 1u);
+            let row_g = p.w_row0 + o;
+            let row_u = p.up_row0 + o;
+            var acc_g = 0.0;
+            var acc_u = 0.0;
+            for (var i = lane; i < q4; i += 32u) {
+                let gi = (i * 32u) / p.group;
+                let gg = row_g * p.groups_per_row + gi;
+                let gu = row_u * p.groups_per_row + gi;
+                let d = pair_dot(packed4[row_g * q4 + i], packed4_up[row_u * q4 + i], t, i);
+                acc_g += half_at(scales[gg >> 1u], gg) * d.x + half_at(biases[gg >> 1u], gg) * d.z;
+                acc_u += half_at(scales_up[gu >> 1u], gu) * d.y + half_at(biases_up[gu >> 1u], gu) * d.z;
+            }
+            // Row 2·lg is the gate, 2·lg + 1 the up projection of output o0 + lg.
+            let total = reduce_rows8(lid, acc_g, acc_u) * inv;
+            if (lid < 8u) {
+                wred[lid] = total;
+            }
+            workgroupBarrier();
+            if (lid < 4u && o0 + lid < p.n) {
+                y[t * p.out_stride + p.out_col0 + o0 + lid] = glu_act(wred[2u * lid], p.act) * wred[2u * lid + 1u];
+            }
+            workgroupBarrier();
+        }
     }
 }
 

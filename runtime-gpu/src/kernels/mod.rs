@@ -57,7 +57,14 @@ impl Kernel {
     pub fn entries(self) -> &'static [&'static str] {
         match self {
             Kernel::Dequant => &["main"],
-            Kernel::Matmul => &["gemv_m0e4", "gemv_dense", "gemm_m0e4", "gemm_dense"],
+            Kernel::Matmul => &[
+                "gemv_m0e4",
+                "gemv_m0e4_wide",
+                "gemv_m0e4_glu",
+                "gemv_dense",
+                "gemm_m0e4",
+                "gemm_dense",
+            ],
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main"],
             Kernel::Attention => &["partial", "combine"],
@@ -93,9 +100,13 @@ impl Kernel {
                 "has_bias",
                 "bias0",
                 "grid_width",
+                "norm",
+                "eps",
+                "w_offset",
+                "act",
+                "up_row0",
+                "blocks",
                 "_pad0",
-                "_pad1",
-                "_pad2",
             ],
             Kernel::Norm => &[
                 "rows",
@@ -144,7 +155,15 @@ impl Kernel {
             Kernel::Matmul | Kernel::Norm | Kernel::Attention => include_str!("reduce.wgsl"),
             _ => "",
         };
-        let src = format!("{}\n{reductions}\n{}", m0e4_prelude(), self.file());
+        let activations = match self {
+            Kernel::Matmul | Kernel::Elementwise => include_str!("activation.wgsl"),
+            _ => "",
+        };
+        let src = format!(
+            "{}\n{reductions}\n{activations}\n{}",
+            m0e4_prelude(),
+            self.file()
+        );
         if let Some(dir) = std::env::var_os("TLITE_DUMP_WGSL") {
             let path = std::path::Path::new(&dir).join(format!("{}.wgsl", self.name()));
             let _ = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(path, &src));
