@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tlite_converter::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions, ShaderChecks};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +30,10 @@ pub struct Args {
     /// dispatches: time per kind of op (needs timestamp queries inside passes).
     #[arg(long)]
     profile: bool,
+    /// Run the kernels with naga's runtime checks (bounds checks, loop counters), which the
+    /// runtime leaves out by default.
+    #[arg(long)]
+    shader_checks: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -45,13 +49,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let m = DeployedModel::open(&a.model)?;
     let cfg = &m.manifest.config;
     let max_seq = a.prompt.max(a.gen_tokens + 1);
-    let mut g = GpuModel::load(
+    let checks = if a.shader_checks {
+        ShaderChecks::Checked
+    } else {
+        ShaderChecks::Unchecked
+    };
+    let mut g = GpuModel::load_with(
         &gpu,
         &m,
         RunOptions {
             max_seq,
             max_batch: a.prompt.max(1),
         },
+        checks,
     )?;
     let vocab = cfg.vocab_size as u64;
     let mut rng = Rng::new(0x5eed);

@@ -34,6 +34,21 @@ impl Default for RunOptions {
     }
 }
 
+/// Whether the WGSL kernels run with the runtime checks naga inserts by default (a bounds
+/// check on every buffer access, a counter in every loop so that no loop can hang the GPU).
+/// They cost half the prefill speed and a fifth of the decode speed on an H100
+/// (docs/PERF.md), so the runtime's own kernels run without them, as native runtimes' do:
+/// every kernel clamps its indices into its buffers and bounds its loops by uniform sizes, and
+/// the host validates every input that reaches a kernel (token ids, positions, sizes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// With naga's checks: an indexing bug reads zeros or skips the write (for debugging).
+    Checked,
+    /// Without them (the default).
+    #[default]
+    Unchecked,
+}
+
 /// Memory figures of a loaded model.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MemoryReport {
@@ -118,6 +133,16 @@ pub struct GpuModel {
 impl GpuModel {
     /// Uploads `model` and prepares every step's resources.
     pub fn load(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<Self> {
+        Self::load_with(gpu, model, opts, ShaderChecks::default())
+    }
+
+    /// [`Self::load`] with a choice of shader runtime checks.
+    pub fn load_with(
+        gpu: &Gpu,
+        model: &DeployedModel,
+        opts: RunOptions,
+        checks: ShaderChecks,
+    ) -> Result<Self> {
         let man = &model.manifest;
         let cfg = &man.config;
         if opts.max_batch == 0 || opts.max_seq == 0 || opts.max_batch > opts.max_seq {
@@ -292,10 +317,22 @@ impl GpuModel {
                 Some(&i) => i,
                 None => {
                     let module = modules.entry(op.kernel).or_insert_with(|| {
-                        dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        let desc = wgpu::ShaderModuleDescriptor {
                             label: Some(op.kernel.name()),
                             source: wgpu::ShaderSource::Wgsl(op.kernel.source().into()),
-                        })
+                        };
+                        match checks {
+                            ShaderChecks::Checked => dev.create_shader_module(desc),
+                            // SAFETY: the runtime's own kernels, which clamp every index into
+                            // its buffer and bound every loop by uniform sizes; the host checks
+                            // the inputs that reach them (see ShaderChecks).
+                            ShaderChecks::Unchecked => unsafe {
+                                dev.create_shader_module_trusted(
+                                    desc,
+                                    wgpu::ShaderRuntimeChecks::unchecked(),
+                                )
+                            },
+                        }
                     });
                     pipelines.push(
                         dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

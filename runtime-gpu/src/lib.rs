@@ -21,7 +21,7 @@ pub mod stream;
 pub mod text;
 
 pub use device::{DeviceOptions, Gpu};
-pub use exec::{GpuModel, MemoryReport, Profiler, RunOptions};
+pub use exec::{GpuModel, MemoryReport, Profiler, RunOptions, ShaderChecks};
 pub use generate::{GenerateOptions, Generation, GenerationStats, Generator, StopReason};
 pub use priority::Priority;
 pub use sample::{Sampler, SamplerConfig};

@@ -1,7 +1,8 @@
 //! Execution priority on whatever adapter exists (lavapipe in CI): the cooperative mode splits
 //! a step into several submissions and gives the same logits bit for bit; a `low` request
 //! falls back cleanly (and says so) where the adapter has no global-priority extension; the
-//! probe job is real work and its kernel validates. Also the per-op timestamp profile.
+//! probe job is real work and its kernel validates. Also the per-op timestamp profile, and the
+//! kernels with and without naga's runtime checks.
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
@@ -11,7 +12,9 @@ use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::priority::probe::{PROBE_WGSL, ProbeJob, ProbeParams};
 use tlite_runtime_gpu::priority::{self, DEFAULT_SUBMIT_EVERY, GlobalSupport};
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, Priority, Profiler, RunOptions};
+use tlite_runtime_gpu::{
+    DeviceOptions, Gpu, GpuModel, Priority, Profiler, RunOptions, ShaderChecks,
+};
 
 fn opts() -> DeviceOptions {
     DeviceOptions {
@@ -43,13 +46,23 @@ fn run(gpu: &Gpu, m: &DeployedModel) -> Run {
 
 /// [`run`], with per-op GPU timestamps when `profile` is set.
 fn run_profiled(gpu: &Gpu, m: &DeployedModel, profile: bool) -> (Run, Option<Profiler>) {
-    let mut g = GpuModel::load(
+    run_with(gpu, m, profile, ShaderChecks::default())
+}
+
+fn run_with(
+    gpu: &Gpu,
+    m: &DeployedModel,
+    profile: bool,
+    checks: ShaderChecks,
+) -> (Run, Option<Profiler>) {
+    let mut g = GpuModel::load_with(
         gpu,
         m,
         RunOptions {
             max_seq: 32,
             max_batch: 8,
         },
+        checks,
     )
     .unwrap();
     if profile {
@@ -236,4 +249,26 @@ fn the_probe_is_real_work_and_its_kernel_validates() {
     assert!(err < 1e-4, "probe max |GPU − CPU| = {err}");
     let t = job.run(&gpu).unwrap();
     assert!(t.as_nanos() > 0);
+}
+
+#[test]
+fn kernels_give_the_same_logits_with_and_without_shader_checks() {
+    let Some(gpu) = tlite_runtime_gpu::device::gpu_for_test("shader_checks") else {
+        return;
+    };
+    let m = tiny_model("checks");
+    let ((checked, logs_c), _) = run_with(&gpu, &m, false, ShaderChecks::Checked);
+    let ((unchecked, logs_u), _) = run_with(&gpu, &m, false, ShaderChecks::Unchecked);
+    assert_eq!(logs_c, logs_u);
+    for (step, (a, b)) in checked.iter().zip(&unchecked).enumerate() {
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "step {step}: max |Δ| {worst} (scale {scale})"
+        );
+    }
 }

@@ -289,6 +289,32 @@ fn reduce_rows8(lid: u32, a: f32, b: f32) -> f32 {
     return tot;
 }
 
+// Step i (columns 32 i .. 32 i + 31) of rows a and b of the matrix, against token t.
+fn wide_step(row_a: u32, row_b: u32, t: u32, i: u32) -> vec2<f32> {
+    let q4 = p.words_per_row / 4u;
+    let gi = (i * 32u) / p.group;
+    let ga = row_a * p.groups_per_row + gi;
+    let gb = row_b * p.groups_per_row + gi;
+    let d = pair_dot(packed4[row_a * q4 + i], packed4[row_b * q4 + i], t, i);
+    return vec2<f32>(
+        half_at(scales[ga >> 1u], ga) * d.x + half_at(biases[ga >> 1u], ga) * d.z,
+        half_at(scales[gb >> 1u], gb) * d.y + half_at(biases[gb >> 1u], gb) * d.z,
+    );
+}
+
+// Step i of gate row g and up row u, against token t.
+fn glu_step(row_g: u32, row_u: u32, t: u32, i: u32) -> vec2<f32> {
+    let q4 = p.words_per_row / 4u;
+    let gi = (i * 32u) / p.group;
+    let gg = row_g * p.groups_per_row + gi;
+    let gu = row_u * p.groups_per_row + gi;
+    let d = pair_dot(packed4[row_g * q4 + i], packed4_up[row_u * q4 + i], t, i);
+    return vec2<f32>(
+        half_at(scales[gg >> 1u], gg) * d.x + half_at(biases[gg >> 1u], gg) * d.z,
+        half_at(scales_up[gu >> 1u], gu) * d.y + half_at(biases_up[gu >> 1u], gu) * d.z,
+    );
+}
+
 // A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of 8 rows (gemv_m0e4_glu:
 // of 4 outputs) one after the other, so a fused norm's staging is shared by all of them.
 @compute @workgroup_size(128)
@@ -312,13 +338,18 @@ fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             let row_b = p.w_row0 + min(o0 + 2u * lg + 1u, p.n - 1u);
             var acc_a = 0.0;
             var acc_b = 0.0;
-            for (var i = lane; i < q4; i += 32u) {
-                let gi = (i * 32u) / p.group;
-                let ga = row_a * p.groups_per_row + gi;
-                let gb = row_b * p.groups_per_row + gi;
-                let d = pair_dot(packed4[row_a * q4 + i], packed4[row_b * q4 + i], t, i);
-                acc_a += half_at(scales[ga >> 1u], ga) * d.x + half_at(biases[ga >> 1u], ga) * d.z;
-                acc_b += half_at(scales[gb >> 1u], gb) * d.y + half_at(biases[gb >> 1u], gb) * d.z;
+            // Two steps per iteration, both issued before either is used: twice the loads
+            // in flight; then the odd step left over, if any.
+            var i = lane;
+            for (; i + 32u < q4; i += 64u) {
+                let r = wide_step(row_a, row_b, t, i) + wide_step(row_a, row_b, t, i + 32u);
+                acc_a += r.x;
+                acc_b += r.y;
+            }
+            if (i < q4) {
+                let r = wide_step(row_a, row_b, t, i);
+                acc_a += r.x;
+                acc_b += r.y;
             }
             let total = reduce_rows8(lid, acc_a, acc_b) * inv;
             // reduce_rows8 numbers rows 2·lg + {0, 1}: row r of the block is o0 + r.
@@ -353,13 +384,16 @@ fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
             let row_u = p.up_row0 + o;
             var acc_g = 0.0;
             var acc_u = 0.0;
-            for (var i = lane; i < q4; i += 32u) {
-                let gi = (i * 32u) / p.group;
-                let gg = row_g * p.groups_per_row + gi;
-                let gu = row_u * p.groups_per_row + gi;
-                let d = pair_dot(packed4[row_g * q4 + i], packed4_up[row_u * q4 + i], t, i);
-                acc_g += half_at(scales[gg >> 1u], gg) * d.x + half_at(biases[gg >> 1u], gg) * d.z;
-                acc_u += half_at(scales_up[gu >> 1u], gu) * d.y + half_at(biases_up[gu >> 1u], gu) * d.z;
+            var i = lane;
+            for (; i + 32u < q4; i += 64u) {
+                let r = glu_step(row_g, row_u, t, i) + glu_step(row_g, row_u, t, i + 32u);
+                acc_g += r.x;
+                acc_u += r.y;
+            }
+            if (i < q4) {
+                let r = glu_step(row_g, row_u, t, i);
+                acc_g += r.x;
+                acc_u += r.y;
             }
             // Row 2·lg is the gate, 2·lg + 1 the up projection of output o0 + lg.
             let total = reduce_rows8(lid, acc_g, acc_u) * inv;
