@@ -257,7 +257,13 @@ impl<'a> Builder<'a> {
             }
             let group = w.group.unwrap_or(8);
             // gemv_m0e4 computes 8 rows per workgroup (GV_ROWS in matmul.wgsl).
-            let gemv_rows = if m0e4 { n.div_ceil(8) } else { n };
+            let wide = m0e4 && k % 32 == 0 && group % 32 == 0;
+            // Rows per workgroup: gemv_m0e4_wide 16, gemv_m0e4 8 (GV_ROWS), gemv_dense 1.
+            let gemv_rows = match (m0e4, wide) {
+                (true, true) => n.div_ceil(16),
+                (true, false) => n.div_ceil(8),
+                _ => n,
+            };
             let (gv, gx) = grid_1d(c(gemv_rows as u64));
             let base = |grid_width: Expr| {
                 let mut v = m0e4_fields(k, group);
@@ -291,7 +297,6 @@ impl<'a> Builder<'a> {
             };
             // gemv_m0e4_wide reads x and the packed words as vectors (binding 8, 9): rows of
             // whole 32-column groups. It can apply the preceding RMSNorm itself.
-            let wide = m0e4 && k % 32 == 0 && group % 32 == 0;
             let norm = self.decode_norm.clone().filter(|_| wide);
             assert!(
                 wide || self.decode_norm.is_none(),
@@ -324,8 +329,8 @@ impl<'a> Builder<'a> {
             if norm.is_some() {
                 gemv_params.extend(self.norm_fields());
                 // Share the staged row across blocks while keeping ≥ 256 workgroups.
-                let blocks = gemv_blocks(n, 8);
-                let (grid, width) = grid_1d(c(n.div_ceil(8 * blocks) as u64));
+                let blocks = gemv_blocks(n, 16);
+                let (grid, width) = grid_1d(c(n.div_ceil(16 * blocks) as u64));
                 gemv_params.push(("blocks", Field::U(c(blocks as u64))));
                 gemv_params.push(("grid_width", Field::U(width)));
                 gemv_grid = grid;

@@ -179,10 +179,11 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 }
 
 // Wide M0E4 GEMV, for k and group both multiples of 32 (the common case): a 128-thread
-// workgroup is 4 lane groups of 32, lane group g computes rows o0 + 2g and o0 + 2g + 1. Per
-// step lane l reads, of each of its two rows, 4 packed words (32 weights of one group) as one
-// vec4<u32> — a lane group reads 512 contiguous bytes of a row — with one scale and one bias,
-// and the matching 32 activations as 8 vec4<f32>, shared by both rows. `x4` and `packed4` are
+// workgroup is 4 lane groups of 32, lane group g computes rows o0 + 4g .. o0 + 4g + 3
+// (gemv_m0e4_glu: a gate row and an up row). Per step lane l reads, of each of its rows, 4
+// packed words (32 weights of one group) as one vec4<u32> — a lane group reads 512 contiguous
+// bytes of a row — with one scale and one bias, and the matching 32 activations as 8
+// vec4<f32>, shared by all its rows. `x4` and `packed4` are
 // the same buffers as `x` and `packed`, viewed as vectors. With `norm` set, x is the raw
 // residual stream and the RMSNorm that precedes the matrix is applied on the fly (each
 // workgroup stages the normalized row in shared memory): one dispatch instead of two.
@@ -194,7 +195,8 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 @group(0) @binding(12) var<storage, read> scales_up: array<u32>;
 @group(0) @binding(13) var<storage, read> biases_up: array<u32>;
 var<workgroup> wred: array<f32, 256>; // [8 rows][32 lanes]
-var<workgroup> wred2: array<f32, 65>; // [8 rows][8], then the norm factor
+var<workgroup> wred2: array<f32, 129>; // [16 rows][8]; [64]: the norm factor in stage_x
+var<workgroup> wred16: array<f32, 512>; // [16 rows][32 lanes]
 // The normalized activations of a fused norm (hidden size ≤ 4 · 1024 = NORM_MAX_K).
 var<workgroup> xs: array<vec4<f32>, 1024>;
 
@@ -289,17 +291,69 @@ fn reduce_rows8(lid: u32, a: f32, b: f32) -> f32 {
     return tot;
 }
 
-// Step i (columns 32 i .. 32 i + 31) of rows a and b of the matrix, against token t.
-fn wide_step(row_a: u32, row_b: u32, t: u32, i: u32) -> vec2<f32> {
+struct Dot4 {
+    // Σ codes·x of each of the 4 rows.
+    d: vec4<f32>,
+    // Σ x over the 32 columns.
+    sx: f32,
+}
+
+// Against token t and columns 32 i .. 32 i + 31, with 4 packed words of each of 4 rows.
+fn quad_dot(w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, t: u32, i: u32) -> Dot4 {
+    var d = vec4<f32>(0.0);
+    var sx = vec4<f32>(0.0);
+    for (var u = 0u; u < 4u; u++) {
+        let xa = x_vec(t, i * 8u + 2u * u);
+        let xb = x_vec(t, i * 8u + 2u * u + 1u);
+        sx += xa + xb;
+        d += vec4<f32>(word_dot(w0[u], xa, xb), word_dot(w1[u], xa, xb), word_dot(w2[u], xa, xb),
+            word_dot(w3[u], xa, xb));
+    }
+    return Dot4(d, dot(sx, vec4<f32>(1.0)));
+}
+
+fn half4(buf_words: vec4<u32>, g: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(half_at(buf_words.x, g.x), half_at(buf_words.y, g.y), half_at(buf_words.z, g.z),
+        half_at(buf_words.w, g.w));
+}
+
+// Step i (columns 32 i .. 32 i + 31) of the 4 rows `rows` of the matrix, against token t.
+fn wide_step(rows: vec4<u32>, t: u32, i: u32) -> vec4<f32> {
     let q4 = p.words_per_row / 4u;
-    let gi = (i * 32u) / p.group;
-    let ga = row_a * p.groups_per_row + gi;
-    let gb = row_b * p.groups_per_row + gi;
-    let d = pair_dot(packed4[row_a * q4 + i], packed4[row_b * q4 + i], t, i);
-    return vec2<f32>(
-        half_at(scales[ga >> 1u], ga) * d.x + half_at(biases[ga >> 1u], ga) * d.z,
-        half_at(scales[gb >> 1u], gb) * d.y + half_at(biases[gb >> 1u], gb) * d.z,
-    );
+    let g = rows * p.groups_per_row + vec4<u32>((i * 32u) / p.group);
+    let h = g >> vec4<u32>(1u);
+    let r = quad_dot(packed4[rows.x * q4 + i], packed4[rows.y * q4 + i], packed4[rows.z * q4 + i],
+        packed4[rows.w * q4 + i], t, i);
+    let s = half4(vec4<u32>(scales[h.x], scales[h.y], scales[h.z], scales[h.w]), g);
+    let b = half4(vec4<u32>(biases[h.x], biases[h.y], biases[h.z], biases[h.w]), g);
+    return s * r.d + b * r.sx;
+}
+
+// Sums each lane group's 4 row partials over its 32 lanes: thread r < 16 gets the total of
+// row r (rows 4·lg .. 4·lg + 3 from lane group lg). Every thread must call it.
+fn reduce_rows16(lid: u32, acc: vec4<f32>) -> f32 {
+    let lane = lid % 32u;
+    let lg = lid / 32u;
+    for (var k = 0u; k < 4u; k++) {
+        wred16[(4u * lg + k) * 32u + lane] = acc[k];
+    }
+    workgroupBarrier();
+    {
+        // 128 threads: row lid / 8, partial sums of 4 lanes each.
+        let r = lid / 8u;
+        let j = lid % 8u;
+        wred2[lid] = wred16[r * 32u + j] + wred16[r * 32u + j + 8u] + wred16[r * 32u + j + 16u]
+            + wred16[r * 32u + j + 24u];
+    }
+    workgroupBarrier();
+    var tot = 0.0;
+    if (lid < 16u) {
+        for (var i = 0u; i < 8u; i++) {
+            tot += wred2[lid * 8u + i];
+        }
+    }
+    workgroupBarrier();
+    return tot;
 }
 
 // Step i of gate row g and up row u, against token t.
@@ -315,11 +369,11 @@ fn glu_step(row_g: u32, row_u: u32, t: u32, i: u32) -> vec2<f32> {
     );
 }
 
-// A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of 8 rows (gemv_m0e4_glu:
+// A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of 16 rows (gemv_m0e4_glu:
 // of 4 outputs) one after the other, so a fused norm's staging is shared by all of them.
 @compute @workgroup_size(128)
 fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 8u;
+    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 16u;
     if (first >= p.n) {
         return; // uniform over the workgroup
     }
@@ -329,31 +383,26 @@ fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     for (var t = 0u; t < p.seq; t++) {
         let inv = stage_x(t, lid);
         for (var blk = 0u; blk < p.blocks; blk++) {
-            let o0 = first + blk * 8u;
+            let o0 = first + blk * 16u;
             if (o0 >= p.n) {
                 break; // uniform
             }
-            // Rows past n repeat row n - 1 (never stored): no branch around the loads.
-            let row_a = p.w_row0 + min(o0 + 2u * lg, p.n - 1u);
-            let row_b = p.w_row0 + min(o0 + 2u * lg + 1u, p.n - 1u);
-            var acc_a = 0.0;
-            var acc_b = 0.0;
+            // Lane group lg: rows o0 + 4·lg .. + 3; rows past n repeat row n - 1 (never
+            // stored), so the loads need no branch.
+            let rows = vec4<u32>(p.w_row0) + min(vec4<u32>(o0 + 4u * lg) + vec4<u32>(0u, 1u, 2u, 3u),
+                vec4<u32>(p.n - 1u));
+            var acc = vec4<f32>(0.0);
             // Two steps per iteration, both issued before either is used: twice the loads
             // in flight; then the odd step left over, if any.
             var i = lane;
             for (; i + 32u < q4; i += 64u) {
-                let r = wide_step(row_a, row_b, t, i) + wide_step(row_a, row_b, t, i + 32u);
-                acc_a += r.x;
-                acc_b += r.y;
+                acc += wide_step(rows, t, i) + wide_step(rows, t, i + 32u);
             }
             if (i < q4) {
-                let r = wide_step(row_a, row_b, t, i);
-                acc_a += r.x;
-                acc_b += r.y;
+                acc += wide_step(rows, t, i);
             }
-            let total = reduce_rows8(lid, acc_a, acc_b) * inv;
-            // reduce_rows8 numbers rows 2·lg + {0, 1}: row r of the block is o0 + r.
-            if (lid < 8u && o0 + lid < p.n) {
+            let total = reduce_rows16(lid, acc) * inv;
+            if (lid < 16u && o0 + lid < p.n) {
                 store(t, o0 + lid, total);
             }
         }
