@@ -243,6 +243,21 @@ fn corrupted_deployable_model() {
         matches!(e, ConvertError::Manifest { .. }) && e.to_string().contains("version 7"),
         "{e}"
     );
+    // A manifest whose config disagrees with the tensors (one digit of intermediate_size).
+    let key = "\\\"intermediate_size\\\":";
+    let pos = text.find(key).expect("config in manifest") + key.len();
+    let mut bad = good.clone();
+    bad[pos] = if good[pos] == b'9' {
+        b'8'
+    } else {
+        good[pos] + 1
+    };
+    std::fs::write(&p, &bad).unwrap();
+    let e = DeployedModel::open(&c.out()).err().unwrap();
+    assert!(
+        matches!(e, ConvertError::Manifest { .. }) && e.to_string().contains("the config implies"),
+        "{e}"
+    );
     // A truncated file.
     std::fs::write(&p, &good[..good.len() / 2]).unwrap();
     assert!(matches!(

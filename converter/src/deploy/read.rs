@@ -74,6 +74,26 @@ impl DeployedModel {
         for t in &manifest.tensors {
             check_layout(&file, t).map_err(|r| bad(format!("tensor `{}`: {r}", t.name)))?;
         }
+        // Every tensor the configured architecture needs, in the shape its config implies: the
+        // GPU kernels index buffers by the config's sizes.
+        let cfg = &manifest.config;
+        for e in cfg.arch().expected_tensors(cfg) {
+            match manifest.tensors.iter().find(|t| t.name == e.name) {
+                None => {
+                    return Err(bad(format!(
+                        "tensor `{}`, which the config requires, is missing",
+                        e.name
+                    )));
+                }
+                Some(t) if t.shape != e.shape => {
+                    return Err(bad(format!(
+                        "tensor `{}` is {:?}, but the config implies {:?}",
+                        e.name, t.shape, e.shape
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let layouts = manifest
             .tensors
             .iter()
