@@ -397,9 +397,9 @@ impl<'a> Builder<'a> {
             chunk: 0,
             part: p,
         };
-        // gemv_m0e4_glu computes `blocks` blocks of 4 outputs per workgroup.
-        let blocks = gemv_blocks(f, 4);
-        let (grid, gw) = grid_1d(c(f.div_ceil(4 * blocks) as u64));
+        // gemv_m0e4_glu computes `blocks` blocks of 8 outputs per workgroup.
+        let blocks = gemv_blocks(f, 8);
+        let (grid, gw) = grid_1d(c(f.div_ceil(8 * blocks) as u64));
         let mut vals = m0e4_fields(k, group);
         vals.extend([
             ("seq", Field::U(Expr::Seq)),

@@ -194,7 +194,7 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 @group(0) @binding(11) var<storage, read> packed4_up: array<vec4<u32>>;
 @group(0) @binding(12) var<storage, read> scales_up: array<u32>;
 @group(0) @binding(13) var<storage, read> biases_up: array<u32>;
-var<workgroup> wred: array<f32, 256>; // [8 rows][32 lanes]
+var<workgroup> wred: array<f32, 256>; // stage_x's partial sums; gemv_m0e4_glu's row totals
 var<workgroup> wred2: array<f32, 129>; // [16 rows][8]; [64]: the norm factor in stage_x
 var<workgroup> wred16: array<f32, 512>; // [16 rows][32 lanes]
 // The normalized activations of a fused norm (hidden size ≤ 4 · 1024 = NORM_MAX_K).
@@ -238,7 +238,7 @@ fn stage_x(t: u32, lid: u32) -> f32 {
         wred2[64] = inverseSqrt(tot / f32(p.k) + p.eps);
     }
     workgroupBarrier();
-    // Read before the next barrier in reduce_rows8; wred2 is written again only after it.
+    // Read before the next barrier in reduce_rows16; wred2 is written again only after it.
     return wred2[64];
 }
 
@@ -248,47 +248,6 @@ fn x_vec(t: u32, i: u32) -> vec4<f32> {
         return xs[i];
     }
     return x4[t * (p.k / 4u) + i];
-}
-
-// Against token t and columns 32 i .. 32 i + 31, with the 4 packed words `wa` and `wb` of two
-// rows: (Σ codes·x of row a, of row b, Σ x).
-fn pair_dot(wa: vec4<u32>, wb: vec4<u32>, t: u32, i: u32) -> vec3<f32> {
-    var da = 0.0;
-    var db = 0.0;
-    var sx = vec4<f32>(0.0);
-    for (var u = 0u; u < 4u; u++) {
-        let xa = x_vec(t, i * 8u + 2u * u);
-        let xb = x_vec(t, i * 8u + 2u * u + 1u);
-        sx += xa + xb;
-        da += word_dot(wa[u], xa, xb);
-        db += word_dot(wb[u], xa, xb);
-    }
-    return vec3<f32>(da, db, dot(sx, vec4<f32>(1.0)));
-}
-
-// Sums lane group lg's two row partials over its 32 lanes: thread r < 8 gets the total of
-// row r (rows 2·lg, 2·lg + 1 from lane group lg). Every thread must call it.
-fn reduce_rows8(lid: u32, a: f32, b: f32) -> f32 {
-    let lane = lid % 32u;
-    let lg = lid / 32u;
-    wred[(2u * lg) * 32u + lane] = a;
-    wred[(2u * lg + 1u) * 32u + lane] = b;
-    workgroupBarrier();
-    if (lid < 64u) {
-        let r = lid / 8u;
-        let j = lid % 8u;
-        wred2[lid] = wred[r * 32u + j] + wred[r * 32u + j + 8u] + wred[r * 32u + j + 16u]
-            + wred[r * 32u + j + 24u];
-    }
-    workgroupBarrier();
-    var tot = 0.0;
-    if (lid < 8u) {
-        for (var i = 0u; i < 8u; i++) {
-            tot += wred2[lid * 8u + i];
-        }
-    }
-    workgroupBarrier();
-    return tot;
 }
 
 struct Dot4 {
@@ -356,21 +315,24 @@ fn reduce_rows16(lid: u32, acc: vec4<f32>) -> f32 {
     return tot;
 }
 
-// Step i of gate row g and up row u, against token t.
-fn glu_step(row_g: u32, row_u: u32, t: u32, i: u32) -> vec2<f32> {
+// Step i of gate rows g.x, g.y and up rows u.x, u.y, against token t: (gate x, up x, gate y,
+// up y).
+fn glu_step(g: vec2<u32>, u: vec2<u32>, t: u32, i: u32) -> vec4<f32> {
     let q4 = p.words_per_row / 4u;
     let gi = (i * 32u) / p.group;
-    let gg = row_g * p.groups_per_row + gi;
-    let gu = row_u * p.groups_per_row + gi;
-    let d = pair_dot(packed4[row_g * q4 + i], packed4_up[row_u * q4 + i], t, i);
-    return vec2<f32>(
-        half_at(scales[gg >> 1u], gg) * d.x + half_at(biases[gg >> 1u], gg) * d.z,
-        half_at(scales_up[gu >> 1u], gu) * d.y + half_at(biases_up[gu >> 1u], gu) * d.z,
-    );
+    let gg = g * p.groups_per_row + vec2<u32>(gi);
+    let gu = u * p.groups_per_row + vec2<u32>(gi);
+    let r = quad_dot(packed4[g.x * q4 + i], packed4_up[u.x * q4 + i], packed4[g.y * q4 + i],
+        packed4_up[u.y * q4 + i], t, i);
+    let idx = vec4<u32>(gg.x, gu.x, gg.y, gu.y);
+    let h = idx >> vec4<u32>(1u);
+    let s = half4(vec4<u32>(scales[h.x], scales_up[h.y], scales[h.z], scales_up[h.w]), idx);
+    let b = half4(vec4<u32>(biases[h.x], biases_up[h.y], biases[h.z], biases_up[h.w]), idx);
+    return s * r.d + b * r.sx;
 }
 
 // A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of 16 rows (gemv_m0e4_glu:
-// of 4 outputs) one after the other, so a fused norm's staging is shared by all of them.
+// of 8 outputs) one after the other, so a fused norm's staging is shared by all of them.
 @compute @workgroup_size(128)
 fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let first = (wg.x + wg.y * p.grid_width) * p.blocks * 16u;
@@ -410,11 +372,12 @@ fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 }
 
 // Gate and up projections and the gated activation in one dispatch: lane group g of the
-// 128-thread workgroup computes gate row o0 + g (packed4/scales/biases) and up row
-// up_row0 + o0 + g (the *_up buffers, possibly the same tensor), and writes act(gate) · up.
+// 128-thread workgroup computes outputs o0 + 2g and o0 + 2g + 1 of a block of 8, each from a
+// gate row (packed4/scales/biases) and an up row up_row0 + o (the *_up buffers, possibly the
+// same tensor), and writes act(gate) · up.
 @compute @workgroup_size(128)
 fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 4u;
+    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 8u;
     if (first >= p.n) {
         return; // uniform over the workgroup
     }
@@ -424,33 +387,29 @@ fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     for (var t = 0u; t < p.seq; t++) {
         let inv = stage_x(t, lid);
         for (var blk = 0u; blk < p.blocks; blk++) {
-            let o0 = first + blk * 4u;
+            let o0 = first + blk * 8u;
             if (o0 >= p.n) {
                 break; // uniform
             }
-            let o = min(o0 + lg, p.n - 1u);
-            let row_g = p.w_row0 + o;
-            let row_u = p.up_row0 + o;
-            var acc_g = 0.0;
-            var acc_u = 0.0;
+            // Outputs past n repeat output n - 1 (never stored).
+            let o = min(vec2<u32>(o0 + 2u * lg) + vec2<u32>(0u, 1u), vec2<u32>(p.n - 1u));
+            let g = vec2<u32>(p.w_row0) + o;
+            let u = vec2<u32>(p.up_row0) + o;
+            var acc = vec4<f32>(0.0);
             var i = lane;
             for (; i + 32u < q4; i += 64u) {
-                let r = glu_step(row_g, row_u, t, i) + glu_step(row_g, row_u, t, i + 32u);
-                acc_g += r.x;
-                acc_u += r.y;
+                acc += glu_step(g, u, t, i) + glu_step(g, u, t, i + 32u);
             }
             if (i < q4) {
-                let r = glu_step(row_g, row_u, t, i);
-                acc_g += r.x;
-                acc_u += r.y;
+                acc += glu_step(g, u, t, i);
             }
-            // Row 2·lg is the gate, 2·lg + 1 the up projection of output o0 + lg.
-            let total = reduce_rows8(lid, acc_g, acc_u) * inv;
-            if (lid < 8u) {
+            // Rows 4·lg + 2m (gate) and 4·lg + 2m + 1 (up) belong to output o0 + 2·lg + m.
+            let total = reduce_rows16(lid, acc) * inv;
+            if (lid < 16u) {
                 wred[lid] = total;
             }
             workgroupBarrier();
-            if (lid < 4u && o0 + lid < p.n) {
+            if (lid < 8u && o0 + lid < p.n) {
                 y[t * p.out_stride + p.out_col0 + o0 + lid] = glu_act(wred[2u * lid], p.act) * wred[2u * lid + 1u];
             }
             workgroupBarrier();
