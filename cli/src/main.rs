@@ -62,6 +62,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`tlite inspect … | head`) would
+    // panic; restore the default and end quietly instead, as other command-line tools do.
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition at the start of main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::QuantError(a) => quant_error::run(a),
