@@ -12,7 +12,7 @@ use wgpu::util::DeviceExt;
 use crate::graph::{self, BufRef, Field, Graph, When};
 use crate::kernels::Kernel;
 use crate::planner::{self, Activation, MemoryPlan};
-use crate::readback::{map_read, map_read_f32};
+use crate::readback::{map_read, map_read_f32, wait_for};
 use crate::shape::Syms;
 use crate::{Gpu, GpuError, Result};
 
@@ -77,6 +77,8 @@ pub struct StepLog {
 pub struct Profiler {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
+    /// MAP_READ copy of `resolve`, read after each profiled step.
+    read: wgpu::Buffer,
     capacity: u32,
     period_ns: f64,
     /// (phase, op kind) → (dispatches, GPU seconds).
@@ -463,15 +465,19 @@ impl GpuModel {
             ty: wgpu::QueryType::Timestamp,
             count: capacity,
         });
-        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile.resolve"),
-            size: u64::from(capacity) * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let buffer = |label, usage| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: u64::from(capacity) * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        use wgpu::BufferUsages as U;
         self.profiler = Some(Profiler {
             set,
-            resolve,
+            resolve: buffer("profile.resolve", U::QUERY_RESOLVE | U::COPY_SRC),
+            read: buffer("profile.read", U::MAP_READ | U::COPY_DST),
             capacity,
             period_ns: f64::from(gpu.queue.get_timestamp_period()),
             ops: BTreeMap::new(),
@@ -633,14 +639,8 @@ impl GpuModel {
                             &mut enc,
                             gpu.device.create_command_encoder(&Default::default()),
                         );
-                        let index = gpu.queue.submit([done.finish()]);
+                        wait_for(gpu, gpu.queue.submit([done.finish()]))?;
                         log.submissions += 1;
-                        gpu.device
-                            .poll(wgpu::PollType::Wait {
-                                submission_index: Some(index),
-                                timeout: None,
-                            })
-                            .map_err(|e| GpuError::Device(e.to_string()))?;
                         pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: Some("step"),
                             timestamp_writes: None,
@@ -660,22 +660,14 @@ impl GpuModel {
             }
             start = end + 1;
         }
-        let prof_read = match self.profiler.as_ref().filter(|_| profiling) {
-            Some(pr) if !stamped.is_empty() => {
-                let count = stamped.len() as u32 + 1;
-                let size = u64::from(count) * 8;
-                enc.resolve_query_set(&pr.set, 0..count, &pr.resolve, 0);
-                let read = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("profile.read"),
-                    size,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                enc.copy_buffer_to_buffer(&pr.resolve, 0, &read, 0, size);
-                Some(read)
-            }
-            _ => None,
-        };
+        // Bytes of timestamps to read back after the step.
+        let stamp_bytes = u64::from(stamped.len() as u32 + 1) * 8;
+        if let Some(pr) = self.profiler.as_ref().filter(|_| profiling)
+            && !stamped.is_empty()
+        {
+            enc.resolve_query_set(&pr.set, 0..stamped.len() as u32 + 1, &pr.resolve, 0);
+            enc.copy_buffer_to_buffer(&pr.resolve, 0, &pr.read, 0, stamp_bytes);
+        }
         let bytes = (rows.len() * self.vocab * 4) as u64;
         if bytes == 0 && !profiling {
             // No logits asked for (a prefill chunk before the last): submit without waiting;
@@ -703,12 +695,7 @@ impl GpuModel {
         let out = if bytes > 0 {
             map_read_f32(gpu, &self.staging, bytes)?
         } else {
-            gpu.device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index),
-                    timeout: None,
-                })
-                .map_err(|e| GpuError::Device(e.to_string()))?;
+            wait_for(gpu, index)?;
             Vec::new()
         };
         if profiling && let Some(pr) = self.profiler.as_mut() {
@@ -717,8 +704,8 @@ impl GpuModel {
             e.0 += 1;
             e.1 += encoded;
             e.2 += wall;
-            if let Some(read) = &prof_read {
-                let ticks: Vec<u64> = map_read(gpu, read, read.size())?
+            if !stamped.is_empty() {
+                let ticks: Vec<u64> = map_read(gpu, &pr.read, stamp_bytes)?
                     .chunks_exact(8)
                     .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
                     .collect();

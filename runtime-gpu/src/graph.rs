@@ -105,6 +105,15 @@ fn gemv_blocks(n: usize, per_block: usize) -> usize {
     (n / (per_block * 256)).clamp(1, 4)
 }
 
+/// Part `part` of the first (for biases and norms: the only) chunk of `tensor`.
+fn first_chunk(tensor: &str, part: usize) -> BufRef {
+    BufRef::Part {
+        tensor: tensor.to_owned(),
+        chunk: 0,
+        part,
+    }
+}
+
 fn grid_1d(n: Expr) -> ([Expr; 3], Expr) {
     // x = min(n, MAX_GRID), y = ⌈n / MAX_GRID⌉; kernels linearize as x + y · grid_width.
     let x = n.clone().min(c(MAX_GRID));
@@ -242,11 +251,7 @@ impl<'a> Builder<'a> {
             bindings.push((
                 3,
                 match bias {
-                    Some((t, _)) => BufRef::Part {
-                        tensor: t.to_owned(),
-                        chunk: 0,
-                        part: 0,
-                    },
+                    Some((t, _)) => first_chunk(t, 0),
                     None => BufRef::Dummy,
                 },
             ));
@@ -256,8 +261,7 @@ impl<'a> Builder<'a> {
                 bindings.push((7, part(0)));
             }
             let group = w.group.unwrap_or(8);
-            // gemv_m0e4 computes 8 rows per workgroup (GV_ROWS in matmul.wgsl).
-            let wide = m0e4 && k % 32 == 0 && group % 32 == 0;
+            let wide = self.wide_ok(weight);
             // Rows per workgroup: gemv_m0e4_wide 16, gemv_m0e4 8 (GV_ROWS), gemv_dense 1.
             let gemv_rows = match (m0e4, wide) {
                 (true, true) => n.div_ceil(16),
@@ -303,14 +307,7 @@ impl<'a> Builder<'a> {
                 "{weight}: a fused norm needs the wide GEMV"
             );
             let (gemv_x, norm_w) = match &norm {
-                Some((raw, w)) => (
-                    *raw,
-                    BufRef::Part {
-                        tensor: w.clone(),
-                        chunk: 0,
-                        part: 0,
-                    },
-                ),
+                Some((raw, w)) => (*raw, first_chunk(w, 0)),
                 None => (x, BufRef::Dummy),
             };
             let gemv_bindings = if wide {
@@ -392,11 +389,6 @@ impl<'a> Builder<'a> {
         let (_, k) = g.rows_cols();
         let f = self.cfg.intermediate_size;
         let group = g.group.unwrap_or(32);
-        let part = |t: &str, p: usize| BufRef::Part {
-            tensor: t.to_owned(),
-            chunk: 0,
-            part: p,
-        };
         // gemv_m0e4_glu computes `blocks` blocks of 8 outputs per workgroup.
         let blocks = gemv_blocks(f, 8);
         let (grid, gw) = grid_1d(c(f.div_ceil(8 * blocks) as u64));
@@ -426,21 +418,14 @@ impl<'a> Builder<'a> {
             entry: "gemv_m0e4_glu",
             bindings: vec![
                 (2, BufRef::Act(y)),
-                (5, part(gate, 1)),
-                (6, part(gate, 2)),
+                (5, first_chunk(gate, 1)),
+                (6, first_chunk(gate, 2)),
                 (8, BufRef::Act(x)),
-                (9, part(gate, 0)),
-                (
-                    10,
-                    BufRef::Part {
-                        tensor: norm_w.to_owned(),
-                        chunk: 0,
-                        part: 0,
-                    },
-                ),
-                (11, part(up, 0)),
-                (12, part(up, 1)),
-                (13, part(up, 2)),
+                (9, first_chunk(gate, 0)),
+                (10, first_chunk(norm_w, 0)),
+                (11, first_chunk(up, 0)),
+                (12, first_chunk(up, 1)),
+                (13, first_chunk(up, 2)),
             ],
             params: Self::params(Kernel::Matmul, vals),
             grid,
@@ -466,17 +451,7 @@ impl<'a> Builder<'a> {
     ) {
         let off = self.norm_offset();
         let (grid, gw) = grid_1d(rows.clone());
-        let mut bindings = vec![
-            (2, BufRef::Act(y)),
-            (
-                3,
-                BufRef::Part {
-                    tensor: w.to_owned(),
-                    chunk: 0,
-                    part: 0,
-                },
-            ),
-        ];
+        let mut bindings = vec![(2, BufRef::Act(y)), (3, first_chunk(w, 0))];
         let (entry, reads) = match x {
             Some(x) => {
                 bindings.push((1, BufRef::Act(x)));

@@ -1,4 +1,5 @@
-//! Reading GPU buffers back: the one place that maps a buffer after the queue's work.
+//! Reading GPU buffers back: the one place that maps a buffer, or waits for a submission,
+//! after the queue's work.
 
 use crate::{Gpu, GpuError, Result};
 
@@ -18,6 +19,17 @@ pub fn map_read(gpu: &Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let out = slice.get_mapped_range().map_err(|e| err(&e))?.to_vec();
     buf.unmap();
     Ok(out)
+}
+
+/// Blocks until the submission `index` has completed on the GPU.
+pub fn wait_for(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
+    gpu.device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .map(|_| ())
+        .map_err(|e| GpuError::Device(e.to_string()))
 }
 
 /// [`map_read`] as little-endian f32 values.

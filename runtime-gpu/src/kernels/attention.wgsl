@@ -49,13 +49,17 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let end = min(qi + 1u, start + p.kps);
     let kvh = h / (p.heads / p.kv_heads);
     let qb = (t * p.heads + h) * p.hd;
-    for (var d = lid; d < p.hd; d += WG) {
-        qv[d] = q[qb + d];
-    }
+    // q staged once, as vectors where hd % 4 == 0, as scalars otherwise.
     let vec = p.hd % 4u == 0u;
-    if (vec && lid < p.hd / 4u) {
-        let d = 4u * lid;
-        qv4[lid] = vec4<f32>(q[qb + d], q[qb + d + 1u], q[qb + d + 2u], q[qb + d + 3u]);
+    if (vec) {
+        if (lid < p.hd / 4u) {
+            let d = 4u * lid;
+            qv4[lid] = vec4<f32>(q[qb + d], q[qb + d + 1u], q[qb + d + 2u], q[qb + d + 3u]);
+        }
+    } else {
+        for (var d = lid; d < p.hd; d += WG) {
+            qv[d] = q[qb + d];
+        }
     }
     workgroupBarrier();
     var m = -3.0e38;

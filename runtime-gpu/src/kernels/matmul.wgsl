@@ -47,33 +47,6 @@ fn half_at(a: u32, i: u32) -> f32 {
     return select(v.x, v.y, (i & 1u) == 1u);
 }
 
-// Σ over packed word `wi` of row `row` against token `t`'s activations.
-fn m0e4_word(row: u32, wi: u32, t: u32) -> f32 {
-    let w = packed[row * p.words_per_row + wi];
-    let col0 = wi * M0E4_PER_WORD;
-    let g = row * p.groups_per_row + col0 / p.group;
-    let s = half_at(scales[g >> 1u], g);
-    let b = half_at(biases[g >> 1u], g);
-    let xb = t * p.k + col0;
-    var dv = 0.0;
-    var sx = 0.0;
-    for (var kk = 0u; kk < 4u; kk++) {
-        let v = m0e4_pair(w, kk);
-        let c0 = col0 + kk;
-        if (c0 < p.k) {
-            let a = x[xb + kk];
-            dv += v.x * a;
-            sx += a;
-        }
-        if (c0 + 4u < p.k) {
-            let a = x[xb + kk + 4u];
-            dv += v.y * a;
-            sx += a;
-        }
-    }
-    return s * dv + b * sx;
-}
-
 fn store(t: u32, o: u32, acc: f32) {
     var v = acc;
     if (p.has_bias != 0u) {
@@ -183,10 +156,10 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 // (gemv_m0e4_glu: a gate row and an up row). Per step lane l reads, of each of its rows, 4
 // packed words (32 weights of one group) as one vec4<u32> — a lane group reads 512 contiguous
 // bytes of a row — with one scale and one bias, and the matching 32 activations as 8
-// vec4<f32>, shared by all its rows. `x4` and `packed4` are
-// the same buffers as `x` and `packed`, viewed as vectors. With `norm` set, x is the raw
-// residual stream and the RMSNorm that precedes the matrix is applied on the fly (each
-// workgroup stages the normalized row in shared memory): one dispatch instead of two.
+// vec4<f32>, shared by all its rows. `x4` and `packed4` are the same buffers as `x` and
+// `packed`, viewed as vectors. With `norm` set, x is the raw residual stream and the RMSNorm
+// that precedes the matrix is applied on the fly (each workgroup stages the normalized row in
+// shared memory): one dispatch instead of two.
 @group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;
 @group(0) @binding(10) var<storage, read> norm_w4: array<vec4<f32>>;

@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 use tlite_quantizer::rng::Rng;
 use wgpu::util::DeviceExt;
 
+use crate::readback::wait_for;
 use crate::{Gpu, GpuError, GpuModel, Result};
 
 /// The probe kernel.
@@ -161,13 +162,7 @@ impl ProbeJob {
     pub fn run(&self, gpu: &Gpu) -> Result<Duration> {
         let cb = self.encode(gpu, false);
         let t = Instant::now();
-        let index = gpu.queue.submit([cb]);
-        gpu.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| GpuError::Device(e.to_string()))?;
+        wait_for(gpu, gpu.queue.submit([cb]))?;
         Ok(t.elapsed())
     }
 
