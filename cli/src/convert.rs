@@ -27,7 +27,7 @@ pub struct Args {
     /// Split tensors into chunks of at most this many bytes (a device's binding limit).
     #[arg(long, default_value_t = deploy::DEFAULT_BINDING_LIMIT)]
     binding_limit: u64,
-    /// Replace an existing output folder.
+    /// Replace an existing output folder that tlite wrote (any other non-empty folder is refused).
     #[arg(long)]
     force: bool,
     /// Print JSON instead of a table.

@@ -24,7 +24,7 @@ pub struct Args {
     /// Storage type of model.safetensors (f32 keeps the dequantized values exactly).
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DType,
-    /// Replace OUT if it exists and is not empty.
+    /// Replace OUT when it is a folder tlite wrote (any other non-empty folder is refused).
     #[arg(long)]
     force: bool,
     /// Print the summary as JSON.

@@ -61,7 +61,18 @@ enum Command {
     PriorityBench(priority::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, never a backtrace (whatever RUST_BACKTRACE).
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // Rust ignores SIGPIPE, so printing into a closed pipe (`tlite inspect … | head`) would
     // panic; restore the default and end quietly instead, as other command-line tools do.
     #[cfg(unix)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_converter::synth::{SynthSpec, write_checkpoint_to};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,6 +18,9 @@ pub struct Args {
     /// Override the number of layers.
     #[arg(long)]
     layers: Option<usize>,
+    /// Replace an existing output folder that tlite wrote.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -29,7 +32,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(l) = a.layers {
         spec.layers = l;
     }
-    write_checkpoint(&spec, &a.output)?;
+    write_checkpoint_to(&spec, &a.output, a.force)?;
     println!(
         "wrote {} ({:?}, {} layers, hidden {}) to {}",
         a.preset,

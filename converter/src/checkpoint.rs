@@ -57,15 +57,25 @@ impl Checkpoint {
         let mut index = HashMap::new();
         for (fi, f) in files.iter().enumerate() {
             for (ei, e) in f.entries().iter().enumerate() {
-                index.insert(e.name.clone(), (fi, ei));
+                if let Some((other, _)) = index.insert(e.name.clone(), (fi, ei)) {
+                    return Err(ConvertError::Safetensors {
+                        path: f.path().to_owned(),
+                        reason: format!(
+                            "tensor `{}` is also stored in {}; a checkpoint holds each tensor once",
+                            e.name,
+                            files[other].path().display()
+                        ),
+                    });
+                }
             }
         }
+
         let tokenizer = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
         let gen_path = dir.join("generation_config.json");
         let generation_config = std::fs::read_to_string(&gen_path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-        Ok(Checkpoint {
+        let ck = Checkpoint {
             dir: dir.to_owned(),
             config,
             config_json,
@@ -73,7 +83,15 @@ impl Checkpoint {
             generation_config,
             files,
             index,
-        })
+        };
+        // Float checkpoints: every weight takes at least 16 bits.
+        ck.config
+            .check_fits(ck.index.len(), ck.data_bytes(), 16)
+            .map_err(|reason| ConvertError::Config {
+                path: cfg_path,
+                reason,
+            })?;
+        Ok(ck)
     }
 
     pub fn arch(&self) -> &'static Arch {
@@ -175,11 +193,26 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     shards.sort();
     shards.dedup();
+    if shards.len() > MAX_SHARDS {
+        return Err(ConvertError::Config {
+            path: idx_path.clone(),
+            reason: format!(
+                "the index lists {} shard files (at most {MAX_SHARDS} are accepted)",
+                shards.len()
+            ),
+        });
+    }
     shards
         .into_iter()
         .map(|s| {
+            if let Err(reason) = check_shard_name(&s) {
+                return Err(ConvertError::Config {
+                    path: idx_path.clone(),
+                    reason: format!("shard `{s}`: {reason}"),
+                });
+            }
             let p = dir.join(&s);
-            if p.is_file() && !s.contains("..") {
+            if p.is_file() {
                 Ok(p)
             } else {
                 Err(ConvertError::MissingShard {
@@ -189,6 +222,29 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
             }
         })
         .collect()
+}
+
+/// Most shard files an index may name.
+const MAX_SHARDS: usize = 65536;
+
+/// A shard path must stay inside the checkpoint folder: relative, made of normal components
+/// only (no `..`, no `.`, no root or drive prefix), with no NUL and no backslash.
+pub fn check_shard_name(s: &str) -> std::result::Result<(), &'static str> {
+    use std::path::Component;
+    if s.is_empty() {
+        return Err("empty path");
+    }
+    if s.contains('\\') || s.contains('\0') {
+        return Err("backslashes and NUL are not allowed in shard paths");
+    }
+    if Path::new(s)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        Ok(())
+    } else {
+        Err("shard paths must be relative to the checkpoint folder, without `..` or `.`")
+    }
 }
 
 /// The HF hub cache folder: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::arch::{self, Arch, Family};
+use crate::validate::limits;
 use crate::{ConvertError, Result, io_err};
 
 /// A model's hyper-parameters, normalized across families.
@@ -89,14 +90,24 @@ impl Reader<'_> {
         }
     }
 
-    fn ids(&self, key: &str) -> Vec<u32> {
+    /// A token id or a list of them; ids that are not integers in u32 range are errors.
+    fn ids(&self, key: &str) -> Result<Vec<u32>> {
+        let one = |x: &Value| {
+            x.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| self.err(format!("`{key}` holds {x}, which is not a token id")))
+        };
         match self.v.get(key) {
-            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_u64().map(|x| x as u32))
-                .collect(),
-            _ => Vec::new(),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) if a.len() <= limits::MAX_SPECIAL_IDS => {
+                a.iter().map(one).collect()
+            }
+            Some(Value::Array(a)) => Err(self.err(format!(
+                "`{key}` lists {} ids (at most {} are accepted)",
+                a.len(),
+                limits::MAX_SPECIAL_IDS
+            ))),
+            Some(x) => one(x).map(|id| vec![id]),
         }
     }
 }
@@ -153,13 +164,16 @@ impl ModelConfig {
             Family::ChatGlm => 10000.0 * r.f64_opt(&["rope_ratio"])?.unwrap_or(1.0),
             _ => r.f64_opt(&["rope_theta"])?.unwrap_or(10000.0),
         };
-        let rope_linear_factor = v
-            .get("rope_scaling")
-            .filter(|s| {
-                s.get("rope_type").or(s.get("type")).and_then(Value::as_str) == Some("linear")
-            })
-            .and_then(|s| s.get("factor"))
-            .and_then(Value::as_f64);
+        let rope_linear_factor = match v.get("rope_scaling").filter(|s| {
+            s.get("rope_type").or(s.get("type")).and_then(Value::as_str) == Some("linear")
+        }) {
+            None => Ok(None),
+            Some(s) => s
+                .get("factor")
+                .and_then(Value::as_f64)
+                .map(Some)
+                .ok_or_else(|| r.err("linear `rope_scaling` without a numeric `factor`".into())),
+        };
         let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
         let sliding_window = match family {
             Family::Gemma2 | Family::Gemma3 => r.usize_opt(&["sliding_window"])?.or(Some(4096)),
@@ -176,8 +190,15 @@ impl ModelConfig {
             }
             _ => None,
         };
-        let sliding_layers = sliding_layers(v, family, num_layers, sliding_window.is_some());
-        Ok(ModelConfig {
+        if num_layers > limits::MAX_LAYERS {
+            return Err(r.err(format!(
+                "num_hidden_layers {num_layers} exceeds the supported maximum of {}",
+                limits::MAX_LAYERS
+            )));
+        }
+        let sliding_layers = sliding_layers(v, family, num_layers, sliding_window.is_some())
+            .map_err(|reason| r.err(reason))?;
+        let config = ModelConfig {
             model_type: model_type.to_owned(),
             family,
             hidden_size,
@@ -198,7 +219,7 @@ impl ModelConfig {
                 Family::Gemma3 => Some(r.f64_opt(&["rope_local_base_freq"])?.unwrap_or(10000.0)),
                 _ => None,
             },
-            rope_linear_factor,
+            rope_linear_factor: rope_linear_factor?,
             partial_rotary_factor: r.f64_opt(&["partial_rotary_factor"])?.unwrap_or(if glm {
                 0.5
             } else {
@@ -217,9 +238,11 @@ impl ModelConfig {
             },
             attn_logit_softcapping: r.f64_opt(&["attn_logit_softcapping"])?,
             final_logit_softcapping: r.f64_opt(&["final_logit_softcapping"])?,
-            bos_token_id: r.ids("bos_token_id").first().copied(),
-            eos_token_ids: r.ids("eos_token_id"),
-        })
+            bos_token_id: r.ids("bos_token_id")?.first().copied(),
+            eos_token_ids: r.ids("eos_token_id")?,
+        };
+        config.validate().map_err(|reason| r.err(reason))?;
+        Ok(config)
     }
 
     /// This config's row of the architecture table.
@@ -231,24 +254,41 @@ impl ModelConfig {
 /// Which layers use sliding-window attention: `layer_types` when given, else the family's
 /// pattern (Gemma 2: even layers; Gemma 3: all but every `sliding_window_pattern`-th; others:
 /// every layer when a window is configured).
-fn sliding_layers(v: &Value, family: Family, n: usize, has_window: bool) -> Vec<bool> {
-    if let Some(types) = v.get("layer_types").and_then(Value::as_array)
-        && types.len() == n
-    {
+fn sliding_layers(
+    v: &Value,
+    family: Family,
+    n: usize,
+    has_window: bool,
+) -> std::result::Result<Vec<bool>, String> {
+    if let Some(types) = v.get("layer_types").and_then(Value::as_array) {
+        if types.len() != n {
+            return Err(format!(
+                "`layer_types` lists {} layers, but the model has {n}",
+                types.len()
+            ));
+        }
         return types
             .iter()
-            .map(|t| t.as_str() == Some("sliding_attention"))
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(format!(
+                    "`layer_types` holds {t}; expected \"sliding_attention\" or \"full_attention\""
+                )),
+            })
             .collect();
     }
-    match family {
+    Ok(match family {
         Family::Gemma2 => (0..n).map(|l| l % 2 == 0).collect(),
         Family::Gemma3 => {
-            let p = v
-                .get("sliding_window_pattern")
-                .and_then(Value::as_u64)
-                .unwrap_or(6) as usize;
-            (0..n).map(|l| (l + 1) % p.max(1) != 0).collect()
+            let p = match v.get("sliding_window_pattern") {
+                None | Some(Value::Null) => 6,
+                Some(x) => x.as_u64().filter(|&p| p > 0).ok_or_else(|| {
+                    format!("`sliding_window_pattern` must be a positive integer, found {x}")
+                })?,
+            };
+            (0..n as u64).map(|l| (l + 1) % p != 0).collect()
         }
         _ => vec![has_window; n],
-    }
+    })
 }

@@ -9,8 +9,10 @@ pub mod deploy;
 pub mod events;
 pub mod fixtures;
 pub mod gguf;
+pub mod output;
 pub mod safetensors_file;
 pub mod synth;
+pub mod validate;
 
 pub use events::Event;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
@@ -59,6 +61,8 @@ pub enum ConvertError {
     Tokenizer { path: PathBuf, reason: String },
     #[error("{path} exists and is not empty (overwrite it with --force)")]
     OutputExists { path: PathBuf },
+    #[error("refusing to write {path}: {reason}")]
+    OutputRefused { path: PathBuf, reason: String },
     #[error("{path}: not a valid deployable model: {reason}")]
     Manifest { path: PathBuf, reason: String },
     #[error("{path}: checksum mismatch in tensor `{tensor}` (the file is corrupted)")]

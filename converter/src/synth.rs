@@ -2,19 +2,19 @@
 //! description: tiny ones (a few hundred KB, made at test time) and real shapes for GPU
 //! benchmarks (speed does not depend on the values, but nothing is ever zero).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 use serde_json::{Value, json};
 use tlite_quantizer::rng::Rng;
 
 use crate::arch::{Arch, Family, NormStyle, Role};
 use crate::config::ModelConfig;
-use crate::{ConvertError, Result, io_err};
+use crate::output::Output;
+use crate::safetensors_file::{OutTensor, write_streaming};
+use crate::{Result, io_err};
 
 /// The shape of a synthetic model.
 #[derive(Clone, Debug, PartialEq)]
@@ -164,12 +164,19 @@ pub const ALL_FAMILIES: [Family; 6] = [
     Family::ChatGlm,
 ];
 
-/// Writes `config.json`, `model.safetensors`, `tokenizer.json` and `generation_config.json`.
+/// Writes `config.json`, `model.safetensors`, `tokenizer.json` and `generation_config.json`
+/// into `dir`, replacing a folder that tlite wrote there before.
 pub fn write_checkpoint(spec: &SynthSpec, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    write_checkpoint_to(spec, dir, true)
+}
+
+/// [`write_checkpoint`] through [`Output`]: `overwrite` allows replacing a non-empty folder
+/// that tlite wrote; any other non-empty folder is refused.
+pub fn write_checkpoint_to(spec: &SynthSpec, target: &Path, overwrite: bool) -> Result<()> {
     let cfg_json = spec.config_json();
-    let cfg_path = dir.join("config.json");
-    let config = ModelConfig::from_json(&cfg_json, &cfg_path)?;
+    let config = ModelConfig::from_json(&cfg_json, &target.join("config.json"))?;
+    let output = Output::prepare(target, &[], overwrite)?;
+    let dir = output.dir();
     let arch = config.arch();
     let tensors = arch.expected_tensors(&config);
     let bytes: Vec<Vec<u8>> = tensors
@@ -193,22 +200,18 @@ pub fn write_checkpoint(spec: &SynthSpec, dir: &Path) -> Result<()> {
             encode(&values, spec.dtype)
         })
         .collect();
-    let views: Vec<(String, TensorView)> = tensors
+    let out_tensors: Vec<OutTensor> = tensors
         .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            let v = TensorView::new(spec.dtype, t.shape.clone(), b)
-                .expect("sizes match by construction");
-            (t.name.clone(), v)
+        .map(|t| OutTensor {
+            name: t.name.clone(),
+            dtype: spec.dtype,
+            shape: t.shape.clone(),
         })
         .collect();
     let model = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &model).map_err(
-        |e| ConvertError::Safetensors {
-            path: model.clone(),
-            reason: e.to_string(),
-        },
-    )?;
+    write_streaming(&model, None, &out_tensors, |i, w| {
+        w.write_all(&bytes[i]).map_err(io_err(&model))
+    })?;
     let write = |name: &str, v: &Value| {
         let p = dir.join(name);
         std::fs::write(&p, serde_json::to_string_pretty(v).expect("json")).map_err(io_err(&p))
@@ -219,6 +222,7 @@ pub fn write_checkpoint(spec: &SynthSpec, dir: &Path) -> Result<()> {
         &json!({"bos_token_id": 1, "eos_token_id": 2}),
     )?;
     write("tokenizer.json", &byte_tokenizer(spec.vocab))?;
+    output.install()?;
     Ok(())
 }
 

@@ -41,7 +41,7 @@ impl Case {
         let leftovers: Vec<_> = std::fs::read_dir(&self.root)
             .unwrap()
             .filter_map(|d| d.ok())
-            .filter(|d| d.file_name().to_string_lossy().contains(".tmp-"))
+            .filter(|d| d.file_name().to_string_lossy().contains(".tlite-tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "temporary output left behind");
         e
@@ -286,11 +286,25 @@ fn existing_output_is_not_overwritten_without_force() {
     .unwrap();
     assert!(e.to_string().contains("--force"), "{e}");
     assert!(c.out().join("keep.txt").exists());
+    // --force replaces only a folder tlite wrote: this one holds the user's file.
     let opts = ConvertOptions {
         overwrite: true,
         ..Default::default()
     };
+    let e = convert(&ck, &c.out(), &opts, &mut events::ignore)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("did not write"), "{e}");
+    assert!(c.out().join("keep.txt").exists());
+    std::fs::remove_file(c.out().join("keep.txt")).unwrap();
+    // Empty now: converted into without --force; then replaced with it.
+    convert(
+        &ck,
+        &c.out(),
+        &ConvertOptions::default(),
+        &mut events::ignore,
+    )
+    .unwrap();
     convert(&ck, &c.out(), &opts, &mut events::ignore).unwrap();
-    assert!(!c.out().join("keep.txt").exists());
     DeployedModel::open(&c.out()).unwrap();
 }

@@ -33,6 +33,8 @@ pub enum QuantError {
         expected: usize,
         found: usize,
     },
+    #[error("a matrix of {rows} × {cols} is too large to address")]
+    TooLarge { rows: usize, cols: usize },
     #[error("non-finite weight {value} at row {row}, column {col}")]
     NonFinite { row: usize, col: usize, value: f32 },
     #[error("group at row {row}, column {col} spans {range:e}, beyond what an f16 scale can hold")]

@@ -109,8 +109,13 @@ impl M0E4Matrix {
         biases: Vec<u16>,
     ) -> Result<Self> {
         check_group(group)?;
-        let words = rows * Self::words_per_row(cols);
-        let groups = rows * Self::groups_per_row(cols, group);
+        let too_large = || QuantError::TooLarge { rows, cols };
+        let words = rows
+            .checked_mul(Self::words_per_row(cols))
+            .ok_or_else(too_large)?;
+        let groups = rows
+            .checked_mul(Self::groups_per_row(cols, group))
+            .ok_or_else(too_large)?;
         for (what, expected, found) in [
             ("packed words", words, packed.len()),
             ("group scales", groups, scales.len()),

@@ -71,12 +71,27 @@ impl DeployedModel {
                 manifest.format_version
             )));
         }
+        // The config is validated as config.json is, and must fit the file, before anything
+        // is sized by it.
+        let cfg = &manifest.config;
+        cfg.validate()
+            .map_err(|r| bad(format!("invalid config: {r}")))?;
+        if cfg.arch().family != manifest.architecture {
+            return Err(bad(format!(
+                "architecture `{:?}` disagrees with the config's family `{:?}`",
+                manifest.architecture,
+                cfg.arch().family
+            )));
+        }
+        let data_bytes = file.entries().iter().map(|e| e.range.len() as u64).sum();
+        // M0E4 weights take at least 4 bits each.
+        cfg.check_fits(manifest.tensors.len(), data_bytes, 4)
+            .map_err(|r| bad(format!("invalid config: {r}")))?;
         for t in &manifest.tensors {
             check_layout(&file, t).map_err(|r| bad(format!("tensor `{}`: {r}", t.name)))?;
         }
         // Every tensor the configured architecture needs, in the shape its config implies: the
         // GPU kernels index buffers by the config's sizes.
-        let cfg = &manifest.config;
         for e in cfg.arch().expected_tensors(cfg) {
             match manifest.tensors.iter().find(|t| t.name == e.name) {
                 None => {
@@ -234,6 +249,15 @@ impl DeployedModel {
 
 /// Checks that a layout's chunks cover its rows and that each part has the implied dtype/shape.
 fn check_layout(file: &SafetensorsFile, t: &TensorLayout) -> std::result::Result<(), String> {
+    if !(1..=2).contains(&t.shape.len()) || t.shape.contains(&0) {
+        return Err(format!(
+            "shape {:?}: tensors are vectors or matrices with no empty dimension",
+            t.shape
+        ));
+    }
+    if t.chunks.len() > t.shape[0] {
+        return Err(format!("{} chunks for {} rows", t.chunks.len(), t.shape[0]));
+    }
     let (rows, cols) = t.rows_cols();
     let mut next = 0;
     for c in &t.chunks {

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use half::f16;
 use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tlite_quantizer::{ErrorStats, M0E4Matrix, Method, QuantOptions};
@@ -19,6 +18,8 @@ use super::{
 use crate::arch::Role;
 use crate::checkpoint::Checkpoint;
 use crate::events::Event;
+use crate::output::Output;
+use crate::safetensors_file::{OutTensor, write_streaming};
 use crate::{ConvertError, Result, io_err};
 
 /// `REGEX=f16|f32`: tensors whose name matches are stored dense instead of in M0E4.
@@ -109,21 +110,28 @@ pub fn convert(
 ) -> Result<ConvertReport> {
     let t0 = Instant::now();
     tlite_quantizer::check_group(opts.group)?;
-    if out.exists() && !opts.overwrite {
-        return Err(ConvertError::OutputExists {
+    if opts.binding_limit < MIN_BINDING_LIMIT {
+        return Err(ConvertError::Config {
             path: out.to_owned(),
+            reason: format!(
+                "a binding limit of {} bytes is below the minimum of {MIN_BINDING_LIMIT}",
+                opts.binding_limit
+            ),
         });
     }
+    let output = Output::prepare(out, &[&ck.dir], opts.overwrite)?;
     let rules: Vec<(regex::Regex, Storage)> = opts
         .keep
         .iter()
         .map(|k| {
-            (
-                regex::Regex::new(&k.pattern).expect("validated when parsed"),
-                k.storage,
-            )
+            regex::Regex::new(&k.pattern)
+                .map(|re| (re, k.storage))
+                .map_err(|e| ConvertError::Config {
+                    path: out.to_owned(),
+                    reason: format!("keep rule `{}` is not a valid regex: {e}", k.pattern),
+                })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let expected = ck.expected_tensors()?;
     progress(Event::Start {
         phase: "convert",
@@ -178,7 +186,7 @@ pub fn convert(
         norm: ck.arch().norm,
         tensors: layouts,
     };
-    write_folder(ck, out, &manifest, &parts, opts.overwrite)?;
+    write_folder(ck, output, &manifest, &parts)?;
     progress(Event::Done { phase: "convert" });
     let parameters: u64 = expected.iter().map(|t| t.numel() as u64).sum();
     let bytes: u64 = parts.iter().map(|p| p.bytes.len() as u64).sum();
@@ -191,6 +199,10 @@ pub fn convert(
         tensors: reports,
     })
 }
+
+/// The smallest accepted binding limit, 1 KiB: far below any device's (wgpu guarantees
+/// 128 MiB), small enough for tests to force chunking on tiny models.
+pub const MIN_BINDING_LIMIT: u64 = 1 << 10;
 
 /// Row ranges of at most `limit` bytes each (at least one row per chunk).
 fn row_chunks(rows: usize, bytes_per_row: usize, limit: u64) -> Vec<(usize, usize)> {
@@ -326,68 +338,40 @@ fn store_tensor(
     Ok((layout, parts, error))
 }
 
-/// Writes the folder under a temporary name next to `out`, then renames it into place.
+/// Writes the model into the output's temporary folder and installs it.
 fn write_folder(
     ck: &Checkpoint,
-    out: &Path,
+    output: Output,
     manifest: &Manifest,
     parts: &[Part],
-    overwrite: bool,
 ) -> Result<()> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let tmp = output.dir();
+    let json = serde_json::to_string(manifest).expect("manifest serializes");
+    let meta = HashMap::from([(MANIFEST_KEY.to_owned(), json)]);
+    let model_path = tmp.join(MODEL_FILE);
+    let tensors: Vec<OutTensor> = parts
+        .iter()
+        .map(|p| OutTensor {
+            name: p.name.clone(),
+            dtype: p.dtype,
+            shape: p.shape.clone(),
+        })
+        .collect();
+    write_streaming(&model_path, Some(meta), &tensors, |i, w| {
+        w.write_all(&parts[i].bytes).map_err(io_err(&model_path))
+    })?;
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "config.json",
+        "generation_config.json",
+    ] {
+        let src = ck.dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, tmp.join(name)).map_err(io_err(&src))?;
         }
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let views: Vec<(String, TensorView)> = parts
-            .iter()
-            .map(|p| {
-                TensorView::new(p.dtype, p.shape.clone(), &p.bytes)
-                    .map(|v| (p.name.clone(), v))
-                    .map_err(|e| ConvertError::Safetensors {
-                        path: tmp.join(MODEL_FILE),
-                        reason: format!("{}: {e}", p.name),
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let json = serde_json::to_string(manifest).expect("manifest serializes");
-        let meta = HashMap::from([(MANIFEST_KEY.to_owned(), json)]);
-        let model_path = tmp.join(MODEL_FILE);
-        safetensors::serialize_to_file(views, Some(meta), &model_path).map_err(|e| {
-            ConvertError::Safetensors {
-                path: model_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        for name in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "chat_template.jinja",
-            "config.json",
-            "generation_config.json",
-        ] {
-            let src = ck.dir.join(name);
-            if src.is_file() {
-                std::fs::copy(&src, tmp.join(name)).map_err(io_err(&src))?;
-            }
-        }
-        if out.exists() && overwrite {
-            std::fs::remove_dir_all(out).map_err(io_err(out))?;
-        }
-        std::fs::rename(&tmp, out).map_err(io_err(out))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
     }
-    result
+    output.install()?;
+    Ok(())
 }

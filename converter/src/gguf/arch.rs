@@ -149,9 +149,7 @@ impl ArchSpec {
             "output_norm" => "model.norm".to_owned(),
             "output" => "lm_head".to_owned(),
             _ => {
-                let rest = stem.strip_prefix("blk.")?;
-                let (layer, part) = rest.split_once('.')?;
-                let layer: usize = layer.parse().ok()?;
+                let (layer, part) = split_layer(stem)?;
                 let (_, hf_part) = self.layer.iter().find(|(g, _)| *g == part)?;
                 format!("model.layers.{layer}.{hf_part}")
             }
@@ -171,4 +169,36 @@ impl ArchSpec {
         };
         Some((format!("{hf}.{kind}"), transform))
     }
+
+    /// The GGUF name of Hugging Face tensor `hf` (the inverse of [`Self::map_tensor`]), for
+    /// error messages; `None` for a name this architecture does not use.
+    pub fn gguf_name(&self, hf: &str) -> Option<String> {
+        let (stem, kind) = hf.rsplit_once('.')?;
+        let g = match stem {
+            "model.embed_tokens" => "token_embd".to_owned(),
+            "model.norm" => "output_norm".to_owned(),
+            "lm_head" => "output".to_owned(),
+            _ => {
+                let (layer, part) = stem.strip_prefix("model.layers.")?.split_once('.')?;
+                let (g_part, _) = self.layer.iter().find(|(_, h)| *h == part)?;
+                format!("blk.{layer}.{g_part}")
+            }
+        };
+        Some(format!("{g}.{kind}"))
+    }
+}
+
+/// The layer number and the rest of a `blk.N.<part>` stem. `N` must be written canonically
+/// (digits, no sign, no leading zero), so that two GGUF names cannot map to one tensor.
+fn split_layer(stem: &str) -> Option<(usize, &str)> {
+    let (layer, part) = stem.strip_prefix("blk.")?.split_once('.')?;
+    let canonical = !layer.is_empty()
+        && layer.bytes().all(|b| b.is_ascii_digit())
+        && (layer == "0" || !layer.starts_with('0'));
+    Some((layer.parse().ok().filter(|_| canonical)?, part))
+}
+
+/// The layer a GGUF tensor name belongs to (`blk.N.*`), if any.
+pub fn layer_of(name: &str) -> Option<usize> {
+    split_layer(name).map(|(l, _)| l)
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use super::arch::ArchSpec;
 use super::reader::GgufFile;
 use crate::Result;
+use crate::validate::limits;
 
 /// What the config needs beyond metadata: facts read off the tensors.
 pub struct TensorFacts {
@@ -29,28 +30,38 @@ pub struct Hyper {
 }
 
 impl Hyper {
-    /// Reads the hyperparameters under `<arch>.` keys.
+    /// Reads the hyperparameters under `<arch>.` keys. Each must be positive and within the
+    /// limits of [`crate::validate::limits`]: values from the file size vectors (one entry per
+    /// layer, ...) before the whole config is validated.
     pub fn read(g: &GgufFile, arch: &str) -> Result<Self> {
         let k = |s: &str| format!("{arch}.{s}");
-        let get = |s: &str| -> Result<usize> { Ok(g.require_u64(&k(s))? as usize) };
-        let hidden = get("embedding_length")?;
-        let n_head = get("attention.head_count")?;
-        if n_head == 0 {
-            return Err(g.err(format!("`{}` is 0", k("attention.head_count"))));
-        }
-        let n_head_kv = g
-            .u64(&k("attention.head_count_kv"))?
-            .map_or(n_head, |v| v as usize);
-        let head_dim = g
-            .u64(&k("attention.key_length"))?
-            .map_or(hidden / n_head, |v| v as usize);
+        let bounded = |s: &str, v: u64, max: usize| -> Result<usize> {
+            match usize::try_from(v) {
+                Ok(0) => Err(g.err(format!("`{}` is 0", k(s)))),
+                Ok(v) if v <= max => Ok(v),
+                _ => Err(g.err(format!(
+                    "`{}` is {v}, above the supported maximum of {max}",
+                    k(s)
+                ))),
+            }
+        };
+        let get = |s: &str, max: usize| bounded(s, g.require_u64(&k(s))?, max);
+        let opt = |s: &str, max: usize| -> Result<Option<usize>> {
+            g.u64(&k(s))?.map(|v| bounded(s, v, max)).transpose()
+        };
+        let hidden = get("embedding_length", limits::MAX_DIM)?;
+        let layers = get("block_count", limits::MAX_LAYERS)?;
+        let n_head = get("attention.head_count", limits::MAX_HEADS)?;
+        let n_head_kv = opt("attention.head_count_kv", limits::MAX_HEADS)?.unwrap_or(n_head);
+        let head_dim = opt("attention.key_length", limits::MAX_DIM)?.unwrap_or(hidden / n_head);
+        let intermediate = get("feed_forward_length", limits::MAX_DIM)?;
         Ok(Self {
             hidden,
-            layers: get("block_count")?,
+            layers,
             n_head,
             n_head_kv,
             head_dim,
-            intermediate: get("feed_forward_length")?,
+            intermediate,
         })
     }
 }

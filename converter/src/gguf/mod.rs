@@ -10,12 +10,14 @@ pub mod arch;
 pub mod config;
 #[cfg(test)]
 mod dequant_ref;
+pub mod header;
 pub mod permute;
 pub mod reader;
 pub mod tensors;
 pub mod tokenizer;
+pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -23,10 +25,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::events::Event;
+use crate::output::Output;
 use crate::{ConvertError, Result, io_err};
 use arch::Heads;
 use config::{Hyper, TensorFacts};
 use reader::{GgufFile, ggml_type_name};
+use tensors::Planned;
 
 /// The floating-point type tensors are stored in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -96,11 +100,6 @@ pub fn import_gguf(
     opts: &ImportOptions,
     progress: &mut dyn FnMut(Event),
 ) -> Result<ImportSummary> {
-    if !opts.overwrite && is_non_empty_dir(out_dir) {
-        return Err(ConvertError::OutputExists {
-            path: out_dir.to_owned(),
-        });
-    }
     let mut g = GgufFile::open(src)?;
     let gguf_arch = g
         .str("general.architecture")?
@@ -112,32 +111,38 @@ pub fn import_gguf(
         n_head: hp.n_head,
         n_head_kv: hp.n_head_kv,
     };
-    let plan = tensors::plan(&g, spec, heads)?;
+    let plan = tensors::plan(&g, spec, heads, hp.layers)?;
     let embed = plan
         .iter()
         .find(|t| t.gguf_name == "token_embd.weight")
         .ok_or_else(|| g.err("no `token_embd.weight` tensor"))?;
+    let &[vocab_size, _] = embed.shape.as_slice() else {
+        return Err(g.err(format!(
+            "`token_embd.weight` has shape {:?}; expected [vocab, hidden]",
+            embed.shape
+        )));
+    };
     let facts = TensorFacts {
-        vocab_size: embed.shape[0],
+        vocab_size,
         tied: !plan.iter().any(|t| t.gguf_name == "output.weight"),
         qkv_bias: plan.iter().any(|t| t.gguf_name.ends_with("attn_q.bias")),
     };
     let config = config::config_json(&g, spec, &hp, &facts, opts.dtype.torch_name())?;
     let generation = config::generation_config_json(&g)?;
+    validate(&g, spec, &config, &plan)?;
+    // Everything that can be refused is checked before the output folder is touched.
+    progress(Event::Start {
+        phase: "tokenizer",
+        total: 1,
+    });
+    let tok = tokenizer::build(&g)?;
+    let tok_config = tokenizer_config(&g, tok.add_bos, tok.add_eos)?;
 
-    let tmp = sibling(out_dir, "tmp")?;
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-    }
-    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let written = (|| -> Result<(u64, usize)> {
+    let output = Output::prepare(out_dir, &[src], opts.overwrite)?;
+    let tmp = output.dir().to_owned();
+    let (bytes_written, vocab_size) = (|| -> Result<(u64, usize)> {
         let mut bytes = write_json(&tmp.join("config.json"), &config)?;
         bytes += write_json(&tmp.join("generation_config.json"), &generation)?;
-        progress(Event::Start {
-            phase: "tokenizer",
-            total: 1,
-        });
-        let tok = tokenizer::build(&g)?;
         let vocab_size = tok.tokenizer.get_vocab_size(true);
         let tok_path = tmp.join("tokenizer.json");
         tok.tokenizer
@@ -147,7 +152,6 @@ pub fn import_gguf(
                 reason: e.to_string(),
             })?;
         bytes += fs::metadata(&tok_path).map_err(io_err(&tok_path))?.len();
-        let tok_config = tokenizer_config(&g, tok.add_bos, tok.add_eos)?;
         bytes += write_json(&tmp.join("tokenizer_config.json"), &tok_config)?;
         progress(Event::Item {
             index: 0,
@@ -157,16 +161,8 @@ pub fn import_gguf(
         let st = tmp.join("model.safetensors");
         bytes += tensors::write_safetensors(&st, &mut g, &plan, opts.dtype, progress)?;
         Ok((bytes, vocab_size))
-    })();
-    let (bytes_written, vocab_size) = match written.and_then(|w| install(&tmp, out_dir).map(|()| w))
-    {
-        Ok(w) => w,
-        Err(e) => {
-            // Best effort: the error being reported matters more than a failed cleanup.
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
+    })()?;
+    output.install()?;
 
     let mut source_types = BTreeMap::new();
     for t in &plan {
@@ -188,13 +184,57 @@ pub fn import_gguf(
     })
 }
 
+/// Checks the rebuilt config through the one config validation, then against the file: the
+/// tensors and bytes it holds must be able to back the config, and every tensor the
+/// architecture needs must be there with its shape. Runs before anything is written.
+fn validate(g: &GgufFile, spec: &arch::ArchSpec, config: &Value, plan: &[Planned]) -> Result<()> {
+    let cfg = crate::config::ModelConfig::from_json(config, g.path()).map_err(|e| match e {
+        ConvertError::Config { reason, .. } => g.err(format!(
+            "the config rebuilt from its metadata is invalid: {reason}"
+        )),
+        other => other,
+    })?;
+    cfg.check_fits(plan.len(), g.tensor_data_bytes(), 4)
+        .map_err(|reason| g.err(reason))?;
+    let by_name: HashMap<&str, &Planned> = plan.iter().map(|t| (t.hf_name.as_str(), t)).collect();
+    for e in cfg.arch().expected_tensors(&cfg) {
+        let gguf_name = spec.gguf_name(&e.name).unwrap_or_else(|| e.name.clone());
+        match by_name.get(e.name.as_str()) {
+            None => {
+                return Err(g.err(format!(
+                    "tensor `{gguf_name}` is missing (the config needs `{}`, shape {:?})",
+                    e.name, e.shape
+                )));
+            }
+            Some(t) if t.shape != e.shape => {
+                return Err(g.err(format!(
+                    "tensor `{gguf_name}` has shape {:?}; the config needs {:?}",
+                    t.shape, e.shape
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// `tokenizer_config.json`: special tokens, BOS/EOS behaviour and the chat template.
 fn tokenizer_config(g: &GgufFile, add_bos: bool, add_eos: bool) -> Result<Value> {
     let tokens = g.strings("tokenizer.ggml.tokens")?.unwrap_or_default();
     let token = |key: &str| -> Result<Value> {
-        Ok(g.u64(key)?
-            .and_then(|i| tokens.get(i as usize))
-            .map_or(Value::Null, |t| json!(t)))
+        match g.u64(key)? {
+            None => Ok(Value::Null),
+            Some(i) => usize::try_from(i)
+                .ok()
+                .and_then(|i| tokens.get(i))
+                .map(|t| json!(t))
+                .ok_or_else(|| {
+                    g.err(format!(
+                        "`{key}` = {i} is outside the vocabulary of {} tokens",
+                        tokens.len()
+                    ))
+                }),
+        }
     };
     let mut c = serde_json::Map::new();
     c.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
@@ -226,47 +266,4 @@ fn write_json(path: &Path, v: &Value) -> Result<u64> {
     s.push('\n');
     fs::write(path, &s).map_err(io_err(path))?;
     Ok(s.len() as u64)
-}
-
-/// Whether `p` is a directory with at least one entry, or a file.
-fn is_non_empty_dir(p: &Path) -> bool {
-    match fs::read_dir(p) {
-        Ok(mut entries) => entries.next().is_some(),
-        Err(_) => p.exists(),
-    }
-}
-
-/// `<out_dir>.<what>-<pid>`, beside `out_dir`.
-fn sibling(out_dir: &Path, what: &str) -> Result<PathBuf> {
-    let name = out_dir
-        .file_name()
-        .ok_or_else(|| ConvertError::Config {
-            path: out_dir.to_owned(),
-            reason: "the output folder needs a name".into(),
-        })?
-        .to_string_lossy();
-    Ok(out_dir.with_file_name(format!("{name}.{what}-{}", std::process::id())))
-}
-
-/// Moves the finished folder `tmp` to `out_dir`, replacing what is there: the old folder is
-/// first renamed aside, so `out_dir` is always either the old folder or the new one.
-fn install(tmp: &Path, out_dir: &Path) -> Result<()> {
-    if out_dir.exists() {
-        let old = sibling(out_dir, "old")?;
-        fs::rename(out_dir, &old).map_err(io_err(out_dir))?;
-        if let Err(e) = fs::rename(tmp, out_dir) {
-            // Put the old folder back; the new one is removed by the caller.
-            let _ = fs::rename(&old, out_dir);
-            return Err(io_err(out_dir)(e));
-        }
-        let meta = fs::symlink_metadata(&old).map_err(io_err(&old))?;
-        if meta.is_dir() {
-            fs::remove_dir_all(&old).map_err(io_err(&old))?;
-        } else {
-            fs::remove_file(&old).map_err(io_err(&old))?;
-        }
-    } else {
-        fs::rename(tmp, out_dir).map_err(io_err(out_dir))?;
-    }
-    Ok(())
 }

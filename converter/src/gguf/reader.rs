@@ -1,6 +1,7 @@
 //! Reading a GGUF file: metadata by key with typed errors, and tensors dequantized to `f32`.
 //!
-//! Parsing and dequantization are candle's (`candle_core::quantized`). Its CPU dequantizers
+//! The header is parsed by [`super::header`], which checks every size and offset against the
+//! file; dequantization is candle's (`candle_core::quantized`). Its CPU dequantizers
 //! follow ggml's reference code and give gguf-py's f32 values bit for bit (`dequant_ref`
 //! checks this): every product in these formats is exact in f32 (an f16 scale has 11
 //! significant bits, the integer factors at most 13 together), so the only rounding is the
@@ -16,31 +17,50 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
-use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+use candle_core::quantized::gguf_file::{TensorInfo, Value};
 
+use super::header::{self, Header};
 use crate::{ConvertError, Result, io_err};
 
 /// An open GGUF file: its parsed header and a handle for reading tensor data.
 pub struct GgufFile {
     path: PathBuf,
     file: File,
-    content: Content,
+    header: Header,
 }
 
 impl GgufFile {
-    /// Opens `path` and parses its header (metadata and tensor directory).
+    /// Opens `path` and parses its header (metadata and tensor directory), checking every
+    /// size it declares against the file: afterwards every tensor is known to lie inside the
+    /// file's data section.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(io_err(path))?;
-        let mut reader = BufReader::new(file.try_clone().map_err(io_err(path))?);
-        let content = Content::read(&mut reader).map_err(|e| ConvertError::Gguf {
+        let gguf_err = |reason: String| ConvertError::Gguf {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let file = File::open(path).map_err(io_err(path))?;
+        let meta = file.metadata().map_err(io_err(path))?;
+        if !meta.is_file() {
+            return Err(gguf_err("not a regular file".into()));
+        }
+        let reader = BufReader::with_capacity(1 << 16, &file);
+        let header = header::parse(reader, meta.len()).map_err(gguf_err)?;
         Ok(Self {
             path: path.to_owned(),
             file,
-            content,
+            header,
         })
+    }
+
+    /// Bytes of tensor data the file holds, all tensors together (non-overlapping, each
+    /// inside the data section).
+    pub fn tensor_data_bytes(&self) -> u64 {
+        self.header.tensor_bytes
+    }
+
+    /// The GGUF version (1 to 3).
+    pub fn version(&self) -> u32 {
+        self.header.version
     }
 
     /// The file this was read from.
@@ -58,12 +78,12 @@ impl GgufFile {
 
     /// All metadata entries.
     pub fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
+        &self.header.metadata
     }
 
     /// A metadata value, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.content.metadata.get(key)
+        self.header.metadata.get(key)
     }
 
     /// An integer metadata value of any integer type; an error if present with another type.
@@ -79,7 +99,8 @@ impl GgufFile {
             .ok_or_else(|| self.err(format!("missing metadata key `{key}`")))
     }
 
-    /// A floating-point (or integer) metadata value, widened to f64.
+    /// A floating-point (or integer) metadata value, widened to f64; NaN and infinities are
+    /// errors.
     ///
     /// An f32 is converted through its shortest decimal form, so `1e-5f32` becomes `1e-5`
     /// rather than `9.999999747378752e-6`: configs read the way their authors wrote them.
@@ -91,6 +112,14 @@ impl GgufFile {
                 other => as_u64(other)
                     .map(|x| x as f64)
                     .ok_or_else(|| self.type_err(key, "a number", other)),
+            })
+            .transpose()?
+            .map(|x: f64| {
+                if x.is_finite() {
+                    Ok(x)
+                } else {
+                    Err(self.err(format!("metadata key `{key}` is {x}, not a finite number")))
+                }
             })
             .transpose()
     }
@@ -166,7 +195,7 @@ impl GgufFile {
     /// Tensor names, sorted.
     pub fn tensor_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
-            .content
+            .header
             .tensor_infos
             .keys()
             .map(String::as_str)
@@ -177,7 +206,7 @@ impl GgufFile {
 
     /// The directory entry of tensor `name`.
     pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo> {
-        self.content
+        self.header
             .tensor_infos
             .get(name)
             .ok_or_else(|| self.err(format!("tensor `{name}` not found")))
@@ -187,45 +216,52 @@ impl GgufFile {
     /// candle reverses GGUF's innermost-first dimension list), dequantized to f32, row-major.
     /// A 1-D tensor is one row.
     pub fn dequantize_rows(&mut self, name: &str, rows: Range<usize>) -> Result<Vec<f32>> {
-        let Self {
-            path,
-            file,
-            content,
-        } = self;
+        let Self { path, file, header } = self;
         let err = |reason: String| ConvertError::Gguf {
             path: path.clone(),
             reason: format!("tensor `{name}`: {reason}"),
         };
-        let info = content
+        let info = header
             .tensor_infos
             .get(name)
             .ok_or_else(|| err("not found".into()))?;
+        // The header proved that `offset + bytes` lies inside the data section; every sum
+        // below is still checked, so that a mistake here is an error, not a wrapped offset.
+        let bytes = header::info_bytes(info).map_err(err)?;
         let dims = info.shape.dims();
         let (n_rows, cols) = match dims {
             [] => (1, 1),
             [n] => (1, *n),
             [outer @ .., inner] => (outer.iter().product(), *inner),
         };
-        let (block, type_size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
-        if !cols.is_multiple_of(block) {
-            return Err(err(format!(
-                "rows of {cols} values do not divide into blocks of {block}"
-            )));
-        }
         if rows.start > rows.end || rows.end > n_rows {
             return Err(err(format!("rows {rows:?} out of 0..{n_rows}")));
         }
-        let row_bytes = (cols / block * type_size) as u64;
-        let start = content.tensor_data_offset + info.offset + rows.start as u64 * row_bytes;
-        let mut raw = vec![0u8; ((rows.end - rows.start) as u64 * row_bytes) as usize];
+        let row_bytes = bytes / n_rows.max(1) as u64;
+        let overflow = || err("offset arithmetic overflows".into());
+        let first = (rows.start as u64)
+            .checked_mul(row_bytes)
+            .and_then(|b| info.offset.checked_add(b))
+            .ok_or_else(overflow)?;
+        let len = ((rows.end - rows.start) as u64)
+            .checked_mul(row_bytes)
+            .ok_or_else(overflow)?;
+        let end = first.checked_add(len).ok_or_else(overflow)?;
+        if end > header.tensor_data_len {
+            return Err(err(format!(
+                "bytes {first}..{end} lie outside the data section of {} bytes",
+                header.tensor_data_len
+            )));
+        }
+        let start = header
+            .tensor_data_offset
+            .checked_add(first)
+            .ok_or_else(overflow)?;
+        let len = usize::try_from(len).map_err(|_| overflow())?;
+        let mut raw = vec![0u8; len];
         file.seek(SeekFrom::Start(start))
             .and_then(|_| file.read_exact(&mut raw))
-            .map_err(|e| {
-                err(format!(
-                    "reading {} bytes at offset {start}: {e}",
-                    raw.len()
-                ))
-            })?;
+            .map_err(|e| err(format!("reading {len} bytes at offset {start}: {e}")))?;
         let shape = vec![rows.end - rows.start, cols];
         qtensor_from_ggml(info.ggml_dtype, &raw, shape, &Device::Cpu)
             .and_then(|q| q.dequantize(&Device::Cpu))

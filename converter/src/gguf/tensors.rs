@@ -5,20 +5,19 @@
 //! whatever the model's size.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
 use safetensors::Dtype;
-use safetensors::tensor::{Metadata, TensorInfo};
 
 use super::OutDType;
-use super::arch::{ArchSpec, Heads, Transform};
+use super::arch::{ArchSpec, Heads, Transform, layer_of};
 use super::permute::{can_permute, unpermute_rows};
 use super::reader::GgufFile;
 use crate::events::Event;
-use crate::{ConvertError, Result, io_err};
+use crate::safetensors_file::{OutTensor, write_streaming};
+use crate::{Result, io_err};
 
 /// One output tensor: where it comes from and what is done to it.
 #[derive(Clone, Debug)]
@@ -48,11 +47,19 @@ impl Planned {
 }
 
 /// Maps every tensor of `g`, sorted by Hugging Face name; a tensor the architecture does not
-/// know is an error naming it.
-pub fn plan(g: &GgufFile, spec: &ArchSpec, heads: Heads) -> Result<Vec<Planned>> {
+/// know, or of a layer at or past `layers`, is an error naming it.
+pub fn plan(g: &GgufFile, spec: &ArchSpec, heads: Heads, layers: usize) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for name in g.tensor_names() {
         let info = g.tensor_info(name)?;
+        if let Some(l) = layer_of(name)
+            && l >= layers
+        {
+            return Err(g.err(format!(
+                "tensor `{name}` belongs to layer {l}, but `{}.block_count` is {layers}",
+                spec.gguf
+            )));
+        }
         let Some((hf_name, transform)) = spec.map_tensor(name, heads) else {
             let hint = if name == "rope_freqs.weight" {
                 " (Llama 3 rope scaling factors have no Hugging Face tensor; not supported)"
@@ -83,6 +90,12 @@ pub fn plan(g: &GgufFile, spec: &ArchSpec, heads: Heads) -> Result<Vec<Planned>>
         });
     }
     out.sort_by(|a, b| a.hf_name.cmp(&b.hf_name));
+    if let Some(w) = out.windows(2).find(|w| w[0].hf_name == w[1].hf_name) {
+        return Err(g.err(format!(
+            "tensors `{}` and `{}` both become `{}`",
+            w[0].gguf_name, w[1].gguf_name, w[0].hf_name
+        )));
+    }
     Ok(out)
 }
 
@@ -145,58 +158,38 @@ pub fn write_safetensors(
     dtype: OutDType,
     progress: &mut dyn FnMut(Event),
 ) -> Result<u64> {
-    let st_err = |reason: String| ConvertError::Safetensors {
-        path: path.to_owned(),
-        reason,
+    let st_dtype = match dtype {
+        OutDType::F32 => Dtype::F32,
+        OutDType::F16 => Dtype::F16,
+        OutDType::BF16 => Dtype::BF16,
     };
-    let (st_dtype, width) = match dtype {
-        OutDType::F32 => (Dtype::F32, 4),
-        OutDType::F16 => (Dtype::F16, 2),
-        OutDType::BF16 => (Dtype::BF16, 2),
-    };
-    let mut infos = Vec::with_capacity(plan.len());
-    let mut offset = 0usize;
-    for t in plan {
-        let n = t.numel() * width;
-        infos.push((
-            t.hf_name.clone(),
-            TensorInfo {
-                dtype: st_dtype,
-                shape: t.shape.clone(),
-                data_offsets: (offset, offset + n),
-            },
-        ));
-        offset += n;
-    }
+    let tensors: Vec<OutTensor> = plan
+        .iter()
+        .map(|t| OutTensor {
+            name: t.hf_name.clone(),
+            dtype: st_dtype,
+            shape: t.shape.clone(),
+        })
+        .collect();
     let format = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let metadata = Metadata::new(Some(format), infos).map_err(|e| st_err(e.to_string()))?;
-    let mut header = serde_json::to_string(&metadata)
-        .map_err(|e| st_err(e.to_string()))?
-        .into_bytes();
-    header.resize(header.len().next_multiple_of(8), b' ');
-
-    let file = File::create(path).map_err(io_err(path))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&(header.len() as u64).to_le_bytes())
-        .and_then(|()| w.write_all(&header))
-        .map_err(io_err(path))?;
     progress(Event::Start {
         phase: "dequantize",
         total: plan.len(),
     });
     let mut buf = Vec::new();
-    for (index, t) in plan.iter().enumerate() {
+    let bytes = write_streaming(path, Some(format), &tensors, |index, mut w| {
+        let t = &plan[index];
         write_tensor(g, t, dtype, &mut w, &mut buf)?;
         progress(Event::Item {
             index,
             name: t.hf_name.clone(),
         });
-    }
-    w.flush().map_err(io_err(path))?;
+        Ok(())
+    })?;
     progress(Event::Done {
         phase: "dequantize",
     });
-    Ok((8 + header.len() + offset) as u64)
+    Ok(bytes)
 }
 
 /// Little-endian bytes of `xs` in `dtype` (f16/bf16 rounded to nearest even), into `buf`.

@@ -69,9 +69,16 @@ pub fn build(g: &GgufFile) -> Result<Built> {
         .map(str::to_owned)
         .collect();
     let types = g.i64s("tokenizer.ggml.token_type")?.unwrap_or_default();
+    if !types.is_empty() && types.len() != tokens.len() {
+        return Err(err(format!(
+            "`tokenizer.ggml.token_type` lists {} types for {} tokens",
+            types.len(),
+            tokens.len()
+        )));
+    }
     let id = |key: &str| -> Result<Option<u32>> {
         match g.u64(key)? {
-            Some(i) if (i as usize) < tokens.len() => Ok(Some(i as u32)),
+            Some(i) if i < tokens.len() as u64 => Ok(u32::try_from(i).ok()),
             Some(i) => Err(err(format!(
                 "`{key}` = {i} is outside the vocabulary of {}",
                 tokens.len()
@@ -98,18 +105,28 @@ pub fn build(g: &GgufFile) -> Result<Built> {
         }
     };
 
+    if vocab.len() != tokens.len() {
+        return Err(err(format!(
+            "the vocabulary was rebuilt with {} tokens instead of {}",
+            vocab.len(),
+            tokens.len()
+        )));
+    }
     let mut added = Vec::new();
     let mut listed = HashSet::new();
-    for (i, &t) in types.iter().enumerate() {
+    // `types` is empty or as long as `vocab` (checked above).
+    for (i, (&t, token)) in types.iter().zip(&vocab).enumerate() {
         let (special, user) = (t == TOKEN_TYPE_CONTROL, t == TOKEN_TYPE_USER_DEFINED);
         if special || user {
-            added.push(AddedToken::from(vocab[i].clone(), special).normalized(!special));
+            added.push(AddedToken::from(token.clone(), special).normalized(!special));
             listed.insert(i);
         }
     }
+    // The ids were checked against the vocabulary's length by `id`.
     for i in [bos, eos, unk, pad].into_iter().flatten() {
+        let token = token_at(&vocab, i).map_err(err)?;
         if listed.insert(i as usize) {
-            added.push(AddedToken::from(vocab[i as usize].clone(), true).normalized(false));
+            added.push(AddedToken::from(token.to_owned(), true).normalized(false));
         }
     }
     tokenizer
@@ -131,6 +148,14 @@ pub fn build(g: &GgufFile) -> Result<Built> {
     })
 }
 
+/// Token `id` of `vocab`, or an error naming the id.
+fn token_at(vocab: &[String], id: u32) -> std::result::Result<&str, String> {
+    vocab
+        .get(id as usize)
+        .map(String::as_str)
+        .ok_or_else(|| format!("token id {id} is outside the vocabulary of {}", vocab.len()))
+}
+
 /// `[bos] $A [eos]` when either is added; `None` when neither is.
 fn template(
     vocab: &[String],
@@ -140,13 +165,13 @@ fn template(
     if bos.is_none() && eos.is_none() {
         return Ok(None);
     }
-    let tok = |i: u32| vocab[i as usize].clone();
+    let tok = |i: u32| token_at(vocab, i).map(str::to_owned);
     let (mut single, mut pair, mut specials) = (Vec::new(), Vec::new(), Vec::new());
     for (seq, part) in [("A", 0), ("B", 1)] {
         if let Some(b) = bos {
-            pair.push(format!("{}:{part}", tok(b)));
+            pair.push(format!("{}:{part}", tok(b)?));
             if part == 0 {
-                single.push(tok(b));
+                single.push(tok(b)?);
             }
         }
         pair.push(format!("${seq}:{part}"));
@@ -154,14 +179,14 @@ fn template(
             single.push("$A".to_owned());
         }
         if let Some(e) = eos {
-            pair.push(format!("{}:{part}", tok(e)));
+            pair.push(format!("{}:{part}", tok(e)?));
             if part == 0 {
-                single.push(tok(e));
+                single.push(tok(e)?);
             }
         }
     }
     for i in [bos, eos].into_iter().flatten() {
-        specials.push((tok(i), i));
+        specials.push((tok(i)?, i));
     }
     TemplateProcessing::builder()
         .try_single(single)
@@ -313,7 +338,7 @@ fn sentencepiece_bpe(
             }
         })
         .collect();
-    let merges = sentencepiece_merges(&vocab, &scores, gemma);
+    let merges = sentencepiece_merges(&vocab, &scores, gemma)?;
     let add_prefix = g
         .bool("tokenizer.ggml.add_space_prefix")
         .map_err(|e| e.to_string())?
@@ -323,7 +348,7 @@ fn sentencepiece_bpe(
         .fuse_unk(true)
         .byte_fallback(true);
     if let Some(u) = unk {
-        builder = builder.unk_token(vocab[u as usize].clone());
+        builder = builder.unk_token(token_at(&vocab, u)?.to_owned());
     }
     let mut t = Tokenizer::new(builder.build().map_err(|e| e.to_string())?);
     let mut decoders: Vec<DecoderWrapper> = if gemma {
@@ -354,31 +379,56 @@ fn sentencepiece_bpe(
     Ok((t, vocab))
 }
 
+/// Work [`sentencepiece_merges`] may do, in bytes hashed (each split of a token hashes it
+/// once): far above a real vocabulary's (Gemma 3's 262,144 tokens take a few tens of
+/// millions), low enough that a vocabulary of long tokens cannot stall the import.
+pub const MAX_MERGE_WORK: u64 = 1 << 29;
+/// Merges a SentencePiece vocabulary may produce (real ones: about two per token).
+pub const MAX_MERGES: usize = 1 << 23;
+
 /// Merges rebuilt from a SentencePiece vocabulary, as Hugging Face's converter does: each
 /// split of a token into two vocabulary tokens, best-scored pieces first within a token, and
 /// tokens ranked by score — or, for Gemma, whose scores are ranks with placeholders (every
 /// whitespace run scores -1000), by position in the vocabulary.
+///
+/// `scores` holds one score per token (a missing score counts as -∞). An error when the
+/// vocabulary would take more than [`MAX_MERGE_WORK`] or give more than [`MAX_MERGES`].
 pub fn sentencepiece_merges(
     vocab: &[String],
     scores: &[f32],
     rank_by_position: bool,
-) -> Vec<(String, String)> {
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let work: u64 = vocab
+        .iter()
+        .map(|t| t.len() as u64 * t.chars().count() as u64)
+        .fold(0, u64::saturating_add);
+    if work > MAX_MERGE_WORK {
+        return Err(format!(
+            "the vocabulary's tokens are too long to rebuild SentencePiece merges from \
+             ({work} bytes to hash; at most {MAX_MERGE_WORK})"
+        ));
+    }
     let last: HashMap<&str, usize> = vocab
         .iter()
         .enumerate()
         .map(|(i, t)| (t.as_str(), i))
         .collect();
-    let score = |t: &str| scores[last[t]];
+    let score = |t: &str| {
+        last.get(t)
+            .and_then(|&i| scores.get(i))
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY)
+    };
     let mut ranked: Vec<(f32, &str, &str)> = Vec::new();
     let mut seen = HashSet::new();
-    for token in vocab {
+    for (i, token) in vocab.iter().enumerate() {
         let merged = token.as_str();
         // Each distinct token once, where it first appears.
         if !seen.insert(merged) {
             continue;
         }
         let rank = if rank_by_position {
-            -(last[merged] as f32)
+            -(last.get(merged).copied().unwrap_or(i) as f32)
         } else {
             score(merged)
         };
@@ -394,10 +444,15 @@ pub fn sentencepiece_merges(
                 .then(score(b.1).total_cmp(&score(a.1)))
         });
         ranked.extend(local.into_iter().map(|(l, r)| (rank, l, r)));
+        if ranked.len() > MAX_MERGES {
+            return Err(format!(
+                "the vocabulary gives more than {MAX_MERGES} SentencePiece merges"
+            ));
+        }
     }
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    ranked
+    Ok(ranked
         .into_iter()
         .map(|(_, l, r)| (l.to_owned(), r.to_owned()))
-        .collect()
+        .collect())
 }
