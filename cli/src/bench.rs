@@ -5,20 +5,20 @@ use std::time::Instant;
 
 use tlite_converter::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions, ShaderChecks};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuModel, RunOptions, ShaderChecks};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A deployable model folder.
     model: PathBuf,
     /// Prompt tokens for the prefill test (pp).
-    #[arg(long, short = 'p', default_value_t = 512)]
+    #[arg(long, short = 'p', default_value_t = 512, value_parser = crate::args::count)]
     prompt: usize,
     /// Generated tokens for the decode test (tg).
-    #[arg(long, short = 'n', default_value_t = 128)]
+    #[arg(long, short = 'n', default_value_t = 128, value_parser = crate::args::count)]
     gen_tokens: usize,
     /// Timed repetitions (after one warm-up); the median is reported.
-    #[arg(long, short = 'r', default_value_t = 3)]
+    #[arg(long, short = 'r', default_value_t = 3, value_parser = crate::args::count)]
     reps: usize,
     /// Pick the adapter whose name contains this.
     #[arg(long)]
@@ -62,7 +62,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             max_batch: a.prompt.max(1),
         },
         checks,
-    )?;
+    )
+    .map_err(|e| match e {
+        // The sizes come from -p and -n here, not from --max-seq / --max-batch.
+        GpuError::TooLarge { .. } | GpuError::InvalidOptions(_) | GpuError::OutOfMemory { .. } => {
+            anyhow::anyhow!(
+                "{e} (tlite bench uses a context of max(-p, -n + 1) = {max_seq} and a batch of \
+                 -p = {}: lower -p or -n instead)",
+                a.prompt.max(1)
+            )
+        }
+        e => e.into(),
+    })?;
     let vocab = cfg.vocab_size as u64;
     let mut rng = Rng::new(0x5eed);
     let tokens: Vec<u32> = (0..a.prompt.max(a.gen_tokens))

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{self, ConvertOptions, KeepRule};
+use tlite_converter::deploy::{self, ConvertOptions, KeepRule, MIN_BINDING_LIMIT};
 use tlite_quantizer::Method;
 
 use crate::progress::EventBar;
@@ -15,8 +15,9 @@ pub struct Args {
     /// Output folder of the deployable model.
     #[arg(long, short = 'o')]
     output: PathBuf,
-    /// Weights per group along the input dimension (32, 64 or 128).
-    #[arg(long, short = 'g', default_value_t = 64)]
+    /// Weights per group along the input dimension (32, 64 or 128; any multiple of 8 from 8
+    /// to 4096).
+    #[arg(long, short = 'g', default_value_t = 64, value_parser = crate::args::group_size)]
     group_size: usize,
     /// How each group's scale and bias are chosen.
     #[arg(long, default_value = "search")]
@@ -24,8 +25,10 @@ pub struct Args {
     /// Keep matching tensors dense: `REGEX=f16` or `REGEX=f32` (repeatable).
     #[arg(long)]
     keep: Vec<KeepRule>,
-    /// Split tensors into chunks of at most this many bytes (a device's binding limit).
-    #[arg(long, default_value_t = deploy::DEFAULT_BINDING_LIMIT)]
+    /// Split tensors into chunks of at most this many bytes (a device's binding limit), from
+    /// 1 KiB to 4 GiB − 1 (the largest binding a WebGPU device can have).
+    #[arg(long, default_value_t = deploy::DEFAULT_BINDING_LIMIT,
+          value_parser = crate::args::u64_in::<MIN_BINDING_LIMIT, { u32::MAX as u64 }>)]
     binding_limit: u64,
     /// Replace an existing output folder that tlite wrote (any other non-empty folder is refused).
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! `tlite`: convert Hugging Face checkpoints to M0E4, measure what quantization costs, and run
 //! models on the GPU through wgpu.
 
+mod args;
 mod bench;
 mod convert;
 mod devices;

@@ -7,7 +7,7 @@ use tlite_converter::deploy::DeployedModel;
 use tlite_eval::load::Opened;
 use tlite_eval::parity::{self, tolerance};
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource};
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuModel, RunOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,14 +16,15 @@ pub struct Args {
     /// A text whose first tokens are the prompt.
     #[arg(long)]
     data: PathBuf,
-    /// Prompt tokens taken from the start of the text.
-    #[arg(long, default_value_t = 32)]
+    /// Prompt tokens taken from the start of the text (at least 1).
+    #[arg(long, default_value_t = 32, value_parser = crate::args::count)]
     prompt_tokens: usize,
-    /// Tokens decoded greedily by the reference and forced into the GPU.
-    #[arg(long, default_value_t = 64)]
+    /// Tokens decoded greedily by the reference and forced into the GPU (at least 1; with
+    /// --prompt-tokens, at most the model's positions).
+    #[arg(long, default_value_t = 64, value_parser = crate::args::count)]
     forced: usize,
     /// Most tokens per GPU step (the prompt is prefilled in steps of this size).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::args::count)]
     max_batch: usize,
     /// Also report the NMSE of the hidden state after every layer, on the prompt.
     #[arg(long)]
@@ -50,6 +51,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let Opened::Deployed(m) = &opened else {
         unreachable!("checked deployable")
     };
+    let max_positions = m.manifest.config.max_position_embeddings;
+    ensure!(
+        a.prompt_tokens + a.forced <= max_positions,
+        "--prompt-tokens {} + --forced {} = {} positions, more than the model's {max_positions} \
+         (max_position_embeddings)",
+        a.prompt_tokens,
+        a.forced,
+        a.prompt_tokens + a.forced
+    );
     let tokens = opened.tokenize_file(&a.data, Some(a.prompt_tokens * 16))?;
     ensure!(
         tokens.len() >= a.prompt_tokens,
@@ -67,7 +77,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             max_seq,
             max_batch: a.max_batch.min(max_seq),
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        // The context comes from --prompt-tokens and --forced here, not from --max-seq.
+        GpuError::TooLarge { .. } | GpuError::InvalidOptions(_) | GpuError::OutOfMemory { .. } => {
+            anyhow::anyhow!(
+                "{e} (tlite parity uses a context of --prompt-tokens + --forced = {max_seq}: \
+                 lower those instead of --max-seq)"
+            )
+        }
+        e => e.into(),
+    })?;
     let pb = crate::progress::bar((2 * a.forced) as u64, "parity");
     let r = parity::parity(&reference, &gpu, &mut g, prompt, a.forced, &mut |d, _| {
         pb.set_position(d as u64)

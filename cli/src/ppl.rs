@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use tlite_eval::load::Opened;
-use tlite_eval::ppl::{self, PplOptions};
+use tlite_eval::ppl::{self, PplOptions, PplOptionsError};
 
 /// Corpus and windowing options shared by `ppl` and `compare`.
 #[derive(clap::Args)]
@@ -11,11 +11,11 @@ pub struct DataArgs {
     /// A plain-text corpus (e.g. .cache/corpus/brown.txt).
     #[arg(long)]
     data: PathBuf,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per window: at least 3 (2 with --all), at most the model's positions.
+    #[arg(long, default_value_t = 512, value_parser = crate::args::count_from::<2>)]
     ctx: usize,
-    /// At most this many windows.
-    #[arg(long)]
+    /// At most this many windows (at least 1).
+    #[arg(long, value_parser = crate::args::count)]
     chunks: Option<usize>,
     /// Score every position of a window instead of its second half.
     #[arg(long)]
@@ -26,18 +26,41 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    fn options(&self) -> PplOptions {
-        PplOptions {
+    fn options(&self) -> anyhow::Result<PplOptions> {
+        let opts = PplOptions {
             ctx: self.ctx,
             max_windows: self.chunks,
             score_all: self.all,
             bos: None,
+        };
+        opts.check().map_err(|e| self.flag_error(e))?;
+        Ok(opts)
+    }
+
+    /// `e` in the terms of the flags that set the options.
+    fn flag_error(&self, e: PplOptionsError) -> anyhow::Error {
+        match e {
+            PplOptionsError::ContextTooShort { min, .. } => anyhow::anyhow!(
+                "--ctx {} leaves no token to score: use --ctx {min} or more ({e})",
+                self.ctx
+            ),
+            PplOptionsError::ContextTooLong { max, .. } => anyhow::anyhow!(
+                "--ctx {} is more than the model's {max} positions (max_position_embeddings): \
+                 use --ctx {max} or less",
+                self.ctx
+            ),
+            PplOptionsError::ZeroWindows => anyhow::anyhow!("--chunks must be at least 1"),
+            PplOptionsError::NotOneWindow { tokens, ctx } => anyhow::anyhow!(
+                "{}: {tokens} tokens, not one window of --ctx {ctx}",
+                self.data.display()
+            ),
         }
     }
 
     /// Enough characters for the windows asked for (about 8 per token), or the whole file.
     fn max_chars(&self) -> Option<usize> {
-        self.chunks.map(|c| (c + 1) * self.ctx * 8)
+        self.chunks
+            .map(|c| (c + 1).saturating_mul(self.ctx).saturating_mul(8))
     }
 }
 
@@ -66,16 +89,12 @@ fn load(path: &str) -> anyhow::Result<(Opened, tlite_eval::reference::ReferenceM
 }
 
 pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
+    let opts = a.data.options()?;
     let (o, model) = load(&a.model)?;
     let tokens = o.tokenize_file(&a.data.data, a.data.max_chars())?;
-    let opts = a.data.options();
+    opts.check_for(&model, &tokens)
+        .map_err(|e| a.data.flag_error(e))?;
     let n = ppl::windows(&tokens, &opts).len();
-    anyhow::ensure!(
-        n > 0,
-        "{} tokens: not one window of {}",
-        tokens.len(),
-        opts.ctx
-    );
     eprintln!(
         "ppl: {} | {} tokens, {n} windows of {}",
         o.source().describe(),
@@ -99,17 +118,15 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
+    let opts = a.data.options()?;
     let (ob, base) = load(&a.base)?;
     let (oq, quant) = load(&a.quant)?;
     let tokens = ob.tokenize_file(&a.data.data, a.data.max_chars())?;
-    let opts = a.data.options();
+    for m in [&base, &quant] {
+        opts.check_for(m, &tokens)
+            .map_err(|e| a.data.flag_error(e))?;
+    }
     let n = ppl::windows(&tokens, &opts).len();
-    anyhow::ensure!(
-        n > 0,
-        "{} tokens: not one window of {}",
-        tokens.len(),
-        opts.ctx
-    );
     eprintln!(
         "compare: base {} | quant {} | {n} windows of {}",
         ob.source().describe(),

@@ -35,17 +35,19 @@ pub struct Args {
     /// Dispatches per submission in cooperative mode.
     #[arg(long, default_value_t = DEFAULT_SUBMIT_EVERY)]
     submit_every: NonZeroUsize,
-    /// Milliseconds between the starts of two probes.
-    #[arg(long, default_value_t = 5.0)]
+    /// Milliseconds between the starts of two probes (above 0, at most 60000).
+    #[arg(long, default_value_t = 5.0, value_parser = crate::args::interval_ms)]
     probe_interval_ms: f64,
-    /// Side of the probe's square f32 matrix (the probe is one n×n matrix–vector product).
-    #[arg(long, default_value_t = NonZeroU32::new(256).expect("non-zero"))]
+    /// Side of the probe's square f32 matrix (the probe is one n×n matrix–vector product),
+    /// from 1 to 32768 (4 GiB; the device's binding limit is checked too).
+    #[arg(long, default_value_t = NonZeroU32::new(256).expect("non-zero"),
+          value_parser = probe_size)]
     probe_size: NonZeroU32,
-    /// Decoded tokens per mode (one per step, from an empty cache).
-    #[arg(long, short = 'n', default_value_t = 128)]
+    /// Decoded tokens per mode (one per step, from an empty cache; at least 1).
+    #[arg(long, short = 'n', default_value_t = 128, value_parser = crate::args::count)]
     tokens: usize,
-    /// Milliseconds of probes with no model running (the idle baseline).
-    #[arg(long, default_value_t = 1000)]
+    /// Milliseconds of probes with no model running (the idle baseline), at most an hour.
+    #[arg(long, default_value_t = 1000, value_parser = crate::args::u64_in::<0, 3_600_000>)]
     idle_ms: u64,
     /// Pick the adapter whose name contains this.
     #[arg(long)]
@@ -67,15 +69,23 @@ struct Row {
     probe: Option<LatencyStats>,
 }
 
+/// --probe-size: from 1 to 32768.
+fn probe_size(s: &str) -> Result<NonZeroU32, String> {
+    let n = crate::args::u64_in::<1, 32_768>(s)?;
+    NonZeroU32::new(n as u32).ok_or_else(|| "must be at least 1".to_string())
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    ensure!(a.tokens > 0, "--tokens must be at least 1");
-    ensure!(
-        a.probe_interval_ms.is_finite() && a.probe_interval_ms > 0.0,
-        "--probe-interval-ms must be a positive number"
-    );
     let interval = Duration::from_secs_f64(a.probe_interval_ms / 1e3);
     let m =
         DeployedModel::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
+    let max_positions = m.manifest.config.max_position_embeddings;
+    ensure!(
+        a.tokens <= max_positions,
+        "--tokens {} is more than the model's {max_positions} positions \
+         (max_position_embeddings): use --tokens {max_positions} or less",
+        a.tokens
+    );
     let opts = DeviceOptions {
         adapter: a.adapter.clone(),
     };

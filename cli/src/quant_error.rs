@@ -16,8 +16,9 @@ pub struct Args {
     /// A Hugging Face checkpoint folder or repo id (its quantizable matrices), or a single
     /// .safetensors file (every 2-D tensor).
     path: String,
-    /// Weights per group along the input dimension (32, 64 or 128).
-    #[arg(long, short = 'g', default_value_t = 64)]
+    /// Weights per group along the input dimension (32, 64 or 128; any multiple of 8 from 8
+    /// to 4096).
+    #[arg(long, short = 'g', default_value_t = 64, value_parser = crate::args::group_size)]
     group: usize,
     /// Schemes to compare (default: all of m0e4-minmax, m0e4-search, int4-zp, q4_1-minmax,
     /// q4_1-search, q4_0).
@@ -31,11 +32,11 @@ pub struct Args {
     /// the weighted error. Its last `--calib-chunks` windows of `--ctx` tokens are used.
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// Windows of the calibration pass.
-    #[arg(long, default_value_t = 8)]
+    /// Windows of the calibration pass (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = crate::args::count)]
     calib_chunks: usize,
-    /// Tokens per calibration window.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per calibration window: at least 2, at most the model's positions.
+    #[arg(long, default_value_t = 512, value_parser = crate::args::count_from::<2>)]
     ctx: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -104,6 +105,13 @@ fn importance(a: &Args, text: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>
         "--calibration needs an unquantized checkpoint"
     );
     let model = opened.load_reference()?;
+    let max_positions = model.config.max_position_embeddings;
+    ensure!(
+        a.ctx <= max_positions,
+        "--ctx {} is more than the model's {max_positions} positions (max_position_embeddings): \
+         use --ctx {max_positions} or less",
+        a.ctx
+    );
     let (tail, _) = opened.tokenize_file_tail(text, (a.calib_chunks + 1) * a.ctx * 8)?;
     let want = a.calib_chunks * a.ctx;
     ensure!(

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use tlite_converter::deploy::DeployedModel;
 use tlite_runtime_gpu::chat::conversation;
 use tlite_runtime_gpu::text::check_context;
@@ -27,17 +27,17 @@ pub struct Args {
     /// A system message (with --chat).
     #[arg(long, requires = "chat")]
     system: Option<String>,
-    /// Most tokens to generate.
-    #[arg(long = "max-tokens", short = 'n', default_value_t = 128)]
+    /// Most tokens to generate (at most --max-seq, less the prompt).
+    #[arg(long = "max-tokens", short = 'n', default_value_t = 128, value_parser = crate::args::count)]
     max_tokens: usize,
     /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crate::args::temperature)]
     temperature: f64,
-    /// Sample among the k most likely tokens; 0 = all.
+    /// Sample among the k most likely tokens; 0 = all (as does any k ≥ the vocabulary).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Sample among the most likely tokens whose probability reaches p; 1 = all.
-    #[arg(long, default_value_t = 1.0)]
+    /// Sample among the most likely tokens whose probability reaches p, in (0, 1]; 1 = all.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = crate::args::top_p)]
     top_p: f64,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
@@ -45,11 +45,12 @@ pub struct Args {
     /// Stop when the output reaches this text (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Context length: positions of the KV cache (prompt + generated tokens).
-    #[arg(long, default_value_t = 2048)]
-    max_seq: usize,
-    /// Most prompt tokens per prefill step.
-    #[arg(long, default_value_t = 256)]
+    /// Context length: positions of the KV cache (prompt + generated tokens), at most the
+    /// model's max_position_embeddings [default: 2048, or that if smaller].
+    #[arg(long, value_parser = crate::args::count)]
+    max_seq: Option<usize>,
+    /// Most prompt tokens per prefill step (capped at --max-seq).
+    #[arg(long, default_value_t = 256, value_parser = crate::args::count)]
     max_batch: usize,
     /// Pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
@@ -62,6 +63,9 @@ pub struct Args {
     json: bool,
 }
 
+/// The context when --max-seq is not given (or the model's positions, if fewer).
+const DEFAULT_MAX_SEQ: usize = 2048;
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     if !DeployedModel::is_deployable(&a.model) && a.model.join("config.json").is_file() {
         bail!(
@@ -73,12 +77,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let m = DeployedModel::open(&a.model)?;
     let cfg = &m.manifest.config;
+    let max_positions = cfg.max_position_embeddings;
+    let max_seq = a.max_seq.unwrap_or(DEFAULT_MAX_SEQ.min(max_positions));
+    ensure!(
+        max_seq <= max_positions,
+        "--max-seq {max_seq} is more than the model's {max_positions} positions \
+         (max_position_embeddings): use --max-seq {max_positions} or less"
+    );
     let gpu = Gpu::new(&DeviceOptions {
         adapter: a.adapter.clone(),
     })?;
     let opts = RunOptions {
-        max_seq: a.max_seq,
-        max_batch: a.max_batch.min(a.max_seq),
+        max_seq,
+        max_batch: a.max_batch.min(max_seq),
     };
     let sampler = SamplerConfig {
         temperature: a.temperature,
@@ -109,12 +120,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         opts.max_batch,
         if a.chat { " | chat" } else { "" }
     );
-    if opts.max_seq > cfg.max_position_embeddings {
-        eprintln!(
-            "warning: --max-seq {} is beyond the model's {} trained positions",
-            opts.max_seq, cfg.max_position_embeddings
-        );
-    }
 
     // Tokenize and check the context before the weights go to the GPU.
     let text = TextCodec::open(&m)?;

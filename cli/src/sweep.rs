@@ -17,11 +17,11 @@ pub struct Args {
     /// calibration text from its end.
     #[arg(long)]
     data: PathBuf,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per window: at least 3, at most the model's positions.
+    #[arg(long, default_value_t = 512, value_parser = crate::args::count_from::<3>)]
     ctx: usize,
-    /// Windows to evaluate.
-    #[arg(long, default_value_t = 8)]
+    /// Windows to evaluate (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = crate::args::count)]
     chunks: usize,
     /// Configurations, SCHEME[+imp]@GROUP (e.g. m0e4-search@64,q4_0@32,m0e4-search+imp@128);
     /// default: M0E4 minmax/search at 32/64/128, M0E4 search+imp at 64/128, q4_0 at 32/64,
@@ -31,8 +31,8 @@ pub struct Args {
     /// Leave the importance-weighted configurations out of the default set.
     #[arg(long)]
     no_importance: bool,
-    /// Windows of `ctx` tokens for the calibration pass, from the end of `--data`.
-    #[arg(long, default_value_t = 8)]
+    /// Windows of `ctx` tokens for the calibration pass, from the end of `--data` (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = crate::args::count)]
     calib_chunks: usize,
     /// Write the report as JSON here (rewritten after every configuration).
     #[arg(long)]
@@ -59,6 +59,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.base
         );
     };
+    let max_positions = ck.config.max_position_embeddings;
+    ensure!(
+        a.ctx <= max_positions,
+        "--ctx {} is more than the model's {max_positions} positions (max_position_embeddings): \
+         use --ctx {max_positions} or less",
+        a.ctx
+    );
     let eval_chars = (a.chunks + 1) * a.ctx * 8;
     let tokens = opened.tokenize_file(&a.data, Some(eval_chars))?;
     let opts = PplOptions {

@@ -15,8 +15,8 @@ pub struct Args {
     /// Seed of the random weights.
     #[arg(long)]
     seed: Option<u64>,
-    /// Override the number of layers.
-    #[arg(long)]
+    /// Override the number of layers (1 to 1024).
+    #[arg(long, value_parser = crate::args::count_upto::<1024>)]
     layers: Option<usize>,
     /// Replace an existing output folder that tlite wrote.
     #[arg(long)]

@@ -71,7 +71,7 @@ fn bad_input_is_a_clear_error() {
         "{text}"
     );
     let (ok, text) = tlite(&["convert", "/nonexistent/folder", "-o", &tmp("x")]);
-    assert!(!ok && text.contains("Error"), "{text}");
+    assert!(!ok && text.contains("error: "), "{text}");
     let (ok, text) = tlite(&["synth", "tiny-bert", "-o", &tmp("y")]);
     assert!(!ok && text.contains("unknown preset"), "{text}");
     let (ok, text) = tlite(&["convert", "x", "-o", "y", "-g", "33"]);
@@ -230,5 +230,156 @@ fn sweep_resume_plot_and_calibrated_quant_error_tiny() {
         &text,
     ]);
     assert!(!ok && out.contains("checkpoint folder"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tlite ARGS` fails with one error line that names `flag`, and no panic.
+fn refused(args: &[&str], flag: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run tlite");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    // clap adds "For more information, try '--help'." after a blank line; anyhow prints the
+    // error alone.
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: ") || l.starts_with("Error: "))
+        .unwrap_or_else(|| panic!("{args:?}: no error line: {stderr}"));
+    assert!(
+        error.contains(flag),
+        "{args:?}: `{flag}` not named: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains(flag)).count(),
+        1,
+        "{args:?}: one error line: {stderr}"
+    );
+    error.to_owned()
+}
+
+#[test]
+fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
+    // Refused while the arguments are parsed: no model is opened.
+    for (args, flag, range) in [
+        (&["bench", "m", "-r", "0"][..], "--reps", "at least 1"),
+        (&["bench", "m", "-p", "0"], "--prompt", "at least 1"),
+        (
+            &["ppl", "m", "--data", "d", "--ctx", "0"],
+            "--ctx",
+            "at least 2",
+        ),
+        (
+            &["ppl", "m", "--data", "d", "--ctx", "1"],
+            "--ctx",
+            "at least 2",
+        ),
+        (
+            &["ppl", "m", "--data", "d", "--chunks", "0"],
+            "--chunks",
+            "at least 1",
+        ),
+        (
+            &["run", "m", "-p", "hi", "--max-seq", "0"],
+            "--max-seq",
+            "at least 1",
+        ),
+        (
+            &["run", "m", "-p", "hi", "--max-seq", "18446744073709551615"],
+            "--max-seq",
+            "at most",
+        ),
+        (
+            &["run", "m", "-p", "hi", "--temperature", "-0.5"],
+            "--temperature",
+            "≥ 0",
+        ),
+        (
+            &["run", "m", "-p", "hi", "--temperature", "NaN"],
+            "--temperature",
+            "finite",
+        ),
+        (
+            &["run", "m", "-p", "hi", "--top-p", "0"],
+            "--top-p",
+            "(0, 1]",
+        ),
+        (
+            &["run", "m", "-p", "hi", "-n", "0"],
+            "--max-tokens",
+            "at least 1",
+        ),
+        (
+            &["convert", "x", "-o", "y", "-g", "0"],
+            "--group-size",
+            "multiple of 8",
+        ),
+        (
+            &["convert", "x", "-o", "y", "--binding-limit", "5"],
+            "--binding-limit",
+            "between",
+        ),
+        (
+            &["sweep", "x", "--data", "d", "--ctx", "2"],
+            "--ctx",
+            "at least 3",
+        ),
+        (
+            &["quant-error", "x", "--calib-chunks", "0"],
+            "--calib-chunks",
+            "at least 1",
+        ),
+        (
+            &["synth", "tiny-llama", "-o", "y", "--layers", "0"],
+            "--layers",
+            "between 1 and 1024",
+        ),
+        (
+            &["priority-bench", "m", "--probe-interval-ms", "1e300"],
+            "--probe-interval-ms",
+            "at most 60000",
+        ),
+        (
+            &["priority-bench", "m", "--idle-ms", "18446744073709551615"],
+            "--idle-ms",
+            "between",
+        ),
+    ] {
+        let e = refused(args, flag);
+        assert!(e.contains(range), "{args:?}: `{range}` missing: {e}");
+    }
+    // A window of 2 tokens scores no token unless every position is scored (--all): refused
+    // by tlite-eval's check, before the model is opened.
+    let e = refused(
+        &["ppl", "no/such-model", "--data", "d", "--ctx", "2"],
+        "--ctx",
+    );
+    assert!(e.contains("use --ctx 3 or more"), "{e}");
+}
+
+#[test]
+fn contexts_beyond_the_models_positions_are_refused() {
+    let dir = tmp("positions");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ck, model, text) = (
+        format!("{dir}/ck"),
+        format!("{dir}/m"),
+        format!("{dir}/corpus.txt"),
+    );
+    corpus(&text);
+    assert!(tlite(&["synth", "tiny-llama", "-o", &ck]).0);
+    let (ok, out) = tlite(&["convert", &ck, "-o", &model, "-g", "32"]);
+    assert!(ok, "{out}");
+    // tiny-llama has 256 positions; checked before a GPU is looked for.
+    let e = refused(
+        &["run", &model, "-p", "hi", "--max-seq", "10000000"],
+        "--max-seq",
+    );
+    assert!(e.contains("the model's 256 positions"), "{e}");
+    let e = refused(&["ppl", &ck, "--data", &text, "--ctx", "1000"], "--ctx");
+    assert!(e.contains("the model's 256 positions"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -146,7 +146,8 @@ impl OutTensor {
 
 /// Writes a safetensors file tensor by tensor: the header first (through the `safetensors`
 /// crate's own `Metadata`, so the bytes equal `safetensors::serialize_to_file`'s), then each
-/// tensor's data, produced by `data(index, writer)` in order. A tensor that writes a different
+/// tensor's data, produced by `data(index, writer)` in the file's order (descending dtype,
+/// then name; `index` is the tensor's position in `tensors`). A tensor that writes a different
 /// number of bytes than its shape implies is an error. Returns the file size.
 pub fn write_streaming(
     path: &Path,
@@ -159,10 +160,17 @@ pub fn write_streaming(
         path: path.to_owned(),
         reason,
     };
+    // safetensors' own order: descending dtype, then name (so the bytes equal
+    // `serialize_to_file`'s for the same tensors).
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (l, r) = (&tensors[a], &tensors[b]);
+        r.dtype.cmp(&l.dtype).then(l.name.cmp(&r.name))
+    });
     let mut infos = Vec::with_capacity(tensors.len());
     let mut offset = 0usize;
     let mut sizes = Vec::with_capacity(tensors.len());
-    for t in tensors {
+    for t in order.iter().map(|&i| &tensors[i]) {
         let n = t
             .byte_len()
             .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
@@ -194,18 +202,18 @@ pub fn write_streaming(
     w.write_all(&(header.len() as u64).to_le_bytes())
         .and_then(|()| w.write_all(&header))
         .map_err(crate::io_err(path))?;
-    for (i, t) in tensors.iter().enumerate() {
+    for (n, (&i, t)) in order.iter().zip(order.iter().map(|&i| &tensors[i])).enumerate() {
         let before = w.written;
         data(i, &mut w)?;
-        if w.written - before != sizes[i] {
+        if w.written - before != sizes[n] {
             return Err(st_err(format!(
                 "tensor `{}`: wrote {} bytes, its shape needs {}",
                 t.name,
                 w.written - before,
-                sizes[i]
+                sizes[n]
             )));
         }
-        if i == tensors.len() / 2 {
+        if n == tensors.len() / 2 {
             crate::output::failpoint("mid-write");
         }
     }

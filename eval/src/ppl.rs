@@ -22,6 +22,82 @@ pub struct PplOptions {
     pub bos: Option<u32>,
 }
 
+/// Windowing options that no evaluation can use (see [`PplOptions::check`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PplOptionsError {
+    /// Too few tokens per window to score one: `min` is 2 when every position is scored (the
+    /// first predicts the second), 3 when only the second half is.
+    #[error(
+        "a window of {ctx} tokens scores no token: windows need at least {min} tokens{}",
+        if *score_all { "" } else { " when only their second half is scored" }
+    )]
+    ContextTooShort {
+        ctx: usize,
+        min: usize,
+        score_all: bool,
+    },
+    /// Longer windows than the model has positions.
+    #[error(
+        "a window of {ctx} tokens is longer than the model's {max} positions (max_position_embeddings)"
+    )]
+    ContextTooLong { ctx: usize, max: usize },
+    /// `max_windows` of `Some(0)`.
+    #[error("at most 0 windows: nothing would be scored")]
+    ZeroWindows,
+    /// The tokens do not fill one window.
+    #[error("{tokens} tokens: not one window of {ctx}")]
+    NotOneWindow { tokens: usize, ctx: usize },
+}
+
+impl From<PplOptionsError> for RefError {
+    fn from(e: PplOptionsError) -> Self {
+        RefError::Unsupported(e.to_string())
+    }
+}
+
+impl PplOptions {
+    /// The shortest window that scores a token.
+    pub fn min_ctx(&self) -> usize {
+        if self.score_all { 2 } else { 3 }
+    }
+
+    /// Checks the options on their own: a window scores at least one token, and at least one
+    /// window is asked for.
+    pub fn check(&self) -> std::result::Result<(), PplOptionsError> {
+        if self.ctx < self.min_ctx() {
+            return Err(PplOptionsError::ContextTooShort {
+                ctx: self.ctx,
+                min: self.min_ctx(),
+                score_all: self.score_all,
+            });
+        }
+        if self.max_windows == Some(0) {
+            return Err(PplOptionsError::ZeroWindows);
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`], and that a window fits the model's positions and `tokens` fill one.
+    pub fn check_for(
+        &self,
+        model: &ReferenceModel,
+        tokens: &[u32],
+    ) -> std::result::Result<(), PplOptionsError> {
+        self.check()?;
+        let max = model.config.max_position_embeddings;
+        if self.ctx > max {
+            return Err(PplOptionsError::ContextTooLong { ctx: self.ctx, max });
+        }
+        if tokens.len() < self.ctx {
+            return Err(PplOptionsError::NotOneWindow {
+                tokens: tokens.len(),
+                ctx: self.ctx,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for PplOptions {
     fn default() -> Self {
         PplOptions {
@@ -71,7 +147,8 @@ pub struct CompareResult {
     pub rms_delta_p_pct: f64,
 }
 
-/// Windows of `ctx` tokens.
+/// Windows of `ctx` tokens (options that [`PplOptions::check`] refuses give windows that score
+/// nothing).
 pub fn windows<'a>(tokens: &'a [u32], opts: &PplOptions) -> Vec<&'a [u32]> {
     let mut w: Vec<&[u32]> = tokens.chunks_exact(opts.ctx.max(2)).collect();
     if let Some(m) = opts.max_windows {
@@ -131,6 +208,7 @@ pub fn perplexity(
     opts: &PplOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PplResult> {
+    opts.check_for(model, tokens)?;
     let t0 = std::time::Instant::now();
     let ws = windows(tokens, opts);
     let mut acc = Acc { nll: Vec::new() };
@@ -164,6 +242,7 @@ pub fn base_logprobs(
     opts: &PplOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BaseLogprobs> {
+    opts.check_for(base, tokens)?;
     let t0 = std::time::Instant::now();
     let ws = windows(tokens, opts);
     let first = first_scored(opts);
@@ -276,6 +355,8 @@ pub fn compare(
     opts: &PplOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CompareResult> {
+    opts.check_for(base, tokens)?;
+    opts.check_for(quant, tokens)?;
     let ws = windows(tokens, opts);
     let first = first_scored(opts);
     let mut cmp = Comparison::new();
@@ -306,6 +387,7 @@ pub fn compare_to(
     opts: &PplOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<CompareResult> {
+    opts.check_for(quant, tokens)?;
     let ws = windows(tokens, opts);
     if ws.len() != base.windows.len() || quant.config.vocab_size != base.vocab {
         return Err(RefError::Unsupported(format!(
@@ -349,4 +431,43 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_that_score_nothing_are_refused() {
+        let o = |ctx, score_all, max_windows| PplOptions {
+            ctx,
+            max_windows,
+            score_all,
+            bos: None,
+        };
+        for ctx in [0, 1] {
+            assert_eq!(
+                o(ctx, true, None).check(),
+                Err(PplOptionsError::ContextTooShort {
+                    ctx,
+                    min: 2,
+                    score_all: true
+                })
+            );
+        }
+        // The second half of 2 tokens is the last one, which predicts nothing.
+        let e = o(2, false, None).check().unwrap_err();
+        assert!(e.to_string().contains("at least 3 tokens"), "{e}");
+        assert_eq!(o(2, true, None).check(), Ok(()));
+        assert_eq!(o(3, false, None).check(), Ok(()));
+        assert_eq!(
+            o(512, false, Some(0)).check(),
+            Err(PplOptionsError::ZeroWindows)
+        );
+        // The smallest accepted windows score exactly one token each.
+        for opts in [o(2, true, None), o(3, false, None)] {
+            let w = windows(&[1, 2, 3, 4, 5, 6], &opts);
+            assert!(w.iter().all(|w| w.len() - 1 - first_scored(&opts) == 1));
+        }
+    }
 }

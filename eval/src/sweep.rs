@@ -230,13 +230,14 @@ pub fn bits_per_weight(ck: &Checkpoint, c: &SweepConfig) -> (f64, f64, u64) {
 pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<SweepReport> {
     let ck = input.checkpoint;
     let opts = &input.opts;
+    opts.check()?;
     let n_windows = ppl::windows(input.tokens, opts).len();
     if n_windows == 0 {
-        return Err(RefError::Unsupported(format!(
-            "{} tokens: not one window of {}",
-            input.tokens.len(),
-            opts.ctx
-        )));
+        return Err(ppl::PplOptionsError::NotOneWindow {
+            tokens: input.tokens.len(),
+            ctx: opts.ctx,
+        }
+        .into());
     }
     let needs_imp = input.configs.iter().any(|c| c.importance);
     if needs_imp && input.calibration.is_none() {

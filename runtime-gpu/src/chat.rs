@@ -2,12 +2,19 @@
 //! `chat_template.jinja`) rendered with minijinja the way `transformers` does it — blocks trimmed
 //! and left-stripped, loop controls, Python string methods (`.strip()`, `.startswith()`, ...),
 //! `raise_exception`, and `messages` / `add_generation_prompt` / `bos_token` / `eos_token` in the
-//! context.
+//! context. Templates come from model files, so every render is bounded ([`RenderLimits`]).
+
+mod limits;
 
 use std::path::Path;
 
-use minijinja::{Environment, Error as JinjaError, ErrorKind, Value, syntax::SyntaxConfig};
+use minijinja::Value;
 use serde_json::Value as Json;
+
+pub use limits::{
+    FUEL_LIMIT, MAX_CHECKED_VALUES, MAX_ELIFS, MAX_NESTING, MAX_OUTPUT_BYTES, MAX_TAG_TOKENS,
+    MAX_TEMPLATE_BYTES, RenderLimits, Rendered, TIME_LIMIT,
+};
 
 use crate::{GpuError, Result};
 
@@ -82,32 +89,27 @@ impl ChatTemplate {
     }
 
     /// The prompt text of `messages`; `add_generation_prompt` opens the assistant's turn.
+    /// Rendered within [`RenderLimits::DEFAULT`]: a limit reached is an error naming it.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let mut env = Environment::new();
-        let syntax = SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(|e| GpuError::ChatTemplate(e.to_string()))?;
-        env.set_syntax(syntax);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<Value, JinjaError> {
-                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        let tmpl = env
-            .template_from_str(&self.source)
-            .map_err(|e| GpuError::ChatTemplate(format!("the template does not parse: {e:#}")))?;
-        let ctx = minijinja::context! {
-            messages => Value::from(messages.iter().map(ChatMessage::to_value).collect::<Vec<_>>()),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => &self.bos_token,
-            eos_token => &self.eos_token,
-        };
-        tmpl.render(ctx)
-            .map_err(|e| GpuError::ChatTemplate(format!("rendering failed: {e:#}")))
+        self.render_limited(messages, add_generation_prompt, &RenderLimits::DEFAULT)
+            .map(|r| r.text)
+    }
+
+    /// As [`Self::render`], within `limits`, with the fuel the render used.
+    pub fn render_limited(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        limits: &RenderLimits,
+    ) -> Result<Rendered> {
+        limits::render(
+            &self.source,
+            &self.bos_token,
+            &self.eos_token,
+            messages,
+            add_generation_prompt,
+            limits,
+        )
     }
 }
 
@@ -213,53 +215,5 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The template of a fetched fixture model, or `None` (said loudly) when it is missing.
-    fn fixture(name: &str) -> Option<ChatTemplate> {
-        let dir = tlite_converter::fixtures::cache_dir().join("hf").join(name);
-        let t = ChatTemplate::from_model_dir(&dir).unwrap();
-        if t.is_none() {
-            eprintln!(
-                "SKIPPED: {} has no chat template (fixture not fetched)",
-                dir.display()
-            );
-        }
-        t
-    }
-
-    #[test]
-    fn renders_smollm2s_template() {
-        let Some(t) = fixture("smollm2-135m-instruct") else {
-            return;
-        };
-        let out = t.render(&conversation(None, "What is 2+2?"), true).unwrap();
-        assert_eq!(
-            out,
-            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
-             <|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
-        );
-        let out = t
-            .render(&conversation(Some("Answer in French."), "Hi"), false)
-            .unwrap();
-        assert_eq!(
-            out,
-            "<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-        );
-    }
-
-    #[test]
-    fn renders_qwen25s_template() {
-        // Whitespace control (`{%-`), `tools` undefined, `loop.first`, attribute access.
-        let Some(t) = fixture("qwen2.5-coder-0.5b-instruct") else {
-            return;
-        };
-        let mut msgs = conversation(None, "What is 2+2?");
-        msgs.push(ChatMessage::new("assistant", "4"));
-        msgs.push(ChatMessage::new("user", "And 3+3?"));
-        assert_eq!(
-            t.render(&msgs, true).unwrap(),
-            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
-             <|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n\
-             <|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n"
-        );
-    }
+    // The real templates (SmolLM2, Qwen2.5, Gemma-3) and the render limits: tests/chat_limits.rs.
 }

@@ -2,7 +2,9 @@
 //! adapter, optional features enabled where present, and a header line that says all of it.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
+use crate::memory::{self, DeviceMemory};
 use crate::priority::{self, Plan, Priority, PriorityState};
 use crate::{GpuError, Result};
 
@@ -25,6 +27,130 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     /// The execution priority the device got (global queue priority, cooperative split).
     pub priority: PriorityState,
+    /// What the device reported outside an error scope, for the next step to return.
+    health: Arc<Health>,
+}
+
+/// Errors wgpu reports outside any error scope (its default handler panics) and device loss,
+/// kept until a step of the runtime reports them as a typed error.
+#[derive(Debug, Default)]
+struct Health {
+    /// The first uncaptured error since the last report.
+    uncaptured: Mutex<Option<GpuError>>,
+    /// Set once the device is lost; every later step reports it.
+    lost: Mutex<Option<(String, String)>>,
+}
+
+impl Health {
+    fn install(device: &wgpu::Device) -> Arc<Health> {
+        let health = Arc::new(Health::default());
+        let h = Arc::clone(&health);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = h.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(from_wgpu(e, "a GPU call outside an error scope", 0, ""));
+            }
+        }));
+        let h = Arc::clone(&health);
+        device.set_device_lost_callback(move |reason, message| {
+            let reason = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed by the program",
+                wgpu::DeviceLostReason::Unknown => "driver reset, hang or removal",
+            };
+            let message = match message.trim() {
+                "" => "the driver gave no detail".to_owned(),
+                m => m.replace('\n', " "),
+            };
+            let mut slot = h.lost.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert((reason.to_owned(), message));
+        });
+        health
+    }
+}
+
+/// A wgpu error as the runtime's: out-of-memory while allocating `what` (`bytes`, with `hint`),
+/// or a rejected call (a bug of the runtime's, since every size is checked before use).
+pub(crate) fn from_wgpu(e: wgpu::Error, what: &str, bytes: u64, hint: &str) -> GpuError {
+    match e {
+        wgpu::Error::OutOfMemory { source } => {
+            // wgpu's own text is only "Out of Memory"; its source names the call and label.
+            let mut detail = String::new();
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(err) = cur {
+                let _ = write!(detail, "{}{err}", if detail.is_empty() { "" } else { ": " });
+                cur = err.source();
+            }
+            let hint = if hint.is_empty() {
+                "use a smaller --max-seq or --max-batch, or free GPU memory used by other programs"
+            } else {
+                hint
+            };
+            GpuError::OutOfMemory {
+                what: what.to_owned(),
+                bytes,
+                hint: format!("{hint} (wgpu: {})", detail.replace('\n', " ").trim()),
+            }
+        }
+        wgpu::Error::Validation { description, .. } => GpuError::Validation {
+            what: what.to_owned(),
+            message: description.replace('\n', " ").trim().to_owned(),
+        },
+        wgpu::Error::Internal { description, .. } => {
+            GpuError::Device(format!("{what}: {}", description.replace('\n', " ").trim()))
+        }
+    }
+}
+
+/// Out-of-memory, validation and internal error scopes around some GPU work: every wgpu error
+/// of the work on this thread lands here instead of in the uncaptured handler.
+pub(crate) struct Scopes {
+    // Popped in reverse order of pushing: fields drop in declaration order.
+    internal: wgpu::ErrorScopeGuard,
+    oom: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
+}
+
+impl Scopes {
+    pub(crate) fn push(device: &wgpu::Device) -> Scopes {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        Scopes {
+            internal,
+            oom,
+            validation,
+        }
+    }
+
+    /// The first error caught (out-of-memory first: it usually causes the others).
+    pub(crate) fn pop(self) -> Option<wgpu::Error> {
+        let Scopes {
+            internal,
+            oom,
+            validation,
+        } = self;
+        let internal = pollster::block_on(internal.pop());
+        let oom = pollster::block_on(oom.pop());
+        let validation = pollster::block_on(validation.pop());
+        oom.or(validation).or(internal)
+    }
+}
+
+/// Runs `work` inside [`Scopes`]; a caught wgpu error wins over `work`'s own result (a failed
+/// allocation often shows up in `work` as a mapping error too).
+pub(crate) fn scoped<T>(
+    gpu: &Gpu,
+    what: &str,
+    bytes: u64,
+    hint: &str,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let scopes = Scopes::push(&gpu.device);
+    let r = work();
+    match scopes.pop() {
+        Some(e) => Err(from_wgpu(e, what, bytes, hint)),
+        None => r,
+    }
 }
 
 /// Optional features used where present; every kernel has a path without them.
@@ -129,6 +255,7 @@ impl Gpu {
                     adapter: info.name.clone(),
                     source,
                 })?;
+        let health = Health::install(&device);
         Ok(Gpu {
             info,
             features,
@@ -137,7 +264,65 @@ impl Gpu {
             device,
             queue,
             priority,
+            health,
         })
+    }
+
+    /// The device's memory where the backend reports it (Vulkan), queried now: what is
+    /// available shrinks as models are loaded. `None`: unknown (loads rely on error scopes).
+    pub fn memory(&self) -> Option<DeviceMemory> {
+        memory::query(&self.device, self.info.device_type)
+    }
+
+    /// `Err` once the device is lost (every call from then on), or with the first error wgpu
+    /// reported outside an error scope since the last call (which clears it).
+    pub fn check_health(&self) -> Result<()> {
+        if let Some((reason, message)) = self
+            .health
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(GpuError::DeviceLost { reason, message });
+        }
+        match self
+            .health
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits as `poll` says. wgpu 30 panics inside `Device::poll` when the device is lost
+    /// mid-wait (`handle_error_fatal`); that panic is caught here and returned as
+    /// [`GpuError::DeviceLost`] (the panic message is still printed by the panic hook).
+    pub fn poll(&self, poll: wgpu::PollType) -> Result<()> {
+        self.check_health()?;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.device.poll(poll)));
+        match r {
+            Ok(Ok(_)) => self.check_health(),
+            Ok(Err(e)) => {
+                self.check_health()?;
+                Err(GpuError::Device(e.to_string()))
+            }
+            Err(panic) => {
+                self.check_health()?;
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "Device::poll panicked".to_owned());
+                Err(GpuError::DeviceLost {
+                    reason: "lost while waiting".into(),
+                    message: message.replace('\n', " ").trim().to_owned(),
+                })
+            }
+        }
     }
 
     pub fn has_f16(&self) -> bool {
@@ -194,6 +379,9 @@ impl Gpu {
             mib(self.limits.max_buffer_size),
             self.limits.max_compute_workgroup_storage_size / 1024
         );
+        if let Some(m) = self.memory() {
+            let _ = write!(s, " | {m}");
+        }
         let _ = write!(s, " | {}", self.priority.describe());
         s
     }

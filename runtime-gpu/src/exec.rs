@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use tlite_converter::deploy::{DeployedModel, Storage};
-use wgpu::util::DeviceExt;
 
+use crate::device;
+use crate::estimate::{self, Limits, MIN_BUFFER, Sizer, Sizes};
 use crate::graph::{self, BufRef, Field, Graph, When};
 use crate::kernels::Kernel;
-use crate::planner::{self, Activation, MemoryPlan};
+use crate::memory::{LimitKind, MAX_POSITIONS, MemoryEstimate, fmt_bytes};
+use crate::planner::MemoryPlan;
 use crate::readback::{map_read, map_read_f32, wait_for};
 use crate::shape::Syms;
 use crate::{Gpu, GpuError, Result};
@@ -49,13 +51,22 @@ pub enum ShaderChecks {
     Unchecked,
 }
 
-/// Memory figures of a loaded model.
+/// Memory figures of a loaded model: the sizes of the buffers created (the load's
+/// [`MemoryEstimate`] computed them beforehand).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MemoryReport {
     pub weight_bytes: u64,
     pub kv_bytes: u64,
     /// Activations with the planner's sharing.
     pub activation_bytes: u64,
+    /// The RoPE cos and sin tables.
+    pub rope_bytes: u64,
+    /// The per-op uniform slots.
+    pub uniform_bytes: u64,
+    /// Token ids, logit rows, the logits readback buffer and the placeholder binding.
+    pub io_bytes: u64,
+    /// Every buffer of the model.
+    pub total_bytes: u64,
     /// Activations with one buffer per tensor.
     pub activation_bytes_unplanned: u64,
     pub activation_buffers: usize,
@@ -109,6 +120,46 @@ impl Profiler {
     }
 }
 
+/// A buffer of `size` bytes created mapped and filled by `fill` (the whole mapped range; the
+/// buffer starts zeroed). A buffer the device could not create cannot be mapped: that is an
+/// error here, and the error scope around the call says why.
+fn upload(
+    dev: &wgpu::Device,
+    label: &str,
+    size: u64,
+    usage: wgpu::BufferUsages,
+    fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>),
+) -> Result<wgpu::Buffer> {
+    let buf = dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buf
+            .get_mapped_range_mut(..)
+            .map_err(|e| GpuError::Device(format!("mapping `{label}` for its upload: {e}")))?;
+        fill(view.slice(..));
+    }
+    buf.unmap();
+    Ok(buf)
+}
+
+/// Writes `f(0..n)` as little-endian f32 to the start of `dst`, a block at a time.
+fn write_f32(mut dst: wgpu::WriteOnly<'_, [u8]>, n: usize, mut f: impl FnMut(usize) -> f32) {
+    const BLOCK: usize = 16 << 10;
+    let mut tmp: Vec<u8> = Vec::with_capacity(4 * BLOCK.min(n));
+    let mut i = 0;
+    while i < n {
+        let end = (i + BLOCK).min(n);
+        tmp.clear();
+        tmp.extend((i..end).flat_map(|j| f(j).to_le_bytes()));
+        dst.slice(4 * i..4 * end).copy_from_slice(&tmp);
+        i = end;
+    }
+}
+
 /// A model resident on the GPU.
 pub struct GpuModel {
     pub graph: Graph,
@@ -139,301 +190,285 @@ impl GpuModel {
     }
 
     /// [`Self::load`] with a choice of shader runtime checks.
+    ///
+    /// Before anything is allocated, the options are validated and every buffer, binding,
+    /// kernel parameter and grid is sized at their bounds and checked against the device's
+    /// limits and (where the backend reports it) its free memory; an excess is a
+    /// [`GpuError::TooLarge`] whose hint names the largest `max_seq` / `max_batch` that fits.
+    /// `max_seq` may exceed the model's trained positions (the CLI warns). Allocation and
+    /// pipeline creation then run inside wgpu error scopes, so what the checks cannot foresee
+    /// (the driver running out of memory) is a [`GpuError::OutOfMemory`], not a panic.
     pub fn load_with(
         gpu: &Gpu,
         model: &DeployedModel,
         opts: RunOptions,
         checks: ShaderChecks,
     ) -> Result<Self> {
+        let sizes = Self::size(gpu, model, opts)?;
+        gpu.check_health()?;
+        let (graph, sizes) = sizes;
         let man = &model.manifest;
         let cfg = &man.config;
-        if opts.max_batch == 0 || opts.max_seq == 0 || opts.max_batch > opts.max_seq {
-            return Err(GpuError::Model(format!(
-                "max_batch {} must be between 1 and max_seq {}",
-                opts.max_batch, opts.max_seq
-            )));
-        }
-        let graph = graph::build(
-            man,
-            opts.max_seq,
-            gpu.limits.max_storage_buffers_per_shader_stage,
-        )?;
         let dev = &gpu.device;
-        let limit = gpu.limits.max_storage_buffer_binding_size;
-        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-
-        // Weights, as stored.
-        let mut weights: HashMap<(String, usize, usize), wgpu::Buffer> = HashMap::new();
-        let mut weight_bytes = 0u64;
-        for t in &man.tensors {
-            for (ci, ch) in t.chunks.iter().enumerate() {
-                for (pi, part) in ch.parts.iter().enumerate() {
-                    let (_, bytes) = model
-                        .part(part)
-                        .map_err(|e| GpuError::Model(e.to_string()))?;
-                    let mut data: Vec<u8> = if t.storage == Storage::F16 {
-                        bytes
-                            .chunks_exact(2)
-                            .flat_map(|b| {
-                                half::f16::from_le_bytes([b[0], b[1]])
-                                    .to_f32()
-                                    .to_le_bytes()
-                            })
-                            .collect()
-                    } else {
-                        bytes.to_vec()
-                    };
-                    while !data.len().is_multiple_of(4) || data.is_empty() {
-                        data.push(0);
-                    }
-                    if data.len() as u64 > limit {
-                        return Err(GpuError::BindingTooLarge {
-                            what: "a weight chunk",
-                            needed: data.len() as u64,
-                            limit,
-                        });
-                    }
-                    weight_bytes += data.len() as u64;
-                    let buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(part),
-                        contents: &data,
-                        usage: wgpu::BufferUsages::STORAGE,
-                    });
-                    weights.insert((t.name.clone(), ci, pi), buf);
-                }
-            }
-        }
-
-        // The KV cache: one K and one V buffer per layer at max_seq.
-        let kv_elems = cfg.num_kv_heads * opts.max_seq * cfg.head_dim;
-        let kv_labels: Vec<String> = (0..cfg.num_layers)
-            .flat_map(|l| [format!("kv.k{l}"), format!("kv.v{l}")])
-            .collect();
-        let kv: Vec<wgpu::Buffer> = kv_labels
-            .iter()
-            .map(|label| {
-                dev.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: (kv_elems * 4) as u64,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            })
-            .collect();
-
-        // Activations, planned.
-        let mut first = vec![usize::MAX; graph.acts.len()];
-        let mut last = vec![0usize; graph.acts.len()];
-        for (i, op) in graph.ops.iter().enumerate() {
-            for &a in op.reads.iter().chain(&op.writes) {
-                first[a] = first[a].min(i);
-                last[a] = last[a].max(i);
-            }
-        }
-        let acts: Vec<Activation> = graph
-            .acts
-            .iter()
-            .enumerate()
-            .map(|(i, (name, elems))| Activation {
-                name: name.clone(),
-                elems: elems.clone(),
-                first: first[i],
-                last: last[i],
-            })
-            .collect();
-        let bound = Syms {
-            seq: opts.max_batch as u64,
-            past: opts.max_seq as u64,
-            out: opts.max_batch as u64,
+        let est = &sizes.estimate;
+        let oom_hint = match gpu.memory() {
+            Some(m) => format!(
+                "this load needs {} ({}) of the {} the device reports free; use a smaller \
+                 --max-seq or --max-batch, or free GPU memory used by other programs",
+                fmt_bytes(est.total()),
+                est.breakdown(),
+                fmt_bytes(m.limit())
+            ),
+            None => format!(
+                "this load needs {} ({}); use a smaller --max-seq or --max-batch, or free GPU \
+                 memory used by other programs",
+                fmt_bytes(est.total()),
+                est.breakdown()
+            ),
         };
-        let plan = planner::plan(&acts, &bound);
-        let act_bufs: Vec<wgpu::Buffer> = plan
-            .buffer_bytes
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if b > limit {
-                    return Err(GpuError::BindingTooLarge {
-                        what: "an activation buffer (lower --max-batch)",
-                        needed: b,
-                        limit,
-                    });
-                }
-                Ok(dev.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&format!("act{i}")),
-                    size: b.max(16),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                }))
-            })
-            .collect::<Result<_>>()?;
-
-        let storage = |label: &str, size: u64, usage| {
+        let scoped = |what: &str, bytes: u64, work: &mut dyn FnMut() -> Result<()>| {
+            device::scoped(gpu, what, bytes, &oom_hint, work)
+        };
+        let buffer = |label: &str, size: u64, usage| {
             dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: size.max(16),
+                size,
                 usage,
                 mapped_at_creation: false,
             })
         };
-        let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let tokens = storage("tokens", (opts.max_batch * 4) as u64, copy_dst);
-        let logit_rows = storage("logit_rows", (opts.max_batch * 4) as u64, copy_dst);
-        let dummy = storage("dummy", 16, wgpu::BufferUsages::STORAGE);
-        let half = graph.rot / 2;
-        let mut tables = Vec::new();
-        for &(theta, factor) in &graph.rope_bases {
-            let inv: Vec<f64> = (0..half)
-                .map(|i| 1.0 / theta.powf((2 * i) as f64 / graph.rot as f64))
-                .collect();
-            let (mut cs, mut sn) = (Vec::new(), Vec::new());
-            for p in 0..opts.max_seq {
-                for f in &inv {
-                    let a = p as f64 / factor * f;
-                    cs.push(a.cos() as f32);
-                    sn.push(a.sin() as f32);
-                }
-            }
-            let mk = |label: &str, v: &[f32]| {
-                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: if v.is_empty() {
-                        &[0u8; 16]
-                    } else {
-                        bytemuck::cast_slice(v)
-                    },
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
-            };
-            tables.push((mk("rope.cos", &cs), mk("rope.sin", &sn)));
-        }
-
-        // Pipelines, one per (kernel, entry), created lazily and cached.
-        let mut modules: HashMap<Kernel, wgpu::ShaderModule> = HashMap::new();
-        let mut pipe_index: HashMap<(Kernel, &'static str), usize> = HashMap::new();
-        let mut pipelines = Vec::new();
-        let mut op_pipeline = Vec::new();
-        for op in &graph.ops {
-            let key = (op.kernel, op.entry);
-            let idx = match pipe_index.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let module = modules.entry(op.kernel).or_insert_with(|| {
-                        let desc = wgpu::ShaderModuleDescriptor {
-                            label: Some(op.kernel.name()),
-                            source: wgpu::ShaderSource::Wgsl(op.kernel.source().into()),
-                        };
-                        match checks {
-                            ShaderChecks::Checked => dev.create_shader_module(desc),
-                            // SAFETY: the runtime's own kernels, which clamp every index into
-                            // its buffer and bound every loop by uniform sizes; the host checks
-                            // the inputs that reach them (see ShaderChecks).
-                            ShaderChecks::Unchecked => unsafe {
-                                dev.create_shader_module_trusted(
-                                    desc,
-                                    wgpu::ShaderRuntimeChecks::unchecked(),
-                                )
-                            },
-                        }
-                    });
-                    pipelines.push(
-                        dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(&format!("{}::{}", op.kernel.name(), op.entry)),
-                            layout: None,
-                            module,
-                            entry_point: Some(op.entry),
-                            compilation_options: Default::default(),
-                            cache: None,
-                        }),
-                    );
-                    pipe_index.insert(key, pipelines.len() - 1);
-                    pipelines.len() - 1
-                }
-            };
-            op_pipeline.push(idx);
-        }
-
-        // Uniforms: one slot per op (the widest params, rounded up to the offset alignment), bound
-        // at a fixed offset.
-        let align = u64::from(gpu.limits.min_uniform_buffer_offset_alignment).max(16);
-        let widest = graph.ops.iter().map(|o| 4 * o.params.len() as u64).max();
-        let slot = widest.unwrap_or(16).max(64).div_ceil(align) * align;
-        let uniforms = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("uniforms"),
-            size: slot * graph.ops.len().max(1) as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut bind_groups = Vec::new();
-        for (i, op) in graph.ops.iter().enumerate() {
-            let resolve = |r: &BufRef| -> Result<&wgpu::Buffer> {
-                Ok(match r {
-                    BufRef::Act(a) => &act_bufs[plan.assignment[*a]],
-                    BufRef::Part {
-                        tensor,
-                        chunk,
-                        part,
-                    } => weights
-                        .get(&(tensor.clone(), *chunk, *part))
-                        .ok_or_else(|| {
-                            GpuError::Model(format!(
-                                "weight `{tensor}` chunk {chunk} part {part} missing"
-                            ))
-                        })?,
-                    BufRef::KvK(l) => &kv[2 * l],
-                    BufRef::KvV(l) => &kv[2 * l + 1],
-                    BufRef::Tokens => &tokens,
-                    BufRef::LogitRows => &logit_rows,
-                    BufRef::Cos(b) => &tables[*b].0,
-                    BufRef::Sin(b) => &tables[*b].1,
-                    BufRef::Dummy => &dummy,
-                })
-            };
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniforms,
-                    offset: slot * i as u64,
-                    size: wgpu::BufferSize::new((op.params.len() * 4) as u64),
-                }),
-            }];
-            for (b, r) in &op.bindings {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: *b,
-                    resource: resolve(r)?.as_entire_binding(),
-                });
-            }
-            bind_groups.push(dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(&op.label),
-                layout: &pipelines[op_pipeline[i]].get_bind_group_layout(0),
-                entries: &entries,
-            }));
-        }
-        let vocab = cfg.vocab_size;
-        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("logits.readback"),
-            size: (opts.max_batch * vocab * 4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::Device(e.to_string()));
-        }
-        let memory = MemoryReport {
-            weight_bytes,
-            kv_bytes: (kv_elems * 4 * 2 * cfg.num_layers) as u64,
-            activation_bytes: plan.planned_bytes,
-            activation_bytes_unplanned: plan.naive_bytes,
-            activation_buffers: plan.buffer_bytes.len(),
+        let mut memory = MemoryReport {
+            activation_bytes_unplanned: sizes.plan.naive_bytes,
+            activation_buffers: sizes.plan.buffer_bytes.len(),
             activation_tensors: graph.acts.len(),
             ops: graph.ops.len(),
+            ..Default::default()
         };
+
+        // Weights, as stored (f16 widened to f32), written straight into mapped buffers.
+        let mut weights: HashMap<(String, usize, usize), wgpu::Buffer> = HashMap::new();
+        scoped("the weights", est.weight_bytes, &mut || {
+            let mut sized = sizes.weights.iter();
+            for t in &man.tensors {
+                for (ci, ch) in t.chunks.iter().enumerate() {
+                    for (pi, part) in ch.parts.iter().enumerate() {
+                        let size = sized.next().copied().unwrap_or(4);
+                        let (_, bytes) = model
+                            .part(part)
+                            .map_err(|e| GpuError::Model(e.to_string()))?;
+                        let f16 = t.storage == Storage::F16;
+                        let buf = upload(dev, part, size, wgpu::BufferUsages::STORAGE, |dst| {
+                            if f16 {
+                                write_f32(dst, bytes.len() / 2, |i| {
+                                    half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])
+                                        .to_f32()
+                                });
+                            } else {
+                                dst.into_slice(..bytes.len()).copy_from_slice(bytes);
+                            }
+                        })?;
+                        memory.weight_bytes += buf.size();
+                        weights.insert((t.name.clone(), ci, pi), buf);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+
+        // The KV cache: one K and one V buffer per layer at max_seq.
+        let kv_labels: Vec<String> = (0..cfg.num_layers)
+            .flat_map(|l| [format!("kv.k{l}"), format!("kv.v{l}")])
+            .collect();
+        let mut kv: Vec<wgpu::Buffer> = Vec::with_capacity(kv_labels.len());
+        let kv_what = format!("the KV cache for --max-seq {}", opts.max_seq);
+        scoped(&kv_what, est.kv_bytes, &mut || {
+            for label in &kv_labels {
+                let b = buffer(label, sizes.kv_buffer, wgpu::BufferUsages::STORAGE);
+                memory.kv_bytes += b.size();
+                kv.push(b);
+            }
+            Ok(())
+        })?;
+
+        // Activations, planned.
+        let plan = sizes.plan.clone();
+        let mut act_bufs: Vec<wgpu::Buffer> = Vec::with_capacity(plan.buffer_bytes.len());
+        let act_what = format!("the activations for --max-batch {}", opts.max_batch);
+        scoped(&act_what, est.activation_bytes, &mut || {
+            for (i, &b) in plan.buffer_bytes.iter().enumerate() {
+                let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+                let buf = buffer(&format!("act{i}"), b.max(MIN_BUFFER), usage);
+                memory.activation_bytes += buf.size();
+                act_bufs.push(buf);
+            }
+            Ok(())
+        })?;
+
+        // Step inputs and outputs, RoPE tables and uniforms.
+        let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let mut io = Vec::new();
+        let mut tables = Vec::new();
+        let mut uniforms = None;
+        let other = est.io_bytes + est.rope_bytes + est.uniform_bytes;
+        scoped(
+            "the RoPE tables, step buffers and uniforms",
+            other,
+            &mut || {
+                for (label, size, usage) in [
+                    ("tokens", sizes.io_small, copy_dst),
+                    ("logit_rows", sizes.io_small, copy_dst),
+                    ("dummy", MIN_BUFFER, wgpu::BufferUsages::STORAGE),
+                    (
+                        "logits.readback",
+                        sizes.readback,
+                        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    ),
+                ] {
+                    let b = buffer(label, size, usage);
+                    memory.io_bytes += b.size();
+                    io.push(b);
+                }
+                let half = graph.rot / 2;
+                for &(theta, factor) in &graph.rope_bases {
+                    let inv: Vec<f64> = (0..half)
+                        .map(|i| 1.0 / theta.powf((2 * i) as f64 / graph.rot as f64))
+                        .collect();
+                    let angle = |i: usize| (i / half.max(1)) as f64 / factor * inv[i % half.max(1)];
+                    let n = opts.max_seq * half;
+                    let usage = wgpu::BufferUsages::STORAGE;
+                    let cos = upload(dev, "rope.cos", sizes.rope_table, usage, |d| {
+                        write_f32(d, n, |i| angle(i).cos() as f32);
+                    })?;
+                    let sin = upload(dev, "rope.sin", sizes.rope_table, usage, |d| {
+                        write_f32(d, n, |i| angle(i).sin() as f32);
+                    })?;
+                    memory.rope_bytes += cos.size() + sin.size();
+                    tables.push((cos, sin));
+                }
+                let b = buffer(
+                    "uniforms",
+                    est.uniform_bytes,
+                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                );
+                memory.uniform_bytes += b.size();
+                uniforms = Some(b);
+                Ok(())
+            },
+        )?;
+        let [tokens, logit_rows, dummy, staging] =
+            <[wgpu::Buffer; 4]>::try_from(io).map_err(|_| GpuError::Device("io buffers".into()))?;
+        let uniforms = uniforms.ok_or_else(|| GpuError::Device("uniforms".into()))?;
+        memory.total_bytes = memory.weight_bytes
+            + memory.kv_bytes
+            + memory.activation_bytes
+            + memory.rope_bytes
+            + memory.uniform_bytes
+            + memory.io_bytes;
+
+        // Pipelines, one per (kernel, entry), created lazily and cached.
+        let mut pipelines = Vec::new();
+        let mut op_pipeline = Vec::new();
+        scoped("the compute pipelines", 0, &mut || {
+            let mut modules: HashMap<Kernel, wgpu::ShaderModule> = HashMap::new();
+            let mut pipe_index: HashMap<(Kernel, &'static str), usize> = HashMap::new();
+            for op in &graph.ops {
+                let key = (op.kernel, op.entry);
+                let idx = match pipe_index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let module = modules.entry(op.kernel).or_insert_with(|| {
+                            let desc = wgpu::ShaderModuleDescriptor {
+                                label: Some(op.kernel.name()),
+                                source: wgpu::ShaderSource::Wgsl(op.kernel.source().into()),
+                            };
+                            match checks {
+                                ShaderChecks::Checked => dev.create_shader_module(desc),
+                                // SAFETY: the runtime's own kernels, which clamp every index
+                                // into its buffer and bound every loop by uniform sizes; the
+                                // host checks the inputs that reach them (see ShaderChecks).
+                                ShaderChecks::Unchecked => unsafe {
+                                    dev.create_shader_module_trusted(
+                                        desc,
+                                        wgpu::ShaderRuntimeChecks::unchecked(),
+                                    )
+                                },
+                            }
+                        });
+                        pipelines.push(dev.create_compute_pipeline(
+                            &wgpu::ComputePipelineDescriptor {
+                                label: Some(&format!("{}::{}", op.kernel.name(), op.entry)),
+                                layout: None,
+                                module,
+                                entry_point: Some(op.entry),
+                                compilation_options: Default::default(),
+                                cache: None,
+                            },
+                        ));
+                        pipe_index.insert(key, pipelines.len() - 1);
+                        pipelines.len() - 1
+                    }
+                };
+                op_pipeline.push(idx);
+            }
+            Ok(())
+        })?;
+
+        // Bind groups, with each op's uniforms at a fixed offset of its own slot.
+        let slot = sizes.uniform_slot;
+        let mut bind_groups = Vec::with_capacity(graph.ops.len());
+        scoped("the bind groups", 0, &mut || {
+            for (i, op) in graph.ops.iter().enumerate() {
+                let resolve = |r: &BufRef| -> Result<&wgpu::Buffer> {
+                    Ok(match r {
+                        BufRef::Act(a) => &act_bufs[plan.assignment[*a]],
+                        BufRef::Part {
+                            tensor,
+                            chunk,
+                            part,
+                        } => weights
+                            .get(&(tensor.clone(), *chunk, *part))
+                            .ok_or_else(|| {
+                                GpuError::Model(format!(
+                                    "weight `{tensor}` chunk {chunk} part {part} missing"
+                                ))
+                            })?,
+                        BufRef::KvK(l) => &kv[2 * l],
+                        BufRef::KvV(l) => &kv[2 * l + 1],
+                        BufRef::Tokens => &tokens,
+                        BufRef::LogitRows => &logit_rows,
+                        BufRef::Cos(b) => &tables[*b].0,
+                        BufRef::Sin(b) => &tables[*b].1,
+                        BufRef::Dummy => &dummy,
+                    })
+                };
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &uniforms,
+                        offset: slot * i as u64,
+                        size: wgpu::BufferSize::new((op.params.len() * 4) as u64),
+                    }),
+                }];
+                for (b, r) in &op.bindings {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: *b,
+                        resource: resolve(r)?.as_entire_binding(),
+                    });
+                }
+                bind_groups.push(dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&op.label),
+                    layout: &pipelines[op_pipeline[i]].get_bind_group_layout(0),
+                    entries: &entries,
+                }));
+            }
+            Ok(())
+        })?;
         Ok(GpuModel {
             graph,
             plan,
             opts,
             memory,
-            vocab,
+            vocab: cfg.vocab_size,
             hidden: cfg.hidden_size,
             last_step: StepLog::default(),
             kv_labels,
@@ -448,6 +483,30 @@ impl GpuModel {
             bind_groups,
             profiler: None,
         })
+    }
+
+    /// What a load of `model` with `opts` would allocate, with every check of
+    /// [`Self::load_with`] but nothing allocated.
+    pub fn estimate(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<MemoryEstimate> {
+        Ok(Self::size(gpu, model, opts)?.1.estimate)
+    }
+
+    /// The plan and the sizes of a load, checked (see [`Self::load_with`]).
+    fn size(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<(Graph, Sizes)> {
+        estimate::validate(opts)?;
+        // A context beyond 32-bit positions fails the sizing below; the graph is built at a
+        // bound its parameters can hold so that the hint can be searched for.
+        let graph_seq = opts
+            .max_seq
+            .min(usize::try_from(MAX_POSITIONS).unwrap_or(usize::MAX));
+        let graph = graph::build(
+            &model.manifest,
+            graph_seq,
+            gpu.limits.max_storage_buffers_per_shader_stage,
+        )?;
+        let sizer = Sizer::new(model, &graph, Limits::of(gpu))?;
+        let sizes = sizer.size(opts).map_err(|v| sizer.error(opts, v))?;
+        Ok((graph, sizes))
     }
 
     /// Times every following step per op with GPU timestamps (see [`Profiler`]).
@@ -526,6 +585,7 @@ impl GpuModel {
         rows: &[u32],
         capture: bool,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        gpu.check_health()?;
         let n = tokens.len();
         if n == 0 || n > self.opts.max_batch {
             return Err(GpuError::Model(format!(
@@ -533,9 +593,10 @@ impl GpuModel {
                 self.opts.max_batch
             )));
         }
-        if past + n > self.opts.max_seq {
+        let end = past.saturating_add(n);
+        if end > self.opts.max_seq {
             return Err(GpuError::ContextOverflow {
-                needed: past + n,
+                needed: end,
                 max: self.opts.max_seq,
             });
         }
@@ -548,6 +609,14 @@ impl GpuModel {
         if rows.iter().any(|&r| r as usize >= n) {
             return Err(GpuError::Model(format!(
                 "logit rows {rows:?} must be within the step's {n} tokens"
+            )));
+        }
+        // The logits buffers hold max_batch rows.
+        if rows.len() > self.opts.max_batch {
+            return Err(GpuError::Model(format!(
+                "a step reads back at most {} logit rows (max_batch), got {}",
+                self.opts.max_batch,
+                rows.len()
             )));
         }
         let syms = Syms {
@@ -567,7 +636,17 @@ impl GpuModel {
             let base = i * self.slot as usize;
             for (j, f) in op.params.iter().enumerate() {
                 let bits = match f {
-                    Field::U(e) => e.eval(&syms) as u32,
+                    // Checked at load for every step within the options; kept as a guard.
+                    Field::U(e) => {
+                        let v = e.checked_eval(&syms).unwrap_or(u64::MAX);
+                        u32::try_from(v).map_err(|_| GpuError::TooLarge {
+                            what: format!("a parameter of `{}` in this step", op.label),
+                            needed: v,
+                            limit: u64::from(u32::MAX),
+                            kind: LimitKind::Param32,
+                            hint: "use a smaller --max-seq or --max-batch".into(),
+                        })?
+                    }
                     Field::F(v) => v.to_bits(),
                 };
                 u[base + 4 * j..base + 4 * j + 4].copy_from_slice(&bits.to_le_bytes());
@@ -581,10 +660,22 @@ impl GpuModel {
                 label: Some("step"),
             });
         let hidden_bytes = (n * self.hidden * 4) as u64;
+        let capture_bytes = hidden_bytes
+            .saturating_mul(self.graph.layer_end.len() as u64)
+            .max(16);
+        if capture && capture_bytes > gpu.limits.max_buffer_size {
+            return Err(GpuError::TooLarge {
+                what: format!("the residual capture of a {n}-token step"),
+                needed: capture_bytes,
+                limit: gpu.limits.max_buffer_size,
+                kind: LimitKind::BufferSize,
+                hint: "capture fewer tokens per step".into(),
+            });
+        }
         let capture_buf = capture.then(|| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("hidden.capture"),
-                size: (hidden_bytes * self.graph.layer_end.len() as u64).max(16),
+                size: capture_bytes,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -617,8 +708,12 @@ impl GpuModel {
                         When::Decode => n == 1,
                         When::Prefill => n > 1,
                     };
-                    let [x, y, z] = op.grid.clone().map(|e| e.eval(&syms) as u32);
-                    if !run || x == 0 || y == 0 || z == 0 {
+                    if !run {
+                        continue;
+                    }
+                    let [x, y, z] =
+                        grid(op, &syms, gpu.limits.max_compute_workgroups_per_dimension)?;
+                    if x == 0 || y == 0 || z == 0 {
                         continue;
                     }
                     pass.set_pipeline(&self.pipelines[self.op_pipeline[i]]);
@@ -674,6 +769,7 @@ impl GpuModel {
             // the queue orders the next step after this one.
             gpu.queue.submit([enc.finish()]);
             log.submissions += 1;
+            gpu.check_health()?;
             let hidden = match capture_buf {
                 Some(cb) => Some(map_read_f32(gpu, &cb, cb.size())?),
                 None => None,
@@ -722,7 +818,28 @@ impl GpuModel {
             Some(cb) => Some(map_read_f32(gpu, &cb, cb.size())?),
             None => None,
         };
+        gpu.check_health()?;
         self.last_step = log;
         Ok((out, hidden))
     }
+}
+
+/// The workgroup grid of `op` in a step: within the device's per-dimension limit (checked at
+/// load for every step the options allow; kept as a guard, since wgpu rejects a larger one).
+fn grid(op: &graph::Op, syms: &Syms, max: u32) -> Result<[u32; 3]> {
+    let mut out = [0u32; 3];
+    for (o, e) in out.iter_mut().zip(&op.grid) {
+        let v = e.checked_eval(syms).unwrap_or(u64::MAX);
+        *o = u32::try_from(v)
+            .ok()
+            .filter(|&v| v <= max)
+            .ok_or_else(|| GpuError::TooLarge {
+                what: format!("the grid of `{}` in this step", op.label),
+                needed: v,
+                limit: u64::from(max),
+                kind: LimitKind::Workgroups,
+                hint: "use a smaller --max-batch".into(),
+            })?;
+    }
+    Ok(out)
 }

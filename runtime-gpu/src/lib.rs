@@ -8,10 +8,12 @@
 pub mod chat;
 pub mod dequant;
 pub mod device;
+mod estimate;
 pub mod exec;
 pub mod generate;
 pub mod graph;
 pub mod kernels;
+pub mod memory;
 pub mod planner;
 pub mod priority;
 pub mod readback;
@@ -23,6 +25,7 @@ pub mod text;
 pub use device::{DeviceOptions, Gpu};
 pub use exec::{GpuModel, MemoryReport, Profiler, RunOptions, ShaderChecks};
 pub use generate::{GenerateOptions, Generation, GenerationStats, Generator, StopReason};
+pub use memory::{DeviceMemory, LimitKind, MemoryEstimate};
 pub use priority::Priority;
 pub use sample::{Sampler, SamplerConfig};
 pub use text::TextCodec;
@@ -48,6 +51,38 @@ pub enum GpuError {
         needed: u64,
         limit: u64,
     },
+    /// A buffer, binding, grid or kernel parameter that the run options ask for is beyond what
+    /// the device (or the kernels' 32-bit indices) allows; `hint` says what to change.
+    #[error("{}", memory::too_large_message(what, *needed, *limit, *kind, hint))]
+    TooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+        kind: LimitKind,
+        hint: String,
+    },
+    /// Run options that no device could take (zero sizes, a batch larger than the context).
+    #[error("invalid run options: {0}")]
+    InvalidOptions(String),
+    /// The device could not allocate `what` (an error scope caught wgpu's out-of-memory error).
+    #[error(
+        "the GPU ran out of memory allocating {what} ({}): {hint}",
+        memory::fmt_bytes(*bytes)
+    )]
+    OutOfMemory {
+        what: String,
+        bytes: u64,
+        hint: String,
+    },
+    /// wgpu rejected a call of the runtime's (a bug in tlite, not in the input).
+    #[error("wgpu rejected {what}: {message} (a bug in tlite: please report it)")]
+    Validation { what: String, message: String },
+    /// The device was lost (driver reset, GPU hang, removed device); the model must be loaded
+    /// again on a new device.
+    #[error(
+        "the GPU device was lost ({reason}): {message}; open the device again (restart the command)"
+    )]
+    DeviceLost { reason: String, message: String },
     #[error(
         "{needed} positions exceed the context of {max} (raise --max-seq or shorten the prompt)"
     )]

@@ -29,7 +29,12 @@ pub struct MemoryPlan {
 }
 
 /// Assigns buffers greedily in order of first use, preferring the closest-sized free buffer.
-pub fn plan(acts: &[Activation], bound: &Syms) -> MemoryPlan {
+/// `None` when a size at the bounds overflows 64 bits (bounds no device could take).
+pub fn plan(acts: &[Activation], bound: &Syms) -> Option<MemoryPlan> {
+    let sizes: Vec<u64> = acts
+        .iter()
+        .map(|a| a.elems.checked_eval(bound)?.checked_mul(4))
+        .collect::<Option<_>>()?;
     let mut order: Vec<usize> = (0..acts.len()).collect();
     order.sort_by_key(|&i| (acts[i].first, acts[i].last));
     struct Slot {
@@ -41,7 +46,7 @@ pub fn plan(acts: &[Activation], bound: &Syms) -> MemoryPlan {
     let mut assignment = vec![0; acts.len()];
     for i in order {
         let a = &acts[i];
-        let bytes = a.elems.eval(bound) * 4;
+        let bytes = sizes[i];
         let poly = a.elems.poly();
         let candidate = slots
             .iter()
@@ -75,12 +80,13 @@ pub fn plan(acts: &[Activation], bound: &Syms) -> MemoryPlan {
         }
     }
     let buffer_bytes: Vec<u64> = slots.iter().map(|s| s.bytes).collect();
-    MemoryPlan {
+    let sum = |v: &[u64]| v.iter().try_fold(0u64, |t, &b| t.checked_add(b));
+    Some(MemoryPlan {
         assignment,
-        planned_bytes: buffer_bytes.iter().sum(),
-        naive_bytes: acts.iter().map(|a| a.elems.eval(bound) * 4).sum(),
+        planned_bytes: sum(&buffer_bytes)?,
+        naive_bytes: sum(&sizes)?,
         buffer_bytes,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -110,7 +116,7 @@ mod tests {
             act("c", Expr::Seq * 64usize, 1, 2),
             act("d", (Expr::Past + Expr::Seq).ceil_div(c(2)), 4, 5),
         ];
-        let p = plan(&acts, &bound);
+        let p = plan(&acts, &bound).unwrap();
         assert_eq!(
             p.assignment[0], p.assignment[1],
             "a and b are disjoint and comparable"
@@ -135,7 +141,17 @@ mod tests {
             act("s", Expr::Seq * 1000usize, 0, 0),
             act("p", Expr::Past * 10usize, 1, 1),
         ];
-        let p = plan(&acts, &bound);
+        let p = plan(&acts, &bound).unwrap();
         assert_ne!(p.assignment[0], p.assignment[1]);
+    }
+
+    #[test]
+    fn overflowing_bounds_are_none() {
+        let bound = Syms {
+            seq: u64::MAX / 2,
+            past: 0,
+            out: 1,
+        };
+        assert!(plan(&[act("s", Expr::Seq * 64usize, 0, 0)], &bound).is_none());
     }
 }

@@ -7,14 +7,22 @@ use crate::{Gpu, GpuError, Result};
 /// them out and unmaps it again.
 pub fn map_read(gpu: &Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let err = |e: &dyn std::fmt::Display| GpuError::Readback(e.to_string());
+    // `Buffer::slice` panics on an empty or out-of-range slice.
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    if bytes > buf.size() {
+        return Err(GpuError::Readback(format!(
+            "{bytes} bytes asked of a {}-byte buffer",
+            buf.size()
+        )));
+    }
     let slice = buf.slice(..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    gpu.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| err(&e))?;
+    gpu.poll(wgpu::PollType::wait_indefinitely())?;
     rx.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
     let out = slice.get_mapped_range().map_err(|e| err(&e))?.to_vec();
     buf.unmap();
@@ -23,13 +31,10 @@ pub fn map_read(gpu: &Gpu, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
 
 /// Blocks until the submission `index` has completed on the GPU.
 pub fn wait_for(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
-    gpu.device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(index),
-            timeout: None,
-        })
-        .map(|_| ())
-        .map_err(|e| GpuError::Device(e.to_string()))
+    gpu.poll(wgpu::PollType::Wait {
+        submission_index: Some(index),
+        timeout: None,
+    })
 }
 
 /// [`map_read`] as little-endian f32 values.

@@ -69,6 +69,28 @@ impl Expr {
         }
     }
 
+    /// [`Self::eval`] with overflow reported as `None` (sizes at user-chosen bounds).
+    pub fn checked_eval(&self, s: &Syms) -> Option<u64> {
+        Some(match self {
+            Expr::C(v) => *v,
+            Expr::Seq => s.seq,
+            Expr::Past => s.past,
+            Expr::Out => s.out,
+            Expr::Add(a, b) => a.checked_eval(s)?.checked_add(b.checked_eval(s)?)?,
+            Expr::Mul(a, b) => a.checked_eval(s)?.checked_mul(b.checked_eval(s)?)?,
+            Expr::CeilDiv(a, b) => a.checked_eval(s)?.div_ceil(b.checked_eval(s)?.max(1)),
+            Expr::Min(a, b) => a.checked_eval(s)?.min(b.checked_eval(s)?),
+            Expr::Max(a, b) => a.checked_eval(s)?.max(b.checked_eval(s)?),
+            Expr::Decode(a, b) => {
+                if s.seq == 1 {
+                    a.checked_eval(s)?
+                } else {
+                    b.checked_eval(s)?
+                }
+            }
+        })
+    }
+
     /// The polynomial of a sum-of-products expression (sizes), for symbolic comparison.
     pub fn poly(&self) -> Option<Poly> {
         Some(match self {

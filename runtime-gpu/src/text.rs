@@ -119,9 +119,10 @@ impl TextCodec {
 /// `prompt` tokens followed by `max_new` generated ones must fit the `max_seq` positions of the
 /// KV cache.
 pub fn check_context(prompt: usize, max_new: usize, max_seq: usize) -> Result<()> {
-    if prompt + max_new > max_seq {
+    let needed = prompt.saturating_add(max_new);
+    if needed > max_seq {
         return Err(GpuError::ContextOverflow {
-            needed: prompt + max_new,
+            needed,
             max: max_seq,
         });
     }
@@ -154,6 +155,13 @@ mod tests {
     #[test]
     fn context_check_and_eos_lists() {
         assert!(check_context(10, 6, 16).is_ok());
+        assert!(matches!(
+            check_context(10, usize::MAX, 16),
+            Err(GpuError::ContextOverflow {
+                needed: usize::MAX,
+                max: 16
+            })
+        ));
         assert!(matches!(
             check_context(10, 7, 16),
             Err(GpuError::ContextOverflow {

@@ -10,7 +10,9 @@ mod read;
 mod write;
 
 pub use read::DeployedModel;
-pub use write::{ConvertOptions, ConvertReport, KeepRule, TensorReport, convert};
+pub use write::{
+    ConvertOptions, ConvertReport, KeepRule, MIN_BINDING_LIMIT, TensorReport, convert,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -267,7 +267,7 @@ impl ReferenceModel {
         if self.arch.scale_embeddings {
             x = (x * f64::from((c.hidden_size as f32).sqrt()))?;
         }
-        let rot = ((c.head_dim as f64) * c.partial_rotary_factor) as usize;
+        let rot = c.rotary_dims();
         let factor = c.rope_linear_factor.unwrap_or(1.0);
         let global = rope::tables(c.rope_theta, rot, pos, n, factor)?;
         let local = match c.rope_local_theta {

@@ -1,0 +1,122 @@
+//! Value parsers for numeric flags. clap puts the flag in the error (`invalid value '0' for
+//! '--reps <REPS>': must be at least 1`); these say the accepted range. Bounds that depend on the
+//! model (a context within its positions) are checked where the model is opened.
+
+/// The largest count of tokens, windows or repetitions a flag takes: far beyond any model's
+/// context, and small enough that the products the commands form (`(chunks + 1) × ctx × 8`
+/// bytes of text) cannot overflow.
+pub const MAX_COUNT: u64 = 1 << 24;
+
+fn int(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{s}` is not a whole number ≥ 0"))
+}
+
+/// A count from 1 to [`MAX_COUNT`].
+pub fn count(s: &str) -> Result<usize, String> {
+    count_from::<1>(s)
+}
+
+/// A count from `MIN` to [`MAX_COUNT`].
+pub fn count_from<const MIN: u64>(s: &str) -> Result<usize, String> {
+    let v = int(s)?;
+    if v < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    if v > MAX_COUNT {
+        return Err(format!("must be at most {MAX_COUNT}"));
+    }
+    usize::try_from(v).map_err(|_| format!("must be at most {}", usize::MAX))
+}
+
+/// A count from 1 to `MAX`.
+pub fn count_upto<const MAX: u64>(s: &str) -> Result<usize, String> {
+    let v = u64_in::<1, MAX>(s)?;
+    usize::try_from(v).map_err(|_| format!("must be at most {}", usize::MAX))
+}
+
+/// A whole number from `MIN` to `MAX`.
+pub fn u64_in<const MIN: u64, const MAX: u64>(s: &str) -> Result<u64, String> {
+    let v = int(s)?;
+    if (MIN..=MAX).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between {MIN} and {MAX}"))
+    }
+}
+
+/// A quantization group size (what the quantizer takes).
+pub fn group_size(s: &str) -> Result<usize, String> {
+    let v = usize::try_from(int(s)?).map_err(|_| "is too large".to_string())?;
+    tlite_quantizer::check_group(v).map_err(|e| e.to_string())
+}
+
+fn float(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err("must be a finite number".into())
+    }
+}
+
+/// A sampling temperature: finite and ≥ 0.
+pub fn temperature(s: &str) -> Result<f64, String> {
+    match float(s) {
+        Ok(v) if v >= 0.0 => Ok(v),
+        _ => Err("must be a finite number ≥ 0 (0 = greedy)".into()),
+    }
+}
+
+/// A probability mass for nucleus sampling: in (0, 1].
+pub fn top_p(s: &str) -> Result<f64, String> {
+    match float(s) {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err("must be a number in (0, 1] (1 = off)".into()),
+    }
+}
+
+/// Milliseconds between probes: above 0, at most a minute.
+pub fn interval_ms(s: &str) -> Result<f64, String> {
+    match float(s) {
+        Ok(v) if v > 0.0 && v <= 60_000.0 => Ok(v),
+        _ => Err("must be a number above 0 and at most 60000 (a minute)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_their_messages() {
+        assert_eq!(count("3"), Ok(3));
+        assert_eq!(count("0"), Err("must be at least 1".into()));
+        assert_eq!(count_from::<2>("1"), Err("must be at least 2".into()));
+        assert!(
+            count("18446744073709551615")
+                .unwrap_err()
+                .contains("at most")
+        );
+        assert!(count("-1").unwrap_err().contains("not a whole number"));
+        assert_eq!(
+            u64_in::<1, 10>("11"),
+            Err("must be between 1 and 10".into())
+        );
+        assert_eq!(group_size("64"), Ok(64));
+        assert!(group_size("0").unwrap_err().contains("group size 0"));
+        assert_eq!(temperature("0.7"), Ok(0.7));
+        for bad in ["-0.5", "NaN", "inf", "x"] {
+            assert!(temperature(bad).is_err(), "{bad}");
+        }
+        assert_eq!(top_p("1"), Ok(1.0));
+        for bad in ["0", "1.5", "NaN"] {
+            assert!(top_p(bad).is_err(), "{bad}");
+        }
+        assert!(interval_ms("1e300").is_err());
+    }
+}
