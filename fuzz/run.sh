@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# fuzz/run.sh SECONDS [TARGET...] — runs each fuzz target (default: all) for SECONDS of CPU time
-# each with libFuzzer (cargo-fuzz, nightly toolchain), after writing the seed corpora from the
+# fuzz/run.sh SECONDS [TARGET...] — runs each fuzz target (default: all) for SECONDS of wall time
+# (wall) each with libFuzzer (cargo-fuzz, nightly toolchain), after writing the seed corpora from the
 # project's own writers. Crashes land in fuzz/artifacts/<target>/; a summary line per target
 # (executions per second, corpus size, crashes) is printed and appended to fuzz/last-run.txt.
 # Needs: rustup's nightly toolchain and `cargo install cargo-fuzz`.
@@ -22,7 +22,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   log="artifacts/$t/fuzz.log"
   # -rss_limit_mb: an allocation sized by the input shows up as an out-of-memory crash.
-  if ! cargo +nightly fuzz run "$t" "corpus/$t" -- \
+  if ! /usr/bin/time -f "%U %S" -o "artifacts/$t/cpu.txt" cargo +nightly fuzz run "$t" "corpus/$t" -- \
       -max_total_time="$SECONDS_PER_TARGET" -max_len="$max_len" -timeout=10 \
       -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 > "$log" 2>&1; then
     status=1
@@ -31,7 +31,8 @@ for t in "${TARGETS[@]}"; do
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   crashes=$(find "artifacts/$t" -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' | wc -l)
   files=$(find "corpus/$t" -type f | wc -l)
-  line="$t: ${SECONDS_PER_TARGET}s, $execs executions ($rate/s), corpus $files files, $crashes crashes/ooms/timeouts"
+  cpu=$(awk 'END { printf "%.1f", ($1 + $2) / 60 }' "artifacts/$t/cpu.txt")
+  line="$t: ${SECONDS_PER_TARGET}s wall, $cpu CPU-minutes, $execs executions ($rate/s), corpus $files files, $crashes crashes/ooms/timeouts"
   echo "$line" | tee -a last-run.txt
 done
 exit $status

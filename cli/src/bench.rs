@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
 use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuModel, RunOptions, ShaderChecks};
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{self, ConvertOptions, KeepRule, MIN_BINDING_LIMIT};
+use tlite_converter::deploy::{self, ConvertOptions, MIN_BINDING_LIMIT};
+use tlite_model::deploy::{DEFAULT_BINDING_LIMIT, KeepRule};
 use tlite_quantizer::Method;
 
 use crate::progress::EventBar;
@@ -27,7 +28,7 @@ pub struct Args {
     keep: Vec<KeepRule>,
     /// Split tensors into chunks of at most this many bytes (a device's binding limit), from
     /// 1 KiB to 4 GiB − 1 (the largest binding a WebGPU device can have).
-    #[arg(long, default_value_t = deploy::DEFAULT_BINDING_LIMIT,
+    #[arg(long, default_value_t = DEFAULT_BINDING_LIMIT,
           value_parser = crate::args::u64_in::<MIN_BINDING_LIMIT, { u32::MAX as u64 }>)]
     binding_limit: u64,
     /// Replace an existing output folder that tlite wrote (any other non-empty folder is refused).

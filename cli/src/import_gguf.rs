@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use tlite_converter::Event;
-use tlite_converter::gguf::{ImportOptions, OutDType, import_gguf};
+use tlite_gguf::{ImportOptions, OutDType, import_gguf};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum DType {

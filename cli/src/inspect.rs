@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, ensure};
-use tlite_converter::deploy::DeployedModel;
 use tlite_eval::load::Opened;
 use tlite_eval::parity::{self, tolerance};
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource};
+use tlite_model::deploy::DeployedModel;
 use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuModel, RunOptions};
 
 #[derive(clap::Args)]

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
 use tlite_runtime_gpu::priority::probe::{self, LatencyStats, ProbeJob};
 use tlite_runtime_gpu::priority::{DEFAULT_SUBMIT_EVERY, PriorityState};

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
-use tlite_converter::SafetensorsFile;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_eval::load::Opened;
 use tlite_eval::quant_error::{QuantErrorReport, WeightMatrix};
 use tlite_eval::reference::Calibration;
+use tlite_model::SafetensorsFile;
 use tlite_quantizer::SchemeKind;
 
 #[derive(clap::Args)]

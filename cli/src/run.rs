@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail, ensure};
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 use tlite_runtime_gpu::chat::conversation;
 use tlite_runtime_gpu::text::check_context;
 use tlite_runtime_gpu::{

@@ -81,8 +81,8 @@ fn bad_input_is_a_clear_error() {
 #[test]
 fn inspect_smollm2_reports_its_parameters() {
     let name = "smollm2-135m-instruct";
-    let dir = tlite_converter::fixtures::cache_dir().join("hf").join(name);
-    let gguf = tlite_converter::fixtures::gguf_path(name);
+    let dir = tlite_gguf::fixtures::cache_dir().join("hf").join(name);
+    let gguf = tlite_gguf::fixtures::gguf_path(name);
     if !gguf.is_file() {
         assert!(
             std::env::var_os("CI").is_none(),

@@ -15,7 +15,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-const POINTS: &[&str] = &["tmp-created", "mid-write", "before-install", "after-swap"];
+const POINTS: &[&str] = &[
+    "tmp-created",
+    "mid-write",
+    "before-install",
+    "after-swap",
+    "mid-discard",
+];
 
 fn tlite() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tlite"))
@@ -79,7 +85,11 @@ fn temp_folders(parent: &Path) -> Vec<String> {
         .expect("read parent")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tlite-tmp-") || n.contains(".tlite-old-"))
+        .filter(|n| {
+            [".tlite-tmp-", ".tlite-old-", ".tlite-trash-"]
+                .iter()
+                .any(|t| n.contains(t))
+        })
         .collect()
 }
 
@@ -93,7 +103,7 @@ fn check_crash_safety(args: &[&str], out: &Path, is_complete: impl Fn(&Path) -> 
     for point in POINTS {
         run_killed_at(args, point);
         let now = snapshot(out);
-        if *point == "after-swap" {
+        if ["after-swap", "mid-discard"].contains(point) {
             // The new folder may already be in place: then it must be complete.
             assert!(
                 now == previous || is_complete(out),
@@ -276,7 +286,7 @@ fn force_replaces_a_previous_output_through_a_dot_path() {
 fn import_gguf_survives_sigkill() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("tiny.gguf");
-    let mut g = tlite_converter::gguf::writer::Gguf::tiny_llama();
+    let mut g = tlite_gguf::writer::Gguf::tiny_llama();
     // Enough tensor data that a timed kill can land inside the write.
     g.remove_tensor("output.weight");
     g.f32_tensor("output.weight", vec![4, 8]);

@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::arch::{Arch, ExpectedTensor};
-use crate::config::ModelConfig;
-use crate::safetensors_file::{SafetensorsFile, TensorEntry};
-use crate::{ConvertError, Result, io_err};
+use tlite_model::ModelError;
+use tlite_model::arch::Arch;
+use tlite_model::config::ModelConfig;
+use tlite_model::layer::ExpectedTensor;
+use tlite_model::safetensors_file::{SafetensorsFile, TensorEntry};
+
+use crate::{ConvertError, Result, config_err, io_err};
 
 /// An opened checkpoint.
 pub struct Checkpoint {
@@ -38,34 +41,32 @@ impl Checkpoint {
     pub fn open_dir(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         if !cfg_path.is_file() {
-            return Err(ConvertError::Config {
-                path: cfg_path,
-                reason: "config.json not found: not a Hugging Face checkpoint folder".into(),
-            });
+            return Err(config_err(
+                cfg_path,
+                "config.json not found: not a Hugging Face checkpoint folder",
+            ));
         }
         let config_json: Value =
             serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?)
-                .map_err(|e| ConvertError::Config {
-                path: cfg_path.clone(),
-                reason: format!("not valid JSON: {e}"),
-            })?;
+                .map_err(|e| config_err(&cfg_path, format!("not valid JSON: {e}")))?;
         let config = ModelConfig::from_json(&config_json, &cfg_path)?;
         let files = shard_paths(dir)?
             .iter()
-            .map(|p| SafetensorsFile::open(p))
+            .map(|p| Ok(SafetensorsFile::open(p)?))
             .collect::<Result<Vec<_>>>()?;
         let mut index = HashMap::new();
         for (fi, f) in files.iter().enumerate() {
             for (ei, e) in f.entries().iter().enumerate() {
                 if let Some((other, _)) = index.insert(e.name.clone(), (fi, ei)) {
-                    return Err(ConvertError::Safetensors {
+                    return Err(ModelError::Safetensors {
                         path: f.path().to_owned(),
                         reason: format!(
                             "tensor `{}` is also stored in {}; a checkpoint holds each tensor once",
                             e.name,
                             files[other].path().display()
                         ),
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -87,10 +88,7 @@ impl Checkpoint {
         // Float checkpoints: every weight takes at least 16 bits.
         ck.config
             .check_fits(ck.index.len(), ck.data_bytes(), 16)
-            .map_err(|reason| ConvertError::Config {
-                path: cfg_path,
-                reason,
-            })?;
+            .map_err(|reason| config_err(cfg_path, reason))?;
         Ok(ck)
     }
 
@@ -103,7 +101,7 @@ impl Checkpoint {
         let &(fi, ei) = self
             .index
             .get(name)
-            .ok_or_else(|| ConvertError::MissingTensor {
+            .ok_or_else(|| ModelError::MissingTensor {
                 path: self.dir.clone(),
                 tensor: name.to_owned(),
             })?;
@@ -114,7 +112,7 @@ impl Checkpoint {
     /// A float tensor as f32.
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (f, e) = self.entry(name)?;
-        f.to_f32(e)
+        Ok(f.to_f32(e)?)
     }
 
     /// Every tensor name in the checkpoint.
@@ -139,12 +137,13 @@ impl Checkpoint {
                 e.dtype,
                 safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
             ) {
-                return Err(ConvertError::DType {
+                return Err(ModelError::DType {
                     path: f.path().to_owned(),
                     tensor: t.name.clone(),
                     dtype: format!("{:?}", e.dtype),
                     expected: "F32, F16, BF16",
-                });
+                }
+                .into());
             }
         }
         Ok(expected)
@@ -175,17 +174,11 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let idx: Value =
         serde_json::from_str(&std::fs::read_to_string(&idx_path).map_err(io_err(&idx_path))?)
-            .map_err(|e| ConvertError::Config {
-                path: idx_path.clone(),
-                reason: format!("not valid JSON: {e}"),
-            })?;
+            .map_err(|e| config_err(&idx_path, format!("not valid JSON: {e}")))?;
     let map = idx
         .get("weight_map")
         .and_then(Value::as_object)
-        .ok_or_else(|| ConvertError::Config {
-            path: idx_path.clone(),
-            reason: "missing `weight_map`".into(),
-        })?;
+        .ok_or_else(|| config_err(&idx_path, "missing `weight_map`"))?;
     let mut shards: Vec<String> = map
         .values()
         .filter_map(Value::as_str)
@@ -194,22 +187,19 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     shards.sort();
     shards.dedup();
     if shards.len() > MAX_SHARDS {
-        return Err(ConvertError::Config {
-            path: idx_path.clone(),
-            reason: format!(
+        return Err(config_err(
+            &idx_path,
+            format!(
                 "the index lists {} shard files (at most {MAX_SHARDS} are accepted)",
                 shards.len()
             ),
-        });
+        ));
     }
     shards
         .into_iter()
         .map(|s| {
             if let Err(reason) = check_shard_name(&s) {
-                return Err(ConvertError::Config {
-                    path: idx_path.clone(),
-                    reason: format!("shard `{s}`: {reason}"),
-                });
+                return Err(config_err(&idx_path, format!("shard `{s}`: {reason}")));
             }
             let p = dir.join(&s);
             if p.is_file() {

@@ -1,57 +1,34 @@
-//! Reading checkpoints (Hugging Face folders, the HF cache, GGUF import), the architecture
-//! tables, and writing and reading the deployable M0E4 model. Emits progress events
-//! ([`events`]); draws nothing.
+//! Reading Hugging Face checkpoints (local folders, the HF cache), writing the deployable M0E4
+//! model, crash-safe output folders and random-weight synthetic checkpoints. The model
+//! description (architecture table, config, the deployable-model reader) is `tlite_model`'s;
+//! GGUF import is `tlite_gguf`'s. Emits progress events ([`events`]); draws nothing.
 
-pub mod arch;
 pub mod checkpoint;
-pub mod config;
 pub mod deploy;
 pub mod events;
-pub mod fixtures;
-pub mod gguf;
 pub mod output;
-pub mod safetensors_file;
+pub mod safetensors_out;
 pub mod synth;
-pub mod validate;
 
 pub use events::Event;
-pub use safetensors_file::{SafetensorsFile, TensorEntry};
 
 use std::path::PathBuf;
 
-/// Errors of checkpoint reading and conversion, each naming the file and the problem.
+use tlite_model::ModelError;
+
+/// Errors of checkpoint reading, import and conversion, each naming the file and the problem.
+/// What the model description reports (configs, safetensors, manifests) comes through
+/// [`ConvertError::Model`].
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid safetensors file: {reason}")]
-    Safetensors { path: PathBuf, reason: String },
-    #[error("{path}: tensor `{tensor}` not found")]
-    MissingTensor { path: PathBuf, tensor: String },
-    #[error("{path}: tensor `{tensor}` has dtype {dtype}, expected one of {expected}")]
-    DType {
-        path: PathBuf,
-        tensor: String,
-        dtype: String,
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
     Shape {
         path: PathBuf,
         tensor: String,
         expected: Vec<usize>,
         found: Vec<usize>,
-    },
-    #[error("{path}: invalid config: {reason}")]
-    Config { path: PathBuf, reason: String },
-    #[error("unknown architecture `{model_type}`; supported: {supported}")]
-    UnknownArchitecture {
-        model_type: String,
-        supported: String,
     },
     #[error("{path}: missing shard `{shard}` listed in the index")]
     MissingShard { path: PathBuf, shard: String },
@@ -63,22 +40,28 @@ pub enum ConvertError {
     OutputExists { path: PathBuf },
     #[error("refusing to write {path}: {reason}")]
     OutputRefused { path: PathBuf, reason: String },
-    #[error("{path}: not a valid deployable model: {reason}")]
-    Manifest { path: PathBuf, reason: String },
-    #[error("{path}: checksum mismatch in tensor `{tensor}` (the file is corrupted)")]
-    Checksum { path: PathBuf, tensor: String },
     #[error("cannot resolve `{repo}`: {reason}")]
     Resolve { repo: String, reason: String },
-    #[error(transparent)]
-    Quant(#[from] tlite_quantizer::QuantError),
+}
+
+impl From<tlite_quantizer::QuantError> for ConvertError {
+    fn from(e: tlite_quantizer::QuantError) -> Self {
+        ConvertError::Model(e.into())
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ConvertError>;
 
-/// Maps an I/O error to [`ConvertError::Io`] naming `path`.
+/// Maps an I/O error to [`ModelError::Io`] naming `path`.
 pub fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
-    move |source| ConvertError::Io {
-        path: path.to_owned(),
-        source,
+    move |source| tlite_model::io_err(path)(source).into()
+}
+
+/// A [`ModelError::Config`] about `path`.
+pub fn config_err(path: impl Into<PathBuf>, reason: impl Into<String>) -> ConvertError {
+    ModelError::Config {
+        path: path.into(),
+        reason: reason.into(),
     }
+    .into()
 }

@@ -24,10 +24,14 @@ pub const MARKER: &str = ".tlite-output";
 const TMP_TAG: &str = "tlite-tmp";
 /// Infix of a replaced folder awaiting removal: `.<name>.tlite-old-<pid>`.
 const OLD_TAG: &str = "tlite-old";
+/// Infix of a folder of ours being deleted: `.<name>.tlite-trash-<pid>`. A folder is renamed
+/// to it before its files go, so a deletion cut short (by SIGKILL) leaves a name the next run
+/// recognizes whatever files remain.
+const TRASH_TAG: &str = "tlite-trash";
 
 /// Files a deployable model folder written before the marker existed may hold.
 const LEGACY_DEPLOY_FILES: &[&str] = &[
-    crate::deploy::MODEL_FILE,
+    tlite_model::deploy::MODEL_FILE,
     "tokenizer.json",
     "tokenizer_config.json",
     "chat_template.jinja",
@@ -167,7 +171,7 @@ impl Output {
             // The old folder now has the temporary name.
             failpoint("after-swap");
             self.installed = true;
-            remove_any(&self.tmp)?;
+            discard(&self.tmp, &self.sibling(TRASH_TAG))?;
             return Ok(self.target.clone());
         } else {
             let old = self.sibling(OLD_TAG);
@@ -178,7 +182,7 @@ impl Output {
                 return Err(io_err(&self.target)(e));
             }
             self.installed = true;
-            remove_any(&old)?;
+            discard(&old, &self.sibling(TRASH_TAG))?;
         }
         self.installed = true;
         Ok(self.target.clone())
@@ -199,7 +203,7 @@ impl Drop for Output {
     fn drop(&mut self) {
         if !self.installed {
             // Best effort: the error being reported matters more than a failed cleanup.
-            let _ = remove_any(&self.tmp);
+            let _ = discard(&self.tmp, &self.sibling(TRASH_TAG));
         }
     }
 }
@@ -214,7 +218,7 @@ fn written_by_tlite(dir: &Path) -> Result<bool> {
     if dir.join(MARKER).is_file() {
         return Ok(true);
     }
-    if !dir.join(crate::deploy::MODEL_FILE).is_file() {
+    if !dir.join(tlite_model::deploy::MODEL_FILE).is_file() {
         return Ok(false);
     }
     for e in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -226,6 +230,17 @@ fn written_by_tlite(dir: &Path) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Renames a folder of ours to `trash`, then removes it (see [`TRASH_TAG`]).
+fn discard(p: &Path, trash: &Path) -> Result<()> {
+    if fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    remove_any(trash)?;
+    fs::rename(p, trash).map_err(io_err(p))?;
+    failpoint("mid-discard");
+    remove_any(trash)
 }
 
 fn remove_any(p: &Path) -> Result<()> {
@@ -246,7 +261,7 @@ fn parse_temp_name(file: &str) -> Option<(&str, &str, u32)> {
     let rest = file.strip_prefix('.')?;
     let (stem, pid) = rest.rsplit_once('-')?;
     let pid: u32 = pid.parse().ok()?;
-    for tag in [TMP_TAG, OLD_TAG] {
+    for tag in [TMP_TAG, OLD_TAG, TRASH_TAG] {
         if let Some(name) = stem.strip_suffix(tag).and_then(|s| s.strip_suffix('.'))
             && !name.is_empty()
         {
@@ -272,11 +287,13 @@ pub fn recover_stale(parent: &Path) -> Result<()> {
         if pid == std::process::id() || process_alive(pid) {
             continue;
         }
-        // Only folders tlite wrote (or an empty one, created just before its marker) go.
+        // Only folders tlite wrote (or an empty one, created just before its marker) go;
+        // trash was ours when it was renamed, whatever is left in it.
         let path = e.path();
-        if !path.is_dir()
-            || !(written_by_tlite(&path).unwrap_or(false) || is_empty_dir(&path).unwrap_or(false))
-        {
+        let ours = tag == TRASH_TAG
+            || written_by_tlite(&path).unwrap_or(false)
+            || is_empty_dir(&path).unwrap_or(false);
+        if !path.is_dir() || !ours {
             continue;
         }
         let target = parent.join(name);
@@ -368,6 +385,64 @@ mod tests {
         assert_eq!(parse_temp_name("out.tlite-tmp-42"), None);
         assert_eq!(parse_temp_name("..tlite-tmp-42"), None);
         assert_eq!(parse_temp_name(".x.tlite-tmp-"), None);
+    }
+
+    /// Entries of `dir` that a run uses while it works.
+    fn temp_entries(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| parse_temp_name(n).is_some())
+            .collect()
+    }
+
+    #[test]
+    fn a_panic_while_writing_leaves_nothing_behind() {
+        let root = std::env::temp_dir().join(format!("tlite-output-panic-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let target = root.join("out");
+        let r = std::panic::catch_unwind(|| {
+            let out = Output::prepare(&target, &[], false).unwrap();
+            fs::write(out.dir().join("half-written"), "x").unwrap();
+            panic!("a bug while writing");
+        });
+        assert!(r.is_err());
+        assert_eq!(temp_entries(&root), Vec::<String>::new());
+        assert!(!target.exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_dead_runs_leftovers_are_recovered() {
+        let root = std::env::temp_dir().join(format!("tlite-output-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        // pid 0x7fff_fff0 is far above any pid_max: no such process.
+        let dead = 0x7fff_fff0u32;
+        let mk = |name: &str, files: &[&str]| {
+            let d = root.join(name);
+            fs::create_dir_all(&d).unwrap();
+            for f in files {
+                fs::write(d.join(f), "x").unwrap();
+            }
+        };
+        mk(
+            &format!(".a.{TMP_TAG}-{dead}"),
+            &[MARKER, "model.safetensors"],
+        );
+        mk(&format!(".b.{TRASH_TAG}-{dead}"), &["config.json"]);
+        mk(&format!(".c.{OLD_TAG}-{dead}"), &[MARKER, "config.json"]);
+        // Not ours: a folder with the name but none of our files is left alone.
+        mk(&format!(".d.{TMP_TAG}-{dead}"), &["notes.txt"]);
+        recover_stale(&root).unwrap();
+        let mut left = temp_entries(&root);
+        left.sort();
+        assert_eq!(left, vec![format!(".d.{TMP_TAG}-{dead}")]);
+        // The old folder of a run that died mid-swap is put back where it was.
+        assert!(root.join("c").join("config.json").is_file());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -10,10 +10,11 @@ use safetensors::Dtype;
 use serde_json::{Value, json};
 use tlite_quantizer::rng::Rng;
 
-use crate::arch::{Arch, Family, NormStyle, Role};
-use crate::config::ModelConfig;
+use tlite_model::arch::{Arch, Family, KvHeads, NormStyle, Role, RopeBase, Sliding, json_object};
+use tlite_model::config::ModelConfig;
+
 use crate::output::Output;
-use crate::safetensors_file::{OutTensor, write_streaming};
+use crate::safetensors_out::{OutTensor, write_streaming};
 use crate::{Result, io_err};
 
 /// The shape of a synthetic model.
@@ -34,20 +35,21 @@ pub struct SynthSpec {
 }
 
 impl SynthSpec {
-    /// A tiny model of `family`: 2 layers, hidden 64, grouped-query heads, vocab 320.
+    /// A tiny model of `family`: hidden 64, 4 heads, vocab 320, and the layers, key/value heads
+    /// and tying of the table's [`tlite_model::arch::SynthFacts`].
     pub fn tiny(family: Family) -> Self {
-        let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
+        let t = &family.arch().synth;
         SynthSpec {
             family,
             hidden: 64,
             intermediate: 128,
-            layers: if family == Family::Gemma3 { 3 } else { 2 },
+            layers: t.layers,
             heads: 4,
-            kv_heads: if family == Family::ChatGlm { 1 } else { 2 },
+            kv_heads: t.kv_heads,
             head_dim: 16,
             vocab: 320,
             max_positions: 256,
-            tied: gemma || family == Family::Qwen2,
+            tied: t.tied,
             dtype: Dtype::F32,
             seed: 0x7117e,
         }
@@ -80,89 +82,66 @@ impl SynthSpec {
             "gemma-2b" => base(Family::Gemma, 2048, 16384, 18, 8, 1, 256, 256000, true),
             _ => {
                 let f = name.strip_prefix("tiny-")?;
-                Self::tiny(family_by_name(f)?)
+                Self::tiny(Family::from_name(f)?)
             }
         })
     }
 
-    /// The config.json this spec writes, with each family's own keys.
+    /// The config.json this spec writes, in the family's own key names and with the keys its
+    /// row of the table gives.
     pub fn config_json(&self) -> Value {
         let arch = Arch::by_family(self.family);
-        let model_type = arch.model_types[0];
+        let (facts, t) = (&arch.config, &arch.synth);
+        let k = facts.keys;
         let dtype = match self.dtype {
             Dtype::F16 => "float16",
             Dtype::BF16 => "bfloat16",
             _ => "float32",
         };
-        if self.family == Family::ChatGlm {
-            return json!({
-                "architectures": ["ChatGLMModel"], "model_type": model_type,
-                "hidden_size": self.hidden, "ffn_hidden_size": self.intermediate,
-                "num_layers": self.layers, "num_attention_heads": self.heads,
-                "multi_query_attention": true, "multi_query_group_num": self.kv_heads,
-                "kv_channels": self.head_dim, "padded_vocab_size": self.vocab,
-                "layernorm_epsilon": 1e-5, "seq_length": self.max_positions,
-                "add_qkv_bias": true, "rmsnorm": true, "apply_residual_connection_post_layernorm": false,
-                "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype,
-            });
-        }
         let mut c = json!({
-            "model_type": model_type,
-            "hidden_size": self.hidden, "intermediate_size": self.intermediate,
-            "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-            "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim,
-            "vocab_size": self.vocab, "max_position_embeddings": self.max_positions,
-            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": self.tied,
+            "architectures": [facts.hf_class], "model_type": arch.model_types[0],
+            "hidden_size": self.hidden, k.intermediate: self.intermediate,
+            k.layers: self.layers, "num_attention_heads": self.heads,
+            k.head_dim: self.head_dim, k.vocab: self.vocab, k.max_positions: self.max_positions,
+            k.eps: t.eps, "tie_word_embeddings": self.tied,
             "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype,
         });
-        let extra = match self.family {
-            Family::Llama => json!({"architectures": ["LlamaForCausalLM"], "hidden_act": "silu"}),
-            Family::Qwen2 => {
-                json!({"architectures": ["Qwen2ForCausalLM"], "hidden_act": "silu", "use_sliding_window": false, "rope_theta": 1000000.0})
+        let mut put = |key: &str, v: Value| c[key] = v;
+        match facts.kv_heads {
+            KvHeads::Grouped => put("num_key_value_heads", json!(self.kv_heads)),
+            KvHeads::MultiQuery => {
+                put("multi_query_attention", json!(true));
+                put("multi_query_group_num", json!(self.kv_heads));
             }
-            Family::Gemma => {
-                json!({"architectures": ["GemmaForCausalLM"], "hidden_activation": "gelu_pytorch_tanh"})
-            }
-            Family::Gemma2 => {
-                json!({"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
-                "sliding_window": 8, "query_pre_attn_scalar": self.head_dim, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0})
-            }
-            Family::Gemma3 => {
-                json!({"architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
-                "sliding_window": 8, "sliding_window_pattern": 3, "query_pre_attn_scalar": self.head_dim,
-                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0})
-            }
-            Family::ChatGlm => unreachable!("handled above"),
-        };
-        for (k, v) in extra.as_object().expect("object") {
-            c[k] = v.clone();
+        }
+        if facts.rope_base == RopeBase::Theta {
+            put("rope_theta", json!(t.rope_theta));
+        }
+        if let Some(key) = facts.activation_key {
+            put(key, json!(arch.activation.hf_name()));
+        }
+        if facts.sliding == Sliding::Switched {
+            put("use_sliding_window", json!(false));
+        }
+        if t.query_pre_attn_scalar {
+            put("query_pre_attn_scalar", json!(self.head_dim));
+        }
+        if let Some((attn, last)) = facts.softcaps {
+            put("attn_logit_softcapping", json!(attn));
+            put("final_logit_softcapping", json!(last));
+        }
+        if let Some(base) = facts.local_rope_base {
+            put("rope_local_base_freq", json!(base));
+        }
+        for (key, v) in json_object(facts.fixed)
+            .into_iter()
+            .chain(json_object(t.extra))
+        {
+            put(&key, v);
         }
         c
     }
 }
-
-/// Parses a family name as used by `tiny-<family>`.
-pub fn family_by_name(name: &str) -> Option<Family> {
-    Some(match name {
-        "llama" => Family::Llama,
-        "qwen2" => Family::Qwen2,
-        "gemma" => Family::Gemma,
-        "gemma2" => Family::Gemma2,
-        "gemma3" => Family::Gemma3,
-        "chatglm" => Family::ChatGlm,
-        _ => return None,
-    })
-}
-
-/// Every family, for tests that cover the whole table.
-pub const ALL_FAMILIES: [Family; 6] = [
-    Family::Llama,
-    Family::Qwen2,
-    Family::Gemma,
-    Family::Gemma2,
-    Family::Gemma3,
-    Family::ChatGlm,
-];
 
 /// Writes `config.json`, `model.safetensors`, `tokenizer.json` and `generation_config.json`
 /// into `dir`, replacing a folder that tlite wrote there before.

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tlite_converter::ConvertError;
-use tlite_converter::arch::Family;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, MANIFEST_KEY, MODEL_FILE, convert};
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_model::ModelError;
+use tlite_model::arch::Family;
+use tlite_model::deploy::{DeployedModel, MANIFEST_KEY, MODEL_FILE};
 
 fn tiny(dir: &Path, family: Family) {
     write_checkpoint(&SynthSpec::tiny(family), dir).unwrap();
@@ -171,7 +173,10 @@ fn hostile_config_json_is_refused_by_name() {
             .err()
             .unwrap_or_else(|| panic!("{what}: accepted"));
         let msg = e.to_string();
-        assert!(matches!(e, ConvertError::Config { .. }), "{what}: {msg}");
+        assert!(
+            matches!(e, ConvertError::Model(ModelError::Config { .. })),
+            "{what}: {msg}"
+        );
         assert!(
             msg.contains(needle),
             "{what}: `{msg}` does not name `{needle}`"
@@ -344,7 +349,7 @@ fn hostile_manifest_config_is_refused_like_config_json() {
             .err()
             .unwrap_or_else(|| panic!("{what}: accepted"));
         let msg = e.to_string();
-        assert!(matches!(e, ConvertError::Manifest { .. }), "{what}: {msg}");
+        assert!(matches!(e, ModelError::Manifest { .. }), "{what}: {msg}");
         assert!(
             msg.contains(needle),
             "{what}: `{msg}` does not name `{needle}`"

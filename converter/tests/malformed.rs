@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use tlite_converter::arch::Family;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, MODEL_FILE, convert};
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_converter::{ConvertError, events};
+use tlite_model::ModelError;
+use tlite_model::arch::Family;
+use tlite_model::deploy::{DeployedModel, MODEL_FILE};
 
 struct Case {
     root: PathBuf,
@@ -77,7 +79,10 @@ fn truncated_safetensors() {
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.set_len(len - 100).unwrap();
     let e = c.convert_err();
-    assert!(matches!(e, ConvertError::Safetensors { .. }), "{e}");
+    assert!(
+        matches!(e, ConvertError::Model(ModelError::Safetensors { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 }
 
@@ -90,7 +95,10 @@ fn overlapping_offsets() {
         24,
     );
     let e = c.convert_err();
-    assert!(matches!(e, ConvertError::Safetensors { .. }), "{e}");
+    assert!(
+        matches!(e, ConvertError::Model(ModelError::Safetensors { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -102,7 +110,10 @@ fn offsets_past_the_end() {
         128,
     );
     let e = c.convert_err();
-    assert!(matches!(e, ConvertError::Safetensors { .. }), "{e}");
+    assert!(
+        matches!(e, ConvertError::Model(ModelError::Safetensors { .. })),
+        "{e}"
+    );
 }
 
 #[test]
@@ -160,7 +171,7 @@ fn wrong_dtype() {
     safetensors::serialize_to_file(views, None, &p).unwrap();
     let e = c.convert_err();
     assert!(
-        matches!(e, ConvertError::DType { ref tensor, .. } if tensor.ends_with("q_proj.weight")),
+        matches!(e, ConvertError::Model(ModelError::DType { ref tensor, .. }) if tensor.ends_with("q_proj.weight")),
         "{e}"
     );
 }
@@ -181,7 +192,10 @@ fn config_without_required_fields() {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
     let e = c.convert_err();
-    assert!(matches!(e, ConvertError::Config { .. }), "{e}");
+    assert!(
+        matches!(e, ConvertError::Model(ModelError::Config { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("hidden_size"), "{e}");
     let c = Case::new("config2");
     c.edit_config(|v| v["num_attention_heads"] = "four".into());
@@ -196,7 +210,13 @@ fn unknown_architecture() {
     let c = Case::new("arch");
     c.edit_config(|v| v["model_type"] = "bert".into());
     let e = c.convert_err();
-    assert!(matches!(e, ConvertError::UnknownArchitecture { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ConvertError::Model(ModelError::UnknownArchitecture { .. })
+        ),
+        "{e}"
+    );
     let s = e.to_string();
     assert!(
         s.contains("bert")
@@ -228,7 +248,7 @@ fn corrupted_deployable_model() {
     let e = DeployedModel::open(&c.out())
         .err()
         .expect("corruption detected");
-    assert!(matches!(e, ConvertError::Checksum { .. }), "{e}");
+    assert!(matches!(e, ModelError::Checksum { .. }), "{e}");
     // A damaged manifest.
     let text = String::from_utf8_lossy(&good).into_owned();
     // The manifest is a JSON string inside the header, so its quotes are escaped.
@@ -240,7 +260,7 @@ fn corrupted_deployable_model() {
     std::fs::write(&p, &bad).unwrap();
     let e = DeployedModel::open(&c.out()).err().unwrap();
     assert!(
-        matches!(e, ConvertError::Manifest { .. }) && e.to_string().contains("version 7"),
+        matches!(e, ModelError::Manifest { .. }) && e.to_string().contains("version 7"),
         "{e}"
     );
     // A manifest whose config disagrees with the tensors (one digit of intermediate_size).
@@ -255,14 +275,14 @@ fn corrupted_deployable_model() {
     std::fs::write(&p, &bad).unwrap();
     let e = DeployedModel::open(&c.out()).err().unwrap();
     assert!(
-        matches!(e, ConvertError::Manifest { .. }) && e.to_string().contains("the config implies"),
+        matches!(e, ModelError::Manifest { .. }) && e.to_string().contains("the config implies"),
         "{e}"
     );
     // A truncated file.
     std::fs::write(&p, &good[..good.len() / 2]).unwrap();
     assert!(matches!(
         DeployedModel::open(&c.out()).err().unwrap(),
-        ConvertError::Safetensors { .. }
+        ModelError::Safetensors { .. }
     ));
     // A plain safetensors file is not a deployable model.
     std::fs::copy(c.ck().join("model.safetensors"), &p).unwrap();

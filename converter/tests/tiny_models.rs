@@ -2,11 +2,12 @@
 //! shape checks, converted with chunking forced, reopened with checksums verified, and every
 //! tensor round-trips (dequantized values equal the quantizer's on the same input).
 
-use tlite_converter::arch::Role;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, Storage, convert};
-use tlite_converter::synth::{ALL_FAMILIES, SynthSpec, write_checkpoint};
+use tlite_converter::deploy::{ConvertOptions, convert};
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_converter::{Event, events};
+use tlite_model::arch::{Family, Role, families};
+use tlite_model::deploy::{DeployedModel, KeepRule, Storage};
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -17,7 +18,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn every_architecture_converts_and_round_trips() {
-    for family in ALL_FAMILIES {
+    for family in families() {
         let dir = tmp(&format!("{family:?}"));
         let mut spec = SynthSpec::tiny(family);
         spec.seed = std::process::id() as u64 ^ 0x51;
@@ -70,11 +71,7 @@ fn every_architecture_converts_and_round_trips() {
 #[test]
 fn keep_rules_store_dense() {
     let dir = tmp("keep");
-    write_checkpoint(
-        &SynthSpec::tiny(tlite_converter::arch::Family::Llama),
-        &dir.join("ck"),
-    )
-    .unwrap();
+    write_checkpoint(&SynthSpec::tiny(Family::Llama), &dir.join("ck")).unwrap();
     let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
     let opts = ConvertOptions {
         keep: vec![
@@ -109,16 +106,8 @@ fn keep_rules_store_dense() {
         m.tensor_f32("model.layers.0.mlp.down_proj.weight").unwrap(),
         src
     );
-    assert!(
-        "x=int8"
-            .parse::<tlite_converter::deploy::KeepRule>()
-            .is_err()
-    );
-    assert!(
-        "(unclosed=f16"
-            .parse::<tlite_converter::deploy::KeepRule>()
-            .is_err()
-    );
+    assert!("x=int8".parse::<KeepRule>().is_err());
+    assert!("(unclosed=f16".parse::<KeepRule>().is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -128,7 +117,7 @@ fn repo_ids_resolve_from_the_hf_cache_layout() {
     let root = dir.join("hub/models--acme--tiny");
     let rev = "0123456789abcdef0123456789abcdef01234567";
     write_checkpoint(
-        &SynthSpec::tiny(tlite_converter::arch::Family::Qwen2),
+        &SynthSpec::tiny(Family::Qwen2),
         &root.join("snapshots").join(rev),
     )
     .unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tlite_converter::ConvertError;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 
 use crate::reference::{RefError, ReferenceModel, Result, WeightSource};
 
@@ -69,7 +69,7 @@ impl Opened {
     /// Tokenizes the first `max_chars` characters of the text file `data` (whole file if `None`),
     /// without special tokens.
     pub fn tokenize_file(&self, data: &Path, max_chars: Option<usize>) -> Result<Vec<u32>> {
-        let text = std::fs::read_to_string(data).map_err(tlite_converter::io_err(data))?;
+        let text = std::fs::read_to_string(data).map_err(tlite_model::io_err(data))?;
         let end = match max_chars {
             Some(n) if n < text.len() => floor_boundary(&text, n),
             _ => text.len(),
@@ -81,7 +81,7 @@ impl Opened {
     /// without special tokens; also returns the byte offset where that slice starts, so that
     /// callers can check it does not overlap an evaluated head of the file.
     pub fn tokenize_file_tail(&self, data: &Path, chars: usize) -> Result<(Vec<u32>, usize)> {
-        let text = std::fs::read_to_string(data).map_err(tlite_converter::io_err(data))?;
+        let text = std::fs::read_to_string(data).map_err(tlite_model::io_err(data))?;
         let start = floor_boundary(&text, text.len().saturating_sub(chars));
         Ok((self.encode(&text[start..], false)?, start))
     }

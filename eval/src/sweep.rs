@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tlite_converter::arch::Role;
 use tlite_converter::checkpoint::Checkpoint;
+use tlite_model::arch::Role;
 use tlite_quantizer::{Method, Scheme, SchemeKind};
 
 use crate::ppl::{self, PplOptions};

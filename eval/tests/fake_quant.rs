@@ -4,14 +4,15 @@
 
 use std::path::PathBuf;
 
-use tlite_converter::arch::Family;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_eval::plot::delta_ppl_svg;
 use tlite_eval::ppl::{self, PplOptions};
 use tlite_eval::reference::{Calibration, Logits, ReferenceModel, WeightSource};
 use tlite_eval::sweep::{SweepConfig, SweepInput, sweep};
+use tlite_model::arch::Family;
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::{Method, SchemeKind};
 
 fn tmp(name: &str) -> PathBuf {
@@ -108,7 +109,7 @@ fn calibration_covers_every_linear_input_channel() {
         assert_eq!(stats.positions(), 96);
         let imp = stats.importance(&ck.config);
         for t in ck.expected_tensors().unwrap() {
-            let linear = t.role == tlite_converter::arch::Role::Linear;
+            let linear = t.role == tlite_model::arch::Role::Linear;
             let head = t.role.quantizable() && t.shape[0] == ck.config.vocab_size;
             match imp.get(&t.name) {
                 Some(v) => {
@@ -122,7 +123,7 @@ fn calibration_covers_every_linear_input_channel() {
                 None => assert!(!linear, "{family:?}: no statistics for {}", t.name),
             }
             // A tied embedding gets the LM head's statistics; an untied one none.
-            if head && t.role != tlite_converter::arch::Role::LmHead {
+            if head && t.role != tlite_model::arch::Role::LmHead {
                 assert_eq!(
                     imp.contains_key(&t.name),
                     ck.config.tie_word_embeddings,

@@ -6,12 +6,13 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use tlite_converter::arch::Family;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::events;
-use tlite_converter::synth::{ALL_FAMILIES, SynthSpec, write_checkpoint};
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_eval::ppl::argmax;
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource, log_softmax_rows};
+use tlite_model::arch::{Family, families};
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
 use tlite_runtime_gpu::{
@@ -74,7 +75,7 @@ fn greedy_generation_matches_the_reference() {
     let Some(gpu) = gpu_for_test("generate greedy") else {
         return;
     };
-    for family in ALL_FAMILIES {
+    for family in families() {
         let (dir, m) = tiny(family, "greedy");
         let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
         // max_batch 8 < the prompt: prefilled in several steps.

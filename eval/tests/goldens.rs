@@ -7,9 +7,9 @@ use std::io::Write as _;
 
 use serde_json::Value;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::fixtures;
 use tlite_eval::ppl::argmax;
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource, log_softmax_rows};
+use tlite_gguf::fixtures;
 
 /// Named tolerances of this check.
 const NLL_REL_TOL: f64 = 1e-3;

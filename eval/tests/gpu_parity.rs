@@ -5,11 +5,14 @@
 use std::io::Write as _;
 
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
-use tlite_converter::synth::{ALL_FAMILIES, SynthSpec, write_checkpoint};
-use tlite_converter::{events, fixtures};
+use tlite_converter::deploy::{ConvertOptions, convert};
+use tlite_converter::events;
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_eval::parity::{parity, tolerance};
 use tlite_eval::reference::{ReferenceModel, WeightSource};
+use tlite_gguf::fixtures;
+use tlite_model::arch::families;
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
 use tlite_runtime_gpu::{GpuModel, RunOptions};
@@ -31,7 +34,7 @@ fn tiny_models_of_every_architecture_match_the_reference() {
     let Some(gpu) = gpu_for_test("tiny parity") else {
         return;
     };
-    for family in ALL_FAMILIES {
+    for family in families() {
         let dir =
             std::env::temp_dir().join(format!("tlite-parity-{}-{family:?}", std::process::id()));
         write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::synth::{SynthSpec, family_by_name, write_checkpoint};
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource};
+use tlite_model::arch::Family;
 
 /// Largest |Δlogit| allowed against the goldens (stored as exact float32 values). Both sides
 /// compute in f32 with different summation orders (candle vs. PyTorch matmuls, softmax,
@@ -115,7 +116,7 @@ fn check(family: &str) {
     assert_eq!(meta["family"].as_str(), Some(family));
 
     // The same checkpoint the goldens were computed from, byte for byte.
-    let spec = SynthSpec::tiny(family_by_name(family).unwrap());
+    let spec = SynthSpec::tiny(Family::from_name(family).unwrap());
     assert_eq!(
         meta["synth_preset"].as_str().and_then(SynthSpec::preset),
         Some(spec.clone()),

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlite_converter::deploy::{DeployedModel, MODEL_FILE};
 use tlite_fuzz::scratch;
+use tlite_model::deploy::{DeployedModel, MODEL_FILE};
 
 fuzz_target!(|data: &[u8]| {
     let dir = scratch("deployable");

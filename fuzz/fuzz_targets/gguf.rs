@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlite_converter::gguf::{ImportOptions, import_gguf};
 use tlite_fuzz::scratch;
+use tlite_gguf::{ImportOptions, import_gguf};
 
 fuzz_target!(|data: &[u8]| {
     let dir = scratch("gguf");

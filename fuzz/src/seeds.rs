@@ -4,25 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use tlite_converter::arch::Family;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, MODEL_FILE, convert};
-use tlite_converter::gguf::reader::GgufFile;
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_fuzz::join;
+use tlite_gguf::reader::GgufFile;
+use tlite_gguf::writer::{Gguf, V, s};
+use tlite_model::arch::{Family, families};
+use tlite_model::deploy::MODEL_FILE;
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
-
-const FAMILIES: [(&str, Family); 6] = [
-    ("llama", Family::Llama),
-    ("qwen2", Family::Qwen2),
-    ("gemma", Family::Gemma),
-    ("gemma2", Family::Gemma2),
-    ("gemma3", Family::Gemma3),
-    ("chatglm", Family::ChatGlm),
-];
 
 fn micro(family: Family) -> SynthSpec {
     SynthSpec {
@@ -47,61 +37,17 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A valid one-layer `llama` GGUF (tied head, a chat template), from the importer's own writer.
 fn tiny_gguf(path: &Path) {
-    let (hidden, ffn, vocab) = (8usize, 16usize, 4usize);
-    let t = |name: &str, shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|i| ((i * 7919 % 97) as f32 / 97.0) - 0.5).collect();
-        let t = Tensor::from_vec(data, shape, &Device::Cpu).expect("tensor");
-        (name.to_owned(), QTensor::quantize(&t, GgmlDType::F32).expect("qtensor"))
-    };
-    let tensors = vec![
-        t("token_embd.weight", vec![vocab, hidden]),
-        t("output_norm.weight", vec![hidden]),
-        t("blk.0.attn_norm.weight", vec![hidden]),
-        t("blk.0.ffn_norm.weight", vec![hidden]),
-        t("blk.0.attn_q.weight", vec![hidden, hidden]),
-        t("blk.0.attn_k.weight", vec![4, hidden]),
-        t("blk.0.attn_v.weight", vec![4, hidden]),
-        t("blk.0.attn_output.weight", vec![hidden, hidden]),
-        t("blk.0.ffn_gate.weight", vec![ffn, hidden]),
-        t("blk.0.ffn_up.weight", vec![ffn, hidden]),
-        t("blk.0.ffn_down.weight", vec![hidden, ffn]),
-    ];
-    let s = |x: &str| Value::String(x.into());
-    let metadata: Vec<(&str, Value)> = vec![
-        ("general.architecture", s("llama")),
-        ("general.alignment", Value::U32(32)),
-        ("llama.embedding_length", Value::U32(hidden as u32)),
-        ("llama.block_count", Value::U32(1)),
-        ("llama.feed_forward_length", Value::U32(ffn as u32)),
-        ("llama.attention.head_count", Value::U32(2)),
-        ("llama.attention.head_count_kv", Value::U32(1)),
-        ("llama.context_length", Value::U32(64)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.rope.freq_base", Value::F32(10000.0)),
-        ("tokenizer.ggml.model", s("gpt2")),
-        ("tokenizer.ggml.pre", s("default")),
-        (
-            "tokenizer.ggml.tokens",
-            Value::Array(["a", "b", "ab", "<s>"].map(s).to_vec()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Value::Array([1, 1, 1, 3].map(Value::I32).to_vec()),
-        ),
-        ("tokenizer.ggml.merges", Value::Array(vec![s("a b")])),
-        ("tokenizer.ggml.bos_token_id", Value::U32(3)),
-        ("tokenizer.ggml.eos_token_id", Value::U32(3)),
-        (
-            "tokenizer.chat_template",
-            s("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"),
-        ),
-    ];
-    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(path).expect("create gguf");
-    gguf_file::write(&mut f, &md, &ts).expect("write gguf");
+    let mut g = Gguf::tiny_llama();
+    g.remove_tensor("output.weight");
+    g.set("general.alignment", V::U32(32));
+    g.set("llama.rope.freq_base", V::F32(10000.0));
+    g.set(
+        "tokenizer.chat_template",
+        s("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"),
+    );
+    std::fs::write(path, g.bytes()).expect("write gguf");
 }
 
 fn main() {
@@ -109,14 +55,15 @@ fn main() {
     let corpus = root.join("corpus");
     let work = std::env::temp_dir().join(format!("tlite-fuzz-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    for (name, family) in FAMILIES {
+    for family in families() {
+        let name = &family.name();
         let ck = work.join(format!("ck-{name}"));
         write_checkpoint(&micro(family), &ck).expect("synth");
         let config = read(&ck.join("config.json"));
         let model = read(&ck.join("model.safetensors"));
         put(&corpus.join("checkpoint"), name, &join(&[&config, &model]));
         let index = br#"{"metadata": {}, "weight_map": {"model.embed_tokens.weight": "a.safetensors", "x": "b.safetensors"}}"#;
-        if name == "llama" {
+        if family == Family::Llama {
             put(
                 &corpus.join("checkpoint"),
                 "llama-sharded",
@@ -130,7 +77,11 @@ fn main() {
             ..Default::default()
         };
         convert(&opened, &out, &opts, &mut |_| {}).expect("convert micro");
-        put(&corpus.join("deployable"), name, &read(&out.join(MODEL_FILE)));
+        put(
+            &corpus.join("deployable"),
+            name,
+            &read(&out.join(MODEL_FILE)),
+        );
     }
     let gguf = work.join("tiny.gguf");
     tiny_gguf(&gguf);
@@ -147,8 +98,12 @@ fn main() {
         "macro",
         b"{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(5) }}{{ bos_token }}{{ messages | tojson }}",
     );
-    let cache = tlite_converter::fixtures::cache_dir().join("models");
-    for name in ["smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct"] {
+    let cache = tlite_gguf::fixtures::cache_dir().join("models");
+    for name in [
+        "smollm2-135m-instruct",
+        "gemma3-270m",
+        "qwen2.5-coder-0.5b-instruct",
+    ] {
         let p = cache.join(name).join(format!("{name}.gguf"));
         if let Ok(g) = GgufFile::open(&p)
             && let Ok(Some(t)) = g.str("tokenizer.chat_template")

@@ -3,7 +3,8 @@
 //! group's scale and bias ([`affine`]), the 4-bit baselines every report puts beside it
 //! ([`scheme`]), and error metrics ([`metrics`]).
 //!
-//! The core works on plain `f32` slices; candle tensors are accepted at the edge ([`tensor`]).
+//! The core works on plain `f32` slices; candle tensors are accepted at the edge (`tensor`,
+//! behind the `candle` feature).
 //! Nothing here knows about files, models or GPUs.
 
 pub mod affine;
@@ -12,6 +13,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod rng;
 pub mod scheme;
+#[cfg(feature = "candle")]
 pub mod tensor;
 
 pub use affine::Method;
@@ -39,10 +41,13 @@ pub enum QuantError {
     NonFinite { row: usize, col: usize, value: f32 },
     #[error("group at row {row}, column {col} spans {range:e}, beyond what an f16 scale can hold")]
     ScaleOverflow { row: usize, col: usize, range: f32 },
+    #[cfg(feature = "candle")]
     #[error("tensor must be 2-D, found rank {0}")]
     Rank(usize),
+    #[cfg(feature = "candle")]
     #[error("unsupported tensor dtype {0}: expected f32, f16 or bf16")]
     DType(String),
+    #[cfg(feature = "candle")]
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -6,8 +6,8 @@
 //! backend reports it. All arithmetic is checked; a failure names what to change, with the
 //! largest `max_seq` / `max_batch` that would pass.
 
-use tlite_converter::config::ModelConfig;
-use tlite_converter::deploy::{DeployedModel, Storage};
+use tlite_model::config::ModelConfig;
+use tlite_model::deploy::{DeployedModel, Storage};
 
 use crate::exec::RunOptions;
 use crate::graph::{Field, Graph};
@@ -474,7 +474,7 @@ pub(crate) fn validate(opts: RunOptions) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+    use tlite_converter::deploy::{ConvertOptions, convert};
     use tlite_converter::synth::{SynthSpec, write_checkpoint};
 
     use super::*;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use tlite_converter::deploy::{DeployedModel, Storage};
+use tlite_model::deploy::{DeployedModel, Storage};
 
 use crate::device;
 use crate::estimate::{self, Limits, MIN_BUFFER, Sizer, Sizes};

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 
 use crate::sample::{Sampler, SamplerConfig};
 use crate::stream::{StopText, TextStream};

@@ -1,13 +1,14 @@
 //! The execution plan: a model becomes a list of ops (kernel, entry point, bindings, parameters
 //! and workgroup grid as expressions over `seq`, `past`, `out`), built once from the deployable
-//! model's manifest and the architecture table. Activations are symbolic tensors that the
+//! model's manifest and the architecture table's layer walk (`Arch::layer`). Activations are symbolic tensors that the
 //! memory planner places; weights and the KV cache are bound as they are.
 
 use std::collections::HashMap;
 
-use tlite_converter::arch::{Activation as Act, Arch, MlpIn, NormStyle, Qkv};
-use tlite_converter::config::ModelConfig;
-use tlite_converter::deploy::{Manifest, Storage, TensorLayout};
+use tlite_model::arch::{Activation as Act, Arch, NormStyle, RopeLayout};
+use tlite_model::config::ModelConfig;
+use tlite_model::deploy::{Manifest, Storage, TensorLayout};
+use tlite_model::layer::Proj;
 use tlite_quantizer::M0E4Matrix;
 
 use crate::kernels::Kernel;
@@ -372,18 +373,26 @@ impl<'a> Builder<'a> {
     }
 
     /// Decode op `gemv_m0e4_glu` of layer `l`: `y = act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with G the
-    /// `f` rows of `gate` from 0 and U those of `up` from `up_row0`. Pushed only where both are
-    /// single-chunk M0E4 with the same group size (false: the caller keeps separate ops).
+    /// `f` rows of `gate` (from row 0 of its tensor) and U those of `up`. Pushed only where both
+    /// are single-chunk M0E4 with the same group size (false: the caller keeps separate ops).
     fn glu_gemv(
         &mut self,
         l: usize,
-        (gate, up, up_row0): (&str, &str, usize),
+        (gate_proj, up_proj): (&Proj, &Proj),
         x: usize,
         y: usize,
         norm_w: &str,
     ) -> Result<bool> {
+        let (gate, up, up_row0) = (
+            gate_proj.tensor.as_str(),
+            up_proj.tensor.as_str(),
+            up_proj.rows.start,
+        );
         let (g, u) = (self.layout(gate)?, self.layout(up)?);
         if g.chunks.len() != 1 || u.chunks.len() != 1 || g.group != u.group {
+            return Ok(false);
+        }
+        if gate_proj.rows.start != 0 {
             return Ok(false);
         }
         let (_, k) = g.rows_cols();
@@ -434,6 +443,47 @@ impl<'a> Builder<'a> {
             writes: vec![y],
         });
         Ok(true)
+    }
+
+    /// `x += p(input)`; with an output norm (sandwich norms) `x += norm(p(input))` through a
+    /// temporary activation: `(activation name, norm label, norm weight)`.
+    fn add_to_residual(
+        &mut self,
+        (label, p): (&str, &Proj),
+        input: usize,
+        x: usize,
+        out_norm: Option<(String, String, &str)>,
+    ) -> Result<()> {
+        let (n, seq) = (p.out(), Expr::Seq);
+        let Some((tmp_name, norm_label, w)) = out_norm else {
+            return self.matmul(
+                label,
+                &p.tensor,
+                p.rows.clone(),
+                input,
+                x,
+                n,
+                0,
+                true,
+                None,
+                seq,
+            );
+        };
+        let tmp = self.act(tmp_name, seq.clone() * n);
+        self.matmul(
+            label,
+            &p.tensor,
+            p.rows.clone(),
+            input,
+            tmp,
+            n,
+            0,
+            false,
+            None,
+            seq.clone(),
+        )?;
+        self.norm(&norm_label, Some(tmp), x, w, seq, n, true, false);
+        Ok(())
     }
 
     /// RMSNorm of `rows` rows of length `n` from `x` into `y` (mode 1: added into `y`).
@@ -550,14 +600,14 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
         decode_norm: None,
         skip_decode: false,
     };
-    let n = &arch.names;
+    let model = arch.model_spec(cfg);
     let (h, hd, f) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
     let (heads, kvh) = (cfg.num_heads, cfg.num_kv_heads);
     let (q_out, kv_out) = (heads * hd, kvh * hd);
     let seq = Expr::Seq;
     let x = b.act("residual".into(), seq.clone() * h);
     // Embedding lookup, one op per chunk of the table.
-    let emb = b.layout(n.embed)?;
+    let emb = b.layout(&model.embed)?;
     let scale = if arch.scale_embeddings {
         (h as f32).sqrt()
     } else {
@@ -565,7 +615,7 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
     };
     for (ci, ch) in emb.chunks.iter().enumerate() {
         let part = |p: usize| BufRef::Part {
-            tensor: n.embed.to_owned(),
+            tensor: model.embed.clone(),
             chunk: ci,
             part: p,
         };
@@ -606,100 +656,55 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
     // Decode splits the keys into chunks of 32 (at most 32 splits): more workgroups, shorter
     // serial loops per thread.
     let splits = Expr::decode_or((Expr::Past + 1u64).ceil_div(c(32)).min(c(32)), c(1));
-    for l in 0..cfg.num_layers {
-        let name = |rel: &str, suffix: &str| arch.layer_name(l, rel, suffix);
+    for lay in arch.layers(cfg) {
+        let l = lay.index;
         let hn = b.act(format!("l{l}.norm_in"), seq.clone() * h);
-        let input_norm_w = name(n.input_norm, ".weight");
+        let input_norm_w = &lay.input_norm;
         b.norm(
             &format!("l{l}.input_norm"),
             Some(x),
             hn,
-            &input_norm_w,
+            input_norm_w,
             seq.clone(),
             h,
             false,
             false,
         );
         // Decode: the q/k/v GEMVs apply the input norm themselves where they can.
-        let qkv_weights: Vec<String> = match &n.qkv {
-            Qkv::Split { q, k, v } => [q, k, v].iter().map(|r| name(r, ".weight")).collect(),
-            Qkv::Fused(f) => vec![name(f, ".weight")],
-        };
-        if qkv_weights.iter().all(|w| b.norm_fusable(w)) {
+        let qkv = [&lay.q, &lay.k, &lay.v];
+        if qkv.iter().all(|p| b.norm_fusable(&p.tensor)) {
             b.last_prefill_only();
             b.decode_norm = Some((x, input_norm_w.clone()));
         }
         let q = b.act(format!("l{l}.q"), seq.clone() * q_out);
         let k = b.act(format!("l{l}.k"), seq.clone() * kv_out);
         let v = b.act(format!("l{l}.v"), seq.clone() * kv_out);
-        match &n.qkv {
-            Qkv::Split {
-                q: qn,
-                k: kn,
-                v: vn,
-            } => {
-                for (t, rel, out) in [(q, qn, q_out), (k, kn, kv_out), (v, vn, kv_out)] {
-                    let bias_name = name(rel, ".bias");
-                    let bias = arch.qkv_bias.then_some((bias_name.as_str(), 0));
-                    b.matmul(
-                        &format!("l{l}.{rel}"),
-                        &name(rel, ".weight"),
-                        0..out,
-                        hn,
-                        t,
-                        out,
-                        0,
-                        false,
-                        bias,
-                        seq.clone(),
-                    )?;
-                }
-            }
-            Qkv::Fused(fname) => {
-                let (wn, bn) = (name(fname, ".weight"), name(fname, ".bias"));
-                for (t, start, out) in [
-                    (q, 0, q_out),
-                    (k, q_out, kv_out),
-                    (v, q_out + kv_out, kv_out),
-                ] {
-                    let bias = arch.qkv_bias.then_some((bn.as_str(), start));
-                    b.matmul(
-                        &format!("l{l}.qkv"),
-                        &wn,
-                        start..start + out,
-                        hn,
-                        t,
-                        out,
-                        0,
-                        false,
-                        bias,
-                        seq.clone(),
-                    )?;
-                }
-            }
+        for (t, p) in [q, k, v].into_iter().zip(qkv) {
+            let label = if lay.fused_qkv() { "qkv" } else { p.rel };
+            b.matmul(
+                &format!("l{l}.{label}"),
+                &p.tensor,
+                p.rows.clone(),
+                hn,
+                t,
+                p.out(),
+                0,
+                false,
+                p.bias
+                    .as_ref()
+                    .map(|(name, rows)| (name.as_str(), rows.start)),
+                seq.clone(),
+            )?;
         }
         b.decode_norm = None;
-        if let (Some(qn), Some(kn)) = (n.q_norm, n.k_norm) {
-            b.norm(
-                &format!("l{l}.q_norm"),
-                None,
-                q,
-                &name(qn, ".weight"),
-                seq.clone() * heads,
-                hd,
-                false,
-                false,
-            );
-            b.norm(
-                &format!("l{l}.k_norm"),
-                None,
-                k,
-                &name(kn, ".weight"),
-                seq.clone() * kvh,
-                hd,
-                false,
-                false,
-            );
+        for (name, t, w, n) in [
+            ("q_norm", q, &lay.q_norm, heads),
+            ("k_norm", k, &lay.k_norm, kvh),
+        ] {
+            if let Some(w) = w {
+                let rows = seq.clone() * n;
+                b.norm(&format!("l{l}.{name}"), None, t, w, rows, hd, false, false);
+            }
         }
         let base = usize::from(cfg.sliding_layers[l] && rope_bases.len() > 1);
         b.push(Op {
@@ -726,9 +731,7 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
                     ("rot", Field::U(c(rot as u64))),
                     (
                         "interleaved",
-                        Field::U(c(u64::from(
-                            arch.rope == tlite_converter::arch::RopeLayout::Interleaved,
-                        ))),
+                        Field::U(c(u64::from(arch.rope == RopeLayout::Interleaved))),
                     ),
                     ("max_seq", Field::U(c(max_seq as u64))),
                 ],
@@ -810,58 +813,21 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
             reads: vec![parts],
             writes: vec![attn],
         });
-        let sandwich = arch.sandwich_norms;
-        let o_name = name(n.o, ".weight");
-        if sandwich {
-            let tmp = b.act(format!("l{l}.attn_out"), seq.clone() * h);
-            b.matmul(
-                &format!("l{l}.o_proj"),
-                &o_name,
-                0..h,
-                attn,
-                tmp,
-                h,
-                0,
-                false,
-                None,
-                seq.clone(),
-            )?;
-            b.norm(
-                &format!("l{l}.post_attn_norm"),
-                Some(tmp),
-                x,
-                &name(n.post_attn_norm, ".weight"),
-                seq.clone(),
-                h,
-                true,
-                false,
-            );
-        } else {
-            b.matmul(
-                &format!("l{l}.o_proj"),
-                &o_name,
-                0..h,
-                attn,
-                x,
-                h,
-                0,
-                true,
-                None,
-                seq.clone(),
-            )?;
-        }
-        let pre = if sandwich {
-            n.pre_ffn_norm.unwrap_or(n.post_attn_norm)
-        } else {
-            n.post_attn_norm
-        };
+        b.add_to_residual(
+            (&format!("l{l}.o_proj"), &lay.o),
+            attn,
+            x,
+            lay.attn_out_norm
+                .as_deref()
+                .map(|w| (format!("l{l}.attn_out"), format!("l{l}.post_attn_norm"), w)),
+        )?;
         let hn2 = b.act(format!("l{l}.norm_mlp"), seq.clone() * h);
-        let pre_w = name(pre, ".weight");
+        let pre_w = &lay.mlp_in_norm;
         b.norm(
             &format!("l{l}.pre_mlp_norm"),
             Some(x),
             hn2,
-            &pre_w,
+            pre_w,
             seq.clone(),
             h,
             false,
@@ -871,17 +837,13 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
         let up = b.act(format!("l{l}.up"), seq.clone() * f);
         // Decode: norm, gate, up and the activation in one GEMV where the device and the
         // weights allow; otherwise the norm alone is fused into the gate and up GEMVs.
-        let (gate_w, up_w, up_row0) = match &n.mlp_in {
-            MlpIn::Split { gate: g, up: u } => (name(g, ".weight"), name(u, ".weight"), 0),
-            MlpIn::Fused(fu) => (name(fu, ".weight"), name(fu, ".weight"), f),
-        };
-        let mlp_wide = b.norm_fusable(&gate_w) && b.norm_fusable(&up_w);
+        let mlp_wide = b.norm_fusable(&lay.gate.tensor) && b.norm_fusable(&lay.up.tensor);
         if mlp_wide {
             b.last_prefill_only();
         }
         let glu_fused = mlp_wide
             && max_storage_buffers >= GLU_STORAGE_BUFFERS
-            && b.glu_gemv(l, (&gate_w, &up_w, up_row0), x, gate, &pre_w)?;
+            && b.glu_gemv(l, (&lay.gate, &lay.up), x, gate, pre_w)?;
         if mlp_wide {
             if glu_fused {
                 b.skip_decode = true;
@@ -889,60 +851,19 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
                 b.decode_norm = Some((x, pre_w.clone()));
             }
         }
-        match &n.mlp_in {
-            MlpIn::Split { gate: g, up: u } => {
-                b.matmul(
-                    &format!("l{l}.gate"),
-                    &name(g, ".weight"),
-                    0..f,
-                    hn2,
-                    gate,
-                    f,
-                    0,
-                    false,
-                    None,
-                    seq.clone(),
-                )?;
-                b.matmul(
-                    &format!("l{l}.up"),
-                    &name(u, ".weight"),
-                    0..f,
-                    hn2,
-                    up,
-                    f,
-                    0,
-                    false,
-                    None,
-                    seq.clone(),
-                )?;
-            }
-            MlpIn::Fused(fu) => {
-                let wn = name(fu, ".weight");
-                b.matmul(
-                    &format!("l{l}.gate"),
-                    &wn,
-                    0..f,
-                    hn2,
-                    gate,
-                    f,
-                    0,
-                    false,
-                    None,
-                    seq.clone(),
-                )?;
-                b.matmul(
-                    &format!("l{l}.up"),
-                    &wn,
-                    f..2 * f,
-                    hn2,
-                    up,
-                    f,
-                    0,
-                    false,
-                    None,
-                    seq.clone(),
-                )?;
-            }
+        for (label, t, p) in [("gate", gate, &lay.gate), ("up", up, &lay.up)] {
+            b.matmul(
+                &format!("l{l}.{label}"),
+                &p.tensor,
+                p.rows.clone(),
+                hn2,
+                t,
+                f,
+                0,
+                false,
+                None,
+                seq.clone(),
+            )?;
         }
         b.decode_norm = None;
         b.skip_decode = false;
@@ -964,45 +885,14 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
         if glu_fused {
             b.last_prefill_only();
         }
-        let down = name(n.down, ".weight");
-        if let Some(post) = n.post_ffn_norm {
-            let tmp = b.act(format!("l{l}.mlp_out"), seq.clone() * h);
-            b.matmul(
-                &format!("l{l}.down"),
-                &down,
-                0..h,
-                gate,
-                tmp,
-                h,
-                0,
-                false,
-                None,
-                seq.clone(),
-            )?;
-            b.norm(
-                &format!("l{l}.post_mlp_norm"),
-                Some(tmp),
-                x,
-                &name(post, ".weight"),
-                seq.clone(),
-                h,
-                true,
-                false,
-            );
-        } else {
-            b.matmul(
-                &format!("l{l}.down"),
-                &down,
-                0..h,
-                gate,
-                x,
-                h,
-                0,
-                true,
-                None,
-                seq.clone(),
-            )?;
-        }
+        b.add_to_residual(
+            (&format!("l{l}.down"), &lay.down),
+            gate,
+            x,
+            lay.mlp_out_norm
+                .as_deref()
+                .map(|w| (format!("l{l}.mlp_out"), format!("l{l}.post_mlp_norm"), w)),
+        )?;
         layer_end.push(b.ops.len() - 1);
     }
     // Final norm of the chosen positions only, then the LM head.
@@ -1011,7 +901,7 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
         "final_norm",
         Some(x),
         hf,
-        n.final_norm,
+        &model.final_norm,
         Expr::Out,
         h,
         false,
@@ -1019,14 +909,9 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
     );
     let vocab = cfg.vocab_size;
     let logits = b.act("logits".into(), Expr::Out * vocab);
-    let head = if cfg.tie_word_embeddings {
-        n.embed
-    } else {
-        n.lm_head
-    };
     b.matmul(
         "lm_head",
-        head,
+        &model.lm_head,
         0..vocab,
         hf,
         logits,

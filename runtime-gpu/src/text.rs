@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::deploy::DeployedModel;
 use tokenizers::Tokenizer;
 
 use crate::chat::{ChatMessage, ChatTemplate};

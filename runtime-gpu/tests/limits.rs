@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::events;
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
 use tlite_runtime_gpu::{Gpu, GpuError, GpuModel, LimitKind, RunOptions};

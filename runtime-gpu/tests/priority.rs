@@ -6,9 +6,10 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, convert};
+use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::events;
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::priority::probe::{PROBE_WGSL, ProbeJob, ProbeParams};
 use tlite_runtime_gpu::priority::{self, DEFAULT_SUBMIT_EVERY, GlobalSupport};

@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
-use tlite_converter::arch::{MlpIn, Qkv};
-use tlite_converter::config::ModelConfig;
+use tlite_model::config::ModelConfig;
 
 use super::{Logits, RefError, ReferenceModel, Result};
 
@@ -115,7 +114,6 @@ impl Calibration {
     /// LM head's (its columns are the LM head's input channels).
     pub fn importance(&self, config: &ModelConfig) -> HashMap<String, Vec<f32>> {
         let arch = config.arch();
-        let n = &arch.names;
         let mut out = HashMap::new();
         let mut put = |names: Vec<String>, site: LinearInput| {
             if let Some(v) = self.mean_sq(site) {
@@ -124,27 +122,18 @@ impl Calibration {
                 }
             }
         };
-        for l in 0..config.num_layers {
-            let w = |rel: &str| arch.layer_name(l, rel, ".weight");
-            let qkv = match &n.qkv {
-                Qkv::Split { q, k, v } => vec![w(q), w(k), w(v)],
-                Qkv::Fused(f) => vec![w(f)],
-            };
-            put(qkv, LinearInput::Qkv(l));
-            put(vec![w(n.o)], LinearInput::AttnOut(l));
-            let mlp = match &n.mlp_in {
-                MlpIn::Split { gate, up } => vec![w(gate), w(up)],
-                MlpIn::Fused(f) => vec![w(f)],
-            };
-            put(mlp, LinearInput::MlpIn(l));
-            put(vec![w(n.down)], LinearInput::MlpDown(l));
+        for lay in arch.layers(config) {
+            let l = lay.index;
+            // A fused tensor is named once per projection it holds: the same entry.
+            let w =
+                |ps: &[&tlite_model::layer::Proj]| ps.iter().map(|p| p.tensor.clone()).collect();
+            put(w(&[&lay.q, &lay.k, &lay.v]), LinearInput::Qkv(l));
+            put(w(&[&lay.o]), LinearInput::AttnOut(l));
+            put(w(&[&lay.gate, &lay.up]), LinearInput::MlpIn(l));
+            put(w(&[&lay.down]), LinearInput::MlpDown(l));
         }
-        let head = if config.tie_word_embeddings {
-            n.embed
-        } else {
-            n.lm_head
-        };
-        put(vec![head.to_owned()], LinearInput::LmHead);
+        let head = arch.model_spec(config).lm_head;
+        put(vec![head], LinearInput::LmHead);
         out
     }
 }

@@ -1,5 +1,5 @@
 //! The candle CPU reference: one forward pass for every supported architecture, driven by the
-//! converter's architecture table, computed in f32. It loads an unquantized checkpoint (the
+//! architecture table (`tlite_model`), computed in f32. It loads an unquantized checkpoint (the
 //! baseline), a deployable M0E4 model (dequantized on load with the quantizer's decoder), or a
 //! checkpoint fake-quantized on load with any scheme ([`WeightSource::FakeQuant`]); an optional
 //! calibration pass collects the statistics of importance-weighted quantization ([`Calibration`]).
@@ -21,6 +21,8 @@ pub use source::WeightSource;
 pub enum RefError {
     #[error(transparent)]
     Convert(#[from] tlite_converter::ConvertError),
+    #[error(transparent)]
+    Model(#[from] tlite_model::ModelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("{tokens} tokens at position {pos} exceed the cache of {max} positions")]

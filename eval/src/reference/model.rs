@@ -1,10 +1,15 @@
-//! The forward pass. One definition for every family: the architecture table says which
-//! tensors exist (biases, QK-norm, sandwich norms, fused projections) and which conventions
-//! apply (norm `w` or `1 + w`, RoPE layout and bases, activation, embedding scale, soft-caps).
+//! The forward pass. One definition for every family: the architecture table's layer walk
+//! (`Arch::layer`) says which tensors exist (biases, QK-norm, sandwich norms) and where each
+//! projection's rows are stored (a fused tensor is loaded once and sliced by rows); the table
+//! says which conventions apply (norm `w` or `1 + w`, RoPE layout and bases, activation,
+//! embedding scale, soft-caps).
+
+use std::collections::HashMap;
 
 use candle_core::{D, DType, Device, Tensor};
-use tlite_converter::arch::{Activation, Arch, MlpIn, NormStyle, Qkv};
-use tlite_converter::config::ModelConfig;
+use tlite_model::arch::{Activation, Arch, NormStyle};
+use tlite_model::config::ModelConfig;
+use tlite_model::layer::{ExpectedTensor, Proj};
 
 use super::cache::KvCache;
 use super::calibration::{Calibration, LinearInput};
@@ -31,9 +36,10 @@ struct Layer {
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     o: Tensor,
-    post_attn_norm: Tensor,
-    pre_ffn_norm: Option<Tensor>,
-    post_ffn_norm: Option<Tensor>,
+    /// Sandwich norms: the attention output's, before the residual add.
+    attn_out_norm: Option<Tensor>,
+    mlp_in_norm: Tensor,
+    mlp_out_norm: Option<Tensor>,
     gate: Tensor,
     up: Tensor,
     down: Tensor,
@@ -75,115 +81,102 @@ fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
     })
 }
 
+/// Reads a source's tensors in the shapes the architecture gives them, each stored tensor once
+/// (the projections of a fused tensor are row slices of it).
+struct Loader<'a, 'b> {
+    src: &'a WeightSource<'b>,
+    shapes: HashMap<String, Vec<usize>>,
+    norm: NormStyle,
+    loaded: HashMap<String, Tensor>,
+}
+
+impl Loader<'_, '_> {
+    fn tensor(&mut self, name: &str) -> Result<Tensor> {
+        if let Some(t) = self.loaded.get(name) {
+            return Ok(t.clone());
+        }
+        let shape = self.shapes.get(name).ok_or_else(|| {
+            RefError::Unsupported(format!("tensor `{name}` is not in the architecture table"))
+        })?;
+        let t = Tensor::from_vec(self.src.tensor_f32(name)?, shape.as_slice(), &Device::Cpu)?;
+        self.loaded.insert(name.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    fn rows(&mut self, name: &str, rows: &std::ops::Range<usize>) -> Result<Tensor> {
+        Ok(self.tensor(name)?.narrow(0, rows.start, rows.len())?)
+    }
+
+    /// A projection's weight and bias.
+    fn proj(&mut self, p: &Proj) -> Result<(Tensor, Option<Tensor>)> {
+        let w = self.rows(&p.tensor, &p.rows)?;
+        let b = match &p.bias {
+            Some((name, rows)) => Some(self.rows(name, rows)?),
+            None => None,
+        };
+        Ok((w, b))
+    }
+
+    /// An RMSNorm weight as the forward pass multiplies by it (`1 + w` applied).
+    fn norm(&mut self, name: &str) -> Result<Tensor> {
+        let w = self.tensor(name)?;
+        Ok(match self.norm {
+            NormStyle::Weight => w,
+            NormStyle::OnePlusWeight => (w + 1.0)?,
+        })
+    }
+
+    fn opt_norm(&mut self, name: Option<&String>) -> Result<Option<Tensor>> {
+        name.map(|n| self.norm(n)).transpose()
+    }
+}
+
 impl ReferenceModel {
     /// Loads every weight as f32 (dequantizing M0E4 tensors) and checks shapes.
     pub fn load(src: &WeightSource) -> Result<Self> {
         let config = src.config().clone();
         let arch = config.arch();
-        let expected = arch.expected_tensors(&config);
-        let get = |name: &str| -> Result<Tensor> {
-            let t = expected.iter().find(|t| t.name == name).ok_or_else(|| {
-                RefError::Unsupported(format!("tensor `{name}` is not in the architecture table"))
-            })?;
-            let data = src.tensor_f32(name)?;
-            Ok(Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu)?)
+        let mut ld = Loader {
+            src,
+            shapes: arch
+                .expected_tensors(&config)
+                .into_iter()
+                .map(|ExpectedTensor { name, shape, .. }| (name, shape))
+                .collect(),
+            norm: arch.norm,
+            loaded: HashMap::new(),
         };
-        let norm = |name: &str| -> Result<Tensor> {
-            let w = get(name)?;
-            Ok(match arch.norm {
-                NormStyle::Weight => w,
-                NormStyle::OnePlusWeight => (w + 1.0)?,
-            })
-        };
-        let n = &arch.names;
-        let (hd, q_out, kv_out) = (
-            config.head_dim,
-            config.num_heads * config.head_dim,
-            config.num_kv_heads * config.head_dim,
-        );
-        let _ = hd;
         let mut layers = Vec::with_capacity(config.num_layers);
-        for l in 0..config.num_layers {
-            let name = |rel: &str, suffix: &str| arch.layer_name(l, rel, suffix);
-            let opt_norm = |rel: Option<&str>| rel.map(|r| norm(&name(r, ".weight"))).transpose();
-            let (q, k, v, q_bias, k_bias, v_bias) = match &n.qkv {
-                Qkv::Split { q, k, v } => {
-                    let b = |r: &str| -> Result<Option<Tensor>> {
-                        if arch.qkv_bias {
-                            Ok(Some(get(&name(r, ".bias"))?))
-                        } else {
-                            Ok(None)
-                        }
-                    };
-                    (
-                        get(&name(q, ".weight"))?,
-                        get(&name(k, ".weight"))?,
-                        get(&name(v, ".weight"))?,
-                        b(q)?,
-                        b(k)?,
-                        b(v)?,
-                    )
-                }
-                Qkv::Fused(f) => {
-                    let w = get(&name(f, ".weight"))?;
-                    let split = |t: &Tensor| -> Result<[Tensor; 3]> {
-                        Ok([
-                            t.narrow(0, 0, q_out)?,
-                            t.narrow(0, q_out, kv_out)?,
-                            t.narrow(0, q_out + kv_out, kv_out)?,
-                        ])
-                    };
-                    let [q, k, v] = split(&w)?;
-                    let (qb, kb, vb) = if arch.qkv_bias {
-                        let [a, b, c] = split(&get(&name(f, ".bias"))?)?;
-                        (Some(a), Some(b), Some(c))
-                    } else {
-                        (None, None, None)
-                    };
-                    (q, k, v, qb, kb, vb)
-                }
-            };
-            let (gate, up) = match &n.mlp_in {
-                MlpIn::Split { gate, up } => {
-                    (get(&name(gate, ".weight"))?, get(&name(up, ".weight"))?)
-                }
-                MlpIn::Fused(f) => {
-                    let w = get(&name(f, ".weight"))?;
-                    let half = config.intermediate_size;
-                    (w.narrow(0, 0, half)?, w.narrow(0, half, half)?)
-                }
-            };
+        for lay in arch.layers(&config) {
+            let (q, q_bias) = ld.proj(&lay.q)?;
+            let (k, k_bias) = ld.proj(&lay.k)?;
+            let (v, v_bias) = ld.proj(&lay.v)?;
             layers.push(Layer {
-                input_norm: norm(&name(n.input_norm, ".weight"))?,
+                input_norm: ld.norm(&lay.input_norm)?,
                 q,
                 k,
                 v,
                 q_bias,
                 k_bias,
                 v_bias,
-                q_norm: opt_norm(n.q_norm)?,
-                k_norm: opt_norm(n.k_norm)?,
-                o: get(&name(n.o, ".weight"))?,
-                post_attn_norm: norm(&name(n.post_attn_norm, ".weight"))?,
-                pre_ffn_norm: opt_norm(n.pre_ffn_norm)?,
-                post_ffn_norm: opt_norm(n.post_ffn_norm)?,
-                gate,
-                up,
-                down: get(&name(n.down, ".weight"))?,
+                q_norm: ld.opt_norm(lay.q_norm.as_ref())?,
+                k_norm: ld.opt_norm(lay.k_norm.as_ref())?,
+                o: ld.proj(&lay.o)?.0,
+                attn_out_norm: ld.opt_norm(lay.attn_out_norm.as_ref())?,
+                mlp_in_norm: ld.norm(&lay.mlp_in_norm)?,
+                mlp_out_norm: ld.opt_norm(lay.mlp_out_norm.as_ref())?,
+                gate: ld.proj(&lay.gate)?.0,
+                up: ld.proj(&lay.up)?.0,
+                down: ld.proj(&lay.down)?.0,
             });
         }
-        let embed = get(n.embed)?;
-        let lm_head = if config.tie_word_embeddings {
-            embed.clone()
-        } else {
-            get(n.lm_head)?
-        };
+        let m = arch.model_spec(&config);
         Ok(ReferenceModel {
-            final_norm: norm(n.final_norm)?,
+            embed: ld.tensor(&m.embed)?,
+            lm_head: ld.tensor(&m.lm_head)?,
+            final_norm: ld.norm(&m.final_norm)?,
             config,
             arch,
-            embed,
-            lm_head,
             layers,
         })
     }
@@ -286,19 +279,12 @@ impl ReferenceModel {
             tap(LinearInput::Qkv(l), &h)?;
             let heads_out = self.attention(layer, &h, pos, cache, l, (cos, sin, rot), window)?;
             tap(LinearInput::AttnOut(l), &heads_out)?;
-            let attn = linear(&heads_out, &layer.o, None)?;
-            let attn = if self.arch.sandwich_norms {
-                rms_norm(&attn, &layer.post_attn_norm, c.rms_norm_eps)?
-            } else {
-                attn
-            };
+            let mut attn = linear(&heads_out, &layer.o, None)?;
+            if let Some(w) = &layer.attn_out_norm {
+                attn = rms_norm(&attn, w, c.rms_norm_eps)?;
+            }
             x = (x + attn)?;
-            let pre = if self.arch.sandwich_norms {
-                layer.pre_ffn_norm.as_ref().unwrap_or(&layer.post_attn_norm)
-            } else {
-                &layer.post_attn_norm
-            };
-            let h = rms_norm(&x, pre, c.rms_norm_eps)?;
+            let h = rms_norm(&x, &layer.mlp_in_norm, c.rms_norm_eps)?;
             tap(LinearInput::MlpIn(l), &h)?;
             let g = linear(&h, &layer.gate, None)?;
             let g = match self.arch.activation {
@@ -308,7 +294,7 @@ impl ReferenceModel {
             let act = (g * linear(&h, &layer.up, None)?)?;
             tap(LinearInput::MlpDown(l), &act)?;
             let mut m = linear(&act, &layer.down, None)?;
-            if let Some(w) = &layer.post_ffn_norm {
+            if let Some(w) = &layer.mlp_out_norm {
                 m = rms_norm(&m, w, c.rms_norm_eps)?;
             }
             x = (x + m)?;

@@ -3,7 +3,7 @@
 use candle_core::{D, Device, Tensor};
 
 use super::Result;
-use tlite_converter::arch::RopeLayout;
+use tlite_model::arch::RopeLayout;
 
 /// cos/sin tables for positions `pos..pos + n`, each `[n, rot/2]`, computed in f64.
 pub fn tables(

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use half::f16;
-use tlite_converter::arch::Role;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::config::ModelConfig;
-use tlite_converter::deploy::DeployedModel;
+use tlite_model::arch::Role;
+use tlite_model::config::ModelConfig;
+use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::{Scheme, SchemeKind, fake_quantize};
 
 /// A model's weights as f32, by HF tensor name.
@@ -54,7 +54,7 @@ impl WeightSource<'_> {
     pub fn tensor_f32(&self, name: &str) -> tlite_converter::Result<Vec<f32>> {
         match self {
             WeightSource::Checkpoint(c) => c.tensor_f32(name),
-            WeightSource::Deployed(d) => d.tensor_f32(name),
+            WeightSource::Deployed(d) => Ok(d.tensor_f32(name)?),
             WeightSource::FakeQuant {
                 source,
                 scheme,

@@ -11,13 +11,14 @@ use std::path::Path;
 use candle_core::quantized::GgmlDType;
 use safetensors::Dtype;
 
-use super::OutDType;
-use super::arch::{ArchSpec, Heads, Transform, layer_of};
-use super::permute::{can_permute, unpermute_rows};
-use super::reader::GgufFile;
-use crate::events::Event;
-use crate::safetensors_file::{OutTensor, write_streaming};
-use crate::{Result, io_err};
+use tlite_converter::Event;
+use tlite_converter::safetensors_out::{OutTensor, write_streaming};
+use tlite_converter::{Result, io_err};
+
+use crate::OutDType;
+use crate::arch::{ArchSpec, Heads, Transform, layer_of};
+use crate::permute::{can_permute, unpermute_rows};
+use crate::reader::GgufFile;
 
 /// One output tensor: where it comes from and what is done to it.
 #[derive(Clone, Debug)]

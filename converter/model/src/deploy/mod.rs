@@ -1,18 +1,15 @@
 //! The deployable model: one safetensors file holding the packed M0E4 codes (U32) and their
 //! per-group f16 `S`/`B` tensors in exactly the layout the WGSL kernels read, plus dense
 //! tensors (norms, biases, kept matrices), with a versioned manifest in `__metadata__`; next to
-//! it `tokenizer.json` and the source `config.json`.
+//! it `tokenizer.json` and the source `config.json`. The converter writes it
+//! (`tlite_converter::deploy`); [`DeployedModel`] reads and verifies it.
 //!
 //! Tensors larger than the binding limit are split by rows into chunks at conversion time, so
 //! no chunk exceeds a device's `max_storage_buffer_binding_size`.
 
 mod read;
-mod write;
 
 pub use read::DeployedModel;
-pub use write::{
-    ConvertOptions, ConvertReport, KeepRule, MIN_BINDING_LIMIT, TensorReport, convert,
-};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -102,5 +99,29 @@ impl TensorLayout {
 
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+}
+
+/// `REGEX=f16|f32`: tensors whose name matches are stored dense instead of in M0E4.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeepRule {
+    pub pattern: String,
+    pub storage: Storage,
+}
+
+impl std::str::FromStr for KeepRule {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (pattern, dt) = s.rsplit_once('=').unwrap_or((s, "f16"));
+        let storage = match dt {
+            "f16" => Storage::F16,
+            "f32" => Storage::F32,
+            _ => return Err(format!("`{s}`: keep rules are REGEX=f16 or REGEX=f32")),
+        };
+        regex::Regex::new(pattern).map_err(|e| format!("`{pattern}` is not a valid regex: {e}"))?;
+        Ok(KeepRule {
+            pattern: pattern.to_owned(),
+            storage,
+        })
     }
 }

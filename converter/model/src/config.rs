@@ -6,9 +6,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::arch::{self, Arch, Family};
+use crate::arch::{self, ARCHS, Arch, ConfigKeys, Family, KvHeads, RopeBase, Sliding};
 use crate::validate::limits;
-use crate::{ConvertError, Result, io_err};
+use crate::{ModelError, Result, io_err};
 
 /// A model's hyper-parameters, normalized across families.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,8 +53,8 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn err(&self, reason: String) -> ConvertError {
-        ConvertError::Config {
+    fn err(&self, reason: String) -> ModelError {
+        ModelError::Config {
             path: self.path.to_owned(),
             reason,
         }
@@ -116,7 +116,7 @@ impl ModelConfig {
     /// Reads and normalizes `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| ConvertError::Config {
+        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
             path: path.to_owned(),
             reason: format!("not valid JSON: {e}"),
         })?;
@@ -130,39 +130,39 @@ impl ModelConfig {
             .get("model_type")
             .and_then(Value::as_str)
             .ok_or_else(|| r.err("missing required field `model_type`".into()))?;
-        let arch = arch::lookup(model_type).ok_or_else(|| ConvertError::UnknownArchitecture {
+        let arch = arch::lookup(model_type).ok_or_else(|| ModelError::UnknownArchitecture {
             model_type: model_type.to_owned(),
             supported: arch::supported_model_types(),
         })?;
-        let family = arch.family;
-        let glm = family == Family::ChatGlm;
+        let facts = &arch.config;
         let hidden_size = r.usize_req(&["hidden_size"])?;
         let num_heads = r.usize_req(&["num_attention_heads"])?;
-        let num_layers = r.usize_req(&["num_hidden_layers", "num_layers"])?;
-        let num_kv_heads = if glm {
-            let mq = v
-                .get("multi_query_attention")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            if mq {
-                r.usize_req(&["multi_query_group_num"])?
-            } else {
-                num_heads
+        let num_layers = r.usize_req(&key_names(|k| k.layers))?;
+        let num_kv_heads = match facts.kv_heads {
+            KvHeads::MultiQuery => {
+                let mq = v
+                    .get("multi_query_attention")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if mq {
+                    r.usize_req(&["multi_query_group_num"])?
+                } else {
+                    num_heads
+                }
             }
-        } else {
-            r.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_heads)
+            KvHeads::Grouped => r.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_heads),
         };
         let head_dim = r
-            .usize_opt(&["head_dim", "kv_channels"])?
+            .usize_opt(&key_names(|k| k.head_dim))?
             .unwrap_or(hidden_size / num_heads);
         if num_heads % num_kv_heads != 0 {
             return Err(r.err(format!(
                 "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
             )));
         }
-        let rope_theta = match family {
-            Family::ChatGlm => 10000.0 * r.f64_opt(&["rope_ratio"])?.unwrap_or(1.0),
-            _ => r.f64_opt(&["rope_theta"])?.unwrap_or(10000.0),
+        let rope_theta = match facts.rope_base {
+            RopeBase::Ratio => 10000.0 * r.f64_opt(&["rope_ratio"])?.unwrap_or(1.0),
+            RopeBase::Theta => r.f64_opt(&["rope_theta"])?.unwrap_or(10000.0),
         };
         let rope_linear_factor = match v.get("rope_scaling").filter(|s| {
             s.get("rope_type").or(s.get("type")).and_then(Value::as_str) == Some("linear")
@@ -174,10 +174,9 @@ impl ModelConfig {
                 .map(Some)
                 .ok_or_else(|| r.err("linear `rope_scaling` without a numeric `factor`".into())),
         };
-        let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
-        let sliding_window = match family {
-            Family::Gemma2 | Family::Gemma3 => r.usize_opt(&["sliding_window"])?.or(Some(4096)),
-            Family::Llama | Family::Qwen2 => {
+        let sliding_window = match facts.sliding {
+            Sliding::Pattern { window, .. } => r.usize_opt(&["sliding_window"])?.or(Some(window)),
+            Sliding::AllLayers | Sliding::Switched => {
                 let enabled = v
                     .get("use_sliding_window")
                     .and_then(Value::as_bool)
@@ -188,7 +187,7 @@ impl ModelConfig {
                     None
                 }
             }
-            _ => None,
+            Sliding::Never => None,
         };
         if num_layers > limits::MAX_LAYERS {
             return Err(r.err(format!(
@@ -196,42 +195,38 @@ impl ModelConfig {
                 limits::MAX_LAYERS
             )));
         }
-        let sliding_layers = sliding_layers(v, family, num_layers, sliding_window.is_some())
+        let sliding_layers = sliding_layers(v, facts.sliding, num_layers, sliding_window.is_some())
             .map_err(|reason| r.err(reason))?;
         let config = ModelConfig {
             model_type: model_type.to_owned(),
-            family,
+            family: arch.family,
             hidden_size,
-            intermediate_size: r.usize_req(&["intermediate_size", "ffn_hidden_size"])?,
+            intermediate_size: r.usize_req(&key_names(|k| k.intermediate))?,
             num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
-            vocab_size: r.usize_req(&["vocab_size", "padded_vocab_size"])?,
+            vocab_size: r.usize_req(&key_names(|k| k.vocab))?,
             max_position_embeddings: r
-                .usize_opt(&["max_position_embeddings", "seq_length"])?
+                .usize_opt(&key_names(|k| k.max_positions))?
                 .unwrap_or(4096),
-            rms_norm_eps: r
-                .f64_opt(&["rms_norm_eps", "layernorm_epsilon"])?
-                .unwrap_or(1e-6),
+            rms_norm_eps: r.f64_opt(&key_names(|k| k.eps))?.unwrap_or(1e-6),
             rope_theta,
-            rope_local_theta: match family {
-                Family::Gemma3 => Some(r.f64_opt(&["rope_local_base_freq"])?.unwrap_or(10000.0)),
-                _ => None,
+            rope_local_theta: match facts.local_rope_base {
+                Some(base) => Some(r.f64_opt(&["rope_local_base_freq"])?.unwrap_or(base)),
+                None => None,
             },
             rope_linear_factor: rope_linear_factor?,
-            partial_rotary_factor: r.f64_opt(&["partial_rotary_factor"])?.unwrap_or(if glm {
-                0.5
-            } else {
-                1.0
-            }),
+            partial_rotary_factor: r
+                .f64_opt(&["partial_rotary_factor"])?
+                .unwrap_or(facts.partial_rotary_default),
             tie_word_embeddings: v
                 .get("tie_word_embeddings")
                 .and_then(Value::as_bool)
-                .unwrap_or(gemma),
+                .unwrap_or(facts.tie_default),
             sliding_window,
             sliding_layers,
-            query_pre_attn_scalar: if gemma {
+            query_pre_attn_scalar: if facts.query_pre_attn_scalar {
                 r.f64_opt(&["query_pre_attn_scalar"])?
             } else {
                 None
@@ -251,12 +246,25 @@ impl ModelConfig {
     }
 }
 
+/// Every family's name for one hyper-parameter (Hugging Face's first), so that a config in
+/// either spelling reads the same.
+fn key_names(key: fn(&ConfigKeys) -> &'static str) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for a in &ARCHS {
+        let k = key(a.config.keys);
+        if !names.contains(&k) {
+            names.push(k);
+        }
+    }
+    names
+}
+
 /// Which layers use sliding-window attention: `layer_types` when given, else the family's
-/// pattern (Gemma 2: even layers; Gemma 3: all but every `sliding_window_pattern`-th; others:
-/// every layer when a window is configured).
+/// pattern (every `every`-th layer global, Gemma 3's `sliding_window_pattern` overriding it;
+/// other families: every layer when a window is configured).
 fn sliding_layers(
     v: &Value,
-    family: Family,
+    sliding: Sliding,
     n: usize,
     has_window: bool,
 ) -> std::result::Result<Vec<bool>, String> {
@@ -278,11 +286,12 @@ fn sliding_layers(
             })
             .collect();
     }
-    Ok(match family {
-        Family::Gemma2 => (0..n).map(|l| l % 2 == 0).collect(),
-        Family::Gemma3 => {
-            let p = match v.get("sliding_window_pattern") {
-                None | Some(Value::Null) => 6,
+    Ok(match sliding {
+        Sliding::Pattern {
+            every, pattern_key, ..
+        } => {
+            let p = match v.get("sliding_window_pattern").filter(|_| pattern_key) {
+                None | Some(Value::Null) => every as u64,
                 Some(x) => x.as_u64().filter(|&p| p > 0).ok_or_else(|| {
                     format!("`sliding_window_pattern` must be a positive integer, found {x}")
                 })?,

@@ -27,8 +27,9 @@ use tokenizers::processors::sequence::Sequence as PostSequence;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::reader::GgufFile;
-use crate::{ConvertError, Result};
+use tlite_converter::{ConvertError, Result};
+
+use crate::reader::GgufFile;
 
 /// llama.cpp's token types (`llama_token_type`).
 const TOKEN_TYPE_CONTROL: i64 = 3;

@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::Result;
-use crate::gguf::{ImportOptions, import_gguf};
+use tlite_converter::{Result, events, io_err};
+
+use crate::{ImportOptions, import_gguf};
 
 /// The fixture cache: `$TLITE_CACHE`, else `.cache` at the workspace root.
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("TLITE_CACHE") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache"),
     }
 }
 
@@ -28,7 +29,7 @@ pub fn gguf_path(name: &str) -> PathBuf {
 pub fn golden_path(name: &str) -> PathBuf {
     let dir = match std::env::var_os("TLITE_GOLDENS") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/goldens"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/goldens"),
     };
     dir.join(format!("{name}.json"))
 }
@@ -53,9 +54,9 @@ pub fn imported(name: &str) -> Result<Option<PathBuf>> {
                 overwrite: true,
                 ..Default::default()
             },
-            &mut crate::events::ignore,
+            &mut events::ignore,
         )?;
-        std::fs::write(&stamp, "ok").map_err(crate::io_err(&stamp))?;
+        std::fs::write(&stamp, "ok").map_err(io_err(&stamp))?;
     }
     Ok(Some(dir))
 }

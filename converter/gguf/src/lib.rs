@@ -5,11 +5,15 @@
 //! its Hugging Face name, and put back in Hugging Face's convention: llama.cpp's Q/K row
 //! permutation undone for `llama`, the `+1` on Gemma's RMSNorm weights removed. The folder is
 //! built next to its destination and renamed into place only when complete.
+//!
+//! This is the one crate that dequantizes through candle; what it writes is a plain
+//! checkpoint for `tlite_converter`. [`fixtures`] imports the fetched real models on first use.
 
 pub mod arch;
 pub mod config;
 #[cfg(test)]
 mod dequant_ref;
+pub mod fixtures;
 pub mod header;
 pub mod permute;
 pub mod reader;
@@ -24,9 +28,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::events::Event;
-use crate::output::Output;
-use crate::{ConvertError, Result, io_err};
+use tlite_converter::output::Output;
+use tlite_converter::{ConvertError, Event, Result, config_err, io_err};
+use tlite_model::ModelError;
+use tlite_model::config::ModelConfig;
+
 use arch::Heads;
 use config::{Hyper, TensorFacts};
 use reader::{GgufFile, ggml_type_name};
@@ -111,7 +117,7 @@ pub fn import_gguf(
         n_head: hp.n_head,
         n_head_kv: hp.n_head_kv,
     };
-    let plan = tensors::plan(&g, spec, heads, hp.layers)?;
+    let plan = tensors::plan(&g, &spec, heads, hp.layers)?;
     let embed = plan
         .iter()
         .find(|t| t.gguf_name == "token_embd.weight")
@@ -127,9 +133,9 @@ pub fn import_gguf(
         tied: !plan.iter().any(|t| t.gguf_name == "output.weight"),
         qkv_bias: plan.iter().any(|t| t.gguf_name.ends_with("attn_q.bias")),
     };
-    let config = config::config_json(&g, spec, &hp, &facts, opts.dtype.torch_name())?;
+    let config = config::config_json(&g, &spec, &hp, &facts, opts.dtype.torch_name())?;
     let generation = config::generation_config_json(&g)?;
-    validate(&g, spec, &config, &plan)?;
+    validate(&g, &spec, &config, &plan)?;
     // Everything that can be refused is checked before the output folder is touched.
     progress(Event::Start {
         phase: "tokenizer",
@@ -173,8 +179,8 @@ pub fn import_gguf(
     Ok(ImportSummary {
         out_dir: out_dir.to_owned(),
         gguf_architecture: gguf_arch,
-        architecture: spec.hf_class.to_owned(),
-        model_type: spec.model_type.to_owned(),
+        architecture: spec.hf_class().to_owned(),
+        model_type: spec.model_type().to_owned(),
         tensors: plan.len(),
         parameters: plan.iter().map(|t| t.numel() as u64).sum(),
         dtype: opts.dtype,
@@ -188,11 +194,11 @@ pub fn import_gguf(
 /// tensors and bytes it holds must be able to back the config, and every tensor the
 /// architecture needs must be there with its shape. Runs before anything is written.
 fn validate(g: &GgufFile, spec: &arch::ArchSpec, config: &Value, plan: &[Planned]) -> Result<()> {
-    let cfg = crate::config::ModelConfig::from_json(config, g.path()).map_err(|e| match e {
-        ConvertError::Config { reason, .. } => g.err(format!(
+    let cfg = ModelConfig::from_json(config, g.path()).map_err(|e| match e {
+        ModelError::Config { reason, .. } => g.err(format!(
             "the config rebuilt from its metadata is invalid: {reason}"
         )),
-        other => other,
+        other => other.into(),
     })?;
     cfg.check_fits(plan.len(), g.tensor_data_bytes(), 4)
         .map_err(|reason| g.err(reason))?;
@@ -259,10 +265,7 @@ fn tokenizer_config(g: &GgufFile, add_bos: bool, add_eos: bool) -> Result<Value>
 
 /// Writes pretty JSON with a trailing newline; returns its size.
 fn write_json(path: &Path, v: &Value) -> Result<u64> {
-    let mut s = serde_json::to_string_pretty(v).map_err(|e| ConvertError::Config {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let mut s = serde_json::to_string_pretty(v).map_err(|e| config_err(path, e.to_string()))?;
     s.push('\n');
     fs::write(path, &s).map_err(io_err(path))?;
     Ok(s.len() as u64)

@@ -12,7 +12,7 @@ use tlite_quantizer::M0E4Matrix;
 
 use super::{FORMAT, FORMAT_VERSION, MANIFEST_KEY, MODEL_FILE, Manifest, Storage, TensorLayout};
 use crate::safetensors_file::{SafetensorsFile, TensorEntry};
-use crate::{ConvertError, Result};
+use crate::{ModelError, Result};
 
 /// An opened, verified deployable model.
 pub struct DeployedModel {
@@ -45,7 +45,7 @@ impl DeployedModel {
         } else {
             (path.to_owned(), path.join(MODEL_FILE))
         };
-        let bad = |reason: String| ConvertError::Manifest {
+        let bad = |reason: String| ModelError::Manifest {
             path: file_path.clone(),
             reason,
         };
@@ -136,7 +136,7 @@ impl DeployedModel {
             if hex::encode(h.finalize()) == t.sha256 {
                 Ok(())
             } else {
-                Err(ConvertError::Checksum {
+                Err(ModelError::Checksum {
                     path: self.file.path().to_owned(),
                     tensor: t.name.clone(),
                 })
@@ -152,7 +152,7 @@ impl DeployedModel {
         self.layouts
             .get(name)
             .map(|&i| &self.manifest.tensors[i])
-            .ok_or_else(|| ConvertError::MissingTensor {
+            .ok_or_else(|| ModelError::MissingTensor {
                 path: self.file.path().to_owned(),
                 tensor: name.to_owned(),
             })
@@ -170,7 +170,7 @@ impl DeployedModel {
         let group = match (t.storage, t.group) {
             (Storage::M0E4, Some(g)) => g,
             _ => {
-                return Err(ConvertError::DType {
+                return Err(ModelError::DType {
                     path: self.file.path().to_owned(),
                     tensor: name.to_owned(),
                     dtype: format!("{:?}", t.storage),

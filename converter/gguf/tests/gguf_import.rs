@@ -16,22 +16,11 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use tlite_converter::gguf::permute::{permute_rows, unpermute_rows};
-use tlite_converter::gguf::{ImportOptions, OutDType, import_gguf};
-use tlite_converter::{ConvertError, SafetensorsFile, events};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("converter/ has a parent")
-        .to_owned()
-}
-
-fn gguf_path(name: &str) -> PathBuf {
-    let cache =
-        std::env::var_os("TLITE_CACHE").map_or_else(|| repo_root().join(".cache"), PathBuf::from);
-    cache.join("models").join(name).join(format!("{name}.gguf"))
-}
+use tlite_converter::{ConvertError, events};
+use tlite_gguf::fixtures::{gguf_path, golden_path};
+use tlite_gguf::permute::{permute_rows, unpermute_rows};
+use tlite_gguf::{ImportOptions, OutDType, import_gguf};
+use tlite_model::{ModelError, SafetensorsFile};
 
 /// The model's GGUF, or `None` (after a loud SKIPPED line) when it is absent and not required.
 fn model_or_skip(name: &str, required: bool) -> Option<PathBuf> {
@@ -53,9 +42,7 @@ fn model_or_skip(name: &str, required: bool) -> Option<PathBuf> {
 }
 
 fn golden(name: &str) -> Json {
-    let path = repo_root()
-        .join("fixtures/goldens")
-        .join(format!("{name}.json"));
+    let path = golden_path(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("golden is JSON")
 }
@@ -487,10 +474,10 @@ fn unknown_architecture_and_tensor_are_named_errors() {
     write_tiny_llama(&src, "mamba", None);
     let out = dir.0.join("out");
     match import_gguf(&src, &out, &ImportOptions::default(), &mut events::ignore) {
-        Err(ConvertError::UnknownArchitecture {
+        Err(ConvertError::Model(ModelError::UnknownArchitecture {
             model_type,
             supported,
-        }) => {
+        })) => {
             assert_eq!(model_type, "mamba");
             assert!(
                 supported.contains("llama") && supported.contains("gemma3"),

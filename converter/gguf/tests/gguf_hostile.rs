@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use tlite_converter::gguf::{ImportOptions, import_gguf};
 use tlite_converter::{ConvertError, events};
+use tlite_gguf::{ImportOptions, import_gguf};
 
-use tlite_converter::gguf::writer::{GGML_F32, GGML_Q4_0, Gguf, Tensor, V, s, ty};
+use tlite_gguf::writer::{GGML_F32, GGML_Q4_0, Gguf, Tensor, V, s, ty};
 
 /// Writes `bytes` as `<dir>/model.gguf`, imports it into `<dir>/out`, and returns the error
 /// message; checks that nothing was left beside the source.

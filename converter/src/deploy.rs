@@ -1,5 +1,5 @@
-//! `convert`: a checkpoint in, a deployable M0E4 model out, written to a temporary folder and
-//! renamed only when complete.
+//! `convert`: a checkpoint in, a deployable M0E4 model out (the format and its reader:
+//! `tlite_model::deploy`), written to a temporary folder and renamed only when complete.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,44 +7,21 @@ use std::time::Instant;
 
 use half::f16;
 use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tlite_model::arch::Role;
+use tlite_model::deploy::{
+    Chunk, DEFAULT_BINDING_LIMIT, FORMAT, FORMAT_VERSION, KeepRule, MANIFEST_KEY, MODEL_FILE,
+    Manifest, QuantSettings, Storage, TensorLayout,
+};
+
 use tlite_quantizer::{ErrorStats, M0E4Matrix, Method, QuantOptions};
 
-use super::{
-    Chunk, DEFAULT_BINDING_LIMIT, FORMAT, FORMAT_VERSION, MANIFEST_KEY, MODEL_FILE, Manifest,
-    QuantSettings, Storage, TensorLayout,
-};
-use crate::arch::Role;
 use crate::checkpoint::Checkpoint;
 use crate::events::Event;
 use crate::output::Output;
-use crate::safetensors_file::{OutTensor, write_streaming};
-use crate::{ConvertError, Result, io_err};
-
-/// `REGEX=f16|f32`: tensors whose name matches are stored dense instead of in M0E4.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct KeepRule {
-    pub pattern: String,
-    pub storage: Storage,
-}
-
-impl std::str::FromStr for KeepRule {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let (pattern, dt) = s.rsplit_once('=').unwrap_or((s, "f16"));
-        let storage = match dt {
-            "f16" => Storage::F16,
-            "f32" => Storage::F32,
-            _ => return Err(format!("`{s}`: keep rules are REGEX=f16 or REGEX=f32")),
-        };
-        regex::Regex::new(pattern).map_err(|e| format!("`{pattern}` is not a valid regex: {e}"))?;
-        Ok(KeepRule {
-            pattern: pattern.to_owned(),
-            storage,
-        })
-    }
-}
+use crate::safetensors_out::{OutTensor, write_streaming};
+use crate::{Result, config_err, io_err};
 
 /// Conversion settings.
 #[derive(Clone, Debug)]
@@ -111,13 +88,13 @@ pub fn convert(
     let t0 = Instant::now();
     tlite_quantizer::check_group(opts.group)?;
     if opts.binding_limit < MIN_BINDING_LIMIT {
-        return Err(ConvertError::Config {
-            path: out.to_owned(),
-            reason: format!(
+        return Err(config_err(
+            out,
+            format!(
                 "a binding limit of {} bytes is below the minimum of {MIN_BINDING_LIMIT}",
                 opts.binding_limit
             ),
-        });
+        ));
     }
     let output = Output::prepare(out, &[&ck.dir], opts.overwrite)?;
     let rules: Vec<(regex::Regex, Storage)> = opts
@@ -126,9 +103,11 @@ pub fn convert(
         .map(|k| {
             regex::Regex::new(&k.pattern)
                 .map(|re| (re, k.storage))
-                .map_err(|e| ConvertError::Config {
-                    path: out.to_owned(),
-                    reason: format!("keep rule `{}` is not a valid regex: {e}", k.pattern),
+                .map_err(|e| {
+                    config_err(
+                        out,
+                        format!("keep rule `{}` is not a valid regex: {e}", k.pattern),
+                    )
                 })
         })
         .collect::<Result<_>>()?;

@@ -5,7 +5,6 @@
 //! file at hand can hold, so that no allocation or loop is sized by a number the file cannot
 //! back. docs/SECURITY.md lists which kernel index relies on which check.
 
-use crate::arch::Qkv;
 use crate::config::ModelConfig;
 
 /// Upper bounds on configuration values. Far above every published model, far below what
@@ -168,27 +167,17 @@ impl ModelConfig {
         ]
     }
 
-    /// Tensors per layer and elements of the whole model, as the architecture implies them.
+    /// Tensors per layer and elements of the whole model, as the architecture implies them
+    /// (every layer is laid out as the first).
     fn implied_totals(&self) -> (u64, u64) {
-        let arch = self.arch();
-        let n = &arch.names;
-        let (h, f, v) = (
-            self.hidden_size as u64,
-            self.intermediate_size as u64,
-            self.vocab_size as u64,
-        );
-        let hd = self.head_dim as u64;
-        let (q, kv) = (self.num_heads as u64 * hd, self.num_kv_heads as u64 * hd);
-        let qkv_tensors = match n.qkv {
-            Qkv::Split { .. } => 3,
-            Qkv::Fused(_) => 1,
-        } * if arch.qkv_bias { 2 } else { 1 };
-        let norms = 2 + [n.pre_ffn_norm, n.post_ffn_norm, n.q_norm, n.k_norm]
+        let layer = self.arch().layer(self, 0);
+        let per_layer_tensors = layer.tensors.len() as u64;
+        let per_layer_elements: u64 = layer
+            .projections()
             .iter()
-            .flatten()
-            .count() as u64;
-        let per_layer_tensors = qkv_tensors + norms + 3;
-        let per_layer_elements = (q + 2 * kv) * h + q * h + 3 * f * h;
+            .map(|p| p.out() as u64 * p.cols as u64)
+            .sum();
+        let (h, v) = (self.hidden_size as u64, self.vocab_size as u64);
         let head = if self.tie_word_embeddings { 1 } else { 2 };
         let elements = (self.num_layers as u64)
             .saturating_mul(per_layer_elements)

@@ -3,10 +3,12 @@
 
 use serde_json::{Map, Value, json};
 
-use super::arch::ArchSpec;
-use super::reader::GgufFile;
-use crate::Result;
-use crate::validate::limits;
+use tlite_converter::Result;
+use tlite_model::arch::{Sliding, json_object};
+use tlite_model::validate::limits;
+
+use crate::arch::ArchSpec;
+use crate::reader::GgufFile;
 
 /// What the config needs beyond metadata: facts read off the tensors.
 pub struct TensorFacts {
@@ -31,7 +33,7 @@ pub struct Hyper {
 
 impl Hyper {
     /// Reads the hyperparameters under `<arch>.` keys. Each must be positive and within the
-    /// limits of [`crate::validate::limits`]: values from the file size vectors (one entry per
+    /// limits of [`tlite_model::validate::limits`]: values from the file size vectors (one entry per
     /// layer, ...) before the whole config is validated.
     pub fn read(g: &GgufFile, arch: &str) -> Result<Self> {
         let k = |s: &str| format!("{arch}.{s}");
@@ -66,7 +68,9 @@ impl Hyper {
     }
 }
 
-/// Builds `config.json`.
+/// Builds `config.json`: the hyperparameters, then what the architecture table says about the
+/// family (class, activation, sliding windows, RoPE bases, soft-caps), then the keys the row
+/// fixes.
 pub fn config_json(
     g: &GgufFile,
     spec: &ArchSpec,
@@ -75,10 +79,12 @@ pub fn config_json(
     torch_dtype: &str,
 ) -> Result<Value> {
     let arch = spec.gguf;
+    let row = spec.arch;
+    let f = &row.config;
     let k = |s: &str| format!("{arch}.{s}");
     let mut c = Map::new();
-    c.insert("architectures".into(), json!([spec.hf_class]));
-    c.insert("model_type".into(), json!(spec.model_type));
+    c.insert("architectures".into(), json!([spec.hf_class()]));
+    c.insert("model_type".into(), json!(spec.model_type()));
     c.insert("hidden_size".into(), json!(hp.hidden));
     c.insert("intermediate_size".into(), json!(hp.intermediate));
     c.insert("num_hidden_layers".into(), json!(hp.layers));
@@ -102,84 +108,82 @@ pub fn config_json(
     if let Some(n) = g.u64(&k("context_length"))? {
         c.insert("max_position_embeddings".into(), json!(n));
     }
-    for (key, gguf_key) in [
-        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
-        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
-        ("pad_token_id", "tokenizer.ggml.padding_token_id"),
-    ] {
-        if let Some(id) = g.u64(gguf_key)? {
-            c.insert(key.into(), json!(id));
-        }
-    }
+    special_token_ids(g, &mut c)?;
     c.insert("attention_dropout".into(), json!(0.0));
     c.insert("initializer_range".into(), json!(0.02));
     c.insert("use_cache".into(), json!(true));
     c.insert("torch_dtype".into(), json!(torch_dtype));
     c.insert("dtype".into(), json!(torch_dtype));
-    match spec.model_type {
-        "llama" => {
-            c.insert("hidden_act".into(), json!("silu"));
-            c.insert("attention_bias".into(), json!(facts.qkv_bias));
-            c.insert("mlp_bias".into(), json!(false));
-            c.insert("pretraining_tp".into(), json!(1));
-        }
-        "qwen2" => {
-            c.insert("hidden_act".into(), json!("silu"));
+    let act = json!(row.activation.hf_name());
+    c.insert("hidden_act".into(), act.clone());
+    if let Some(key) = f.activation_key {
+        c.insert(key.into(), act);
+    }
+    if !row.qkv_bias {
+        // Optional biases: as the file has them (a family with built-in biases names none).
+        c.insert("attention_bias".into(), json!(facts.qkv_bias));
+    }
+    if f.query_pre_attn_scalar {
+        c.insert("query_pre_attn_scalar".into(), json!(hp.head_dim));
+    }
+    match f.sliding {
+        Sliding::Switched => {
             c.insert("use_sliding_window".into(), json!(false));
             let window = g.u64(&k("context_length"))?.unwrap_or(32768);
             c.insert("sliding_window".into(), json!(window));
             c.insert("max_window_layers".into(), json!(hp.layers));
         }
-        "gemma" => gemma_common(&mut c, hp),
-        "gemma2" => {
-            gemma_common(&mut c, hp);
-            gemma_sliding(g, &mut c, hp, arch, 2)?;
-            let softcap = |key: &str, default: f64| -> Result<Value> {
-                Ok(json!(g.f64(&k(key))?.unwrap_or(default)))
+        Sliding::Pattern {
+            window,
+            every,
+            pattern_key,
+        } => {
+            let pattern = if pattern_key {
+                g.u64(&k("attention.sliding_window_pattern"))?
+                    .map_or(every, |v| v as usize)
+            } else {
+                every
             };
-            c.insert(
-                "attn_logit_softcapping".into(),
-                softcap("attn_logit_softcapping", 50.0)?,
-            );
-            c.insert(
-                "final_logit_softcapping".into(),
-                softcap("final_logit_softcapping", 30.0)?,
-            );
+            gemma_sliding(g, &mut c, hp, arch, window, pattern)?;
         }
-        _ => {
-            // gemma3_text
-            gemma_common(&mut c, hp);
-            let pattern = g
-                .u64(&k("attention.sliding_window_pattern"))?
-                .map_or(6, |v| v as usize);
-            gemma_sliding(g, &mut c, hp, arch, pattern)?;
-            c.insert("rope_local_base_freq".into(), json!(10000.0));
-            c.insert("attn_logit_softcapping".into(), Value::Null);
-            c.insert("final_logit_softcapping".into(), Value::Null);
-            c.insert("use_bidirectional_attention".into(), json!(false));
-        }
+        Sliding::Never | Sliding::AllLayers => {}
     }
+    if let Some((attn, last)) = f.softcaps {
+        let softcap = |key: &str, default: f64| -> Result<Value> {
+            Ok(json!(g.f64(&k(key))?.unwrap_or(default)))
+        };
+        c.insert(
+            "attn_logit_softcapping".into(),
+            softcap("attn_logit_softcapping", attn)?,
+        );
+        c.insert(
+            "final_logit_softcapping".into(),
+            softcap("final_logit_softcapping", last)?,
+        );
+    }
+    if let Some(base) = f.local_rope_base {
+        c.insert("rope_local_base_freq".into(), json!(base));
+    }
+    c.extend(json_object(f.fixed));
+    c.extend(json_object(spec.facts().config_fixed));
     Ok(Value::Object(c))
 }
 
-/// Keys every Gemma generation shares.
-fn gemma_common(c: &mut Map<String, Value>, hp: &Hyper) {
-    c.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
-    c.insert("hidden_act".into(), json!("gelu_pytorch_tanh"));
-    c.insert("attention_bias".into(), json!(false));
-    c.insert("query_pre_attn_scalar".into(), json!(hp.head_dim));
-}
-
-/// Gemma 2/3 local attention: a window, and every `pattern`-th layer global.
+/// Gemma 2/3 local attention: a window (`default_window` when the file gives none), and every
+/// `pattern`-th layer global.
 fn gemma_sliding(
     g: &GgufFile,
     c: &mut Map<String, Value>,
     hp: &Hyper,
     arch: &str,
+    default_window: usize,
     pattern: usize,
 ) -> Result<()> {
     let window = g.u64(&format!("{arch}.attention.sliding_window"))?;
-    c.insert("sliding_window".into(), json!(window.unwrap_or(4096)));
+    c.insert(
+        "sliding_window".into(),
+        json!(window.unwrap_or(default_window as u64)),
+    );
     let pattern = pattern.max(1);
     let types: Vec<&str> = (0..hp.layers)
         .map(|i| {
@@ -215,9 +219,8 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<Value> {
     }
 }
 
-/// Builds `generation_config.json`: the special token ids.
-pub fn generation_config_json(g: &GgufFile) -> Result<Value> {
-    let mut c = Map::new();
+/// `bos_token_id`, `eos_token_id` and `pad_token_id`, where the file gives them.
+fn special_token_ids(g: &GgufFile, c: &mut Map<String, Value>) -> Result<()> {
     for (key, gguf_key) in [
         ("bos_token_id", "tokenizer.ggml.bos_token_id"),
         ("eos_token_id", "tokenizer.ggml.eos_token_id"),
@@ -227,6 +230,13 @@ pub fn generation_config_json(g: &GgufFile) -> Result<Value> {
             c.insert(key.into(), json!(id));
         }
     }
+    Ok(())
+}
+
+/// Builds `generation_config.json`: the special token ids.
+pub fn generation_config_json(g: &GgufFile) -> Result<Value> {
+    let mut c = Map::new();
+    special_token_ids(g, &mut c)?;
     c.insert("_from_model_config".into(), json!(true));
     Ok(Value::Object(c))
 }

@@ -5,8 +5,10 @@
 use std::io::Write as _;
 
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, DeployedModel, Storage, convert};
-use tlite_converter::{events, fixtures};
+use tlite_converter::deploy::{ConvertOptions, convert};
+use tlite_converter::events;
+use tlite_gguf::fixtures;
+use tlite_model::deploy::{DeployedModel, Storage};
 use tlite_quantizer::{M0E4Matrix, QuantOptions};
 
 const NAME: &str = "smollm2-135m-instruct";

@@ -104,12 +104,10 @@ pub fn tensor_bytes(t: GgmlDType, dims: &[usize]) -> Result<u64, String> {
             "rows of {innermost} values do not divide into blocks of {block}"
         ));
     }
+    let row = ((innermost / block) as u64).checked_mul(t.type_size() as u64);
     dims.iter()
         .skip(1)
-        .try_fold(
-            (innermost / block) as u64 * t.type_size() as u64,
-            |acc, &d| acc.checked_mul(d as u64),
-        )
+        .fold(row, |acc, &d| acc?.checked_mul(d as u64))
         .ok_or_else(|| "its size in bytes overflows".to_owned())
 }
 

@@ -1,6 +1,6 @@
 //! Reading a GGUF file: metadata by key with typed errors, and tensors dequantized to `f32`.
 //!
-//! The header is parsed by [`super::header`], which checks every size and offset against the
+//! The header is parsed by [`crate::header`], which checks every size and offset against the
 //! file; dequantization is candle's (`candle_core::quantized`). Its CPU dequantizers
 //! follow ggml's reference code and give gguf-py's f32 values bit for bit (`dequant_ref`
 //! checks this): every product in these formats is exact in f32 (an f16 scale has 11
@@ -19,8 +19,9 @@ use candle_core::quantized::GgmlDType;
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{TensorInfo, Value};
 
-use super::header::{self, Header};
-use crate::{ConvertError, Result, io_err};
+use tlite_converter::{ConvertError, Result, io_err};
+
+use crate::header::{self, Header};
 
 /// An open GGUF file: its parsed header and a handle for reading tensor data.
 pub struct GgufFile {

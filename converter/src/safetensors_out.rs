@@ -1,0 +1,130 @@
+//! Writing a safetensors file tensor by tensor, with the bytes `safetensors::serialize_to_file`
+//! would write for the same tensors, and a crash-test failpoint halfway.
+
+use std::fs::File;
+use std::path::Path;
+
+use safetensors::Dtype;
+
+use crate::{ConvertError, Result, io_err};
+
+/// One tensor of a file being written: name, dtype and shape (its bytes come later).
+pub struct OutTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+impl OutTensor {
+    /// Bytes of the tensor's data; `None` when the size overflows.
+    pub fn byte_len(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.bitsize(), |acc, &d| acc.checked_mul(d))
+            .map(|bits| bits.div_ceil(8))
+    }
+}
+
+/// Writes a safetensors file tensor by tensor: the header first (through the `safetensors`
+/// crate's own `Metadata`, so the bytes equal `safetensors::serialize_to_file`'s), then each
+/// tensor's data, produced by `data(index, writer)` in the file's order (descending dtype,
+/// then name; `index` is the tensor's position in `tensors`). A tensor that writes a different
+/// number of bytes than its shape implies is an error. Returns the file size.
+pub fn write_streaming(
+    path: &Path,
+    metadata: Option<std::collections::HashMap<String, String>>,
+    tensors: &[OutTensor],
+    mut data: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
+) -> Result<u64> {
+    use std::io::Write;
+    let st_err = |reason: String| -> ConvertError {
+        tlite_model::ModelError::Safetensors {
+            path: path.to_owned(),
+            reason,
+        }
+        .into()
+    };
+    // safetensors' own order: descending dtype, then name (so the bytes equal
+    // `serialize_to_file`'s for the same tensors).
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (l, r) = (&tensors[a], &tensors[b]);
+        r.dtype.cmp(&l.dtype).then(l.name.cmp(&r.name))
+    });
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    let mut sizes = Vec::with_capacity(tensors.len());
+    for t in order.iter().map(|&i| &tensors[i]) {
+        let n = t
+            .byte_len()
+            .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
+        sizes.push(n as u64);
+        let end = offset
+            .checked_add(n)
+            .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
+        infos.push((
+            t.name.clone(),
+            safetensors::tensor::TensorInfo {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data_offsets: (offset, end),
+            },
+        ));
+        offset = end;
+    }
+    let meta =
+        safetensors::tensor::Metadata::new(metadata, infos).map_err(|e| st_err(e.to_string()))?;
+    let mut header = serde_json::to_string(&meta)
+        .map_err(|e| st_err(e.to_string()))?
+        .into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let file = File::create(path).map_err(io_err(path))?;
+    let mut w = CountingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        written: 0,
+    };
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|()| w.write_all(&header))
+        .map_err(io_err(path))?;
+    for (n, (&i, t)) in order
+        .iter()
+        .zip(order.iter().map(|&i| &tensors[i]))
+        .enumerate()
+    {
+        let before = w.written;
+        data(i, &mut w)?;
+        if w.written - before != sizes[n] {
+            return Err(st_err(format!(
+                "tensor `{}`: wrote {} bytes, its shape needs {}",
+                t.name,
+                w.written - before,
+                sizes[n]
+            )));
+        }
+        if n == tensors.len() / 2 {
+            crate::output::failpoint("mid-write");
+        }
+    }
+    let file = w
+        .inner
+        .into_inner()
+        .map_err(|e| io_err(path)(e.into_error()))?;
+    file.sync_all().map_err(io_err(path))?;
+    Ok((8 + header.len() + offset) as u64)
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
