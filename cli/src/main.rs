@@ -10,6 +10,7 @@ mod inspect;
 mod parity;
 mod ppl;
 mod priority;
+mod probe;
 mod progress;
 mod quant_error;
 mod run;

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, ensure};
-use tlite_eval::load::Opened;
+use anyhow::ensure;
+use tlite_eval::load::{Opened, Weights};
 use tlite_eval::parity::{self, tolerance};
-use tlite_eval::reference::{Logits, ReferenceModel, WeightSource};
+use tlite_eval::reference::{ReferenceModel, WeightSource};
 use tlite_model::deploy::DeployedModel;
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuModel, RunOptions};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuLm, GpuModel, RunOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,7 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.model.display()
     );
     let opened = Opened::open(&a.model.to_string_lossy())?;
-    let Opened::Deployed(m) = &opened else {
+    let Weights::Deployed(m) = &opened.weights else {
         unreachable!("checked deployable")
     };
     let max_positions = m.manifest.config.max_position_embeddings;
@@ -68,9 +68,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         tokens.len()
     );
     let prompt = &tokens[..a.prompt_tokens];
-    let reference = ReferenceModel::load(&WeightSource::Deployed(m))?;
+    let reference_model = ReferenceModel::load(&WeightSource::Deployed(m))?;
     let max_seq = a.prompt_tokens + a.forced;
-    let mut g = GpuModel::load(
+    let g = GpuModel::load(
         &gpu,
         m,
         RunOptions {
@@ -88,13 +88,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         e => e.into(),
     })?;
+    let mut reference = reference_model.session(max_seq)?;
+    let mut g = GpuLm::new(&gpu, g);
     let pb = crate::progress::bar((2 * a.forced) as u64, "parity");
-    let r = parity::parity(&reference, &gpu, &mut g, prompt, a.forced, &mut |d, _| {
+    let r = parity::parity(&mut reference, &mut g, prompt, a.forced, &mut |d, _| {
         pb.set_position(d as u64)
     })?;
     pb.finish_and_clear();
     let layer_nmse = if a.layers {
-        Some(layer_nmse(&reference, &gpu, &mut g, prompt)?)
+        Some(parity::layer_nmse(&mut reference, &mut g, prompt)?)
     } else {
         None
     };
@@ -135,34 +137,4 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     ensure!(pass, "parity outside tolerance");
     Ok(())
-}
-
-/// NMSE of the residual stream after every layer, GPU against reference, over the prompt.
-fn layer_nmse(
-    reference: &ReferenceModel,
-    gpu: &Gpu,
-    g: &mut GpuModel,
-    prompt: &[u32],
-) -> anyhow::Result<Vec<f64>> {
-    let n = prompt.len().min(g.opts.max_batch);
-    let p = &prompt[..n];
-    let mut cache = reference.new_cache(n)?;
-    let mut hidden = Vec::new();
-    reference.forward_with_hidden(p, 0, &mut cache, Logits::Last, Some(&mut hidden))?;
-    let (_, gh) = g.step_with_hidden(gpu, p, 0, &[n as u32 - 1])?;
-    let per = n * g.hidden;
-    hidden
-        .iter()
-        .enumerate()
-        .map(|(l, t)| {
-            let r: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            let gl = gh
-                .get(l * per..(l + 1) * per)
-                .context("captured hidden states too short")?;
-            let (num, den) = r.iter().zip(gl).fold((0f64, 0f64), |(a, b), (&x, &y)| {
-                (a + f64::from(x - y).powi(2), b + f64::from(x).powi(2))
-            });
-            Ok(num / den.max(f64::MIN_POSITIVE))
-        })
-        .collect()
 }

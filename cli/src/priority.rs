@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
-use tlite_runtime_gpu::priority::probe::{self, LatencyStats, ProbeJob};
 use tlite_runtime_gpu::priority::{DEFAULT_SUBMIT_EVERY, PriorityState};
 use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, Priority, RunOptions};
+
+use crate::probe::{self, LatencyStats, ProbeJob};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {

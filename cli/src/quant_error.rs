@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_eval::load::Opened;
+use tlite_eval::load::{Opened, Weights};
 use tlite_eval::quant_error::{QuantErrorReport, WeightMatrix};
 use tlite_eval::reference::Calibration;
 use tlite_model::SafetensorsFile;
@@ -101,7 +101,7 @@ impl Source {
 fn importance(a: &Args, text: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>> {
     let opened = Opened::open(&a.path)?;
     ensure!(
-        matches!(opened, Opened::Checkpoint(_)),
+        matches!(opened.weights, Weights::Checkpoint(_)),
         "--calibration needs an unquantized checkpoint"
     );
     let model = opened.load_reference()?;

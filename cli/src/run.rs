@@ -6,11 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail, ensure};
 use tlite_model::deploy::DeployedModel;
-use tlite_runtime_gpu::chat::conversation;
-use tlite_runtime_gpu::text::check_context;
-use tlite_runtime_gpu::{
-    DeviceOptions, GenerateOptions, Generator, Gpu, GpuModel, RunOptions, SamplerConfig, TextCodec,
-};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuLm, GpuModel, RunOptions};
+use tlite_text::chat::conversation;
+use tlite_text::{GenerateOptions, Generator, SamplerConfig, TextCodec, check_context};
 
 use crate::progress::bytes;
 
@@ -155,7 +153,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.verbose {
         print_memory(&model, &m);
     }
-    let mut g = Generator { model, text };
+    let mut g = Generator::new(GpuLm::new(&gpu, model), text);
     let gen_opts = GenerateOptions {
         max_new: a.max_tokens,
         sampler,
@@ -169,7 +167,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             write_err = out.write_all(s.as_bytes()).and_then(|()| out.flush()).err();
         }
     };
-    let r = g.generate(&gpu, &prompt, &gen_opts, &mut on_text)?;
+    let r = g.generate(&prompt, &gen_opts, &mut on_text)?;
     if let Some(e) = write_err {
         return Err(e).context("writing the generated text to stdout");
     }
@@ -184,7 +182,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "text": r.text,
             "tokens": r.tokens,
             "stats": s,
-            "memory": g.model.memory,
+            "memory": g.model.model.memory,
         });
         writeln!(out, "{v}")?;
     } else {
@@ -206,7 +204,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.verbose {
         eprintln!(
             "dispatches per step: prefill {} | decode {} ({} ops in the plan)",
-            s.prefill_dispatches, s.decode_dispatches, g.model.memory.ops
+            s.prefill_dispatches, s.decode_dispatches, g.model.model.memory.ops
         );
     }
     Ok(())

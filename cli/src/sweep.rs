@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use tlite_eval::load::Opened;
+use tlite_eval::load::{Opened, Weights};
 use tlite_eval::plot::delta_ppl_svg;
 use tlite_eval::ppl::{self, PplOptions};
 use tlite_eval::sweep::{SweepConfig, SweepEvent, SweepInput, SweepReport, sweep};
@@ -53,7 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     };
     let opened = Opened::open(&a.base)?;
-    let Opened::Checkpoint(ck) = &opened else {
+    let Weights::Checkpoint(ck) = &opened.weights else {
         anyhow::bail!(
             "{}: a sweep needs the unquantized checkpoint, not a deployable model",
             a.base

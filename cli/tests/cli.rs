@@ -1,7 +1,6 @@
 //! The `tlite` binary end to end: synth → inspect → convert → inspect on a tiny model, errors
 //! that name the problem, and `inspect` on the real SmolLM2 when it was fetched.
 
-use std::io::Write as _;
 use std::process::Command;
 
 fn tlite(args: &[&str]) -> (bool, String) {
@@ -17,15 +16,15 @@ fn tlite(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn tmp(name: &str) -> String {
-    let d = std::env::temp_dir().join(format!("tlite-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d.to_string_lossy().into_owned()
+/// A path `name` inside the temporary folder `dir` (nothing there yet).
+fn tmp(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_string_lossy().into_owned()
 }
 
 #[test]
 fn synth_convert_inspect_tiny() {
-    let (ck, out) = (tmp("ck"), tmp("out"));
+    let t = tempfile::tempdir().unwrap();
+    let (ck, out) = (tmp(&t, "ck"), tmp(&t, "out"));
     let (ok, text) = tlite(&["synth", "tiny-gemma3", "-o", &ck]);
     assert!(ok, "{text}");
     let (ok, text) = tlite(&["inspect", &ck]);
@@ -59,20 +58,19 @@ fn synth_convert_inspect_tiny() {
         "--json",
     ]);
     assert!(ok && text.contains("m0e4-search"), "{text}");
-    let _ = std::fs::remove_dir_all(&ck);
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
+    let t = tempfile::tempdir().unwrap();
     let (ok, text) = tlite(&["inspect", "no/such-model"]);
     assert!(
         !ok && text.contains("not in the Hugging Face cache"),
         "{text}"
     );
-    let (ok, text) = tlite(&["convert", "/nonexistent/folder", "-o", &tmp("x")]);
+    let (ok, text) = tlite(&["convert", "/nonexistent/folder", "-o", &tmp(&t, "x")]);
     assert!(!ok && text.contains("error: "), "{text}");
-    let (ok, text) = tlite(&["synth", "tiny-bert", "-o", &tmp("y")]);
+    let (ok, text) = tlite(&["synth", "tiny-bert", "-o", &tmp(&t, "y")]);
     assert!(!ok && text.contains("unknown preset"), "{text}");
     let (ok, text) = tlite(&["convert", "x", "-o", "y", "-g", "33"]);
     assert!(!ok, "{text}");
@@ -82,17 +80,11 @@ fn bad_input_is_a_clear_error() {
 fn inspect_smollm2_reports_its_parameters() {
     let name = "smollm2-135m-instruct";
     let dir = tlite_gguf::fixtures::cache_dir().join("hf").join(name);
-    let gguf = tlite_gguf::fixtures::gguf_path(name);
-    if !gguf.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "SmolLM2 missing under CI: {}",
-            gguf.display()
-        );
-        let _ = writeln!(std::io::stderr(), "SKIPPED: SmolLM2 not fetched");
+    let Some(gguf) = tlite_gguf::fixtures::gguf_or_skip(name, "inspect smollm2") else {
         return;
-    }
-    let hf = tmp("smol-hf");
+    };
+    let t = tempfile::tempdir().unwrap();
+    let hf = tmp(&t, "smol-hf");
     let src = if dir.join(".imported").is_file() {
         dir.to_string_lossy().into_owned()
     } else {
@@ -102,7 +94,7 @@ fn inspect_smollm2_reports_its_parameters() {
     };
     let (ok, text) = tlite(&["inspect", &src]);
     assert!(ok && text.contains("134515008 parameters"), "{text}");
-    let out = tmp("smol-m0e4");
+    let out = tmp(&t, "smol-m0e4");
     let (ok, text) = tlite(&[
         "convert",
         &src,
@@ -119,8 +111,6 @@ fn inspect_smollm2_reports_its_parameters() {
         ok && text.contains("134515008 parameters") && text.contains("checksums verified"),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&hf);
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// A few kilobytes of English-like text for the byte-level tokenizer of synthetic models.
@@ -159,8 +149,8 @@ fn corpus(path: &str) {
 
 #[test]
 fn sweep_resume_plot_and_calibrated_quant_error_tiny() {
-    let dir = tmp("sweep");
-    std::fs::create_dir_all(&dir).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_string_lossy().into_owned();
     let (ck, text, json, svg) = (
         format!("{dir}/ck"),
         format!("{dir}/corpus.txt"),
@@ -230,7 +220,6 @@ fn sweep_resume_plot_and_calibrated_quant_error_tiny() {
         &text,
     ]);
     assert!(!ok && out.contains("checkpoint folder"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `tlite ARGS` fails with one error line that names `flag`, and no panic.
@@ -362,8 +351,8 @@ fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
 
 #[test]
 fn contexts_beyond_the_models_positions_are_refused() {
-    let dir = tmp("positions");
-    std::fs::create_dir_all(&dir).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_string_lossy().into_owned();
     let (ck, model, text) = (
         format!("{dir}/ck"),
         format!("{dir}/m"),
@@ -381,5 +370,4 @@ fn contexts_beyond_the_models_positions_are_refused() {
     assert!(e.contains("the model's 256 positions"), "{e}");
     let e = refused(&["ppl", &ck, "--data", &text, "--ctx", "1000"], "--ctx");
     assert!(e.contains("the model's 256 positions"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,8 +19,8 @@ fn tlite(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn priority_bench_reports_every_mode() {
-    let dir = std::env::temp_dir().join(format!("tlite-cli-priority-{}", std::process::id()));
-    let (ck, model) = (dir.join("ck"), dir.join("m"));
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, model) = (dir.path().join("ck"), dir.path().join("m"));
     let (ck, model) = (ck.to_str().unwrap(), model.to_str().unwrap());
     assert!(tlite(&["synth", "tiny-llama", "-o", ck]).0);
     let (ok, _, err) = tlite(&["convert", ck, "-o", model, "-g", "32", "--force"]);

@@ -24,15 +24,15 @@ fn tlite(args: &[&str]) -> Out {
     }
 }
 
-fn tmp(name: &str) -> String {
-    let d = std::env::temp_dir().join(format!("tlite-cli-run-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d.to_string_lossy().into_owned()
+/// A path `name` inside the temporary folder `dir` (nothing there yet).
+fn tmp(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_string_lossy().into_owned()
 }
 
 #[test]
 fn run_generates_on_a_tiny_model() {
-    let (ck, model) = (tmp("ck"), tmp("m"));
+    let t = tempfile::tempdir().unwrap();
+    let (ck, model) = (tmp(&t, "ck"), tmp(&t, "m"));
     assert!(tlite(&["synth", "tiny-llama", "-o", &ck]).ok);
     let r = tlite(&["run", &ck, "-p", "hi"]);
     assert!(!r.ok && r.stderr.contains("tlite convert"), "{}", r.stderr);
@@ -136,6 +136,4 @@ fn run_generates_on_a_tiny_model() {
         "{}",
         r.stderr
     );
-    let _ = std::fs::remove_dir_all(&ck);
-    let _ = std::fs::remove_dir_all(&model);
 }

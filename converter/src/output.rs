@@ -399,9 +399,8 @@ mod tests {
 
     #[test]
     fn a_panic_while_writing_leaves_nothing_behind() {
-        let root = std::env::temp_dir().join(format!("tlite-output-panic-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         let target = root.join("out");
         let r = std::panic::catch_unwind(|| {
             let out = Output::prepare(&target, &[], false).unwrap();
@@ -409,16 +408,14 @@ mod tests {
             panic!("a bug while writing");
         });
         assert!(r.is_err());
-        assert_eq!(temp_entries(&root), Vec::<String>::new());
+        assert_eq!(temp_entries(root), Vec::<String>::new());
         assert!(!target.exists());
-        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_dead_runs_leftovers_are_recovered() {
-        let root = std::env::temp_dir().join(format!("tlite-output-stale-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         // pid 0x7fff_fff0 is far above any pid_max: no such process.
         let dead = 0x7fff_fff0u32;
         let mk = |name: &str, files: &[&str]| {
@@ -436,13 +433,12 @@ mod tests {
         mk(&format!(".c.{OLD_TAG}-{dead}"), &[MARKER, "config.json"]);
         // Not ours: a folder with the name but none of our files is left alone.
         mk(&format!(".d.{TMP_TAG}-{dead}"), &["notes.txt"]);
-        recover_stale(&root).unwrap();
-        let mut left = temp_entries(&root);
+        recover_stale(root).unwrap();
+        let mut left = temp_entries(root);
         left.sort();
         assert_eq!(left, vec![format!(".d.{TMP_TAG}-{dead}")]);
         // The old folder of a run that died mid-swap is put back where it was.
         assert!(root.join("c").join("config.json").is_file());
-        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

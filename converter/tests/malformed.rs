@@ -11,22 +11,22 @@ use tlite_model::arch::Family;
 use tlite_model::deploy::{DeployedModel, MODEL_FILE};
 
 struct Case {
-    root: PathBuf,
+    /// The temporary folder (removed on drop).
+    root: tempfile::TempDir,
 }
 
 impl Case {
     /// A fresh tiny Llama checkpoint at `root/ck`.
-    fn new(name: &str) -> Case {
-        let root = std::env::temp_dir().join(format!("tlite-bad-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        write_checkpoint(&SynthSpec::tiny(Family::Llama), &root.join("ck")).unwrap();
+    fn new() -> Case {
+        let root = tempfile::tempdir().unwrap();
+        write_checkpoint(&SynthSpec::tiny(Family::Llama), &root.path().join("ck")).unwrap();
         Case { root }
     }
     fn ck(&self) -> PathBuf {
-        self.root.join("ck")
+        self.root.path().join("ck")
     }
     fn out(&self) -> PathBuf {
-        self.root.join("out")
+        self.root.path().join("out")
     }
     /// Opens and converts; returns the error and checks that nothing was written.
     fn convert_err(&self) -> ConvertError {
@@ -40,7 +40,7 @@ impl Case {
         });
         let e = r.expect_err("malformed input must be rejected");
         assert!(!self.out().exists(), "output written despite: {e}");
-        let leftovers: Vec<_> = std::fs::read_dir(&self.root)
+        let leftovers: Vec<_> = std::fs::read_dir(self.root.path())
             .unwrap()
             .filter_map(|d| d.ok())
             .filter(|d| d.file_name().to_string_lossy().contains(".tlite-tmp-"))
@@ -57,12 +57,6 @@ impl Case {
     }
 }
 
-impl Drop for Case {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 /// A safetensors file from a raw header and data.
 fn write_raw(path: &Path, header: &str, data_len: usize) {
     let mut b = (header.len() as u64).to_le_bytes().to_vec();
@@ -73,7 +67,7 @@ fn write_raw(path: &Path, header: &str, data_len: usize) {
 
 #[test]
 fn truncated_safetensors() {
-    let c = Case::new("trunc");
+    let c = Case::new();
     let p = c.ck().join("model.safetensors");
     let len = std::fs::metadata(&p).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
@@ -88,7 +82,7 @@ fn truncated_safetensors() {
 
 #[test]
 fn overlapping_offsets() {
-    let c = Case::new("overlap");
+    let c = Case::new();
     write_raw(
         &c.ck().join("model.safetensors"),
         r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
@@ -103,7 +97,7 @@ fn overlapping_offsets() {
 
 #[test]
 fn offsets_past_the_end() {
-    let c = Case::new("pastend");
+    let c = Case::new();
     write_raw(
         &c.ck().join("model.safetensors"),
         r#"{"a":{"dtype":"F32","shape":[64],"data_offsets":[0,256]}}"#,
@@ -118,7 +112,7 @@ fn offsets_past_the_end() {
 
 #[test]
 fn missing_shard() {
-    let c = Case::new("shard");
+    let c = Case::new();
     std::fs::rename(
         c.ck().join("model.safetensors"),
         c.ck().join("model-00001-of-00002.safetensors"),
@@ -137,7 +131,7 @@ fn missing_shard() {
 
 #[test]
 fn wrong_dtype() {
-    let c = Case::new("dtype");
+    let c = Case::new();
     let mut spec = SynthSpec::tiny(Family::Llama);
     spec.layers = 1;
     spec.dtype = safetensors::Dtype::F32;
@@ -178,7 +172,7 @@ fn wrong_dtype() {
 
 #[test]
 fn wrong_shape() {
-    let c = Case::new("shape");
+    let c = Case::new();
     c.edit_config(|v| v["intermediate_size"] = 96.into());
     let e = c.convert_err();
     assert!(matches!(e, ConvertError::Shape { .. }), "{e}");
@@ -187,7 +181,7 @@ fn wrong_shape() {
 
 #[test]
 fn config_without_required_fields() {
-    let c = Case::new("config");
+    let c = Case::new();
     c.edit_config(|v| {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
@@ -197,17 +191,17 @@ fn config_without_required_fields() {
         "{e}"
     );
     assert!(e.to_string().contains("hidden_size"), "{e}");
-    let c = Case::new("config2");
+    let c = Case::new();
     c.edit_config(|v| v["num_attention_heads"] = "four".into());
     assert!(c.convert_err().to_string().contains("num_attention_heads"));
-    let c = Case::new("config3");
+    let c = Case::new();
     std::fs::write(c.ck().join("config.json"), "{ not json").unwrap();
     assert!(c.convert_err().to_string().contains("not valid JSON"));
 }
 
 #[test]
 fn unknown_architecture() {
-    let c = Case::new("arch");
+    let c = Case::new();
     c.edit_config(|v| v["model_type"] = "bert".into());
     let e = c.convert_err();
     assert!(
@@ -229,7 +223,7 @@ fn unknown_architecture() {
 
 #[test]
 fn corrupted_deployable_model() {
-    let c = Case::new("deploy");
+    let c = Case::new();
     let ck = Checkpoint::open_dir(&c.ck()).unwrap();
     convert(
         &ck,
@@ -292,7 +286,7 @@ fn corrupted_deployable_model() {
 
 #[test]
 fn existing_output_is_not_overwritten_without_force() {
-    let c = Case::new("exists");
+    let c = Case::new();
     std::fs::create_dir_all(c.out()).unwrap();
     std::fs::write(c.out().join("keep.txt"), "mine").unwrap();
     let ck = Checkpoint::open_dir(&c.ck()).unwrap();

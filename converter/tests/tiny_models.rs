@@ -10,18 +10,17 @@ use tlite_model::arch::{Family, Role, families};
 use tlite_model::deploy::{DeployedModel, KeepRule, Storage};
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tlite-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+/// The seed of every random checkpoint here (printed by the tests).
+const SEED: u64 = 0x51;
 
 #[test]
 fn every_architecture_converts_and_round_trips() {
+    eprintln!("checkpoint seed {SEED:#x}");
     for family in families() {
-        let dir = tmp(&format!("{family:?}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let mut spec = SynthSpec::tiny(family);
-        spec.seed = std::process::id() as u64 ^ 0x51;
+        spec.seed = SEED;
         write_checkpoint(&spec, &dir.join("ck")).unwrap();
         let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
         let expected = ck.expected_tensors().unwrap();
@@ -64,13 +63,13 @@ fn every_architecture_converts_and_round_trips() {
             }
         }
         assert!(chunked > 0, "{family:?}: no tensor was split");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
 #[test]
 fn keep_rules_store_dense() {
-    let dir = tmp("keep");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     write_checkpoint(&SynthSpec::tiny(Family::Llama), &dir.join("ck")).unwrap();
     let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
     let opts = ConvertOptions {
@@ -108,12 +107,12 @@ fn keep_rules_store_dense() {
     );
     assert!("x=int8".parse::<KeepRule>().is_err());
     assert!("(unclosed=f16".parse::<KeepRule>().is_err());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn repo_ids_resolve_from_the_hf_cache_layout() {
-    let dir = tmp("hub");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let root = dir.join("hub/models--acme--tiny");
     let rev = "0123456789abcdef0123456789abcdef01234567";
     write_checkpoint(
@@ -138,5 +137,4 @@ fn repo_ids_resolve_from_the_hf_cache_layout() {
         .unwrap()
         .to_string();
     assert!(e.contains("org/name"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

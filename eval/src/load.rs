@@ -1,41 +1,52 @@
 //! Opening any model the CLI is given: a deployable M0E4 folder, an HF folder or a repo id;
-//! and tokenizing a corpus with the model's own tokenizer.
+//! and tokenizing a corpus with the model's own tokenizer (loaded once, on first use).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use tlite_converter::ConvertError;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_model::deploy::DeployedModel;
+use tlite_text::TextCodec;
 
 use crate::reference::{RefError, ReferenceModel, Result, WeightSource};
 
-/// An opened model: where its weights came from, and its tokenizer file.
-pub enum Opened {
+/// Where an opened model's weights are.
+pub enum Weights {
     Checkpoint(Checkpoint),
     Deployed(DeployedModel),
+}
+
+/// An opened model: its weights, and its tokenizer once something was tokenized.
+pub struct Opened {
+    pub weights: Weights,
+    text: OnceLock<TextCodec>,
 }
 
 impl Opened {
     pub fn open(path: &str) -> Result<Self> {
         let p = Path::new(path);
-        Ok(if DeployedModel::is_deployable(p) {
-            Opened::Deployed(DeployedModel::open(p)?)
+        let weights = if DeployedModel::is_deployable(p) {
+            Weights::Deployed(DeployedModel::open(p)?)
         } else {
-            Opened::Checkpoint(Checkpoint::open(path)?)
+            Weights::Checkpoint(Checkpoint::open(path)?)
+        };
+        Ok(Opened {
+            weights,
+            text: OnceLock::new(),
         })
     }
 
     pub fn source(&self) -> WeightSource<'_> {
-        match self {
-            Opened::Checkpoint(c) => WeightSource::Checkpoint(c),
-            Opened::Deployed(d) => WeightSource::Deployed(d),
+        match &self.weights {
+            Weights::Checkpoint(c) => WeightSource::Checkpoint(c),
+            Weights::Deployed(d) => WeightSource::Deployed(d),
         }
     }
 
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
-        match self {
-            Opened::Checkpoint(c) => c.tokenizer.clone(),
-            Opened::Deployed(d) => d.tokenizer_path(),
+        match &self.weights {
+            Weights::Checkpoint(c) => c.tokenizer.clone(),
+            Weights::Deployed(d) => d.tokenizer_path(),
         }
     }
 
@@ -43,27 +54,20 @@ impl Opened {
         ReferenceModel::load(&self.source())
     }
 
-    fn tokenizer(&self) -> Result<(tokenizers::Tokenizer, PathBuf)> {
-        let tok_path = self
+    /// The model's tokenizer, read from its file the first time.
+    pub fn text(&self) -> Result<&TextCodec> {
+        if let Some(t) = self.text.get() {
+            return Ok(t);
+        }
+        let path = self
             .tokenizer_path()
             .ok_or_else(|| RefError::Unsupported("the model has no tokenizer.json".into()))?;
-        let tok =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ConvertError::Tokenizer {
-                path: tok_path.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok((tok, tok_path))
+        let codec = TextCodec::from_file(&path)?;
+        Ok(self.text.get_or_init(|| codec))
     }
 
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        let (tok, tok_path) = self.tokenizer()?;
-        let enc = tok
-            .encode(text, special)
-            .map_err(|e| ConvertError::Tokenizer {
-                path: tok_path,
-                reason: e.to_string(),
-            })?;
-        Ok(enc.get_ids().to_vec())
+        Ok(self.text()?.encode(text, special)?)
     }
 
     /// Tokenizes the first `max_chars` characters of the text file `data` (whole file if `None`),

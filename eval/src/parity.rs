@@ -1,13 +1,16 @@
-//! GPU-vs-reference parity. The reference decodes greedily on the CPU from a prompt; the GPU is
-//! force-fed the same tokens (prefill of the prompt in steps of at most `max_batch`, then one
-//! token per step) and every position's logits are compared: top-1 agreement, mean KL
-//! divergence of the GPU's distribution from the reference's, and max / mean |Δlogit|.
+//! Parity of a model with the reference, both [`LanguageModel`]s (in practice the GPU runtime
+//! against the CPU reference). The reference decodes greedily from a prompt; the compared model
+//! is force-fed the same tokens (prefill of the prompt in steps of at most its `max_batch`, then
+//! one token per step) and every position's logits are compared: top-1 agreement, mean KL
+//! divergence of the compared distribution from the reference's, and max / mean |Δlogit|. Each
+//! model's errors keep their type ([`ParityError`]).
 
 use serde::Serialize;
-use tlite_runtime_gpu::{Gpu, GpuModel};
+use tlite_model::LanguageModel;
+use tlite_model::lm::{PrefillRows, prefill};
 
 use crate::ppl::argmax;
-use crate::reference::{Logits, RefError, ReferenceModel, Result, log_softmax_rows};
+use crate::reference::log_softmax;
 
 /// The tolerances parity is held to, in one place.
 pub mod tolerance {
@@ -36,81 +39,130 @@ pub struct ParityReport {
     pub tokens: Vec<u32>,
 }
 
-/// Runs the comparison. `forced` tokens are decoded greedily by the reference after `prompt`.
-pub fn parity(
-    reference: &ReferenceModel,
-    gpu: &Gpu,
-    model: &mut GpuModel,
+/// An error of [`parity`] or [`layer_nmse`]: a setting that cannot be compared, or an error
+/// of either model, with its own type.
+#[derive(Debug, thiserror::Error)]
+pub enum ParityError<R, T> {
+    #[error("parity needs at least one prompt token")]
+    EmptyPrompt,
+    #[error("{tokens} positions (prompt + forced tokens) exceed the context of {max} positions")]
+    ContextOverflow { tokens: usize, max: usize },
+    #[error("the reference's vocabulary of {reference} differs from the compared model's {tested}")]
+    Vocab { reference: usize, tested: usize },
+    #[error("the compared model's logits at position {pos} are not finite")]
+    NotFinite { pos: usize },
+    #[error("the compared model's hidden states end before layer {layer}")]
+    HiddenShape { layer: usize },
+    #[error(transparent)]
+    Reference(R),
+    #[error(transparent)]
+    Tested(T),
+}
+
+/// Runs the comparison. `forced` tokens are decoded greedily by the reference after `prompt`;
+/// both models need `prompt.len() + forced` positions.
+pub fn parity<R: LanguageModel, T: LanguageModel>(
+    reference: &mut R,
+    tested: &mut T,
     prompt: &[u32],
     forced: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<ParityReport> {
+) -> Result<ParityReport, ParityError<R::Error, T::Error>> {
     let total = prompt.len() + forced;
-    if prompt.is_empty() || total > model.opts.max_seq {
-        return Err(RefError::ContextOverflow {
-            pos: 0,
-            tokens: total,
-            max: model.opts.max_seq,
+    let max = reference.max_seq().min(tested.max_seq());
+    if prompt.is_empty() {
+        return Err(ParityError::EmptyPrompt);
+    }
+    if total > max {
+        return Err(ParityError::ContextOverflow { tokens: total, max });
+    }
+    let vocab = reference.vocab();
+    if tested.vocab() != vocab {
+        return Err(ParityError::Vocab {
+            reference: vocab,
+            tested: tested.vocab(),
         });
     }
-    // Reference: the prompt in one pass (all positions), then greedy decoding.
-    let mut cache = reference.new_cache(total)?;
-    let mut ref_rows = log_rows(&reference.forward(prompt, 0, &mut cache, Logits::All)?)?;
+    // Reference: the prompt (all positions), then greedy decoding.
+    let (logits, _) =
+        prefill(reference, prompt, PrefillRows::All).map_err(ParityError::Reference)?;
+    let mut ref_rows: Vec<Vec<f64>> = logits.chunks(vocab).map(log_softmax).collect();
     let mut tokens = Vec::new();
     for step in 0..forced {
         let next = argmax(ref_rows.last().expect("at least one row")) as u32;
         tokens.push(next);
         if step + 1 < forced {
-            let l = reference.forward(&[next], prompt.len() + step, &mut cache, Logits::Last)?;
-            ref_rows.extend(log_rows(&l)?);
+            let l = reference
+                .step(&[next], prompt.len() + step, &[0])
+                .map_err(ParityError::Reference)?;
+            ref_rows.extend(l.chunks(vocab).map(log_softmax));
         }
         progress(step + 1, forced * 2);
     }
-    // GPU: the same tokens, forced.
-    let mut gpu_rows: Vec<Vec<f32>> = Vec::new();
-    let vocab = model.vocab;
-    let gpu_err = |e: tlite_runtime_gpu::GpuError| RefError::Unsupported(format!("GPU: {e}"));
-    for (ci, chunk) in prompt.chunks(model.opts.max_batch).enumerate() {
-        let rows: Vec<u32> = (0..chunk.len() as u32).collect();
-        let out = model
-            .step(gpu, chunk, ci * model.opts.max_batch, &rows)
-            .map_err(gpu_err)?;
-        gpu_rows.extend(out.chunks(vocab).map(<[f32]>::to_vec));
-    }
+    // The compared model: the same tokens, forced.
+    let (logits, _) = prefill(tested, prompt, PrefillRows::All).map_err(ParityError::Tested)?;
+    let mut rows: Vec<Vec<f32>> = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
     for (step, &t) in tokens.iter().enumerate().take(forced.saturating_sub(1)) {
-        let out = model
-            .step(gpu, &[t], prompt.len() + step, &[0])
-            .map_err(gpu_err)?;
-        gpu_rows.push(out);
+        let out = tested
+            .step(&[t], prompt.len() + step, &[0])
+            .map_err(ParityError::Tested)?;
+        rows.push(out);
         progress(forced + step + 1, forced * 2);
     }
-    compare_rows(&ref_rows, &gpu_rows, prompt.len(), tokens)
+    compare_rows(&ref_rows, &rows, prompt.len(), tokens)
 }
 
-fn log_rows(t: &candle_core::Tensor) -> Result<Vec<Vec<f64>>> {
-    log_softmax_rows(t)
+/// NMSE of the residual stream after every layer, compared model against reference, over the
+/// first tokens of the prompt (as many as one step of each takes), from position 0.
+pub fn layer_nmse<R: LanguageModel, T: LanguageModel>(
+    reference: &mut R,
+    tested: &mut T,
+    prompt: &[u32],
+) -> Result<Vec<f64>, ParityError<R::Error, T::Error>> {
+    let n = prompt
+        .len()
+        .min(reference.max_batch())
+        .min(tested.max_batch());
+    if n == 0 {
+        return Err(ParityError::EmptyPrompt);
+    }
+    let (p, last) = (&prompt[..n], [n as u32 - 1]);
+    let (_, rh) = reference
+        .step_with_hidden(p, 0, &last)
+        .map_err(ParityError::Reference)?;
+    let (_, th) = tested
+        .step_with_hidden(p, 0, &last)
+        .map_err(ParityError::Tested)?;
+    let per = n * reference.hidden();
+    rh.chunks(per)
+        .enumerate()
+        .map(|(layer, r)| {
+            let t = th
+                .get(layer * per..(layer + 1) * per)
+                .ok_or(ParityError::HiddenShape { layer })?;
+            let (num, den) = r.iter().zip(t).fold((0f64, 0f64), |(a, b), (&x, &y)| {
+                (a + f64::from(x - y).powi(2), b + f64::from(x).powi(2))
+            });
+            Ok(num / den.max(f64::MIN_POSITIVE))
+        })
+        .collect()
 }
 
-fn compare_rows(
+fn compare_rows<R, T>(
     reference: &[Vec<f64>],
-    gpu: &[Vec<f32>],
+    tested: &[Vec<f32>],
     prompt: usize,
     tokens: Vec<u32>,
-) -> Result<ParityReport> {
-    let n = reference.len().min(gpu.len());
+) -> Result<ParityReport, ParityError<R, T>> {
+    let n = reference.len().min(tested.len());
     let (mut agree, mut kld_sum, mut kld_max) = (0usize, 0f64, 0f64);
     let (mut max_abs, mut sum_abs, mut count, mut max_at) = (0f64, 0f64, 0usize, (0, 0));
     for pos in 0..n {
         let r = &reference[pos];
-        let g: Vec<f64> = gpu[pos].iter().map(|&v| f64::from(v)).collect();
-        if g.iter().any(|v| !v.is_finite()) {
-            return Err(RefError::Unsupported(format!(
-                "GPU logits at position {pos} are not finite"
-            )));
+        if tested[pos].iter().any(|v| !v.is_finite()) {
+            return Err(ParityError::NotFinite { pos });
         }
-        let gm = g.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = gm + g.iter().map(|v| (v - gm).exp()).sum::<f64>().ln();
-        let gl: Vec<f64> = g.iter().map(|v| v - lse).collect();
+        let gl = log_softmax(&tested[pos]);
         agree += usize::from(argmax(r) == argmax(&gl));
         let kld: f64 = r
             .iter()

@@ -2,8 +2,7 @@
 //! equals loading the converted deployable model bit for bit, calibration statistics cover
 //! every input channel of every linear weight, and a sweep scores like `compare`.
 
-use std::path::PathBuf;
-
+use tempfile::TempDir;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
@@ -15,22 +14,21 @@ use tlite_model::arch::Family;
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::{Method, SchemeKind};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tlite-fq-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn tiny(family: Family, name: &str) -> (PathBuf, Checkpoint) {
-    let dir = tmp(name);
-    write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
-    let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+/// The tiny checkpoint of `family` in a fresh temporary folder (removed with it).
+fn tiny(family: Family) -> (TempDir, Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(&SynthSpec::tiny(family), &dir.path().join("ck")).unwrap();
+    let ck = Checkpoint::open_dir(&dir.path().join("ck")).unwrap();
     (dir, ck)
 }
 
-/// Deterministic pseudo-random token ids in `3..vocab`.
+/// The seed of [`tokens`].
+const TOKEN_SEED: u64 = 0x2545_f491;
+
+/// Deterministic pseudo-random token ids in `3..vocab` (printed with their seed).
 fn tokens(n: usize, vocab: usize) -> Vec<u32> {
-    let mut s = 0x2545_f491_u64;
+    eprintln!("{n} token ids from seed {TOKEN_SEED:#x}");
+    let mut s = TOKEN_SEED;
     (0..n)
         .map(|_| {
             s = s
@@ -49,14 +47,14 @@ fn m0e4_fake_quant_equals_the_deployable_model() {
         (Family::Gemma3, 64, Method::Search),
         (Family::ChatGlm, 32, Method::Search),
     ] {
-        let (dir, ck) = tiny(family, &format!("{family:?}-eq"));
+        let (dir, ck) = tiny(family);
         let opts = ConvertOptions {
             group,
             method,
             ..Default::default()
         };
-        convert(&ck, &dir.join("out"), &opts, &mut |_| {}).unwrap();
-        let deployed = DeployedModel::open(&dir.join("out")).unwrap();
+        convert(&ck, &dir.path().join("out"), &opts, &mut |_| {}).unwrap();
+        let deployed = DeployedModel::open(&dir.path().join("out")).unwrap();
         let fake = WeightSource::FakeQuant {
             source: &ck,
             scheme: SchemeKind::M0E4(method),
@@ -93,14 +91,13 @@ fn m0e4_fake_quant_equals_the_deployable_model() {
         };
         assert_eq!(run(&fake), run(&dep), "{family:?}");
         assert!(fake.describe().contains("m0e4"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 #[test]
 fn calibration_covers_every_linear_input_channel() {
     for family in [Family::Llama, Family::Gemma3, Family::ChatGlm] {
-        let (dir, ck) = tiny(family, &format!("{family:?}-cal"));
+        let (_dir, ck) = tiny(family);
         let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
         let toks = tokens(96, ck.config.vocab_size);
         let mut windows = 0;
@@ -141,13 +138,12 @@ fn calibration_covers_every_linear_input_channel() {
             .forward_collect(&toks[..32], 0, &mut c2, Logits::All, &mut s)
             .unwrap();
         assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 #[test]
 fn importance_changes_the_searched_fit() {
-    let (dir, ck) = tiny(Family::Llama, "imp");
+    let (_dir, ck) = tiny(Family::Llama);
     let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
     let toks = tokens(64, ck.config.vocab_size);
     let imp = Calibration::collect(&model, &toks, 32, None, &mut |_, _| {})
@@ -165,12 +161,11 @@ fn importance_changes_the_searched_fit() {
     let weighted = src(Some(&imp)).tensor_f32(name).unwrap();
     assert_ne!(plain, weighted);
     assert!(src(Some(&imp)).describe().contains("importance"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn sweep_matches_compare_and_plots() {
-    let (dir, ck) = tiny(Family::Qwen2, "sweep");
+    let (_dir, ck) = tiny(Family::Qwen2);
     let toks = tokens(96, ck.config.vocab_size);
     let calib = tokens(200, ck.config.vocab_size)[100..].to_vec();
     let opts = PplOptions {
@@ -229,12 +224,11 @@ fn sweep_matches_compare_and_plots() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("m0e4-search+imp") && svg.contains("q4_0"));
     assert!(report.to_markdown().contains("| q4_0@32 | 4.500 |"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn f16_embeddings_are_rounded_not_quantized() {
-    let (dir, ck) = tiny(Family::Llama, "f16emb");
+    let (_dir, ck) = tiny(Family::Llama);
     let src = WeightSource::FakeQuant {
         source: &ck,
         scheme: SchemeKind::Q4_0,
@@ -260,5 +254,4 @@ fn f16_embeddings_are_rounded_not_quantized() {
     assert_eq!(bpw, 4.5);
     assert!(all > bpw && all < 16.0);
     assert!(n > 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,11 +1,11 @@
 //! Generation on the GPU with tiny random models: greedy ids equal the CPU reference's greedy
-//! decoding, the streamed text is the detokenized ids, a prompt longer than the context is an
-//! error before any GPU work, stop tokens and stop strings end generation, and seeded sampling
-//! is reproducible.
+//! decoding (and the same generation loop on the reference gives the same text), the streamed
+//! text is the detokenized ids, a prompt longer than the context is an error before any GPU
+//! work, stop tokens and stop strings end generation, and seeded sampling is reproducible.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
+use tempfile::TempDir;
 use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::events;
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
@@ -15,16 +15,16 @@ use tlite_model::arch::{Family, families};
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
-use tlite_runtime_gpu::{
-    GenerateOptions, Generator, GpuError, RunOptions, SamplerConfig, StopReason,
+use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, RunOptions};
+use tlite_text::{
+    GenerateError, GenerateOptions, Generator, SamplerConfig, StopReason, TextCodec, TextError,
 };
 
-/// A converted tiny model of `family` in a fresh temporary folder.
-fn tiny(family: Family, tag: &str) -> (PathBuf, DeployedModel) {
-    let dir =
-        std::env::temp_dir().join(format!("tlite-gen-{tag}-{}-{family:?}", std::process::id()));
-    write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
-    let ck = tlite_converter::checkpoint::Checkpoint::open_dir(&dir.join("ck")).unwrap();
+/// A converted tiny model of `family` in a fresh temporary folder (removed with it).
+fn tiny(family: Family) -> (TempDir, DeployedModel) {
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(&SynthSpec::tiny(family), &dir.path().join("ck")).unwrap();
+    let ck = tlite_converter::checkpoint::Checkpoint::open_dir(&dir.path().join("ck")).unwrap();
     let opts = ConvertOptions {
         group: 32,
         method: Method::Search,
@@ -32,9 +32,15 @@ fn tiny(family: Family, tag: &str) -> (PathBuf, DeployedModel) {
         binding_limit: 64 << 10,
         ..Default::default()
     };
-    convert(&ck, &dir.join("m0e4"), &opts, &mut events::ignore).unwrap();
-    let m = DeployedModel::open(&dir.join("m0e4")).unwrap();
+    convert(&ck, &dir.path().join("m0e4"), &opts, &mut events::ignore).unwrap();
+    let m = DeployedModel::open(&dir.path().join("m0e4")).unwrap();
     (dir, m)
+}
+
+/// `m` on the GPU with its tokenizer side.
+fn on_gpu<'g>(gpu: &'g Gpu, m: &DeployedModel, opts: RunOptions) -> Generator<GpuLm<'g>> {
+    let text = TextCodec::open(m).unwrap();
+    Generator::new(GpuLm::new(gpu, GpuModel::load(gpu, m, opts).unwrap()), text)
 }
 
 /// Greedy decoding on the CPU reference, stopping at any of `eos`.
@@ -76,19 +82,19 @@ fn greedy_generation_matches_the_reference() {
         return;
     };
     for family in families() {
-        let (dir, m) = tiny(family, "greedy");
+        let (_dir, m) = tiny(family);
         let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
         // max_batch 8 < the prompt: prefilled in several steps.
         let opts = RunOptions {
             max_seq: 64,
             max_batch: 8,
         };
-        let mut g = Generator::load(&gpu, &m, opts).unwrap();
+        let mut g = on_gpu(&gpu, &m, opts);
         let prompt = g.text.encode_prompt("the cat is on the mat, then").unwrap();
         assert!(prompt.len() > 8, "{prompt:?}");
         let mut streamed = String::new();
         let out = g
-            .generate(&gpu, &prompt, &greedy(16), &mut |s| streamed.push_str(s))
+            .generate(&prompt, &greedy(16), &mut |s| streamed.push_str(s))
             .unwrap();
         let expect = reference_greedy(&reference, &prompt, 16, g.text.eos_ids());
         let s = &out.stats;
@@ -114,7 +120,19 @@ fn greedy_generation_matches_the_reference() {
         if s.stop_reason == StopReason::MaxTokens {
             assert_eq!(s.decode_steps, 15);
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        // The same generation loop drives the CPU reference: the same text.
+        let session = reference.session(prompt.len() + 16).unwrap();
+        let mut cpu = Generator::new(session, TextCodec::open(&m).unwrap());
+        let on_cpu = cpu.generate(&prompt, &greedy(16), &mut |_| {}).unwrap();
+        assert_eq!(
+            on_cpu.tokens, out.tokens,
+            "{family:?}: reference generation"
+        );
+        assert_eq!(on_cpu.text, out.text);
+        assert_eq!(
+            on_cpu.stats.prefill_steps, 1,
+            "the reference prefills at once"
+        );
     }
 }
 
@@ -123,49 +141,44 @@ fn a_prompt_longer_than_the_context_is_an_error_before_gpu_work() {
     let Some(gpu) = gpu_for_test("generate overflow") else {
         return;
     };
-    let (dir, m) = tiny(Family::Llama, "overflow");
+    let (_dir, m) = tiny(Family::Llama);
     let opts = RunOptions {
         max_seq: 32,
         max_batch: 8,
     };
-    let mut g = Generator::load(&gpu, &m, opts).unwrap();
+    let mut g = on_gpu(&gpu, &m, opts);
     let long = g.text.encode_prompt(&"x".repeat(40)).unwrap();
     assert_eq!(long.len(), 40);
-    let err = g
-        .generate(&gpu, &long, &greedy(1), &mut |_| {})
-        .unwrap_err();
+    let err = g.generate(&long, &greedy(1), &mut |_| {}).unwrap_err();
     assert!(
         matches!(
             err,
-            GpuError::ContextOverflow {
+            GenerateError::Text(TextError::ContextOverflow {
                 needed: 41,
                 max: 32
-            }
+            })
         ),
         "{err}"
     );
     assert!(err.to_string().contains("context of 32"), "{err}");
     // The prompt fits but the tokens asked for do not.
     let err = g
-        .generate(&gpu, &long[..30], &greedy(3), &mut |_| {})
+        .generate(&long[..30], &greedy(3), &mut |_| {})
         .unwrap_err();
     assert!(
         matches!(
             err,
-            GpuError::ContextOverflow {
+            GenerateError::Text(TextError::ContextOverflow {
                 needed: 33,
                 max: 32
-            }
+            })
         ),
         "{err}"
     );
-    assert_eq!(g.model.last_step.dispatches, 0, "no step ran");
+    assert_eq!(g.model.model.last_step.dispatches, 0, "no step ran");
     // Exactly full is fine.
-    let out = g
-        .generate(&gpu, &long[..30], &greedy(2), &mut |_| {})
-        .unwrap();
+    let out = g.generate(&long[..30], &greedy(2), &mut |_| {}).unwrap();
     assert!(out.tokens.len() <= 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -174,22 +187,22 @@ fn stop_tokens_and_stop_strings_end_generation() {
         return;
     };
     // Llama: the tied-embedding tiny models repeat one token greedily; this one varies.
-    let (dir, m) = tiny(Family::Llama, "stop");
+    let (_dir, m) = tiny(Family::Llama);
     let opts = RunOptions {
         max_seq: 64,
         max_batch: 16,
     };
-    let mut g = Generator::load(&gpu, &m, opts).unwrap();
+    let mut g = on_gpu(&gpu, &m, opts);
     // This model's first greedy token after "once upon a time" is its EOS (id 2, from
     // config.json and generation_config.json): nothing is generated.
     let prompt = g.text.encode_prompt("once upon a time").unwrap();
-    let none = g.generate(&gpu, &prompt, &greedy(24), &mut |_| {}).unwrap();
+    let none = g.generate(&prompt, &greedy(24), &mut |_| {}).unwrap();
     assert_eq!(none.stats.stop_reason, StopReason::Eos { token: 2 });
     assert!(none.tokens.is_empty() && none.text.is_empty());
     assert_eq!(none.stats.decode_steps, 0);
 
     let prompt = g.text.encode_prompt("the cat is on the mat, then").unwrap();
-    let first = g.generate(&gpu, &prompt, &greedy(24), &mut |_| {}).unwrap();
+    let first = g.generate(&prompt, &greedy(24), &mut |_| {}).unwrap();
     let t = &first.tokens;
     // The first token not seen before it, past the first.
     let Some(k) = (1..t.len()).find(|&k| !t[..k].contains(&t[k])) else {
@@ -199,7 +212,7 @@ fn stop_tokens_and_stop_strings_end_generation() {
         stop_tokens: vec![t[k]],
         ..greedy(24)
     };
-    let cut = g.generate(&gpu, &prompt, &opts, &mut |_| {}).unwrap();
+    let cut = g.generate(&prompt, &opts, &mut |_| {}).unwrap();
     assert_eq!(cut.tokens, t[..k]);
     assert_eq!(cut.stats.stop_reason, StopReason::Eos { token: t[k] });
 
@@ -220,13 +233,12 @@ fn stop_tokens_and_stop_strings_end_generation() {
         };
         let mut streamed = String::new();
         let cut = g
-            .generate(&gpu, &prompt, &opts, &mut |s| streamed.push_str(s))
+            .generate(&prompt, &opts, &mut |s| streamed.push_str(s))
             .unwrap();
         assert_eq!(cut.text, before);
         assert_eq!(streamed, before);
         assert_eq!(cut.stats.stop_reason, StopReason::StopString { text: stop });
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -234,12 +246,12 @@ fn seeded_sampling_is_reproducible() {
     let Some(gpu) = gpu_for_test("generate seeded") else {
         return;
     };
-    let (dir, m) = tiny(Family::Llama, "seeded");
+    let (_dir, m) = tiny(Family::Llama);
     let opts = RunOptions {
         max_seq: 48,
         max_batch: 16,
     };
-    let mut g = Generator::load(&gpu, &m, opts).unwrap();
+    let mut g = on_gpu(&gpu, &m, opts);
     let prompt = g.text.encode_prompt("in the beginning").unwrap();
     let mut run = |seed| {
         let opts = GenerateOptions {
@@ -252,12 +264,11 @@ fn seeded_sampling_is_reproducible() {
             },
             ..Default::default()
         };
-        g.generate(&gpu, &prompt, &opts, &mut |_| {})
-            .unwrap()
-            .tokens
+        g.generate(&prompt, &opts, &mut |_| {}).unwrap().tokens
     };
-    let (a, b, c) = (run(42), run(42), run(43));
+    let (seed, other) = (42, 43);
+    let _ = writeln!(std::io::stderr(), "sampling seeds {seed} and {other}");
+    let (a, b, c) = (run(seed), run(seed), run(other));
     assert_eq!(a, b, "same seed, same tokens");
     assert_ne!(a, c, "another seed, other tokens");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,31 +16,11 @@ const NLL_REL_TOL: f64 = 1e-3;
 const RANK10_SWAP_MARGIN: f64 = 0.01;
 const GREEDY_TIE_MARGIN: f64 = 0.05;
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// Runs the check, or skips loudly when the model was not fetched (fails under CI when `ci`).
-fn check(name: &str, required_in_ci: bool) {
-    let dir = match fixtures::imported(name).unwrap() {
-        Some(d) => d,
-        None => {
-            let must = std::env::var_os("CI").is_some()
-                && (required_in_ci || std::env::var_os("TLITE_ALL_MODELS").is_some());
-            assert!(
-                !must,
-                "{name}: fixture missing under CI; run fixtures/fetch.sh"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {name}: not fetched (fixtures/fetch.sh all)"
-            );
-            return;
-        }
+/// Runs the check, or skips loudly when the model was not fetched (a failure where it is
+/// required: `tlite_gguf::fixtures::required`).
+fn check(name: &str) {
+    let Some(dir) = fixtures::imported_or_skip(name, "goldens").unwrap() else {
+        return;
     };
     let golden: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures::golden_path(name)).unwrap())
@@ -49,7 +29,7 @@ fn check(name: &str, required_in_ci: bool) {
     let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
 
     // Mean NLL over the sequence.
-    let input = ids(&golden["input_ids"]);
+    let input = fixtures::golden_ids(&golden["input_ids"]);
     let mut cache = model.new_cache(input.len()).unwrap();
     let logits = model.forward(&input, 0, &mut cache, Logits::All).unwrap();
     let rows = logits.to_vec2::<f32>().unwrap();
@@ -69,7 +49,7 @@ fn check(name: &str, required_in_ci: bool) {
     // Top-10 ids at the listed positions.
     for t in golden["top"].as_array().unwrap() {
         let pos = t["pos"].as_u64().unwrap() as usize;
-        let want = ids(&t["ids"]);
+        let want = fixtures::golden_ids(&t["ids"]);
         let mut order: Vec<usize> = (0..rows[pos].len()).collect();
         order.sort_by(|&a, &b| rows[pos][b].total_cmp(&rows[pos][a]));
         let got: Vec<u32> = order[..10].iter().map(|&i| i as u32).collect();
@@ -84,8 +64,8 @@ fn check(name: &str, required_in_ci: bool) {
 
     // Greedy continuation with the KV cache.
     let g = &golden["greedy"];
-    let prompt = ids(&g["prompt_ids"]);
-    let want = ids(&g["ids"]);
+    let prompt = fixtures::golden_ids(&g["prompt_ids"]);
+    let want = fixtures::golden_ids(&g["ids"]);
     let margins: Vec<f64> = g["top2_margin"]
         .as_array()
         .unwrap()
@@ -126,15 +106,15 @@ fn check(name: &str, required_in_ci: bool) {
 
 #[test]
 fn smollm2_matches_transformers() {
-    check("smollm2-135m-instruct", true);
+    check("smollm2-135m-instruct");
 }
 
 #[test]
 fn gemma3_matches_transformers() {
-    check("gemma3-270m", false);
+    check("gemma3-270m");
 }
 
 #[test]
 fn qwen2_5_coder_0_5b_matches_transformers() {
-    check("qwen2.5-coder-0.5b-instruct", false);
+    check("qwen2.5-coder-0.5b-instruct");
 }

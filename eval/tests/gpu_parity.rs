@@ -4,6 +4,8 @@
 
 use std::io::Write as _;
 
+use serde_json::Value;
+use tempfile::TempDir;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::events;
@@ -15,7 +17,8 @@ use tlite_model::arch::families;
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
-use tlite_runtime_gpu::{GpuModel, RunOptions};
+use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, RunOptions};
+use tlite_text::sample::argmax;
 
 fn convert_to(ck: &Checkpoint, out: &std::path::Path, group: usize) -> DeployedModel {
     let opts = ConvertOptions {
@@ -35,14 +38,14 @@ fn tiny_models_of_every_architecture_match_the_reference() {
         return;
     };
     for family in families() {
-        let dir =
-            std::env::temp_dir().join(format!("tlite-parity-{}-{family:?}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
         let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
         let m = convert_to(&ck, &dir.join("m0e4"), 32);
         let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
         // max_batch 8 < prompt 12: the prompt is prefilled in two steps.
-        let mut g = GpuModel::load(
+        let model = GpuModel::load(
             &gpu,
             &m,
             RunOptions {
@@ -51,8 +54,10 @@ fn tiny_models_of_every_architecture_match_the_reference() {
             },
         )
         .unwrap();
+        let mut g = GpuLm::new(&gpu, model);
         let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
-        let r = parity(&reference, &gpu, &mut g, &prompt, 20, &mut |_, _| {}).unwrap();
+        let mut session = reference.session(prompt.len() + 20).unwrap();
+        let r = parity(&mut session, &mut g, &prompt, 20, &mut |_, _| {}).unwrap();
         let _ = writeln!(
             std::io::stderr(),
             "{family:?}: top-1 {:.1}% | KLD {:.2e} | max |Δ| {:.2e} | mean |Δ| {:.2e} over {} positions",
@@ -69,6 +74,7 @@ fn tiny_models_of_every_architecture_match_the_reference() {
         assert!(r.kld_mean <= tolerance::KLD_MAX, "{family:?}: {r:?}");
         assert_eq!(r.positions, 12 + 19);
         // The step recorded one submission and no copy touching the KV cache.
+        let g = &g.model;
         let log = &g.last_step;
         assert_eq!(log.submissions, 1);
         assert!(
@@ -80,31 +86,38 @@ fn tiny_models_of_every_architecture_match_the_reference() {
         );
         assert_eq!(log.copies.len(), 1, "only the logits are read back");
         assert!(g.memory.activation_bytes < g.memory.activation_bytes_unplanned);
-        let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+const SMOLLM2: &str = "smollm2-135m-instruct";
+
+/// SmolLM2 converted with `opts` into a temporary folder (removed with it), its goldens and a
+/// GPU; `None` when the fixture or the GPU is missing (each harness says whether that fails).
+fn smollm2(test: &str, opts: ConvertOptions) -> Option<(TempDir, DeployedModel, Value, Gpu)> {
+    let dir = fixtures::imported_or_skip(SMOLLM2, test).unwrap()?;
+    let gpu = gpu_for_test(test)?;
+    let ck = Checkpoint::open_dir(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m0e4");
+    let opts = ConvertOptions {
+        overwrite: true,
+        ..opts
+    };
+    convert(&ck, &out, &opts, &mut events::ignore).unwrap();
+    let m = DeployedModel::open(&out).unwrap();
+    let golden =
+        serde_json::from_str(&std::fs::read_to_string(fixtures::golden_path(SMOLLM2)).unwrap())
+            .unwrap();
+    Some((tmp, m, golden, gpu))
 }
 
 #[test]
 fn smollm2_matches_the_reference_over_64_forced_tokens() {
-    let name = "smollm2-135m-instruct";
-    let Some(dir) = fixtures::imported(name).unwrap() else {
-        assert!(std::env::var_os("CI").is_none(), "{name} missing under CI");
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not fetched");
+    let Some((_tmp, m, golden, gpu)) = smollm2("smollm2 parity", ConvertOptions::default()) else {
         return;
     };
-    let Some(gpu) = gpu_for_test("smollm2 parity") else {
-        return;
-    };
-    let ck = Checkpoint::open_dir(&dir).unwrap();
-    let out = std::env::temp_dir().join(format!("tlite-parity-smollm2-{}", std::process::id()));
-    let opts = ConvertOptions {
-        overwrite: true,
-        ..Default::default()
-    };
-    convert(&ck, &out, &opts, &mut events::ignore).unwrap();
-    let m = DeployedModel::open(&out).unwrap();
     let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
-    let mut g = GpuModel::load(
+    let model = GpuModel::load(
         &gpu,
         &m,
         RunOptions {
@@ -113,19 +126,13 @@ fn smollm2_matches_the_reference_over_64_forced_tokens() {
         },
     )
     .unwrap();
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures::golden_path(name)).unwrap())
-            .unwrap();
-    let prompt: Vec<u32> = golden["greedy"]["prompt_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let r = parity(&reference, &gpu, &mut g, &prompt, 65, &mut |_, _| {}).unwrap();
+    let mut g = GpuLm::new(&gpu, model);
+    let prompt = fixtures::golden_ids(&golden["greedy"]["prompt_ids"]);
+    let mut session = reference.session(prompt.len() + 65).unwrap();
+    let r = parity(&mut session, &mut g, &prompt, 65, &mut |_, _| {}).unwrap();
     let _ = writeln!(
         std::io::stderr(),
-        "{name}: top-1 {:.2}% | KLD {:.2e} | max |Δ| {:.3} | mean |Δ| {:.2e} over {} positions ({} forced)",
+        "{SMOLLM2}: top-1 {:.2}% | KLD {:.2e} | max |Δ| {:.3} | mean |Δ| {:.2e} over {} positions ({} forced)",
         r.top1_agree_pct,
         r.kld_mean,
         r.max_abs_dlogit,
@@ -136,7 +143,6 @@ fn smollm2_matches_the_reference_over_64_forced_tokens() {
     assert!(r.forced_tokens >= 64);
     assert!(r.top1_agree_pct >= tolerance::TOP1_MIN_PCT_REAL, "{r:?}");
     assert!(r.kld_mean <= tolerance::KLD_MAX, "{r:?}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Greedy generation on the GPU from the goldens' prompt, with every tensor kept in f32 (the
@@ -144,36 +150,15 @@ fn smollm2_matches_the_reference_over_64_forced_tokens() {
 /// first differs where the goldens' top-2 margin is below 0.05.
 #[test]
 fn smollm2_gpu_greedy_equals_the_goldens() {
-    let name = "smollm2-135m-instruct";
-    let Some(dir) = fixtures::imported(name).unwrap() else {
-        assert!(std::env::var_os("CI").is_none(), "{name} missing under CI");
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not fetched");
-        return;
-    };
-    let Some(gpu) = gpu_for_test("smollm2 greedy") else {
-        return;
-    };
-    let ck = Checkpoint::open_dir(&dir).unwrap();
-    let out = std::env::temp_dir().join(format!("tlite-greedy-smollm2-{}", std::process::id()));
     let opts = ConvertOptions {
-        overwrite: true,
         keep: vec![".*=f32".parse().unwrap()],
         ..Default::default()
     };
-    convert(&ck, &out, &opts, &mut events::ignore).unwrap();
-    let m = DeployedModel::open(&out).unwrap();
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures::golden_path(name)).unwrap())
-            .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
+    let Some((_tmp, m, golden, gpu)) = smollm2("smollm2 greedy", opts) else {
+        return;
     };
-    let prompt = ids(&golden["greedy"]["prompt_ids"]);
-    let want = ids(&golden["greedy"]["ids"]);
+    let prompt = fixtures::golden_ids(&golden["greedy"]["prompt_ids"]);
+    let want = fixtures::golden_ids(&golden["greedy"]["ids"]);
     let margins: Vec<f64> = golden["greedy"]["top2_margin"]
         .as_array()
         .unwrap()
@@ -189,15 +174,6 @@ fn smollm2_gpu_greedy_equals_the_goldens() {
         },
     )
     .unwrap();
-    let argmax = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-            )
-            .0 as u32
-    };
     let mut logits = g
         .step(&gpu, &prompt, 0, &[prompt.len() as u32 - 1])
         .unwrap();
@@ -211,7 +187,7 @@ fn smollm2_gpu_greedy_equals_the_goldens() {
             );
             let _ = writeln!(
                 std::io::stderr(),
-                "{name}: GPU greedy first differs at step {step}, a near tie (margin {})",
+                "{SMOLLM2}: GPU greedy first differs at step {step}, a near tie (margin {})",
                 margins[step]
             );
             return;
@@ -220,9 +196,8 @@ fn smollm2_gpu_greedy_equals_the_goldens() {
     }
     let _ = writeln!(
         std::io::stderr(),
-        "{name}: GPU greedy continuation equals the goldens ({} tokens) on {}",
+        "{SMOLLM2}: GPU greedy continuation equals the goldens ({} tokens) on {}",
         want.len(),
         gpu.info.name
     );
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource};
+use tlite_gguf::fixtures;
 use tlite_model::arch::Family;
 
 /// Largest |Δlogit| allowed against the goldens (stored as exact float32 values). Both sides
@@ -35,14 +36,6 @@ const KV_PATH_MAX_DIFF: f32 = 1e-4;
 const GREEDY_TIE_MARGIN: f64 = 0.05;
 /// Tokens of the sequence run as one prefill step before the single-token steps.
 const PREFILL: usize = 5;
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn rows(v: &Value) -> Vec<Vec<f32>> {
     v.as_array()
@@ -85,24 +78,6 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// A folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p =
-            std::env::temp_dir().join(format!("tlite-tiny-golden-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn golden_path(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/goldens/tiny")
@@ -122,13 +97,14 @@ fn check(family: &str) {
         Some(spec.clone()),
         "{family}: golden's synth_preset"
     );
-    let dir = TempDir::new(family);
-    write_checkpoint(&spec, &dir.0).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    write_checkpoint(&spec, &dir).unwrap();
     for (file, key) in [
         ("model.safetensors", "model_safetensors_sha256"),
         ("config.json", "config_json_sha256"),
     ] {
-        let got = sha256_hex(&std::fs::read(dir.0.join(file)).unwrap());
+        let got = sha256_hex(&std::fs::read(dir.join(file)).unwrap());
         assert_eq!(
             Some(got.as_str()),
             meta[key].as_str(),
@@ -136,11 +112,11 @@ fn check(family: &str) {
              regenerate the goldens with fixtures/tiny_goldens.py"
         );
     }
-    let ck = Checkpoint::open_dir(&dir.0).unwrap();
+    let ck = Checkpoint::open_dir(&dir).unwrap();
     let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
 
     // Logits at every position of one full pass.
-    let input = ids(&golden["input_ids"]);
+    let input = fixtures::golden_ids(&golden["input_ids"]);
     let want = rows(&golden["logits"]);
     let mut cache = model.new_cache(input.len()).unwrap();
     let full = model
@@ -185,8 +161,8 @@ fn check(family: &str) {
 
     // Greedy continuation, decoded with the KV cache.
     let g = &golden["greedy"];
-    let prompt = ids(&g["prompt_ids"]);
-    let want = ids(&g["ids"]);
+    let prompt = fixtures::golden_ids(&g["prompt_ids"]);
+    let want = fixtures::golden_ids(&g["ids"]);
     let margins: Vec<f64> = g["top2_margin"]
         .as_array()
         .unwrap()

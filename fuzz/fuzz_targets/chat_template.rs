@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlite_runtime_gpu::chat::{ChatMessage, ChatTemplate};
+use tlite_text::chat::{ChatMessage, ChatTemplate};
 
 fuzz_target!(|data: &[u8]| {
     let t = ChatTemplate {

@@ -945,3 +945,58 @@ pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result
         layer_end,
     })
 }
+
+impl Graph {
+    /// A text listing of the plan (ops with their bindings, parameter bytes and grids at each of
+    /// `points`, activations, layer ends), for comparing plans across refactorings.
+    pub fn dump(&self, points: &[crate::shape::Syms]) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "logits {} residual {} rot {} rope_bases {:?} layer_end {:?}",
+            self.logits, self.residual, self.rot, self.rope_bases, self.layer_end
+        );
+        for (i, (name, e)) in self.acts.iter().enumerate() {
+            let _ = writeln!(s, "act {i} {name} {e}");
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            let mut b = op.bindings.clone();
+            b.sort_by_key(|(i, _)| *i);
+            let _ = writeln!(
+                s,
+                "op {i} {} | {}::{} | {:?} | reads {:?} writes {:?} | bindings {:?}",
+                op.label,
+                op.kernel.name(),
+                op.entry,
+                op.when,
+                op.reads,
+                op.writes,
+                b
+            );
+            let _ = writeln!(
+                s,
+                "   grid [{}, {}, {}]",
+                op.grid[0], op.grid[1], op.grid[2]
+            );
+            for p in points {
+                let bytes: Vec<u8> = op
+                    .params
+                    .iter()
+                    .flat_map(|f| match f {
+                        Field::U(e) => (e.eval(p) as u32).to_le_bytes(),
+                        Field::F(v) => v.to_bits().to_le_bytes(),
+                    })
+                    .collect();
+                let grid: Vec<u64> = op.grid.iter().map(|g| g.eval(p)).collect();
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let _ = writeln!(
+                    s,
+                    "   at {}/{}/{}: grid {grid:?} params {hex}",
+                    p.seq, p.past, p.out
+                );
+            }
+        }
+        s
+    }
+}

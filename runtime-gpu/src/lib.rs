@@ -1,34 +1,28 @@
 //! The wgpu runtime: device setup ([`device`]), the WGSL kernels on disk with their parameter
-//! structs ([`kernels`]), and the operations built from them ([`dequant`]). Generation on top of
-//! a loaded model: sampling ([`sample`]), chat templates ([`chat`]) and the prefill + decode loop
-//! with streamed text ([`generate`]).
+//! structs ([`kernels`]), and the operations built from them ([`dequant`]). A loaded model is a
+//! [`tlite_model::LanguageModel`] through [`GpuLm`]; the text side (tokenizer, chat templates,
+//! sampling, the generation loop) is the `tlite-text` crate's.
 //!
 //! The runtime computes on the GPU only; candle is the reference's, not the runtime's.
 
-pub mod chat;
 pub mod dequant;
 pub mod device;
 mod estimate;
 pub mod exec;
-pub mod generate;
 pub mod graph;
 pub mod kernels;
+mod language_model;
 pub mod memory;
 pub mod planner;
 pub mod priority;
 pub mod readback;
-pub mod sample;
 pub mod shape;
-pub mod stream;
-pub mod text;
 
 pub use device::{DeviceOptions, Gpu};
 pub use exec::{GpuModel, MemoryReport, Profiler, RunOptions, ShaderChecks};
-pub use generate::{GenerateOptions, Generation, GenerationStats, Generator, StopReason};
+pub use language_model::GpuLm;
 pub use memory::{DeviceMemory, LimitKind, MemoryEstimate};
 pub use priority::Priority;
-pub use sample::{Sampler, SamplerConfig};
-pub use text::TextCodec;
 
 /// Errors of the GPU runtime, each naming what went wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +83,6 @@ pub enum GpuError {
     ContextOverflow { needed: usize, max: usize },
     #[error("model: {0}")]
     Model(String),
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    #[error("chat template: {0}")]
-    ChatTemplate(String),
-    #[error("sampling settings: {0}")]
-    Sampling(String),
     #[error("GPU readback failed: {0}")]
     Readback(String),
     #[error("the GPU device was lost or a validation error occurred: {0}")]

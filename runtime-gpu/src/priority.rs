@@ -18,8 +18,6 @@ use std::ffi::CStr;
 use std::fmt;
 use std::num::NonZeroUsize;
 
-pub mod probe;
-
 #[cfg(not(any(
     target_os = "macos",
     target_os = "ios",

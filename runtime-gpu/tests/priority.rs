@@ -1,17 +1,16 @@
 //! Execution priority on whatever adapter exists (lavapipe in CI): the cooperative mode splits
 //! a step into several submissions and gives the same logits bit for bit; a `low` request
-//! falls back cleanly (and says so) where the adapter has no global-priority extension; the
-//! probe job is real work and its kernel validates. Also the per-op timestamp profile, and the
-//! kernels with and without naga's runtime checks.
+//! falls back cleanly (and says so) where the adapter has no global-priority extension. Also the
+//! per-op timestamp profile, and the kernels with and without naga's runtime checks. (The
+//! priority bench's probe job is the CLI's: cli/src/probe.rs.)
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 
 use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::events;
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
-use tlite_runtime_gpu::priority::probe::{PROBE_WGSL, ProbeJob, ProbeParams};
 use tlite_runtime_gpu::priority::{self, DEFAULT_SUBMIT_EVERY, GlobalSupport};
 use tlite_runtime_gpu::{
     DeviceOptions, Gpu, GpuModel, Priority, Profiler, RunOptions, ShaderChecks,
@@ -221,35 +220,6 @@ fn low_priority_falls_back_cleanly_without_the_extension() {
                 .all(|(a, b)| a.to_bits() == b.to_bits())
         );
     }
-}
-
-#[test]
-fn the_probe_is_real_work_and_its_kernel_validates() {
-    let module = naga::front::wgsl::parse_str(PROBE_WGSL).expect("probe.wgsl parses");
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .expect("probe.wgsl validates");
-    let (_, var) = module
-        .global_variables
-        .iter()
-        .find(|(_, v)| v.space == naga::AddressSpace::Uniform)
-        .expect("a uniform Params");
-    let naga::TypeInner::Struct { span, .. } = module.types[var.ty].inner else {
-        panic!("Params is a struct")
-    };
-    assert_eq!(span as usize, size_of::<ProbeParams>());
-
-    let Some(gpu) = tlite_runtime_gpu::device::gpu_for_test("the_probe_is_real_work") else {
-        return;
-    };
-    let job = ProbeJob::new(&gpu, NonZeroU32::new(200).unwrap()).unwrap();
-    let err = job.check(&gpu).unwrap();
-    assert!(err < 1e-4, "probe max |GPU − CPU| = {err}");
-    let t = job.run(&gpu).unwrap();
-    assert!(t.as_nanos() > 0);
 }
 
 #[test]

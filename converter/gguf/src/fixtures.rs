@@ -1,5 +1,7 @@
-//! The real-model fixtures fetched by `fixtures/fetch.sh`: where they are, and their imported
-//! Hugging Face folders (made once, on first use, under the same cache).
+//! The real-model fixtures fetched by `fixtures/fetch.sh`: where they are, their imported
+//! Hugging Face folders (made once, on first use, under the same cache), and the one rule for a
+//! test whose fixture is missing ([`or_skip`]): a failure where the fixture must be there,
+//! otherwise a printed `skipped:` line — never a silent pass.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -59,4 +61,56 @@ pub fn imported(name: &str) -> Result<Option<PathBuf>> {
         std::fs::write(&stamp, "ok").map_err(io_err(&stamp))?;
     }
     Ok(Some(dir))
+}
+
+/// The models `fixtures/fetch.sh ci` fetches (what CI runs with).
+pub const CI_MODELS: &[&str] = &["smollm2-135m-instruct"];
+
+/// Whether a test must fail when the fixture model `name` is missing: when `CI` is set and CI
+/// fetches it ([`CI_MODELS`]), or when `TLITE_ALL_MODELS` is set (every model was fetched).
+pub fn required(name: &str) -> bool {
+    let ci = std::env::var_os("CI").is_some() && CI_MODELS.contains(&name);
+    ci || std::env::var_os("TLITE_ALL_MODELS").is_some()
+}
+
+/// `found`, or — the fixture model `name` missing — a panic when it is [`required`], else
+/// `None` after printing `skipped: <test>: <name> is not fetched (...)` to stderr.
+pub fn or_skip<T>(found: Option<T>, name: &str, test: &str) -> Option<T> {
+    use std::io::Write as _;
+    if found.is_some() {
+        return found;
+    }
+    let path = gguf_path(name);
+    assert!(
+        !required(name),
+        "{test}: fixture {name} is missing ({}): run fixtures/fetch.sh (required under CI, or \
+         with TLITE_ALL_MODELS)",
+        path.display()
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test}: {name} is not fetched ({} missing; run fixtures/fetch.sh)",
+        path.display()
+    );
+    None
+}
+
+/// The fetched GGUF of `name`, or `None` as [`or_skip`] says.
+pub fn gguf_or_skip(name: &str, test: &str) -> Option<PathBuf> {
+    let path = gguf_path(name);
+    or_skip(path.is_file().then_some(path), name, test)
+}
+
+/// The imported folder of `name` ([`imported`]), or `None` as [`or_skip`] says.
+pub fn imported_or_skip(name: &str, test: &str) -> Result<Option<PathBuf>> {
+    Ok(or_skip(imported(name)?, name, test))
+}
+
+/// The token ids of a golden file's JSON array (`"ids"`, `"greedy"`, ...).
+pub fn golden_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("golden ids are an array")
+        .iter()
+        .map(|x| x.as_u64().expect("golden id is an integer") as u32)
+        .collect()
 }

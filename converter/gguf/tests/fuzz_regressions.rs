@@ -14,7 +14,11 @@ fn fuzz_crashes_stay_fixed() {
         .map(|e| e.unwrap().path())
         .collect();
     inputs.sort();
-    assert!(!inputs.is_empty(), "no regression inputs in {}", dir.display());
+    assert!(
+        !inputs.is_empty(),
+        "no regression inputs in {}",
+        dir.display()
+    );
     for input in inputs {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
@@ -32,6 +36,10 @@ fn fuzz_crashes_stay_fixed() {
             .filter(|n| n.to_string_lossy().contains("tlite-"))
             .collect();
         assert!(left.is_empty(), "{}: left {left:?}", input.display());
-        println!("{}: {}", input.display(), r.map_or_else(|e| e.to_string(), |_| "ok".into()));
+        println!(
+            "{}: {}",
+            input.display(),
+            r.map_or_else(|e| e.to_string(), |_| "ok".into())
+        );
     }
 }

@@ -484,7 +484,9 @@ fn not_a_regular_file() {
 #[test]
 fn random_corruptions_never_panic() {
     let good = Gguf::tiny_llama().bytes();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let seed = 0x9e37_79b9_7f4a_7c15u64;
+    eprintln!("corruptions from xorshift seed {seed:#x}");
+    let mut state = seed;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;

@@ -4,11 +4,12 @@
 //!
 //! Real models come from `fixtures/fetch.sh` into `.cache/models/<name>/<name>.gguf` (root
 //! overridable with `TLITE_CACHE`). A missing SmolLM2 fails under `CI`; a missing Gemma or
-//! Qwen fails only when `TLITE_ALL_MODELS` is set. Otherwise a missing model is reported as
-//! SKIPPED on stderr. The synthetic tests below need no download.
+//! Qwen fails only when `TLITE_ALL_MODELS` is set (`tlite_gguf::fixtures::required`).
+//! Otherwise a missing model is reported as `skipped:` on stderr. The synthetic tests below need
+//! no download.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -17,51 +18,15 @@ use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use tlite_converter::{ConvertError, events};
-use tlite_gguf::fixtures::{gguf_path, golden_path};
+use tlite_gguf::fixtures::{self, golden_path};
 use tlite_gguf::permute::{permute_rows, unpermute_rows};
 use tlite_gguf::{ImportOptions, OutDType, import_gguf};
 use tlite_model::{ModelError, SafetensorsFile};
-
-/// The model's GGUF, or `None` (after a loud SKIPPED line) when it is absent and not required.
-fn model_or_skip(name: &str, required: bool) -> Option<PathBuf> {
-    let path = gguf_path(name);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        !required,
-        "{} is missing: run fixtures/fetch.sh",
-        path.display()
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {} not found; run fixtures/fetch.sh to fetch it",
-        path.display()
-    );
-    None
-}
 
 fn golden(name: &str) -> Json {
     let path = golden_path(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("golden is JSON")
-}
-
-/// A fresh, empty temporary folder path (removed on drop).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("tlite-gguf-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -85,15 +50,16 @@ struct Expect {
 
 /// Imports the model, then checks config, tensors, the weights' sha256 and the tokenizer
 /// against the golden.
-fn check_model(e: &Expect, required: bool) {
-    let Some(src) = model_or_skip(e.name, required) else {
+fn check_model(e: &Expect) {
+    let Some(src) = fixtures::gguf_or_skip(e.name, "gguf import") else {
         return;
     };
     let g = golden(e.name);
-    let out = TempDir::new(e.name);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
     let start = Instant::now();
     let summary =
-        import_gguf(&src, &out.0, &ImportOptions::default(), &mut events::ignore).expect("import");
+        import_gguf(&src, &out, &ImportOptions::default(), &mut events::ignore).expect("import");
     let _ = writeln!(
         std::io::stderr(),
         "{}: imported {} tensors, {} parameters in {:.1} s",
@@ -104,7 +70,7 @@ fn check_model(e: &Expect, required: bool) {
     );
 
     let config: Json =
-        serde_json::from_slice(&std::fs::read(out.0.join("config.json")).expect("config.json"))
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).expect("config.json"))
             .expect("config.json parses");
     assert_eq!(config["model_type"], g["meta"]["model_type"]);
     assert_eq!(config["architectures"], g["meta"]["architectures"]);
@@ -115,7 +81,7 @@ fn check_model(e: &Expect, required: bool) {
     assert_eq!(config["tie_word_embeddings"], e.tied);
     assert_eq!(config["bos_token_id"], g["config_bos_token_id"]);
 
-    let st = SafetensorsFile::open(&out.0.join("model.safetensors")).expect("safetensors");
+    let st = SafetensorsFile::open(&out.join("model.safetensors")).expect("safetensors");
     assert_eq!(st.entries().len(), e.tensors);
     assert_eq!(summary.tensors, e.tensors);
     let params: usize = st.entries().iter().map(|t| t.numel()).sum();
@@ -126,13 +92,13 @@ fn check_model(e: &Expect, required: bool) {
     }
     // Byte-identical to the file the goldens were computed from: every weight exact.
     assert_eq!(
-        sha256_file(&out.0.join("model.safetensors")),
+        sha256_file(&out.join("model.safetensors")),
         g["meta"]["model_safetensors_sha256"]
             .as_str()
             .expect("sha256")
     );
 
-    check_tokenizer(&out.0.join("tokenizer.json"), &g);
+    check_tokenizer(&out.join("tokenizer.json"), &g);
 }
 
 fn check_tokenizer(path: &Path, g: &Json) {
@@ -170,72 +136,63 @@ fn check_tokenizer(path: &Path, g: &Json) {
 
 #[test]
 fn smollm2_matches_goldens() {
-    check_model(
-        &Expect {
-            name: "smollm2-135m-instruct",
-            layers: 30,
-            hidden: 576,
-            vocab: 49152,
-            tied: true,
-            tensors: 272,
-            parameters: 134_515_008,
-            shapes: &[
-                ("model.embed_tokens.weight", &[49152, 576]),
-                ("model.layers.0.self_attn.q_proj.weight", &[576, 576]),
-                ("model.layers.0.self_attn.k_proj.weight", &[192, 576]),
-                ("model.layers.29.mlp.down_proj.weight", &[576, 1536]),
-                ("model.norm.weight", &[576]),
-            ],
-        },
-        std::env::var_os("CI").is_some(),
-    );
+    check_model(&Expect {
+        name: "smollm2-135m-instruct",
+        layers: 30,
+        hidden: 576,
+        vocab: 49152,
+        tied: true,
+        tensors: 272,
+        parameters: 134_515_008,
+        shapes: &[
+            ("model.embed_tokens.weight", &[49152, 576]),
+            ("model.layers.0.self_attn.q_proj.weight", &[576, 576]),
+            ("model.layers.0.self_attn.k_proj.weight", &[192, 576]),
+            ("model.layers.29.mlp.down_proj.weight", &[576, 1536]),
+            ("model.norm.weight", &[576]),
+        ],
+    });
 }
 
 #[test]
 fn gemma3_matches_goldens() {
-    check_model(
-        &Expect {
-            name: "gemma3-270m",
-            layers: 18,
-            hidden: 640,
-            vocab: 262144,
-            tied: true,
-            tensors: 236,
-            parameters: 268_098_176,
-            shapes: &[
-                ("model.embed_tokens.weight", &[262144, 640]),
-                ("model.layers.0.self_attn.q_proj.weight", &[1024, 640]),
-                ("model.layers.0.self_attn.k_proj.weight", &[256, 640]),
-                ("model.layers.0.self_attn.q_norm.weight", &[256]),
-                ("model.layers.17.post_feedforward_layernorm.weight", &[640]),
-            ],
-        },
-        std::env::var_os("TLITE_ALL_MODELS").is_some(),
-    );
+    check_model(&Expect {
+        name: "gemma3-270m",
+        layers: 18,
+        hidden: 640,
+        vocab: 262144,
+        tied: true,
+        tensors: 236,
+        parameters: 268_098_176,
+        shapes: &[
+            ("model.embed_tokens.weight", &[262144, 640]),
+            ("model.layers.0.self_attn.q_proj.weight", &[1024, 640]),
+            ("model.layers.0.self_attn.k_proj.weight", &[256, 640]),
+            ("model.layers.0.self_attn.q_norm.weight", &[256]),
+            ("model.layers.17.post_feedforward_layernorm.weight", &[640]),
+        ],
+    });
 }
 
 #[test]
 fn qwen2_5_coder_0_5b_matches_goldens() {
-    check_model(
-        &Expect {
-            name: "qwen2.5-coder-0.5b-instruct",
-            layers: 24,
-            hidden: 896,
-            vocab: 151936,
-            // The AWQ checkpoint behind this GGUF stores its own `lm_head`.
-            tied: false,
-            tensors: 291,
-            parameters: 630_167_424,
-            shapes: &[
-                ("model.embed_tokens.weight", &[151936, 896]),
-                ("model.layers.0.self_attn.q_proj.bias", &[896]),
-                ("model.layers.0.self_attn.k_proj.weight", &[128, 896]),
-                ("model.layers.23.mlp.up_proj.weight", &[4864, 896]),
-                ("lm_head.weight", &[151936, 896]),
-            ],
-        },
-        std::env::var_os("TLITE_ALL_MODELS").is_some(),
-    );
+    check_model(&Expect {
+        name: "qwen2.5-coder-0.5b-instruct",
+        layers: 24,
+        hidden: 896,
+        vocab: 151936,
+        // The AWQ checkpoint behind this GGUF stores its own `lm_head`.
+        tied: false,
+        tensors: 291,
+        parameters: 630_167_424,
+        shapes: &[
+            ("model.embed_tokens.weight", &[151936, 896]),
+            ("model.layers.0.self_attn.q_proj.bias", &[896]),
+            ("model.layers.0.self_attn.k_proj.weight", &[128, 896]),
+            ("model.layers.23.mlp.up_proj.weight", &[4864, 896]),
+            ("lm_head.weight", &[151936, 896]),
+        ],
+    });
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -393,11 +350,10 @@ fn leftovers(out: &Path) -> Vec<String> {
 
 #[test]
 fn tiny_llama_imports_with_qk_unpermuted() {
-    let dir = TempDir::new("tiny");
-    std::fs::create_dir_all(&dir.0).expect("mkdir");
-    let src = dir.0.join("tiny.gguf");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("tiny.gguf");
     let (q_hf, k_hf, q_bias_hf) = write_tiny_llama(&src, "llama", None);
-    let out = dir.0.join("out");
+    let out = dir.path().join("out");
     let mut events = Vec::new();
     let summary = import_gguf(&src, &out, &ImportOptions::default(), &mut |e| {
         events.push(e)
@@ -468,11 +424,10 @@ fn tiny_llama_imports_with_qk_unpermuted() {
 
 #[test]
 fn unknown_architecture_and_tensor_are_named_errors() {
-    let dir = TempDir::new("bad");
-    std::fs::create_dir_all(&dir.0).expect("mkdir");
-    let src = dir.0.join("mamba.gguf");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("mamba.gguf");
     write_tiny_llama(&src, "mamba", None);
-    let out = dir.0.join("out");
+    let out = dir.path().join("out");
     match import_gguf(&src, &out, &ImportOptions::default(), &mut events::ignore) {
         Err(ConvertError::Model(ModelError::UnknownArchitecture {
             model_type,
@@ -486,7 +441,7 @@ fn unknown_architecture_and_tensor_are_named_errors() {
         }
         other => panic!("expected UnknownArchitecture, got {other:?}"),
     }
-    let src = dir.0.join("extra.gguf");
+    let src = dir.path().join("extra.gguf");
     write_tiny_llama(&src, "llama", Some("blk.0.mystery.weight"));
     let err = import_gguf(&src, &out, &ImportOptions::default(), &mut events::ignore);
     match err {
@@ -498,7 +453,7 @@ fn unknown_architecture_and_tensor_are_named_errors() {
     assert!(!out.exists());
 
     // Tensor data cut short: the error comes mid-write, and the partial folder is removed.
-    let src = dir.0.join("truncated.gguf");
+    let src = dir.path().join("truncated.gguf");
     write_tiny_llama(&src, "llama", None);
     let len = std::fs::metadata(&src).expect("stat").len();
     let f = std::fs::OpenOptions::new()

@@ -1,7 +1,8 @@
 //! The model description, in one place: the architecture table ([`arch`]) and the one walk of a
 //! layer's tensors that every consumer uses ([`layer`]), `config.json` normalized and validated
 //! ([`config`], [`validate`]), and the deployable M0E4 model — its manifest and the verifying
-//! reader ([`deploy`]) over a checked, memory-mapped safetensors file ([`safetensors_file`]).
+//! reader ([`deploy`]) over a checked, memory-mapped safetensors file ([`safetensors_file`]);
+//! and the interface every model that produces logits implements ([`lm::LanguageModel`]).
 //!
 //! Nothing here depends on candle or on a checkpoint importer: the GPU runtime reads models
 //! through this crate alone.
@@ -10,9 +11,11 @@ pub mod arch;
 pub mod config;
 pub mod deploy;
 pub mod layer;
+pub mod lm;
 pub mod safetensors_file;
 pub mod validate;
 
+pub use lm::LanguageModel;
 pub use safetensors_file::{SafetensorsFile, TensorEntry};
 
 use std::path::PathBuf;

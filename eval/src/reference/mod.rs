@@ -3,17 +3,21 @@
 //! baseline), a deployable M0E4 model (dequantized on load with the quantizer's decoder), or a
 //! checkpoint fake-quantized on load with any scheme ([`WeightSource::FakeQuant`]); an optional
 //! calibration pass collects the statistics of importance-weighted quantization ([`Calibration`]).
+//! With a cache of its own it is a [`tlite_model::LanguageModel`] ([`ReferenceLm`]), which
+//! parity and generation drive like the GPU runtime.
 //! This is the oracle every quantized and GPU result is checked against.
 
 mod cache;
 mod calibration;
+mod lm;
 mod model;
 mod rope;
 mod source;
 
 pub use cache::KvCache;
 pub use calibration::{Calibration, LinearInput};
-pub use model::{Logits, ReferenceModel, log_softmax_rows};
+pub use lm::ReferenceLm;
+pub use model::{Logits, ReferenceModel, log_softmax, log_softmax_rows};
 pub use source::WeightSource;
 
 /// Errors of the reference pipeline.
@@ -25,6 +29,8 @@ pub enum RefError {
     Model(#[from] tlite_model::ModelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Text(#[from] tlite_text::TextError),
     #[error("{tokens} tokens at position {pos} exceed the cache of {max} positions")]
     ContextOverflow {
         pos: usize,

@@ -387,12 +387,12 @@ impl ReferenceModel {
 /// Log-softmax of a `[n, vocab]` logits tensor, in f64 on the CPU, one row per position.
 pub fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f64>>> {
     let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = m + r.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-            r.iter().map(|&v| v as f64 - lse).collect()
-        })
-        .collect())
+    Ok(rows.iter().map(|r| log_softmax(r)).collect())
+}
+
+/// Log-softmax of one row of logits, in f64.
+pub fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    row.iter().map(|&v| v as f64 - lse).collect()
 }

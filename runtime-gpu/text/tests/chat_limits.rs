@@ -1,14 +1,14 @@
 //! Chat templates come from model files: hostile ones end in an error that names the limit they
 //! reached — never a stack overflow, a hang or a giant prompt. (The real templates render
-//! exactly and far inside the limits: eval/tests/chat_templates.rs, which reads them from the
+//! exactly and far inside the limits: tests/chat_templates.rs, which reads them from the
 //! fetched GGUF fixtures.) Each hostile template here
 //! aborted, ran forever or allocated without bound before the limits. The tests live in `mod
-//! chat`, so `cargo test -p tlite-runtime-gpu chat` runs them.
+//! chat`, so `cargo test -p tlite-text chat` runs them.
 
 mod chat {
     use std::time::{Duration, Instant};
 
-    use tlite_runtime_gpu::chat::{
+    use tlite_text::chat::{
         ChatTemplate, FUEL_LIMIT, MAX_ELIFS, MAX_NESTING, MAX_OUTPUT_BYTES, MAX_TAG_TOKENS,
         MAX_TEMPLATE_BYTES, RenderLimits, conversation,
     };

@@ -7,7 +7,7 @@ use tokenizers::{
     PreTokenizerWrapper, Tokenizer,
 };
 
-use crate::{GpuError, Result};
+use crate::{Result, TextError};
 
 type Stream<'t> = DecodeStream<
     't,
@@ -64,7 +64,7 @@ impl<'t> TextStream<'t> {
         let all = self
             .tokenizer
             .decode(&self.ids, true)
-            .map_err(|e| GpuError::Tokenizer(e.to_string()))?;
+            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
         if (last || !all.ends_with('\u{FFFD}'))
             && all.len() > self.emitted.len()
             && all.starts_with(&self.emitted)

@@ -16,7 +16,7 @@ pub use limits::{
     MAX_TEMPLATE_BYTES, RenderLimits, Rendered, TIME_LIMIT,
 };
 
-use crate::{GpuError, Result};
+use crate::{Result, TextError};
 
 /// One turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -63,11 +63,11 @@ impl ChatTemplate {
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Json = match std::fs::read_to_string(&cfg_path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                GpuError::ChatTemplate(format!("{} is not valid JSON: {e}", cfg_path.display()))
+                TextError::ChatTemplate(format!("{} is not valid JSON: {e}", cfg_path.display()))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Json::Null,
             Err(e) => {
-                return Err(GpuError::ChatTemplate(format!(
+                return Err(TextError::ChatTemplate(format!(
                     "reading {}: {e}",
                     cfg_path.display()
                 )));
@@ -77,7 +77,7 @@ impl ChatTemplate {
         let source = match template_of(&cfg) {
             Some(s) => s,
             None if jinja_path.is_file() => std::fs::read_to_string(&jinja_path).map_err(|e| {
-                GpuError::ChatTemplate(format!("reading {}: {e}", jinja_path.display()))
+                TextError::ChatTemplate(format!("reading {}: {e}", jinja_path.display()))
             })?,
             None => return Ok(None),
         };
@@ -188,14 +188,14 @@ mod tests {
         let bad = inline("{% for m in messages %}");
         assert!(matches!(
             bad.render(&[], true),
-            Err(GpuError::ChatTemplate(_))
+            Err(TextError::ChatTemplate(_))
         ));
     }
 
     #[test]
     fn reads_named_templates_and_token_objects() {
-        let dir = std::env::temp_dir().join(format!("tlite-chat-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let cfg = serde_json::json!({
             "bos_token": {"content": "<bos>", "lstrip": false},
             "eos_token": "<eos>",
@@ -205,15 +205,15 @@ mod tests {
             ]
         });
         std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
-        let t = ChatTemplate::from_model_dir(&dir).unwrap().unwrap();
+        let t = ChatTemplate::from_model_dir(dir).unwrap().unwrap();
         assert_eq!(
             t.render(&conversation(None, "q"), true).unwrap(),
             "<bos>q<eos>"
         );
         std::fs::write(dir.join("tokenizer_config.json"), "{}").unwrap();
-        assert!(ChatTemplate::from_model_dir(&dir).unwrap().is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(ChatTemplate::from_model_dir(dir).unwrap().is_none());
     }
 
-    // The real templates (SmolLM2, Qwen2.5, Gemma-3) and the render limits: tests/chat_limits.rs.
+    // The real templates (SmolLM2, Qwen2.5, Gemma-3): tests/chat_templates.rs; the render
+    // limits: tests/chat_limits.rs.
 }

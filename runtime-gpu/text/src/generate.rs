@@ -1,18 +1,28 @@
-//! Text generation on a loaded model: the prompt is tokenized (the tokenizer's own special
-//! tokens, or a rendered chat template), checked against the context before any GPU work,
-//! prefilled in steps of at most `max_batch` tokens reading back only the last position's
+//! Text generation on any [`LanguageModel`]: the prompt is tokenized (the tokenizer's own
+//! special tokens, or a rendered chat template), checked against the context before any model
+//! work, prefilled in steps of at most `max_batch` tokens reading back only the last position's
 //! logits, then decoded one token per step until an end-of-sequence id, a stop string or the
 //! token budget. Text is streamed as it becomes valid UTF-8 (incremental detokenization), with
 //! anything that may still turn into a stop string held back.
 
 use std::time::Instant;
 
-use tlite_model::deploy::DeployedModel;
+use tlite_model::LanguageModel;
+use tlite_model::lm::{PrefillRows, prefill};
 
+use crate::TextError;
+use crate::codec::{TextCodec, check_context};
 use crate::sample::{Sampler, SamplerConfig};
 use crate::stream::{StopText, TextStream};
-use crate::text::{TextCodec, check_context};
-use crate::{Gpu, GpuError, GpuModel, Result, RunOptions};
+
+/// An error of [`Generator::generate`]: the text side's, or the model's own (its type kept).
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError<E> {
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error(transparent)]
+    Model(E),
+}
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -59,7 +69,8 @@ impl std::fmt::Display for StopReason {
     }
 }
 
-/// Counts and timings of one generation (wall clock, GPU work synchronized by each readback).
+/// Counts and timings of one generation (wall clock; a GPU model's work is synchronized by each
+/// readback).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
@@ -69,7 +80,8 @@ pub struct GenerationStats {
     pub prefill_steps: usize,
     /// Single-token decode steps (the first token comes from the prefill's logits).
     pub decode_steps: usize,
-    /// Compute dispatches of the last prefill step and of a decode step (0 when none ran).
+    /// Compute dispatches of the last prefill step and of a decode step (0 when none ran, or
+    /// where the model does not count them: [`LanguageModel::last_dispatches`]).
     pub prefill_dispatches: usize,
     pub decode_dispatches: usize,
     pub prefill_seconds: f64,
@@ -89,66 +101,49 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
-/// A model on the GPU with its tokenizer side.
-pub struct Generator {
-    pub model: GpuModel,
+/// A model with its tokenizer side.
+pub struct Generator<M> {
+    pub model: M,
     pub text: TextCodec,
 }
 
-impl Generator {
-    /// Opens the tokenizer side ([`TextCodec::open`]), then uploads the model.
-    pub fn load(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<Self> {
-        let text = TextCodec::open(model)?;
-        Ok(Generator {
-            model: GpuModel::load(gpu, model, opts)?,
-            text,
-        })
+impl<M: LanguageModel> Generator<M> {
+    pub fn new(model: M, text: TextCodec) -> Self {
+        Generator { model, text }
     }
 
     /// Generates after `prompt`, streaming text through `on_text`. The prompt and `max_new`
-    /// must fit the context: that is checked before any GPU work.
+    /// must fit the context: that is checked before any model work.
     pub fn generate(
         &mut self,
-        gpu: &Gpu,
         prompt: &[u32],
         opts: &GenerateOptions,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<Generation> {
-        let (max_seq, max_batch, vocab) = (
-            self.model.opts.max_seq,
-            self.model.opts.max_batch,
-            self.model.vocab,
-        );
+    ) -> Result<Generation, GenerateError<M::Error>> {
+        let (max_seq, vocab) = (self.model.max_seq(), self.model.vocab());
         if prompt.is_empty() {
-            return Err(GpuError::Model("the prompt has no tokens".into()));
+            return Err(TextError::Model("the prompt has no tokens".into()).into());
         }
         if opts.max_new == 0 {
-            return Err(GpuError::Sampling(
+            return Err(TextError::Sampling(
                 "the number of tokens to generate must be at least 1".into(),
-            ));
+            )
+            .into());
         }
         check_context(prompt.len(), opts.max_new, max_seq)?;
         if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(GpuError::Model(format!(
+            return Err(TextError::Model(format!(
                 "prompt token {t} is outside the model's vocabulary of {vocab}"
-            )));
+            ))
+            .into());
         }
         let mut sampler = Sampler::new(opts.sampler)?;
 
         let start = Instant::now();
-        let mut logits = Vec::new();
-        let chunks = prompt.len().div_ceil(max_batch);
-        for (ci, chunk) in prompt.chunks(max_batch).enumerate() {
-            // Only the last chunk's last position needs logits; earlier chunks read nothing back.
-            let rows: &[u32] = if ci + 1 == chunks {
-                &[chunk.len() as u32 - 1]
-            } else {
-                &[]
-            };
-            logits = self.model.step(gpu, chunk, ci * max_batch, rows)?;
-        }
+        // Only the last chunk's last position needs logits; earlier chunks read nothing back.
+        let (mut logits, prefill_steps) =
+            prefill(&mut self.model, prompt, PrefillRows::Last).map_err(GenerateError::Model)?;
         let prefill_seconds = start.elapsed().as_secs_f64();
-        let prefill_steps = prompt.len().div_ceil(max_batch);
 
         let mut stream = TextStream::new(self.text.tokenizer());
         let mut stop_text = StopText::new(&opts.stop_strings);
@@ -161,7 +156,7 @@ impl Generator {
         };
         let mut tokens = Vec::new();
         let (mut decode_steps, mut decode_seconds) = (0usize, 0f64);
-        let prefill_dispatches = self.model.last_step.dispatches;
+        let prefill_dispatches = self.model.last_dispatches();
         let mut decode_dispatches = 0;
         let mut stop_reason = loop {
             let next = sampler.sample(&logits)?;
@@ -182,10 +177,11 @@ impl Generator {
             let t = Instant::now();
             logits = self
                 .model
-                .step(gpu, &[next], prompt.len() + tokens.len() - 1, &[0])?;
+                .step(&[next], prompt.len() + tokens.len() - 1, &[0])
+                .map_err(GenerateError::Model)?;
             decode_seconds += t.elapsed().as_secs_f64();
             decode_steps += 1;
-            decode_dispatches = self.model.last_step.dispatches;
+            decode_dispatches = self.model.last_dispatches();
         };
         if !matches!(stop_reason, StopReason::StopString { .. }) {
             if let Some(rest) = stream.finish()? {

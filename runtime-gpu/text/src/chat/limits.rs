@@ -42,7 +42,7 @@ use minijinja::value::{Kwargs, ObjectRepr};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 
 use super::ChatMessage;
-use crate::{GpuError, Result};
+use crate::{Result, TextError};
 
 /// Most bytes of template source. Real templates are 0.4–20 KB (SmolLM2's 368 B, Qwen2.5's
 /// 2.5 KB, tool-calling templates ~15 KB).
@@ -190,7 +190,7 @@ pub(super) fn render(
     limits: &RenderLimits,
 ) -> Result<Rendered> {
     if source.len() > MAX_TEMPLATE_BYTES {
-        return Err(GpuError::ChatTemplate(
+        return Err(TextError::ChatTemplate(
             Stop::TemplateSize(source.len()).message(limits),
         ));
     }
@@ -211,7 +211,7 @@ pub(super) fn render(
             let _ = tx.send(job.run());
         })
         .map_err(|e| {
-            GpuError::ChatTemplate(format!(
+            TextError::ChatTemplate(format!(
                 "cannot start the render thread with a {} MiB stack (fuel {}): {e}",
                 stack >> 20,
                 limits.fuel
@@ -223,11 +223,11 @@ pub(super) fn render(
             let _ = thread.join();
             r
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(GpuError::ChatTemplate(format!(
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(TextError::ChatTemplate(format!(
             "rendering stopped: the template ran longer than {:.3} s (time limit)",
             limits.time_limit.as_secs_f64()
         ))),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(GpuError::ChatTemplate(
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(TextError::ChatTemplate(
             "rendering failed: the render thread panicked".into(),
         )),
     }
@@ -245,7 +245,7 @@ struct Job {
 impl Job {
     fn run(self) -> Result<Rendered> {
         let l = self.limits;
-        let err = |msg: String| GpuError::ChatTemplate(msg);
+        let err = |msg: String| TextError::ChatTemplate(msg);
         let syntax = SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)

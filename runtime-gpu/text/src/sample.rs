@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use tlite_quantizer::rng::Rng;
 
-use crate::{GpuError, Result};
+use crate::{Result, TextError};
 
 /// How tokens are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -43,13 +43,13 @@ impl SamplerConfig {
     /// Checks the ranges: temperature finite and ≥ 0, top-p in (0, 1].
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(GpuError::Sampling(format!(
+            return Err(TextError::Sampling(format!(
                 "temperature {} must be a finite number ≥ 0 (0 = greedy)",
                 self.temperature
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(GpuError::Sampling(format!(
+            return Err(TextError::Sampling(format!(
                 "top-p {} must be in (0, 1] (1 = off)",
                 self.top_p
             )));
@@ -159,19 +159,19 @@ fn normalize(dist: &mut [(u32, f64)]) {
 
 fn check_logits(logits: &[f32]) -> Result<()> {
     if logits.is_empty() {
-        return Err(GpuError::Sampling("no logits to sample from".into()));
+        return Err(TextError::Sampling("no logits to sample from".into()));
     }
     if let Some(i) = logits
         .iter()
         .position(|v| v.is_nan() || *v == f32::INFINITY)
     {
-        return Err(GpuError::Sampling(format!(
+        return Err(TextError::Sampling(format!(
             "logit {i} is {} (the model produced a non-finite value)",
             logits[i]
         )));
     }
     if logits.iter().all(|&v| v == f32::NEG_INFINITY) {
-        return Err(GpuError::Sampling("every logit is -inf".into()));
+        return Err(TextError::Sampling("every logit is -inf".into()));
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! The measurement of execution priority: a "UI" device at normal priority, opened on the same
-//! adapter as the model's, submits a small real job ([`ProbeJob`], an n×n f32 matrix–vector
-//! product) every few milliseconds from its own thread while the model decodes. Each probe's
-//! latency is the wall time from `submit` until `poll(Wait)` returns for that submission: the
-//! time a UI frame's GPU work would wait behind the model plus its own run time.
+//! The measurement of execution priority (`tlite priority-bench`): a "UI" device at normal
+//! priority, opened on the same adapter as the model's, submits a small real job ([`ProbeJob`],
+//! an n×n f32 matrix–vector product) every few milliseconds from its own thread while the model
+//! decodes. Each probe's latency is the wall time from `submit` until `poll(Wait)` returns for
+//! that submission: the time a UI frame's GPU work would wait behind the model plus its own run
+//! time. A harness, so the CLI's: the runtime keeps only what sets the priority.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +13,8 @@ use bytemuck::{Pod, Zeroable};
 use tlite_quantizer::rng::Rng;
 use wgpu::util::DeviceExt;
 
-use crate::readback::wait_for;
-use crate::{Gpu, GpuError, GpuModel, Result};
+use tlite_runtime_gpu::readback::{map_read_f32, wait_for};
+use tlite_runtime_gpu::{Gpu, GpuError, GpuModel, Result};
 
 /// The probe kernel.
 pub const PROBE_WGSL: &str = include_str!("probe.wgsl");
@@ -169,7 +170,7 @@ impl ProbeJob {
     /// Runs once and returns the largest |GPU − CPU| of `y` (proof the job is real work).
     pub fn check(&self, gpu: &Gpu) -> Result<f32> {
         gpu.queue.submit([self.encode(gpu, true)]);
-        let y = crate::readback::map_read_f32(gpu, &self.readback, self.readback.size())?;
+        let y = map_read_f32(gpu, &self.readback, self.readback.size())?;
         Ok(y.iter()
             .zip(&self.expected)
             .map(|(g, c)| (g - c).abs())
@@ -282,6 +283,8 @@ impl LatencyStats {
 
 #[cfg(test)]
 mod tests {
+    use tlite_runtime_gpu::device::gpu_for_test;
+
     use super::*;
 
     #[test]
@@ -299,5 +302,34 @@ mod tests {
             3.0
         );
         assert!(LatencyStats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn the_probe_is_real_work_and_its_kernel_validates() {
+        let module = naga::front::wgsl::parse_str(PROBE_WGSL).expect("probe.wgsl parses");
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .expect("probe.wgsl validates");
+        let (_, var) = module
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.space == naga::AddressSpace::Uniform)
+            .expect("a uniform Params");
+        let naga::TypeInner::Struct { span, .. } = module.types[var.ty].inner else {
+            panic!("Params is a struct")
+        };
+        assert_eq!(span as usize, size_of::<ProbeParams>());
+
+        let Some(gpu) = gpu_for_test("the_probe_is_real_work") else {
+            return;
+        };
+        let job = ProbeJob::new(&gpu, NonZeroU32::new(200).unwrap()).unwrap();
+        let err = job.check(&gpu).unwrap();
+        assert!(err < 1e-4, "probe max |GPU − CPU| = {err}");
+        let t = job.run(&gpu).unwrap();
+        assert!(t.as_nanos() > 0);
     }
 }

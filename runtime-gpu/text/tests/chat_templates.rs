@@ -1,14 +1,12 @@
 //! The real chat templates (SmolLM2's and Qwen2.5's from their fetched GGUF fixtures, Gemma-3's
 //! inline) render exactly, and a 10-message conversation costs at most 1/100 of the fuel limit
-//! (runtime-gpu/tests/chat_limits.rs covers the hostile ones). Here rather than in runtime-gpu
-//! because reading a GGUF needs the importer, which the runtime does not link. The tests live in
-//! `mod chat`, so `cargo test -p tlite-eval chat` runs them.
+//! (tests/chat_limits.rs covers the hostile ones). Reading a GGUF needs the importer, a
+//! dev-dependency only: tlite-text itself does not link it. The tests live in `mod chat`, so
+//! `cargo test -p tlite-text chat` runs them.
 
 mod chat {
     use tlite_gguf::reader::GgufFile;
-    use tlite_runtime_gpu::chat::{
-        ChatMessage, ChatTemplate, FUEL_LIMIT, RenderLimits, conversation,
-    };
+    use tlite_text::chat::{ChatMessage, ChatTemplate, FUEL_LIMIT, RenderLimits, conversation};
 
     // --- The real templates ---------------------------------------------------------------------
 
@@ -57,21 +55,10 @@ mod chat {
 ";
 
     /// The chat template of a fetched fixture model, read from its GGUF (fixtures/fetch.sh). A
-    /// missing fixture fails the test when `CI` is set; otherwise the test says it skipped.
+    /// missing fixture fails the test where it is required
+    /// (`tlite_gguf::fixtures::required`); otherwise the test says it skipped.
     fn fixture(name: &str) -> Option<ChatTemplate> {
-        let path = tlite_gguf::fixtures::gguf_path(name);
-        if !path.is_file() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "fixture {name} missing under CI: {} (run fixtures/fetch.sh)",
-                path.display()
-            );
-            eprintln!(
-                "skipped: {name} is not fetched ({} missing; run fixtures/fetch.sh)",
-                path.display()
-            );
-            return None;
-        }
+        let path = tlite_gguf::fixtures::gguf_or_skip(name, "chat template")?;
         let g = GgufFile::open(&path).unwrap();
         let tokens = g
             .strings("tokenizer.ggml.tokens")

@@ -1,5 +1,5 @@
 //! The text side of a model: its tokenizer, BOS, end-of-sequence ids and chat template, usable
-//! before (and without) any GPU work — a prompt is tokenized and checked against the context
+//! before (and without) any model work — a prompt is tokenized and checked against the context
 //! before the weights are uploaded.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use tlite_model::deploy::DeployedModel;
 use tokenizers::Tokenizer;
 
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::{GpuError, Result};
+use crate::{Result, TextError};
 
 /// Tokenizer, special ids and the model folder (for its chat template).
 pub struct TextCodec {
@@ -24,13 +24,12 @@ impl TextCodec {
     /// generation_config.json and tokenizer_config.json (`eos_token`), all of them.
     pub fn open(model: &DeployedModel) -> Result<Self> {
         let tok_path = model.tokenizer_path().ok_or_else(|| {
-            GpuError::Tokenizer(format!(
+            TextError::Tokenizer(format!(
                 "{} has no tokenizer.json (convert from a folder that has one)",
                 model.dir.display()
             ))
         })?;
-        let tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| GpuError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        let tokenizer = Self::from_file(&tok_path)?.tokenizer;
         let cfg = &model.manifest.config;
         let mut eos = cfg.eos_token_ids.clone();
         if let Some(g) = read_json(&model.dir.join("generation_config.json"))? {
@@ -47,6 +46,14 @@ impl TextCodec {
         codec.bos_id = cfg.bos_token_id;
         codec.model_dir = Some(model.dir.clone());
         Ok(codec)
+    }
+
+    /// The tokenizer file `path` alone (a checkpoint's): no end-of-sequence ids, no BOS
+    /// fallback, no chat template.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| TextError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(TextCodec::new(tokenizer, Vec::new()))
     }
 
     /// A codec from parts (tests, custom tokenizers): no BOS fallback, no chat template.
@@ -76,7 +83,7 @@ impl TextCodec {
         let enc = self
             .tokenizer
             .encode(text, add_special_tokens)
-            .map_err(|e| GpuError::Tokenizer(e.to_string()))?;
+            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -85,7 +92,7 @@ impl TextCodec {
         let ids = self.encode(text, true)?;
         match (ids.is_empty(), self.bos_id) {
             (true, Some(bos)) => Ok(vec![bos]),
-            (true, None) => Err(GpuError::Tokenizer(
+            (true, None) => Err(TextError::Tokenizer(
                 "the prompt is empty and the model has no BOS token".into(),
             )),
             (false, _) => Ok(ids),
@@ -104,7 +111,7 @@ impl TextCodec {
     /// (the template writes the special tokens itself, so the tokenizer adds none).
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<(String, Vec<u32>)> {
         let template = self.chat_template()?.ok_or_else(|| {
-            GpuError::ChatTemplate(
+            TextError::ChatTemplate(
                 "the model has no chat template (no `chat_template` in its tokenizer_config.json): \
                  use a plain prompt"
                     .into(),
@@ -121,7 +128,7 @@ impl TextCodec {
 pub fn check_context(prompt: usize, max_new: usize, max_seq: usize) -> Result<()> {
     let needed = prompt.saturating_add(max_new);
     if needed > max_seq {
-        return Err(GpuError::ContextOverflow {
+        return Err(TextError::ContextOverflow {
             needed,
             max: max_seq,
         });
@@ -133,9 +140,9 @@ fn read_json(path: &Path) -> Result<Option<Json>> {
     match std::fs::read_to_string(path) {
         Ok(s) => serde_json::from_str(&s)
             .map(Some)
-            .map_err(|e| GpuError::Model(format!("{} is not valid JSON: {e}", path.display()))),
+            .map_err(|e| TextError::Model(format!("{} is not valid JSON: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(GpuError::Model(format!("reading {}: {e}", path.display()))),
+        Err(e) => Err(TextError::Model(format!("reading {}: {e}", path.display()))),
     }
 }
 
@@ -157,14 +164,14 @@ mod tests {
         assert!(check_context(10, 6, 16).is_ok());
         assert!(matches!(
             check_context(10, usize::MAX, 16),
-            Err(GpuError::ContextOverflow {
+            Err(TextError::ContextOverflow {
                 needed: usize::MAX,
                 max: 16
             })
         ));
         assert!(matches!(
             check_context(10, 7, 16),
-            Err(GpuError::ContextOverflow {
+            Err(TextError::ContextOverflow {
                 needed: 17,
                 max: 16
             })

@@ -1,0 +1,159 @@
+//! The execution plan of a set of synthetic models — every family, groups 8 to 128, forced
+//! weight chunking, dense (kept) tensors, odd and ragged widths, a hidden size above the fused
+//! norm's limit, with and without the storage buffers the fused GLU GEMV needs — built and
+//! listed (`Graph::dump`). Set `TLITE_PLAN_DUMP=FILE` to write the listing, to compare plans
+//! before and after a change to the graph builder (`diff`).
+
+use std::path::Path;
+
+use tlite_converter::checkpoint::Checkpoint;
+use tlite_converter::deploy::{ConvertOptions, convert};
+use tlite_converter::synth::{SynthSpec, write_checkpoint};
+use tlite_model::arch::Family;
+use tlite_model::deploy::{DeployedModel, KeepRule};
+use tlite_quantizer::Method;
+use tlite_runtime_gpu::graph;
+use tlite_runtime_gpu::shape::Syms;
+
+const FAMILIES: [Family; 6] = [
+    Family::Llama,
+    Family::Qwen2,
+    Family::Gemma,
+    Family::Gemma2,
+    Family::Gemma3,
+    Family::ChatGlm,
+];
+
+/// (name, spec, group, binding limit, keep rules)
+type Variant = (String, SynthSpec, usize, Option<u64>, Vec<&'static str>);
+
+fn variants() -> Vec<Variant> {
+    let mut v = Vec::new();
+    for f in FAMILIES {
+        let spec = SynthSpec::tiny(f);
+        for g in [32, 64] {
+            v.push((format!("{} g{g}", f.name()), spec.clone(), g, None, vec![]));
+        }
+        v.push((
+            format!("{} g32 chunked", f.name()),
+            spec.clone(),
+            32,
+            Some(1024),
+            vec![],
+        ));
+        v.push((format!("{} g16", f.name()), spec.clone(), 16, None, vec![]));
+        v.push((
+            format!("{} g32 dense", f.name()),
+            spec.clone(),
+            32,
+            None,
+            vec![".*=f32"],
+        ));
+        v.push((
+            format!("{} g32 mlp f16", f.name()),
+            spec.clone(),
+            32,
+            None,
+            vec!["mlp=f16"],
+        ));
+    }
+    let odd = |hidden, intermediate, layers| SynthSpec {
+        hidden,
+        intermediate,
+        layers,
+        ..SynthSpec::tiny(Family::Llama)
+    };
+    v.push((
+        "llama h72 g32 (ragged)".into(),
+        odd(72, 100, 2),
+        32,
+        None,
+        vec![],
+    ));
+    v.push(("llama h72 g8".into(), odd(72, 100, 2), 8, None, vec![]));
+    v.push((
+        "llama h192 g128".into(),
+        odd(192, 320, 2),
+        128,
+        None,
+        vec![],
+    ));
+    v.push((
+        "llama h4160 g64 (k > 4096)".into(),
+        odd(4160, 64, 1),
+        64,
+        None,
+        vec![],
+    ));
+    v
+}
+
+fn convert_variant(
+    dir: &Path,
+    spec: &SynthSpec,
+    group: usize,
+    limit: Option<u64>,
+    keep: &[&str],
+) -> DeployedModel {
+    write_checkpoint(spec, &dir.join("ck")).unwrap();
+    let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+    let mut opts = ConvertOptions {
+        group,
+        method: Method::MinMax,
+        keep: keep
+            .iter()
+            .map(|k| k.parse::<KeepRule>().unwrap())
+            .collect(),
+        overwrite: true,
+        ..Default::default()
+    };
+    if let Some(l) = limit {
+        opts.binding_limit = l;
+    }
+    convert(
+        &ck,
+        &dir.join("m"),
+        &opts,
+        &mut tlite_converter::events::ignore,
+    )
+    .unwrap();
+    DeployedModel::open(&dir.join("m")).unwrap()
+}
+
+#[test]
+fn plans_of_the_synthetic_models() {
+    let points = [
+        (1, 0, 1),
+        (1, 5, 1),
+        (1, 999, 1),
+        (7, 0, 1),
+        (7, 13, 2),
+        (64, 100, 64),
+        (200, 37, 3),
+    ]
+    .map(|(seq, past, out)| Syms { seq, past, out });
+    let root = tempfile_dir();
+    let mut out = String::new();
+    for (i, (name, spec, g, limit, keep)) in variants().into_iter().enumerate() {
+        let dir = root.join(format!("v{i}"));
+        let m = convert_variant(&dir, &spec, g, limit, &keep);
+        for max_storage in [16, 8] {
+            let plan = graph::build(&m.manifest, 1000, max_storage).unwrap();
+            out.push_str(&format!(
+                "==== {name} | max_storage_buffers {max_storage}\n"
+            ));
+            out.push_str(&plan.dump(&points));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    if let Some(path) = std::env::var_os("TLITE_PLAN_DUMP") {
+        std::fs::write(&path, &out).unwrap();
+    }
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tlite-plan-dump-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
