@@ -1,28 +1,17 @@
 //! M0E4 dequantization on the GPU: the first real kernel, checked bit for bit against the
 //! quantizer's CPU decoder.
 
-use bytemuck::{Pod, Zeroable};
 use tlite_quantizer::M0E4Matrix;
 use wgpu::util::DeviceExt;
 
 use crate::kernels::Kernel;
+use crate::kernels::params::binding::dequant as binding;
 use crate::{Gpu, GpuError, Result};
 
-/// The uniform of `dequant.wgsl` (`struct Params`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct DequantParams {
-    pub rows: u32,
-    pub cols: u32,
-    pub group: u32,
-    pub words_per_row: u32,
-    pub groups_per_row: u32,
-    pub grid_width: u32,
-    pub _pad: [u32; 2],
-}
-const _: () = assert!(std::mem::size_of::<DequantParams>() == 32);
+/// The uniform of `dequant.wgsl`.
+pub use crate::kernels::params::DequantParams;
 
-const WORKGROUP: u32 = 64;
+const WORKGROUP: u32 = crate::kernels::params::DEQUANT_WG;
 
 /// f16 bits, two per `u32` (low half first), padded to whole words.
 pub fn halves_to_words(h: &[u16]) -> Vec<u32> {
@@ -76,7 +65,8 @@ pub fn dequantize(gpu: &Gpu, m: &M0E4Matrix) -> Result<Vec<f32>> {
         words_per_row: u32_of("words", M0E4Matrix::words_per_row(m.cols))?,
         groups_per_row: u32_of("groups", M0E4Matrix::groups_per_row(m.cols, m.group))?,
         grid_width: gx * WORKGROUP,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     let dev = &gpu.device;
     let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -117,11 +107,11 @@ pub fn dequantize(gpu: &Gpu, m: &M0E4Matrix) -> Result<Vec<f32>> {
         label: Some("dequant"),
         layout: &pipeline.get_bind_group_layout(0),
         entries: &[
-            entry(0, &uniform),
-            entry(1, &packed),
-            entry(2, &scales),
-            entry(3, &biases),
-            entry(4, &out),
+            entry(binding::PARAMS, &uniform),
+            entry(binding::PACKED, &packed),
+            entry(binding::SCALES, &scales),
+            entry(binding::BIASES, &biases),
+            entry(binding::OUT, &out),
         ],
     });
     let mut enc = dev.create_command_encoder(&Default::default());

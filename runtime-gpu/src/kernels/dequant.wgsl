@@ -7,13 +7,13 @@ struct Params {
     group: u32,
     words_per_row: u32,
     groups_per_row: u32,
-    // invocations per row of the dispatch grid (x extent × workgroup size)
+    // invocations per row of the dispatch grid (x extent × DEQUANT_WG)
     grid_width: u32,
     _pad0: u32,
     _pad1: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> packed: array<u32>;
 @group(0) @binding(2) var<storage, read> scales: array<u32>;
 @group(0) @binding(3) var<storage, read> biases: array<u32>;
@@ -24,25 +24,25 @@ fn half_of(word: u32, i: u32) -> f32 {
     return select(v.x, v.y, (i & 1u) == 1u);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(DEQUANT_WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.grid_width;
-    if (i >= p.rows * p.words_per_row) {
+    let i = gid.x + gid.y * params.grid_width;
+    if (i >= params.rows * params.words_per_row) {
         return;
     }
-    let row = i / p.words_per_row;
-    let col0 = (i % p.words_per_row) * M0E4_PER_WORD;
-    let g = row * p.groups_per_row + col0 / p.group;
+    let row = i / params.words_per_row;
+    let col0 = (i % params.words_per_row) * M0E4_PER_WORD;
+    let g = row * params.groups_per_row + col0 / params.group;
     let s = half_of(scales[g >> 1u], g);
     let b = half_of(biases[g >> 1u], g);
     let word = packed[i];
-    let base = row * p.cols + col0;
+    let base = row * params.cols + col0;
     for (var k = 0u; k < 4u; k++) {
         let v = m0e4_pair(word, k);
-        if (col0 + k < p.cols) {
+        if (col0 + k < params.cols) {
             out[base + k] = fma(v.x, s, b);
         }
-        if (col0 + k + 4u < p.cols) {
+        if (col0 + k + 4u < params.cols) {
             out[base + k + 4u] = fma(v.y, s, b);
         }
     }

@@ -16,7 +16,7 @@ struct Params {
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> packed: array<u32>;
@@ -31,66 +31,66 @@ fn half_at(a: u32, i: u32) -> f32 {
 }
 
 // One thread per (token, packed word) of the rows this weight chunk holds.
-@compute @workgroup_size(64)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn embed_m0e4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.grid_width;
-    let t = i / p.words_per_row;
-    let wi = i % p.words_per_row;
-    if (t >= p.seq) {
+    let i = gid.x + gid.y * params.grid_width;
+    let t = i / params.words_per_row;
+    let wi = i % params.words_per_row;
+    if (t >= params.seq) {
         return;
     }
     let tok = tokens[t];
-    if (tok < p.row0 || tok >= p.row0 + p.rows) {
+    if (tok < params.row0 || tok >= params.row0 + params.rows) {
         return;
     }
-    let row = tok - p.row0;
-    let w = packed[row * p.words_per_row + wi];
+    let row = tok - params.row0;
+    let w = packed[row * params.words_per_row + wi];
     let col0 = wi * M0E4_PER_WORD;
-    let g = row * p.groups_per_row + col0 / p.group;
+    let g = row * params.groups_per_row + col0 / params.group;
     let s = half_at(scales[g >> 1u], g);
     let b = half_at(biases[g >> 1u], g);
     for (var kk = 0u; kk < 4u; kk++) {
         let v = m0e4_pair(w, kk);
-        if (col0 + kk < p.n) {
-            y[t * p.n + col0 + kk] = fma(v.x, s, b) * p.scale;
+        if (col0 + kk < params.n) {
+            y[t * params.n + col0 + kk] = fma(v.x, s, b) * params.scale;
         }
-        if (col0 + kk + 4u < p.n) {
-            y[t * p.n + col0 + kk + 4u] = fma(v.y, s, b) * p.scale;
+        if (col0 + kk + 4u < params.n) {
+            y[t * params.n + col0 + kk + 4u] = fma(v.y, s, b) * params.scale;
         }
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn embed_dense(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.grid_width;
-    let t = i / p.n;
-    let c = i % p.n;
-    if (t >= p.seq) {
+    let i = gid.x + gid.y * params.grid_width;
+    let t = i / params.n;
+    let c = i % params.n;
+    if (t >= params.seq) {
         return;
     }
     let tok = tokens[t];
-    if (tok < p.row0 || tok >= p.row0 + p.rows) {
+    if (tok < params.row0 || tok >= params.row0 + params.rows) {
         return;
     }
-    y[t * p.n + c] = dense[(tok - p.row0) * p.n + c] * p.scale;
+    y[t * params.n + c] = dense[(tok - params.row0) * params.n + c] * params.scale;
 }
 
 // y = act(y) · up, in place over seq × n (act 0: SiLU, 1: GELU-tanh).
-@compute @workgroup_size(64)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.grid_width;
-    if (i >= p.seq * p.n) {
+    let i = gid.x + gid.y * params.grid_width;
+    if (i >= params.seq * params.n) {
         return;
     }
-    y[i] = glu_act(y[i], p.act) * up[i];
+    y[i] = glu_act(y[i], params.act) * up[i];
 }
 
 // y = cap · tanh(y / cap), in place.
-@compute @workgroup_size(64)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn softcap(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.grid_width;
-    if (i >= p.seq * p.n) {
+    let i = gid.x + gid.y * params.grid_width;
+    if (i >= params.seq * params.n) {
         return;
     }
-    y[i] = p.cap * tanh(clamp(y[i] / p.cap, -15.0, 15.0));
+    y[i] = params.cap * tanh(clamp(y[i] / params.cap, -15.0, 15.0));
 }

@@ -32,7 +32,7 @@ struct Params {
     _pad0: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -49,11 +49,11 @@ fn half_at(a: u32, i: u32) -> f32 {
 
 fn store(t: u32, o: u32, acc: f32) {
     var v = acc;
-    if (p.has_bias != 0u) {
-        v += bias[p.bias0 + o];
+    if (params.has_bias != 0u) {
+        v += bias[params.bias0 + o];
     }
-    let i = t * p.out_stride + p.out_col0 + o;
-    if (p.accumulate != 0u) {
+    let i = t * params.out_stride + params.out_col0 + o;
+    if (params.accumulate != 0u) {
         y[i] += v;
     } else {
         y[i] = v;
@@ -66,18 +66,20 @@ fn store(t: u32, o: u32, acc: f32) {
 // times, and a thread has 8 independent weight loads in flight; for a fixed row the 32 lanes of
 // a warp read 128 contiguous bytes. The 256 × 8 partial sums are reduced in shared memory in
 // three conflict-free stages (no subgroup operations: the same path runs on every device).
-const GV_ROWS: u32 = 8u;
-const GV_WG: u32 = 256u;
-var<workgroup> red: array<f32, 2048>; // [GV_ROWS][GV_WG]
-var<workgroup> red2: array<f32, 256>; // [GV_ROWS][32]
-var<workgroup> red3: array<f32, 64>; // [GV_ROWS][8]
+const GV_ROWS: u32 = GEMV_ROWS;
+const GV_WG: u32 = GEMV_WG;
+// The reduction's stages: GV_WG = GV_ROWS · 32 threads, then GV_ROWS · 8 partial sums.
+const_assert GV_WG == GV_ROWS * 32u && GV_ROWS == 8u;
+var<workgroup> red: array<f32, GV_ROWS * GV_WG>; // [GV_ROWS][GV_WG]
+var<workgroup> red2: array<f32, GV_ROWS * 32u>; // [GV_ROWS][32]
+var<workgroup> red3: array<f32, GV_ROWS * 8u>; // [GV_ROWS][8]
 
 fn x_at(i: u32, lim: u32) -> f32 {
     return select(0.0, x[min(i, lim - 1u)], i < lim);
 }
 
 // Thread r < GV_ROWS gets the total of row r; every thread must call it (barriers).
-fn gv_reduce(lid: u32, acc: ptr<function, array<f32, 8>>) -> f32 {
+fn gv_reduce(lid: u32, acc: ptr<function, array<f32, GV_ROWS>>) -> f32 {
     for (var r = 0u; r < GV_ROWS; r++) {
         red[r * GV_WG + lid] = (*acc)[r];
     }
@@ -111,27 +113,27 @@ fn gv_reduce(lid: u32, acc: ptr<function, array<f32, 8>>) -> f32 {
     return tot;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GV_WG)
 fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let o0 = (wg.x + wg.y * p.grid_width) * GV_ROWS;
-    if (o0 >= p.n) {
+    let o0 = (wg.x + wg.y * params.grid_width) * GV_ROWS;
+    if (o0 >= params.n) {
         return; // uniform over the workgroup
     }
-    for (var t = 0u; t < p.seq; t++) {
-        var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        let lim = t * p.k + p.k;
-        for (var wi = lid; wi < p.words_per_row; wi += GV_WG) {
+    for (var t = 0u; t < params.seq; t++) {
+        var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        let lim = t * params.k + params.k;
+        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
             let col0 = wi * M0E4_PER_WORD;
-            let xi = t * p.k + col0;
+            let xi = t * params.k + col0;
             let xa = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
             let xb = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
             let sx = dot(xa, vec4<f32>(1.0)) + dot(xb, vec4<f32>(1.0));
-            let gi = col0 / p.group;
+            let gi = col0 / params.group;
             for (var r = 0u; r < GV_ROWS; r++) {
                 // Rows past n load row n - 1 again (never stored): no branch around the loads.
-                let row = p.w_row0 + min(o0 + r, p.n - 1u);
-                let w = packed[row * p.words_per_row + wi];
-                let g = row * p.groups_per_row + gi;
+                let row = params.w_row0 + min(o0 + r, params.n - 1u);
+                let w = packed[row * params.words_per_row + wi];
+                let g = row * params.groups_per_row + gi;
                 let s = half_at(scales[g >> 1u], g);
                 let b = half_at(biases[g >> 1u], g);
                 let v0 = m0e4_pair(w, 0u);
@@ -144,7 +146,7 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             }
         }
         let total = gv_reduce(lid, &acc);
-        if (lid < GV_ROWS && o0 + lid < p.n) {
+        if (lid < GV_ROWS && o0 + lid < params.n) {
             store(t, o0 + lid, total);
         }
         workgroupBarrier();
@@ -167,11 +169,14 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 @group(0) @binding(11) var<storage, read> packed4_up: array<vec4<u32>>;
 @group(0) @binding(12) var<storage, read> scales_up: array<u32>;
 @group(0) @binding(13) var<storage, read> biases_up: array<u32>;
+// The lane groups: GEMV_WIDE_WG / 32 of 32 lanes, 4 rows each; a step reads 4 packed words.
+const_assert GEMV_WIDE_WG == 128u && GEMV_WIDE_ROWS == 4u * (GEMV_WIDE_WG / 32u);
+const_assert GEMV_GLU_OUTPUTS * 2u == GEMV_WIDE_ROWS && GEMV_WIDE_COLS == 4u * M0E4_PER_WORD;
 var<workgroup> wred: array<f32, 256>; // stage_x's partial sums; gemv_m0e4_glu's row totals
 var<workgroup> wred2: array<f32, 129>; // [16 rows][8]; [64]: the norm factor in stage_x
 var<workgroup> wred16: array<f32, 512>; // [16 rows][32 lanes]
-// The normalized activations of a fused norm (hidden size ≤ 4 · 1024 = NORM_MAX_K).
-var<workgroup> xs: array<vec4<f32>, 1024>;
+// The normalized activations of a fused norm (hidden size ≤ NORM_MAX_K).
+var<workgroup> xs: array<vec4<f32>, NORM_MAX_K / 4u>;
 
 // Σ of word `w`'s 8 decoded codes (1 + q/16, before scale and bias) against columns xa, xb.
 fn word_dot(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
@@ -187,15 +192,15 @@ fn word_dot(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
 // factor of every row sum applied after the reduction; without, returns 1. Every thread must
 // call it.
 fn stage_x(t: u32, lid: u32) -> f32 {
-    if (p.norm == 0u) {
+    if (params.norm == 0u) {
         return 1.0;
     }
-    let q = p.k / 4u;
+    let q = params.k / 4u;
     var ss = 0.0;
-    for (var i = lid; i < q; i += 128u) {
+    for (var i = lid; i < q; i += GEMV_WIDE_WG) {
         let v = x4[t * q + i];
         ss += dot(v, v);
-        xs[i] = v * (norm_w4[i] + vec4<f32>(p.w_offset));
+        xs[i] = v * (norm_w4[i] + vec4<f32>(params.w_offset));
     }
     wred[lid] = ss;
     workgroupBarrier();
@@ -208,7 +213,7 @@ fn stage_x(t: u32, lid: u32) -> f32 {
         for (var i = 0u; i < 32u; i++) {
             tot += wred2[i];
         }
-        wred2[64] = inverseSqrt(tot / f32(p.k) + p.eps);
+        wred2[64] = inverseSqrt(tot / f32(params.k) + params.eps);
     }
     workgroupBarrier();
     // Read before the next barrier in reduce_rows16; wred2 is written again only after it.
@@ -217,10 +222,10 @@ fn stage_x(t: u32, lid: u32) -> f32 {
 
 // Activations i (a vec4 index within row t): staged and normalized, or straight from x.
 fn x_vec(t: u32, i: u32) -> vec4<f32> {
-    if (p.norm != 0u) {
+    if (params.norm != 0u) {
         return xs[i];
     }
-    return x4[t * (p.k / 4u) + i];
+    return x4[t * (params.k / 4u) + i];
 }
 
 struct Dot4 {
@@ -251,8 +256,8 @@ fn half4(buf_words: vec4<u32>, g: vec4<u32>) -> vec4<f32> {
 
 // Step i (columns 32 i .. 32 i + 31) of the 4 rows `rows` of the matrix, against token t.
 fn wide_step(rows: vec4<u32>, t: u32, i: u32) -> vec4<f32> {
-    let q4 = p.words_per_row / 4u;
-    let g = rows * p.groups_per_row + vec4<u32>((i * 32u) / p.group);
+    let q4 = params.words_per_row / 4u;
+    let g = rows * params.groups_per_row + vec4<u32>((i * GEMV_WIDE_COLS) / params.group);
     let h = g >> vec4<u32>(1u);
     let r = quad_dot(packed4[rows.x * q4 + i], packed4[rows.y * q4 + i], packed4[rows.z * q4 + i],
         packed4[rows.w * q4 + i], t, i);
@@ -291,10 +296,10 @@ fn reduce_rows16(lid: u32, acc: vec4<f32>) -> f32 {
 // Step i of gate rows g.x, g.y and up rows u.x, u.y, against token t: (gate x, up x, gate y,
 // up y).
 fn glu_step(g: vec2<u32>, u: vec2<u32>, t: u32, i: u32) -> vec4<f32> {
-    let q4 = p.words_per_row / 4u;
-    let gi = (i * 32u) / p.group;
-    let gg = g * p.groups_per_row + vec2<u32>(gi);
-    let gu = u * p.groups_per_row + vec2<u32>(gi);
+    let q4 = params.words_per_row / 4u;
+    let gi = (i * GEMV_WIDE_COLS) / params.group;
+    let gg = g * params.groups_per_row + vec2<u32>(gi);
+    let gu = u * params.groups_per_row + vec2<u32>(gi);
     let r = quad_dot(packed4[g.x * q4 + i], packed4_up[u.x * q4 + i], packed4[g.y * q4 + i],
         packed4_up[u.y * q4 + i], t, i);
     let idx = vec4<u32>(gg.x, gu.x, gg.y, gu.y);
@@ -304,28 +309,29 @@ fn glu_step(g: vec2<u32>, u: vec2<u32>, t: u32, i: u32) -> vec4<f32> {
     return s * r.d + b * r.sx;
 }
 
-// A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of 16 rows (gemv_m0e4_glu:
-// of 8 outputs) one after the other, so a fused norm's staging is shared by all of them.
-@compute @workgroup_size(128)
+// A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of GEMV_WIDE_ROWS = 16 rows
+// (gemv_m0e4_glu: of GEMV_GLU_OUTPUTS = 8 outputs) one after the other, so a fused norm's
+// staging is shared by all of them.
+@compute @workgroup_size(GEMV_WIDE_WG)
 fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 16u;
-    if (first >= p.n) {
+    let first = (wg.x + wg.y * params.grid_width) * params.blocks * GEMV_WIDE_ROWS;
+    if (first >= params.n) {
         return; // uniform over the workgroup
     }
     let lane = lid % 32u;
     let lg = lid / 32u;
-    let q4 = p.words_per_row / 4u;
-    for (var t = 0u; t < p.seq; t++) {
+    let q4 = params.words_per_row / 4u;
+    for (var t = 0u; t < params.seq; t++) {
         let inv = stage_x(t, lid);
-        for (var blk = 0u; blk < p.blocks; blk++) {
-            let o0 = first + blk * 16u;
-            if (o0 >= p.n) {
+        for (var blk = 0u; blk < params.blocks; blk++) {
+            let o0 = first + blk * GEMV_WIDE_ROWS;
+            if (o0 >= params.n) {
                 break; // uniform
             }
             // Lane group lg: rows o0 + 4·lg .. + 3; rows past n repeat row n - 1 (never
             // stored), so the loads need no branch.
-            let rows = vec4<u32>(p.w_row0) + min(vec4<u32>(o0 + 4u * lg) + vec4<u32>(0u, 1u, 2u, 3u),
-                vec4<u32>(p.n - 1u));
+            let rows = vec4<u32>(params.w_row0) + min(vec4<u32>(o0 + 4u * lg) + vec4<u32>(0u, 1u, 2u, 3u),
+                vec4<u32>(params.n - 1u));
             var acc = vec4<f32>(0.0);
             // Two steps per iteration, both issued before either is used: twice the loads
             // in flight; then the odd step left over, if any.
@@ -337,7 +343,7 @@ fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 acc += wide_step(rows, t, i);
             }
             let total = reduce_rows16(lid, acc) * inv;
-            if (lid < 16u && o0 + lid < p.n) {
+            if (lid < GEMV_WIDE_ROWS && o0 + lid < params.n) {
                 store(t, o0 + lid, total);
             }
         }
@@ -348,26 +354,26 @@ fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 // 128-thread workgroup computes outputs o0 + 2g and o0 + 2g + 1 of a block of 8, each from a
 // gate row (packed4/scales/biases) and an up row up_row0 + o (the *_up buffers, possibly the
 // same tensor), and writes act(gate) · up.
-@compute @workgroup_size(128)
+@compute @workgroup_size(GEMV_WIDE_WG)
 fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * p.grid_width) * p.blocks * 8u;
-    if (first >= p.n) {
+    let first = (wg.x + wg.y * params.grid_width) * params.blocks * GEMV_GLU_OUTPUTS;
+    if (first >= params.n) {
         return; // uniform over the workgroup
     }
     let lane = lid % 32u;
     let lg = lid / 32u;
-    let q4 = p.words_per_row / 4u;
-    for (var t = 0u; t < p.seq; t++) {
+    let q4 = params.words_per_row / 4u;
+    for (var t = 0u; t < params.seq; t++) {
         let inv = stage_x(t, lid);
-        for (var blk = 0u; blk < p.blocks; blk++) {
-            let o0 = first + blk * 8u;
-            if (o0 >= p.n) {
+        for (var blk = 0u; blk < params.blocks; blk++) {
+            let o0 = first + blk * GEMV_GLU_OUTPUTS;
+            if (o0 >= params.n) {
                 break; // uniform
             }
             // Outputs past n repeat output n - 1 (never stored).
-            let o = min(vec2<u32>(o0 + 2u * lg) + vec2<u32>(0u, 1u), vec2<u32>(p.n - 1u));
-            let g = vec2<u32>(p.w_row0) + o;
-            let u = vec2<u32>(p.up_row0) + o;
+            let o = min(vec2<u32>(o0 + 2u * lg) + vec2<u32>(0u, 1u), vec2<u32>(params.n - 1u));
+            let g = vec2<u32>(params.w_row0) + o;
+            let u = vec2<u32>(params.up_row0) + o;
             var acc = vec4<f32>(0.0);
             var i = lane;
             for (; i + 32u < q4; i += 64u) {
@@ -382,25 +388,25 @@ fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 wred[lid] = total;
             }
             workgroupBarrier();
-            if (lid < 8u && o0 + lid < p.n) {
-                y[t * p.out_stride + p.out_col0 + o0 + lid] = glu_act(wred[2u * lid], p.act) * wred[2u * lid + 1u];
+            if (lid < GEMV_GLU_OUTPUTS && o0 + lid < params.n) {
+                y[t * params.out_stride + params.out_col0 + o0 + lid] = glu_act(wred[2u * lid], params.act) * wred[2u * lid + 1u];
             }
             workgroupBarrier();
         }
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(REDUCE_WG)
 fn gemv_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let o = wg.x + wg.y * p.grid_width;
-    if (o >= p.n) {
+    let o = wg.x + wg.y * params.grid_width;
+    if (o >= params.n) {
         return;
     }
-    let wb = (p.w_row0 + o) * p.k;
-    for (var t = 0u; t < p.seq; t++) {
+    let wb = (params.w_row0 + o) * params.k;
+    for (var t = 0u; t < params.seq; t++) {
         var acc = 0.0;
-        for (var c = lid; c < p.k; c += WG) {
-            acc += dense[wb + c] * x[t * p.k + c];
+        for (var c = lid; c < params.k; c += REDUCE_WG) {
+            acc += dense[wb + c] * x[t * params.k + c];
         }
         let total = reduce_sum(lid, acc);
         if (lid == 0u) {
@@ -414,20 +420,22 @@ fn gemv_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
 // the workgroup dequantizes a 128 × 32 weight tile into shared memory k-major (`wt[kk][row]`,
 // read back as two vec4 per kk) and loads a 64 × 32 activation tile token-major with a padded
 // row (`xt[tok][kk]`, stride 33: conflict-free); each kk then costs 6 shared loads for 32 FMAs.
-const TO: u32 = 128u;
-const TT: u32 = 64u;
+const TO: u32 = GEMM_ROWS;
+const TT: u32 = GEMM_TOKENS;
 const TK: u32 = 32u;
-const XS: u32 = 33u;
-var<workgroup> wt: array<vec4<f32>, 1024>; // [TK][TO / 4]
-var<workgroup> xt: array<f32, 2112>; // [TT][XS]
+const XS: u32 = TK + 1u;
+// 16 × 16 threads of 8 rows × 4 tokens; the weight tile loads as 2 halves of 4 words per row.
+const_assert GEMM_WG == 256u && TO == 16u * 8u && TT == 16u * 4u && TK == 4u * M0E4_PER_WORD;
+var<workgroup> wt: array<vec4<f32>, TK * TO / 4u>; // [TK][TO / 4]
+var<workgroup> xt: array<f32, TT * XS>; // [TT][XS]
 
 fn load_x_tile(lid: u32, t0: u32, k0: u32) {
-    for (var i = lid; i < TT * TK; i += 256u) {
+    for (var i = lid; i < TT * TK; i += GEMM_WG) {
         let tl = i / TK;
         let kk = i % TK;
         let t = t0 + tl;
         let c = k0 + kk;
-        xt[tl * XS + kk] = select(0.0, x[min(t * p.k + c, arrayLength(&x) - 1u)], t < p.seq && c < p.k);
+        xt[tl * XS + kk] = select(0.0, x[min(t * params.k + c, arrayLength(&x) - 1u)], t < params.seq && c < params.k);
     }
 }
 
@@ -459,20 +467,20 @@ fn store_tile(wg: vec3<u32>, tx: u32, ty: u32, acc: array<vec4<f32>, 8>) {
         let o = wg.x * TO + (r / 4u) * 64u + tx * 4u + r % 4u;
         for (var j = 0u; j < 4u; j++) {
             let t = wg.y * TT + ty * 4u + j;
-            if (o < p.n && t < p.seq) {
+            if (o < params.n && t < params.seq) {
                 store(t, o, acc[r][j]);
             }
         }
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GEMM_WG)
 fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var acc: array<vec4<f32>, 8>;
     let tx = lid % 16u;
     let ty = lid / 16u;
     let words = TK / M0E4_PER_WORD;
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var k0 = 0u; k0 < params.k; k0 += TK) {
         // 128 rows × 4 words: thread lid takes word lid % 4 of rows lid / 4 and lid / 4 + 64
         // (four neighbouring threads read 16 contiguous bytes of a row).
         for (var h = 0u; h < 2u; h++) {
@@ -480,17 +488,17 @@ fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             let wl = lid % words;
             let wi = k0 / M0E4_PER_WORD + wl;
             let o = wg.x * TO + ro;
-            if (o < p.n && wi < p.words_per_row) {
-                let row = p.w_row0 + o;
-                let w = packed[row * p.words_per_row + wi];
-                let g = row * p.groups_per_row + (wi * M0E4_PER_WORD) / p.group;
+            if (o < params.n && wi < params.words_per_row) {
+                let row = params.w_row0 + o;
+                let w = packed[row * params.words_per_row + wi];
+                let g = row * params.groups_per_row + (wi * M0E4_PER_WORD) / params.group;
                 let s = half_at(scales[g >> 1u], g);
                 let b = half_at(biases[g >> 1u], g);
                 for (var kk = 0u; kk < 4u; kk++) {
                     let v = m0e4_pair(w, kk);
                     let c = wi * M0E4_PER_WORD + kk;
-                    wt_set(wl * 8u + kk, ro, select(0.0, fma(v.x, s, b), c < p.k));
-                    wt_set(wl * 8u + kk + 4u, ro, select(0.0, fma(v.y, s, b), c + 4u < p.k));
+                    wt_set(wl * 8u + kk, ro, select(0.0, fma(v.x, s, b), c < params.k));
+                    wt_set(wl * 8u + kk + 4u, ro, select(0.0, fma(v.y, s, b), c + 4u < params.k));
                 }
             } else {
                 for (var kk = 0u; kk < 8u; kk++) {
@@ -506,20 +514,20 @@ fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     store_tile(wg, tx, ty, acc);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GEMM_WG)
 fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     var acc: array<vec4<f32>, 8>;
     let tx = lid % 16u;
     let ty = lid / 16u;
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        for (var i = lid; i < TO * TK; i += 256u) {
+    for (var k0 = 0u; k0 < params.k; k0 += TK) {
+        for (var i = lid; i < TO * TK; i += GEMM_WG) {
             let ro = i % TO;
             let kk = i / TO;
             let o = wg.x * TO + ro;
             let c = k0 + kk;
             var v = 0.0;
-            if (o < p.n && c < p.k) {
-                v = dense[(p.w_row0 + o) * p.k + c];
+            if (o < params.n && c < params.k) {
+                v = dense[(params.w_row0 + o) * params.k + c];
             }
             wt_set(kk, ro, v);
         }

@@ -1,8 +1,17 @@
 //! WGSL kernels: one file per family on disk, each prefixed with a prelude generated from the
-//! quantizer's constants (so the CPU and GPU decoders cannot drift). Set `TLITE_DUMP_WGSL=DIR`
-//! to write every assembled shader to `DIR` for reading.
+//! quantizer's constants (so the CPU and GPU decoders cannot drift) and from the constants the
+//! runtime shares with the kernels ([`params`]: workgroup sizes, tiles, staging limits). The
+//! typed interface of each family (parameter struct, binding indices) is in [`params`]. Set
+//! `TLITE_DUMP_WGSL=DIR` to write every assembled shader to `DIR` for reading.
+
+pub mod params;
 
 use tlite_quantizer::format::{PACKED_PER_WORD, PAIR_MASK, PAIR_ONE, PAIR_SHIFTS};
+
+pub use params::{
+    AttentionParams, DequantParams, ElementwiseParams, KernelParams, MatmulParams, Member,
+    NormParams, RopeKvParams, Scalar, Value, binding,
+};
 
 /// The kernel families, one WGSL file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,84 +81,21 @@ impl Kernel {
         }
     }
 
-    /// The fields of the kernel's uniform `Params`, in order (all 4 bytes wide); a test checks
-    /// them against the WGSL struct.
+    /// The names of the kernel's uniform `Params` members, in order (all 4 bytes wide): the
+    /// names of [`Kernel::members`], which a test checks against the WGSL struct.
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            Kernel::Dequant => &[
-                "rows",
-                "cols",
-                "group",
-                "words_per_row",
-                "groups_per_row",
-                "grid_width",
-                "_pad0",
-                "_pad1",
-            ],
-            Kernel::Matmul => &[
-                "seq",
-                "k",
-                "n",
-                "out_stride",
-                "out_col0",
-                "w_row0",
-                "group",
-                "words_per_row",
-                "groups_per_row",
-                "accumulate",
-                "has_bias",
-                "bias0",
-                "grid_width",
-                "norm",
-                "eps",
-                "w_offset",
-                "act",
-                "up_row0",
-                "blocks",
-                "_pad0",
-            ],
-            Kernel::Norm => &[
-                "rows",
-                "n",
-                "mode",
-                "gather",
-                "eps",
-                "w_offset",
-                "grid_width",
-                "_pad",
-            ],
-            Kernel::RopeKv => &[
-                "seq",
-                "past",
-                "heads",
-                "kv_heads",
-                "hd",
-                "rot",
-                "interleaved",
-                "max_seq",
-            ],
-            Kernel::Attention => &[
-                "seq", "past", "heads", "kv_heads", "hd", "max_seq", "window", "splits", "kps",
-                "scale", "softcap", "_pad",
-            ],
-            Kernel::Elementwise => &[
-                "seq",
-                "n",
-                "row0",
-                "rows",
-                "group",
-                "words_per_row",
-                "groups_per_row",
-                "act",
-                "scale",
-                "cap",
-                "grid_width",
-                "_pad",
-            ],
+            Kernel::Dequant => DequantParams::NAMES,
+            Kernel::Matmul => MatmulParams::NAMES,
+            Kernel::Norm => NormParams::NAMES,
+            Kernel::RopeKv => RopeKvParams::NAMES,
+            Kernel::Attention => AttentionParams::NAMES,
+            Kernel::Elementwise => ElementwiseParams::NAMES,
         }
     }
 
-    /// The complete WGSL of this kernel: the M0E4 prelude followed by its file.
+    /// The complete WGSL of this kernel: the M0E4 prelude and the shared constants, followed by
+    /// the shared functions it uses and its file.
     pub fn source(self) -> String {
         let reductions = match self {
             Kernel::Matmul | Kernel::Norm | Kernel::Attention => include_str!("reduce.wgsl"),
@@ -160,8 +106,9 @@ impl Kernel {
             _ => "",
         };
         let src = format!(
-            "{}\n{reductions}\n{activations}\n{}",
+            "{}\n{}\n{reductions}\n{activations}\n{}",
             m0e4_prelude(),
+            params::constants_prelude(),
             self.file()
         );
         if let Some(dir) = std::env::var_os("TLITE_DUMP_WGSL") {

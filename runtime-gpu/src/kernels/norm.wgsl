@@ -14,7 +14,7 @@ struct Params {
     _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
@@ -22,12 +22,14 @@ struct Params {
 
 
 
-// rmsnorm: 256 threads per row; each thread loads its (up to) NV values of the row at once and
-// keeps them in registers for the second pass, so a row costs one round of memory latency
-// rather than one per loop iteration (rows longer than NV · 256 re-read the tail).
-const NT: u32 = 256u;
+// rmsnorm: NT = NORM_WG (256) threads per row; each thread loads its (up to) NV values of the
+// row at once and keeps them in registers for the second pass, so a row costs one round of
+// memory latency rather than one per loop iteration (rows longer than NV · NT re-read the
+// tail). The tree reduction needs a power of two.
+const NT: u32 = NORM_WG;
 const NV: u32 = 16u;
-var<workgroup> nred: array<f32, 256>;
+const_assert ((NT & (NT - 1u)) == 0u);
+var<workgroup> nred: array<f32, NT>;
 
 fn sum256(lid: u32, v: f32) -> f32 {
     nred[lid] = v;
@@ -42,61 +44,61 @@ fn sum256(lid: u32, v: f32) -> f32 {
 }
 
 fn put(i: u32, v: f32) {
-    if (p.mode == 1u) {
+    if (params.mode == 1u) {
         y[i] += v;
     } else {
         y[i] = v;
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NORM_WG)
 fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = wg.x + wg.y * p.grid_width;
-    if (r >= p.rows) {
+    let r = wg.x + wg.y * params.grid_width;
+    if (r >= params.rows) {
         return;
     }
     var src = r;
-    if (p.gather != 0u) {
+    if (params.gather != 0u) {
         src = rows[r];
     }
-    let xb = src * p.n;
-    var vals: array<f32, 16>;
+    let xb = src * params.n;
+    var vals: array<f32, NV>;
     var ss = 0.0;
     for (var k = 0u; k < NV; k++) {
         let i = lid + k * NT;
-        let v = select(0.0, x[xb + min(i, p.n - 1u)], i < p.n);
+        let v = select(0.0, x[xb + min(i, params.n - 1u)], i < params.n);
         vals[k] = v;
         ss += v * v;
     }
-    for (var i = lid + NV * NT; i < p.n; i += NT) {
+    for (var i = lid + NV * NT; i < params.n; i += NT) {
         let v = x[xb + i];
         ss += v * v;
     }
-    let scale = inverseSqrt(sum256(lid, ss) / f32(p.n) + p.eps);
+    let scale = inverseSqrt(sum256(lid, ss) / f32(params.n) + params.eps);
     for (var k = 0u; k < NV; k++) {
         let i = lid + k * NT;
-        if (i < p.n) {
-            put(r * p.n + i, vals[k] * scale * (w[i] + p.w_offset));
+        if (i < params.n) {
+            put(r * params.n + i, vals[k] * scale * (w[i] + params.w_offset));
         }
     }
-    for (var i = lid + NV * NT; i < p.n; i += NT) {
-        put(r * p.n + i, x[xb + i] * scale * (w[i] + p.w_offset));
+    for (var i = lid + NV * NT; i < params.n; i += NT) {
+        put(r * params.n + i, x[xb + i] * scale * (w[i] + params.w_offset));
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(REDUCE_WG)
 fn rmsnorm_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = wg.x + wg.y * p.grid_width;
-    if (r >= p.rows) {
+    let r = wg.x + wg.y * params.grid_width;
+    if (r >= params.rows) {
         return;
     }
     var ss = 0.0;
-    for (var i = lid; i < p.n; i += WG) {
-        let v = y[r * p.n + i];
+    for (var i = lid; i < params.n; i += REDUCE_WG) {
+        let v = y[r * params.n + i];
         ss += v * v;
     }
-    let scale = inverseSqrt(reduce_sum(lid, ss) / f32(p.n) + p.eps);
-    for (var i = lid; i < p.n; i += WG) {
-        y[r * p.n + i] = y[r * p.n + i] * scale * (w[i] + p.w_offset);
+    let scale = inverseSqrt(reduce_sum(lid, ss) / f32(params.n) + params.eps);
+    for (var i = lid; i < params.n; i += REDUCE_WG) {
+        y[r * params.n + i] = y[r * params.n + i] * scale * (w[i] + params.w_offset);
     }
 }

@@ -1,11 +1,11 @@
-// ---- workgroup reductions over 64 invocations (shared by several kernels) ----
-const WG: u32 = 64u;
-var<workgroup> wg_red: array<f32, 64>;
+// ---- workgroup reductions over REDUCE_WG invocations (shared by several kernels) ----
+const_assert ((REDUCE_WG & (REDUCE_WG - 1u)) == 0u);
+var<workgroup> wg_red: array<f32, REDUCE_WG>;
 
 fn wg_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
     wg_red[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    for (var s = REDUCE_WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             if (take_max) {
                 wg_red[lid] = max(wg_red[lid], wg_red[lid + s]);

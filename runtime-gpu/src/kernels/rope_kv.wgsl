@@ -14,7 +14,7 @@ struct Params {
     max_seq: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -25,29 +25,29 @@ struct Params {
 
 // Indices of the pair i (0 ≤ i < rot/2) within a head.
 fn pair(i: u32) -> vec2<u32> {
-    if (p.interleaved == 0u) {
-        return vec2<u32>(i, i + p.rot / 2u);
+    if (params.interleaved == 0u) {
+        return vec2<u32>(i, i + params.rot / 2u);
     }
     return vec2<u32>(2u * i, 2u * i + 1u);
 }
 
-// Grid (token, ⌈max(heads · rot/2, kv_heads · hd) / 64⌉): thread j of a token rotates q pair j
-// and writes k/v element j, so no thread loops.
-@compute @workgroup_size(64)
+// Grid (token, ⌈max(heads · rot/2, kv_heads · hd) / ROPE_KV_WG⌉): thread j of a token rotates
+// q pair j and writes k/v element j, so no thread loops.
+@compute @workgroup_size(ROPE_KV_WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wg.x;
-    if (t >= p.seq) {
+    if (t >= params.seq) {
         return;
     }
-    let j = wg.y * 64u + lid;
-    let pos = p.past + t;
-    let half = p.rot / 2u;
+    let j = wg.y * ROPE_KV_WG + lid;
+    let pos = params.past + t;
+    let half = params.rot / 2u;
     let tb = pos * half;
-    if (j < p.heads * half) {
+    if (j < params.heads * half) {
         let h = j / half;
         let i = j % half;
         let ix = pair(i);
-        let base = t * p.heads * p.hd + h * p.hd;
+        let base = t * params.heads * params.hd + h * params.hd;
         let a = q[base + ix.x];
         let b = q[base + ix.y];
         let c = cos_t[tb + i];
@@ -55,18 +55,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         q[base + ix.x] = a * c - b * s;
         q[base + ix.y] = b * c + a * s;
     }
-    if (j < p.kv_heads * p.hd) {
-        let h = j / p.hd;
-        let d = j % p.hd;
-        let src = t * p.kv_heads * p.hd + h * p.hd;
-        let dst = (h * p.max_seq + pos) * p.hd;
+    if (j < params.kv_heads * params.hd) {
+        let h = j / params.hd;
+        let d = j % params.hd;
+        let src = t * params.kv_heads * params.hd + h * params.hd;
+        let dst = (h * params.max_seq + pos) * params.hd;
         vcache[dst + d] = v[src + d];
         var val = k[src + d];
-        if (d < p.rot) {
+        if (d < params.rot) {
             var i = d;
             var partner = d;
             var first = true;
-            if (p.interleaved == 0u) {
+            if (params.interleaved == 0u) {
                 if (d < half) { i = d; partner = d + half; first = true; } else { i = d - half; partner = d - half; first = false; }
             } else {
                 i = d / 2u;

@@ -1,0 +1,250 @@
+//! Allocation at load: every buffer is created inside a wgpu error scope that turns the
+//! driver's out-of-memory into an error naming what was being allocated; weights and tables
+//! are written straight into buffers created mapped.
+
+use std::collections::HashMap;
+
+use tlite_model::deploy::{DeployedModel, Storage};
+
+use super::{MemoryReport, RunOptions};
+use crate::device;
+use crate::estimate::{MIN_BUFFER, Sizes};
+use crate::graph::Graph;
+use crate::memory::fmt_bytes;
+use crate::{Gpu, GpuError, Result};
+
+/// The weight parts by (tensor, chunk, part).
+pub(super) type Weights = HashMap<(String, usize, usize), wgpu::Buffer>;
+
+/// The allocator of one load.
+pub(super) struct Alloc<'a> {
+    pub gpu: &'a Gpu,
+    pub sizes: &'a Sizes,
+    /// What to do when the driver runs out of memory.
+    oom_hint: String,
+}
+
+/// The step's input and output buffers.
+pub(super) struct Io {
+    pub tokens: wgpu::Buffer,
+    pub logit_rows: wgpu::Buffer,
+    /// The placeholder for bindings an op does not read.
+    pub dummy: wgpu::Buffer,
+    /// The logits readback buffer.
+    pub staging: wgpu::Buffer,
+}
+
+/// Every buffer the ops bind.
+pub(super) struct Resources {
+    pub weights: Weights,
+    pub kv_labels: Vec<String>,
+    /// K and V of each layer, in `kv_labels`' order.
+    pub kv: Vec<wgpu::Buffer>,
+    /// The planned activation buffers.
+    pub acts: Vec<wgpu::Buffer>,
+    pub io: Io,
+    /// (cos, sin) of each RoPE base.
+    pub tables: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    pub uniforms: wgpu::Buffer,
+}
+
+impl Resources {
+    /// Allocates and fills every buffer of `model`'s load, adding their sizes to `memory`.
+    pub fn allocate(
+        alloc: &Alloc,
+        model: &DeployedModel,
+        graph: &Graph,
+        opts: RunOptions,
+        memory: &mut MemoryReport,
+    ) -> Result<Self> {
+        let weights = alloc.weights(model, memory)?;
+        let (kv_labels, kv) = alloc.kv_cache(model.manifest.config.num_layers, opts, memory)?;
+        let acts = alloc.activations(opts, memory)?;
+        let est = &alloc.sizes.estimate;
+        let other = est.io_bytes + est.rope_bytes + est.uniform_bytes;
+        let what = "the RoPE tables, step buffers and uniforms";
+        let (io, tables, uniforms) = alloc.scoped(what, other, || {
+            let io = alloc.io(memory);
+            let tables = alloc.rope_tables(graph, opts, memory)?;
+            Ok((io, tables, alloc.uniform_buffer(memory)))
+        })?;
+        memory.total_bytes = memory.weight_bytes
+            + memory.kv_bytes
+            + memory.activation_bytes
+            + memory.rope_bytes
+            + memory.uniform_bytes
+            + memory.io_bytes;
+        Ok(Resources {
+            weights,
+            kv_labels,
+            kv,
+            acts,
+            io,
+            tables,
+            uniforms,
+        })
+    }
+}
+
+impl<'a> Alloc<'a> {
+    pub fn new(gpu: &'a Gpu, sizes: &'a Sizes) -> Self {
+        let est = &sizes.estimate;
+        let oom_hint = match gpu.memory() {
+            Some(m) => format!(
+                "this load needs {} ({}) of the {} the device reports free; use a smaller \
+                 --max-seq or --max-batch, or free GPU memory used by other programs",
+                fmt_bytes(est.total()),
+                est.breakdown(),
+                fmt_bytes(m.limit())
+            ),
+            None => format!(
+                "this load needs {} ({}); use a smaller --max-seq or --max-batch, or free GPU \
+                 memory used by other programs",
+                fmt_bytes(est.total()),
+                est.breakdown()
+            ),
+        };
+        Alloc {
+            gpu,
+            sizes,
+            oom_hint,
+        }
+    }
+
+    /// `work` inside an error scope: a wgpu error is an error about `what` (`bytes` bytes).
+    pub fn scoped<T>(&self, what: &str, bytes: u64, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        device::scoped(self.gpu, what, bytes, &self.oom_hint, work)
+    }
+
+    /// An unmapped buffer.
+    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// The weights, as stored (f16 widened to f32), written straight into mapped buffers.
+    fn weights(&self, model: &DeployedModel, memory: &mut MemoryReport) -> Result<Weights> {
+        let mut weights = Weights::new();
+        self.scoped("the weights", self.sizes.estimate.weight_bytes, || {
+            let mut sized = self.sizes.weights.iter();
+            for t in &model.manifest.tensors {
+                let f16 = t.storage == Storage::F16;
+                for (ci, ch) in t.chunks.iter().enumerate() {
+                    for (pi, part) in ch.parts.iter().enumerate() {
+                        let size = sized.next().copied().unwrap_or(4);
+                        let (_, bytes) = model
+                            .part(part)
+                            .map_err(|e| GpuError::Model(e.to_string()))?;
+                        let buf = self.weight_part(part, size, bytes, f16)?;
+                        memory.weight_bytes += buf.size();
+                        weights.insert((t.name.clone(), ci, pi), buf);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(weights)
+    }
+
+    /// The buffer of one weight part: `bytes` as they are, or as f16 widened to f32.
+    fn weight_part(&self, label: &str, size: u64, bytes: &[u8], f16: bool) -> Result<wgpu::Buffer> {
+        upload(
+            &self.gpu.device,
+            label,
+            size,
+            wgpu::BufferUsages::STORAGE,
+            |dst| {
+                if f16 {
+                    write_f32(dst, bytes.len() / 2, |i| {
+                        half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32()
+                    });
+                } else {
+                    dst.into_slice(..bytes.len()).copy_from_slice(bytes);
+                }
+            },
+        )
+    }
+
+    /// The activation buffers the memory planner placed.
+    fn activations(
+        &self,
+        opts: RunOptions,
+        memory: &mut MemoryReport,
+    ) -> Result<Vec<wgpu::Buffer>> {
+        let plan = &self.sizes.plan;
+        let what = format!("the activations for --max-batch {}", opts.max_batch);
+        self.scoped(&what, self.sizes.estimate.activation_bytes, || {
+            let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+            let bufs: Vec<wgpu::Buffer> = (plan.buffer_bytes.iter().enumerate())
+                .map(|(i, &b)| self.buffer(&format!("act{i}"), b.max(MIN_BUFFER), usage))
+                .collect();
+            memory.activation_bytes += bufs.iter().map(wgpu::Buffer::size).sum::<u64>();
+            Ok(bufs)
+        })
+    }
+
+    /// The token ids, the logit rows, the placeholder and the logits readback buffer.
+    fn io(&self, memory: &mut MemoryReport) -> Io {
+        let copy_dst = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let readback = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        let mut buffer = |label: &str, size: u64, usage| {
+            let b = self.buffer(label, size, usage);
+            memory.io_bytes += b.size();
+            b
+        };
+        Io {
+            tokens: buffer("tokens", self.sizes.io_small, copy_dst),
+            logit_rows: buffer("logit_rows", self.sizes.io_small, copy_dst),
+            dummy: buffer("dummy", MIN_BUFFER, wgpu::BufferUsages::STORAGE),
+            staging: buffer("logits.readback", self.sizes.readback, readback),
+        }
+    }
+}
+
+/// A buffer of `size` bytes created mapped and filled by `fill` (the whole mapped range; the
+/// buffer starts zeroed). A buffer the device could not create cannot be mapped: that is an
+/// error here, and the error scope around the call says why.
+pub(super) fn upload(
+    dev: &wgpu::Device,
+    label: &str,
+    size: u64,
+    usage: wgpu::BufferUsages,
+    fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>),
+) -> Result<wgpu::Buffer> {
+    let buf = dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buf
+            .get_mapped_range_mut(..)
+            .map_err(|e| GpuError::Device(format!("mapping `{label}` for its upload: {e}")))?;
+        fill(view.slice(..));
+    }
+    buf.unmap();
+    Ok(buf)
+}
+
+/// Writes `f(0..n)` as little-endian f32 to the start of `dst`, a block at a time.
+pub(super) fn write_f32(
+    mut dst: wgpu::WriteOnly<'_, [u8]>,
+    n: usize,
+    mut f: impl FnMut(usize) -> f32,
+) {
+    const BLOCK: usize = 16 << 10;
+    let mut tmp: Vec<u8> = Vec::with_capacity(4 * BLOCK.min(n));
+    let mut i = 0;
+    while i < n {
+        let end = (i + BLOCK).min(n);
+        tmp.clear();
+        tmp.extend((i..end).flat_map(|j| f(j).to_le_bytes()));
+        dst.slice(4 * i..4 * end).copy_from_slice(&tmp);
+        i = end;
+    }
+}

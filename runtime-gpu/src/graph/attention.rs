@@ -1,0 +1,162 @@
+//! RoPE fused with the KV-cache write, and attention over the cache in split partials and
+//! their combination.
+
+use tlite_model::arch::RopeLayout;
+use tlite_model::config::ModelConfig;
+
+use super::builder::Builder;
+use super::{BufRef, Field, Op, When, fields};
+use crate::kernels::Kernel;
+use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
+use crate::kernels::params::{AttentionParams, ROPE_KV_WG, RopeKvParams};
+use crate::shape::{Expr, c};
+
+/// The model's RoPE: rotated dimensions per head and the tables' bases.
+pub(super) struct Rope {
+    pub rot: usize,
+    /// (theta, linear factor): the global base, then the local one of sliding layers if any.
+    pub bases: Vec<(f64, f64)>,
+}
+
+impl Rope {
+    pub fn of(cfg: &ModelConfig) -> Rope {
+        let rot = ((cfg.head_dim as f64) * cfg.partial_rotary_factor) as usize;
+        let mut bases = vec![(cfg.rope_theta, cfg.rope_linear_factor.unwrap_or(1.0))];
+        if let Some(t) = cfg.rope_local_theta {
+            bases.push((t, 1.0));
+        }
+        Rope { rot, bases }
+    }
+
+    /// The base (table index) of layer `l`.
+    fn base(&self, cfg: &ModelConfig, l: usize) -> usize {
+        usize::from(cfg.sliding_layers[l] && self.bases.len() > 1)
+    }
+}
+
+impl Builder<'_> {
+    /// Layer `l`'s RoPE of `q` and `k` in place and the write of k and `v` into the cache.
+    pub fn rope_kv(&mut self, l: usize, [q, k, v]: [usize; 3], rope: &Rope) {
+        let cfg = self.cfg;
+        let threads = (cfg.num_heads * (rope.rot / 2)).max(cfg.num_kv_heads * cfg.head_dim) as u64;
+        let base = rope.base(cfg, l);
+        let interleaved = u64::from(self.arch.rope == RopeLayout::Interleaved);
+        let [heads, kv_heads, hd, max_seq] = self.head_fields();
+        let params = RopeKvParams {
+            seq: Expr::Seq,
+            past: Expr::Past,
+            heads,
+            kv_heads,
+            hd,
+            rot: c(rope.rot as u64),
+            interleaved: c(interleaved),
+            max_seq,
+        };
+        self.push(Op {
+            label: format!("l{l}.rope_kv"),
+            kernel: Kernel::RopeKv,
+            entry: "main",
+            bindings: vec![
+                (rope_bind::Q, BufRef::Act(q)),
+                (rope_bind::K, BufRef::Act(k)),
+                (rope_bind::V, BufRef::Act(v)),
+                (rope_bind::KCACHE, BufRef::KvK(l)),
+                (rope_bind::VCACHE, BufRef::KvV(l)),
+                (rope_bind::COS_T, BufRef::Cos(base)),
+                (rope_bind::SIN_T, BufRef::Sin(base)),
+            ],
+            params: fields(params.values()),
+            grid: [Expr::Seq, c(threads.div_ceil(u64::from(ROPE_KV_WG))), c(1)],
+            when: When::Always,
+            reads: vec![q, k, v],
+            writes: vec![q],
+        });
+    }
+
+    /// Layer `l`'s attention of `q` over the cache; returns its output activation.
+    pub fn attention(&mut self, l: usize, q: usize) -> usize {
+        let (heads, hd, seq) = (self.cfg.num_heads, self.cfg.head_dim, Expr::Seq);
+        // (seq + 32) bounds both prefill (one split per query) and decode (up to 32 splits).
+        let parts = self.act(
+            format!("l{l}.attn_parts"),
+            (seq.clone() + 32u64) * (heads * (hd + 2)),
+        );
+        let attn = self.act(format!("l{l}.attn"), seq.clone() * (heads * hd));
+        let params = self.attention_params(l);
+        self.push(Op {
+            label: format!("l{l}.attention"),
+            kernel: Kernel::Attention,
+            entry: "partial",
+            bindings: vec![
+                (attn_bind::Q, BufRef::Act(q)),
+                (attn_bind::KCACHE, BufRef::KvK(l)),
+                (attn_bind::VCACHE, BufRef::KvV(l)),
+                (attn_bind::PARTS, BufRef::Act(parts)),
+                (attn_bind::KCACHE4, BufRef::KvK(l)),
+            ],
+            params: params.clone(),
+            grid: [splits(), c(heads as u64), seq.clone()],
+            when: When::Always,
+            reads: vec![q],
+            writes: vec![parts],
+        });
+        self.push(Op {
+            label: format!("l{l}.attention_combine"),
+            kernel: Kernel::Attention,
+            entry: "combine",
+            bindings: vec![
+                (attn_bind::PARTS, BufRef::Act(parts)),
+                (attn_bind::OUT, BufRef::Act(attn)),
+            ],
+            params,
+            grid: [c(heads as u64), seq, c(1)],
+            when: When::Always,
+            reads: vec![parts],
+            writes: vec![attn],
+        });
+        attn
+    }
+
+    /// The attention parameters of layer `l` (both entry points).
+    fn attention_params(&self, l: usize) -> Vec<Field> {
+        let cfg = self.cfg;
+        let hd = cfg.head_dim;
+        let window = if cfg.sliding_layers[l] {
+            cfg.sliding_window.unwrap_or(0)
+        } else {
+            0
+        };
+        let scale = cfg.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5) as f32;
+        let softcap = cfg.attn_logit_softcapping.unwrap_or(0.0) as f32;
+        let kps = (Expr::Past + Expr::Seq).ceil_div(splits());
+        let [heads, kv_heads, hd, max_seq] = self.head_fields();
+        let params = AttentionParams {
+            seq: Expr::Seq,
+            past: Expr::Past,
+            heads,
+            kv_heads,
+            hd,
+            max_seq,
+            window: c(window as u64),
+            splits: splits(),
+            kps,
+            scale,
+            softcap,
+            _pad: c(0),
+        };
+        fields(params.values())
+    }
+
+    /// The fields RoPE and attention share besides the step's positions: `[heads, kv_heads,
+    /// hd, max_seq]` (the cache's positions).
+    fn head_fields(&self) -> [Expr; 4] {
+        let cfg = self.cfg;
+        [cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, self.max_seq].map(|v| c(v as u64))
+    }
+}
+
+/// Splits of the keys: decode splits them into chunks of 32 (at most 32 splits) for more
+/// workgroups and shorter serial loops per thread; prefill runs one per query.
+fn splits() -> Expr {
+    Expr::decode_or((Expr::Past + 1u64).ceil_div(c(32)).min(c(32)), c(1))
+}

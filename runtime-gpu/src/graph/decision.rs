@@ -1,0 +1,450 @@
+//! What a projection's ops do, decided once from the projection, where it sits in the layer,
+//! the tensor layouts and the device limits ([`decide`]); the emitters follow the [`Decision`].
+//!
+//! Decode (one token) runs a GEMV, prefill a tiled GEMM, one of each per chunk of the weight
+//! tensor. The GEMV is the wide one where the rows are M0E4 of whole 32-column groups; the wide
+//! GEMV can apply the RMSNorm before it itself (the norm op then runs for prefill only) where
+//! every projection reading that norm can; the gate and up projections of a gated MLP become one
+//! GEMV with the norm and the activation where the weights and the device allow.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use tlite_model::deploy::{Storage, TensorLayout};
+use tlite_model::layer::Proj;
+
+use super::When;
+use crate::kernels::params::{
+    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
+    NORM_MAX_K,
+};
+use crate::{GpuError, Result};
+
+/// The deployable model's tensors by name.
+pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
+
+/// The device limits the plan depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Storage buffers per shader stage.
+    pub max_storage_buffers: u32,
+}
+
+/// Where a projection sits in the layer: what it reads and where its output goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Site<'p> {
+    /// Reads a computed activation (attention output, gated activation, final norm); with
+    /// `accumulate` it adds into the residual instead of writing its own output.
+    Plain { accumulate: bool },
+    /// One of `group` (itself included: q, k, v), which all read the RMSNorm of the residual
+    /// with weight `norm`.
+    Normed {
+        group: &'p [&'p Proj],
+        norm: &'p str,
+    },
+    /// The gate of a gated MLP; it and `up` read the RMSNorm of the residual with weight `norm`.
+    Gate { up: &'p Proj, norm: &'p str },
+    /// The up projection of a gated MLP whose gate is `gate`.
+    Up { gate: &'p Proj, norm: &'p str },
+}
+
+/// The decode (one-token) op of a projection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gemv {
+    /// `gemv_dense`: one output row per workgroup (f16 or f32 weights).
+    Dense,
+    /// `gemv_m0e4`: GEMV_ROWS rows per workgroup, any group size.
+    Narrow,
+    /// `gemv_m0e4_wide`: GEMV_WIDE_ROWS rows per block with vector loads (rows of whole
+    /// GEMV_WIDE_COLS-column groups).
+    Wide,
+    /// `gemv_m0e4_wide` reading the raw residual and applying the RMSNorm ([`Norm::Fused`])
+    /// itself.
+    WideNorm,
+    /// `gemv_m0e4_glu` (this projection is the gate): `act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with
+    /// U the rows from `up_row0` of tensor `up`, `blocks` blocks of GEMV_GLU_OUTPUTS outputs per
+    /// workgroup.
+    Glu {
+        up: String,
+        up_row0: usize,
+        blocks: usize,
+    },
+    /// None: the gate's fused GLU GEMV covers this projection.
+    Covered,
+}
+
+impl Gemv {
+    /// The entry point of the GEMV that runs per chunk and its output rows per workgroup (none
+    /// for the fused GLU, which runs once for gate and up, and for a covered projection).
+    pub fn per_chunk(&self) -> Option<(&'static str, usize)> {
+        match self {
+            Gemv::Dense => Some(("gemv_dense", 1)),
+            Gemv::Narrow => Some(("gemv_m0e4", GEMV_ROWS as usize)),
+            Gemv::Wide | Gemv::WideNorm => Some(("gemv_m0e4_wide", GEMV_WIDE_ROWS as usize)),
+            Gemv::Glu { .. } | Gemv::Covered => None,
+        }
+    }
+
+    /// Whether this GEMV reads `x` and the packed words as vectors (`binding::matmul::X4` and
+    /// `PACKED4`).
+    pub fn vector_loads(&self) -> bool {
+        matches!(self, Gemv::Wide | Gemv::WideNorm)
+    }
+
+    /// When the gated activation after the gate and up projections runs: the fused GLU GEMV
+    /// applies it for decode.
+    pub fn activation_when(&self) -> When {
+        match self {
+            Gemv::Glu { .. } => When::Prefill,
+            _ => When::Always,
+        }
+    }
+}
+
+/// The prefill (several-token) op of a projection: GEMM_ROWS rows × GEMM_TOKENS tokens per
+/// workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gemm {
+    /// `gemm_m0e4`.
+    M0e4,
+    /// `gemm_dense` (f16 or f32 weights).
+    Dense,
+}
+
+impl Gemm {
+    pub fn entry(self) -> &'static str {
+        match self {
+            Gemm::M0e4 => "gemm_m0e4",
+            Gemm::Dense => "gemm_dense",
+        }
+    }
+
+    /// Whether the weight binds as M0E4 (packed, scales, biases) rather than one dense part.
+    pub fn m0e4(self) -> bool {
+        self == Gemm::M0e4
+    }
+}
+
+/// Where the RMSNorm before a projection runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// In its own op (or the input is no norm's output).
+    Separate,
+    /// In the decode GEMV, which reads the residual and the norm weight `weight`; the norm op
+    /// runs for prefill only.
+    Fused { weight: String },
+}
+
+impl Norm {
+    /// When the norm op before the projection runs.
+    pub fn op_when(&self) -> When {
+        match self {
+            Norm::Separate => When::Always,
+            Norm::Fused { .. } => When::Prefill,
+        }
+    }
+}
+
+/// The rows of a projection in one chunk of its weight tensor: one GEMV and one GEMM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRows {
+    /// The chunk's index in the tensor.
+    pub chunk: usize,
+    /// The rows (of the tensor) that the ops compute.
+    pub rows: Range<usize>,
+    /// The first of them within the chunk.
+    pub w_row0: usize,
+    /// The first of them within the projection (its output column and bias entry).
+    pub out_col0: usize,
+    /// Row blocks per workgroup of the GEMV (more than 1 only for a fused-norm GEMV).
+    pub blocks: usize,
+}
+
+/// What a projection's ops do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub gemv: Gemv,
+    pub gemm: Gemm,
+    pub norm: Norm,
+    /// Input width.
+    pub k: usize,
+    /// The M0E4 group size (8 in the parameters of dense weights, which do not read it).
+    pub group: usize,
+    /// One entry per chunk of the tensor that holds rows of the projection.
+    pub chunks: Vec<ChunkRows>,
+    /// The bias tensor and its entry of the projection's first row.
+    pub bias: Option<(String, usize)>,
+    /// Add into the output (the residual) instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// The tensor `name` of the model.
+pub fn layout<'a>(layouts: &Layouts<'a>, name: &str) -> Result<&'a TensorLayout> {
+    layouts
+        .get(name)
+        .copied()
+        .ok_or_else(|| GpuError::Model(format!("the deployable model has no tensor `{name}`")))
+}
+
+/// What `proj`'s ops do at `site`.
+pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Result<Decision> {
+    let w = layout(layouts, &proj.tensor)?;
+    let (gemv, norm) = decode(proj, site, w, layouts, limits);
+    let chunks = chunk_rows(proj, w, &gemv);
+    Ok(Decision {
+        gemm: if w.storage == Storage::M0E4 {
+            Gemm::M0e4
+        } else {
+            Gemm::Dense
+        },
+        k: w.rows_cols().1,
+        group: w.group.unwrap_or(8),
+        chunks,
+        bias: (proj.bias.as_ref()).map(|(t, rows)| (t.clone(), rows.start)),
+        accumulate: matches!(site, Site::Plain { accumulate: true }),
+        gemv,
+        norm,
+    })
+}
+
+/// The decode op of `proj` (weights `w`) at `site` and where the norm before it runs.
+fn decode(
+    proj: &Proj,
+    site: Site,
+    w: &TensorLayout,
+    layouts: &Layouts,
+    limits: Limits,
+) -> (Gemv, Norm) {
+    let fused = |norm: &str| Norm::Fused {
+        weight: norm.to_owned(),
+    };
+    let fusable = |p: &Proj| norm_fusable(layouts.get(p.tensor.as_str()).copied());
+    match site {
+        Site::Normed { group, norm } if group.iter().all(|p| fusable(p)) => {
+            (Gemv::WideNorm, fused(norm))
+        }
+        Site::Gate { up, norm } if fusable(proj) && fusable(up) => {
+            match glu(proj, up, layouts, limits) {
+                Some(g) => (g, fused(norm)),
+                None => (Gemv::WideNorm, fused(norm)),
+            }
+        }
+        Site::Up { gate, norm } if fusable(gate) && fusable(proj) => {
+            match glu(gate, proj, layouts, limits) {
+                Some(_) => (Gemv::Covered, fused(norm)),
+                None => (Gemv::WideNorm, fused(norm)),
+            }
+        }
+        _ if w.storage != Storage::M0E4 => (Gemv::Dense, Norm::Separate),
+        _ if wide_ok(w) => (Gemv::Wide, Norm::Separate),
+        _ => (Gemv::Narrow, Norm::Separate),
+    }
+}
+
+/// Whether `w` can take the wide GEMV (and with it the fused norm and GLU): M0E4 with rows of
+/// whole GEMV_WIDE_COLS-column groups.
+fn wide_ok(w: &TensorLayout) -> bool {
+    let (_, k) = w.rows_cols();
+    let cols = GEMV_WIDE_COLS as usize;
+    w.storage == Storage::M0E4
+        && k.is_multiple_of(cols)
+        && w.group.is_some_and(|g| g.is_multiple_of(cols))
+}
+
+/// Whether `w` can take the wide GEMV with the preceding norm fused in (its input row staged
+/// in shared memory: at most NORM_MAX_K columns).
+fn norm_fusable(w: Option<&TensorLayout>) -> bool {
+    w.is_some_and(|w| wide_ok(w) && w.rows_cols().1 <= NORM_MAX_K)
+}
+
+/// The fused GLU GEMV of `gate` and `up` (both norm-fusable), where the device binds enough
+/// storage buffers and both are single-chunk M0E4 of the same group size with the gate's rows
+/// from row 0 of its tensor.
+fn glu(gate: &Proj, up: &Proj, layouts: &Layouts, limits: Limits) -> Option<Gemv> {
+    let (g, u) = (
+        layouts.get(gate.tensor.as_str())?,
+        layouts.get(up.tensor.as_str())?,
+    );
+    let fits = limits.max_storage_buffers >= GEMV_GLU_STORAGE_BUFFERS
+        && g.chunks.len() == 1
+        && u.chunks.len() == 1
+        && g.group == u.group
+        && gate.rows.start == 0;
+    fits.then(|| Gemv::Glu {
+        up: up.tensor.clone(),
+        up_row0: up.rows.start,
+        blocks: gemv_blocks(gate.out(), GEMV_GLU_OUTPUTS as usize),
+    })
+}
+
+/// Row blocks per workgroup for a fused-norm GEMV over `n` outputs in blocks of `per_block`: as
+/// many as keep at least 256 workgroups, at most 4.
+fn gemv_blocks(n: usize, per_block: usize) -> usize {
+    (n / (per_block * 256)).clamp(1, 4)
+}
+
+/// The chunks of `w` that hold rows of `proj`.
+fn chunk_rows(proj: &Proj, w: &TensorLayout, gemv: &Gemv) -> Vec<ChunkRows> {
+    let rows = &proj.rows;
+    let chunks = w.chunks.iter().enumerate();
+    chunks
+        .filter_map(|(chunk, ch)| {
+            let (a, b) = (ch.rows.0.max(rows.start), ch.rows.1.min(rows.end));
+            (a < b).then(|| ChunkRows {
+                chunk,
+                rows: a..b,
+                w_row0: a - ch.rows.0,
+                out_col0: a - rows.start,
+                // Share the staged row across blocks while keeping ≥ 256 workgroups.
+                blocks: match gemv {
+                    Gemv::WideNorm => gemv_blocks(b - a, GEMV_WIDE_ROWS as usize),
+                    _ => 1,
+                },
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tlite_model::arch::Role;
+    use tlite_model::deploy::Chunk;
+
+    use super::*;
+
+    /// A `[rows, cols]` tensor in chunks ending at `ends`.
+    fn tensor(
+        name: &str,
+        (rows, cols): (usize, usize),
+        storage: Storage,
+        group: usize,
+        ends: &[usize],
+    ) -> TensorLayout {
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        TensorLayout {
+            name: name.into(),
+            shape: vec![rows, cols],
+            role: Role::Linear,
+            storage,
+            group: (storage == Storage::M0E4).then_some(group),
+            chunks: (starts.zip(ends))
+                .map(|(a, &b)| Chunk {
+                    rows: (a, b),
+                    parts: vec![],
+                })
+                .collect(),
+            sha256: String::new(),
+        }
+    }
+
+    /// A single-chunk 64 × 64 tensor.
+    fn square(name: &str, storage: Storage, group: usize) -> TensorLayout {
+        tensor(name, (64, 64), storage, group, &[64])
+    }
+
+    fn index(ts: &[TensorLayout]) -> Layouts<'_> {
+        ts.iter().map(|t| (t.name.as_str(), t)).collect()
+    }
+
+    fn proj(tensor: &str, rows: Range<usize>, cols: usize) -> Proj {
+        Proj {
+            tensor: tensor.into(),
+            rel: "p",
+            rows,
+            cols,
+            bias: None,
+        }
+    }
+
+    const WIDE: Limits = Limits {
+        max_storage_buffers: 16,
+    };
+
+    #[test]
+    fn plain_projections_take_the_gemv_their_weights_allow() {
+        let ts = [
+            square("g32", Storage::M0E4, 32),
+            square("g16", Storage::M0E4, 16),
+            square("f16", Storage::F16, 0),
+        ];
+        let layouts = index(&ts);
+        let site = Site::Plain { accumulate: true };
+        let d = |t: &str| decide(&proj(t, 0..64, 64), site, &layouts, WIDE).unwrap();
+        assert_eq!((d("g32").gemv, d("g32").gemm), (Gemv::Wide, Gemm::M0e4));
+        assert_eq!(d("g16").gemv, Gemv::Narrow);
+        assert_eq!((d("f16").gemv, d("f16").gemm), (Gemv::Dense, Gemm::Dense));
+        assert!(d("g32").accumulate && d("g32").norm == Norm::Separate);
+        assert!(decide(&proj("none", 0..1, 64), site, &layouts, WIDE).is_err());
+    }
+
+    #[test]
+    fn rows_split_at_chunk_boundaries() {
+        let t = tensor("w", (96, 64), Storage::M0E4, 32, &[40, 96]);
+        let layouts = index(std::slice::from_ref(&t));
+        let d = decide(
+            &proj("w", 32..64, 64),
+            Site::Plain { accumulate: false },
+            &layouts,
+            WIDE,
+        );
+        let rows: Vec<_> = (d.unwrap().chunks.iter())
+            .map(|c| (c.chunk, c.rows.clone(), c.w_row0, c.out_col0))
+            .collect();
+        assert_eq!(rows, [(0, 32..40, 32, 0), (1, 40..64, 0, 8)]);
+    }
+
+    #[test]
+    fn a_norm_fuses_only_where_every_reader_can_take_it() {
+        let ts = [
+            square("q", Storage::M0E4, 32),
+            square("k", Storage::M0E4, 32),
+            square("v", Storage::M0E4, 16),
+        ];
+        let layouts = index(&ts);
+        let (q, k, v) = (
+            proj("q", 0..64, 64),
+            proj("k", 0..64, 64),
+            proj("v", 0..64, 64),
+        );
+        let d = |group: &[&Proj]| {
+            let site = Site::Normed { group, norm: "n" };
+            decide(&q, site, &layouts, WIDE).unwrap()
+        };
+        let fused = d(&[&q, &k]);
+        assert_eq!(fused.gemv, Gemv::WideNorm);
+        assert_eq!(fused.norm.op_when(), When::Prefill);
+        let separate = d(&[&q, &k, &v]);
+        assert_eq!((separate.gemv, separate.norm), (Gemv::Wide, Norm::Separate));
+    }
+
+    #[test]
+    fn gate_and_up_fuse_into_one_glu_gemv_where_the_device_binds_enough() {
+        let t = tensor("gu", (128, 64), Storage::M0E4, 32, &[128]);
+        let layouts = index(std::slice::from_ref(&t));
+        let (gate, up) = (proj("gu", 0..64, 64), proj("gu", 64..128, 64));
+        let both = |limits| {
+            let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, limits);
+            let u = decide(
+                &up,
+                Site::Up {
+                    gate: &gate,
+                    norm: "n",
+                },
+                &layouts,
+                limits,
+            );
+            (g.unwrap().gemv, u.unwrap().gemv)
+        };
+        let glu = Gemv::Glu {
+            up: "gu".into(),
+            up_row0: 64,
+            blocks: 1,
+        };
+        assert_eq!(both(WIDE), (glu.clone(), Gemv::Covered));
+        assert_eq!(glu.activation_when(), When::Prefill);
+        let narrow = Limits {
+            max_storage_buffers: 8,
+        };
+        assert_eq!(both(narrow), (Gemv::WideNorm, Gemv::WideNorm));
+    }
+}

@@ -1,0 +1,139 @@
+//! One transformer layer: input norm, q/k/v, QK-norm, RoPE and the KV write, attention, the
+//! output projection into the residual, then the MLP (pre-norm, gate and up, the gated
+//! activation, down into the residual).
+
+use tlite_model::layer::{LayerSpec, Proj};
+
+use super::When;
+use super::attention::Rope;
+use super::builder::Builder;
+use super::decision::{Decision, Site};
+use super::matmul::Projection;
+use super::norm::{NormIo, NormOp};
+use crate::Result;
+use crate::shape::Expr;
+
+impl Builder<'_> {
+    /// The ops of layer `lay`.
+    pub fn layer(&mut self, lay: &LayerSpec, rope: &Rope) -> Result<()> {
+        let l = lay.index;
+        let [q, k, v] = self.qkv(lay)?;
+        self.qk_norms(lay, q, k);
+        self.rope_kv(l, [q, k, v], rope);
+        let attn = self.attention(l, q);
+        let attn_out_norm = (lay.attn_out_norm.as_deref())
+            .map(|w| (format!("l{l}.attn_out"), format!("l{l}.post_attn_norm"), w));
+        self.add_to_residual((&format!("l{l}.o_proj"), &lay.o), attn, attn_out_norm)?;
+        self.mlp(lay)
+    }
+
+    /// The input norm and the q, k and v projections; returns their activations.
+    fn qkv(&mut self, lay: &LayerSpec) -> Result<[usize; 3]> {
+        let (l, cfg, seq) = (lay.index, self.cfg, Expr::Seq);
+        let hn = self.act(format!("l{l}.norm_in"), seq.clone() * cfg.hidden_size);
+        let (q_out, kv_out) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        let q = self.act(format!("l{l}.q"), seq.clone() * q_out);
+        let k = self.act(format!("l{l}.k"), seq.clone() * kv_out);
+        let v = self.act(format!("l{l}.v"), seq * kv_out);
+        let group = [&lay.q, &lay.k, &lay.v];
+        // Decode: the q/k/v GEMVs apply the input norm themselves where they can.
+        let site = Site::Normed {
+            group: &group,
+            norm: &lay.input_norm,
+        };
+        let projs = [q, k, v].into_iter().zip(group).map(|(y, proj)| {
+            let name = if lay.fused_qkv() { "qkv" } else { proj.rel };
+            Ok((format!("l{l}.{name}"), proj, y, self.decide(proj, site)?))
+        });
+        let projs = projs.collect::<Result<Vec<_>>>()?;
+        let norm = (format!("l{l}.input_norm"), lay.input_norm.as_str());
+        self.normed_projections(norm, hn, projs);
+        Ok([q, k, v])
+    }
+
+    /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
+    /// it: (label, projection, output, decision) each. The norm op runs for prefill only where
+    /// the decode GEMVs apply it themselves.
+    fn normed_projections(
+        &mut self,
+        (label, weight): (String, &str),
+        hn: usize,
+        projs: Vec<(String, &Proj, usize, Decision)>,
+    ) {
+        let when = projs.first().map_or(When::Always, |p| p.3.norm.op_when());
+        self.norm(NormOp {
+            label,
+            io: NormIo::From(self.residual),
+            y: hn,
+            weight,
+            rows: Expr::Seq,
+            n: self.cfg.hidden_size,
+            when,
+        });
+        for (label, proj, y, d) in projs {
+            let seq = Expr::Seq;
+            self.project(
+                &Projection {
+                    label,
+                    proj,
+                    x: hn,
+                    y,
+                    seq,
+                },
+                &d,
+            );
+        }
+    }
+
+    /// The per-head RMSNorms of `q` and `k`, where the layer has them.
+    fn qk_norms(&mut self, lay: &LayerSpec, q: usize, k: usize) {
+        let (l, cfg) = (lay.index, self.cfg);
+        for (name, y, w, n) in [
+            ("q_norm", q, &lay.q_norm, cfg.num_heads),
+            ("k_norm", k, &lay.k_norm, cfg.num_kv_heads),
+        ] {
+            if let Some(w) = w {
+                self.norm(NormOp {
+                    label: format!("l{l}.{name}"),
+                    io: NormIo::InPlace,
+                    y,
+                    weight: w,
+                    rows: Expr::Seq * n,
+                    n: cfg.head_dim,
+                    when: When::Always,
+                });
+            }
+        }
+    }
+
+    /// The MLP: its norm, gate and up, the gated activation and down into the residual.
+    fn mlp(&mut self, lay: &LayerSpec) -> Result<()> {
+        let (l, cfg, seq) = (lay.index, self.cfg, Expr::Seq);
+        let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let hn = self.act(format!("l{l}.norm_mlp"), seq.clone() * h);
+        let gate = self.act(format!("l{l}.gate"), seq.clone() * f);
+        let up = self.act(format!("l{l}.up"), seq * f);
+        let norm = lay.mlp_in_norm.as_str();
+        // Decode: norm, gate, up and the activation in one GEMV where the device and the
+        // weights allow; otherwise the norm alone is fused into the gate and up GEMVs.
+        let dg = self.decide(&lay.gate, Site::Gate { up: &lay.up, norm })?;
+        let up_site = Site::Up {
+            gate: &lay.gate,
+            norm,
+        };
+        let du = self.decide(&lay.up, up_site)?;
+        let glu_when = dg.gemv.activation_when();
+        let projs = vec![
+            (format!("l{l}.gate"), &lay.gate, gate, dg),
+            (format!("l{l}.up"), &lay.up, up, du),
+        ];
+        self.normed_projections((format!("l{l}.pre_mlp_norm"), norm), hn, projs);
+        self.glu(l, (gate, up), glu_when);
+        let mlp_out_norm = (lay.mlp_out_norm.as_deref())
+            .map(|w| (format!("l{l}.mlp_out"), format!("l{l}.post_mlp_norm"), w));
+        self.add_to_residual((&format!("l{l}.down"), &lay.down), gate, mlp_out_norm)
+    }
+}

@@ -1,0 +1,286 @@
+//! Projections: the GEMV and GEMM ops of each chunk of a weight, and the fused GLU GEMV, as
+//! the projection's [`Decision`] says.
+
+use tlite_model::arch::Activation as Act;
+use tlite_model::layer::Proj;
+
+use super::builder::{Builder, first_chunk, grid_1d, m0e4_row, part};
+use super::decision::{self, ChunkRows, Decision, Gemv, Norm, Site};
+use super::norm::{NormIo, NormOp};
+use super::{BufRef, Op, When, fields};
+use crate::Result;
+use crate::kernels::Kernel;
+use crate::kernels::params::binding::matmul as bind;
+use crate::kernels::params::{GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, MatmulParams};
+use crate::shape::{Expr, c};
+
+/// One projection to emit: `y[:, o] (+)= x · W[rows]ᵀ (+ bias)` over `seq` rows.
+pub(super) struct Projection<'a> {
+    /// The label of its ops (before the chunk index and the phase).
+    pub label: String,
+    pub proj: &'a Proj,
+    pub x: usize,
+    pub y: usize,
+    /// Rows of the step: `seq`, or `out` for the LM head.
+    pub seq: Expr,
+}
+
+impl Builder<'_> {
+    /// What `proj`'s ops do at `site`.
+    pub fn decide(&self, proj: &Proj, site: Site) -> Result<Decision> {
+        decision::decide(proj, site, &self.layouts, self.limits)
+    }
+
+    /// The ops of projection `p` that `d` decides: the fused GLU GEMV where it is one, then per
+    /// chunk a GEMV (decode) and a GEMM (prefill).
+    pub fn project(&mut self, p: &Projection, d: &Decision) {
+        // The fused GLU GEMV always applies the norm.
+        if let (
+            Gemv::Glu {
+                up,
+                up_row0,
+                blocks,
+            },
+            Norm::Fused { weight },
+        ) = (&d.gemv, &d.norm)
+        {
+            self.glu_gemv(p, d, (up, *up_row0, *blocks), weight);
+        }
+        for ch in &d.chunks {
+            if let Some((entry, rows)) = d.gemv.per_chunk() {
+                let op = self.gemv(p, d, ch, entry, rows);
+                self.push(op);
+            }
+            let op = self.gemm(p, d, ch);
+            self.push(op);
+        }
+    }
+
+    /// `x += p(input)`; with an output norm (sandwich norms) `x += norm(p(input))` through a
+    /// temporary activation: `(activation name, norm label, norm weight)`.
+    pub fn add_to_residual(
+        &mut self,
+        (label, proj): (&str, &Proj),
+        input: usize,
+        out_norm: Option<(String, String, &str)>,
+    ) -> Result<()> {
+        let (n, seq, x) = (proj.out(), Expr::Seq, self.residual);
+        let accumulate = out_norm.is_none();
+        let d = self.decide(proj, Site::Plain { accumulate })?;
+        let y = match &out_norm {
+            None => x,
+            Some((tmp_name, ..)) => self.act(tmp_name.clone(), seq.clone() * n),
+        };
+        let label = label.to_owned();
+        let p = Projection {
+            label,
+            proj,
+            x: input,
+            y,
+            seq: seq.clone(),
+        };
+        self.project(&p, &d);
+        if let Some((_, norm_label, weight)) = out_norm {
+            self.norm(NormOp {
+                label: norm_label,
+                io: NormIo::AddFrom(y),
+                y: x,
+                weight,
+                rows: seq,
+                n,
+                when: When::Always,
+            });
+        }
+        Ok(())
+    }
+
+    /// The decode op of chunk `ch`: `entry` with `rows` output rows per block.
+    fn gemv(
+        &self,
+        p: &Projection,
+        d: &Decision,
+        ch: &ChunkRows,
+        entry: &'static str,
+        rows: usize,
+    ) -> Op {
+        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(rows * ch.blocks) as u64));
+        let (gemv_x, norm_w) = match &d.norm {
+            Norm::Fused { weight } => (self.residual, first_chunk(weight, 0)),
+            Norm::Separate => (p.x, BufRef::Dummy),
+        };
+        let mut bindings = weight_bindings(p, d, ch);
+        if d.gemv.vector_loads() {
+            // x and the packed words as vectors instead of scalars.
+            bindings.retain(|(i, _)| ![bind::X, bind::PACKED].contains(i));
+            let packed = part(&p.proj.tensor, ch.chunk, 0);
+            bindings.extend([
+                (bind::X4, BufRef::Act(gemv_x)),
+                (bind::PACKED4, packed),
+                (bind::NORM_W4, norm_w),
+            ]);
+        }
+        let fused = matches!(d.norm, Norm::Fused { .. });
+        let (mut reads, writes) = reads_writes(p, d);
+        reads.push(gemv_x);
+        Op {
+            label: format!("{}[{}] gemv", p.label, ch.chunk),
+            kernel: Kernel::Matmul,
+            entry,
+            bindings,
+            params: fields(self.matmul_params(p, d, ch, width, fused).values()),
+            grid,
+            when: When::Decode,
+            reads,
+            writes,
+        }
+    }
+
+    /// The prefill op of chunk `ch`.
+    fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
+        let (reads, writes) = reads_writes(p, d);
+        let unblocked = ChunkRows {
+            blocks: 1,
+            ..ch.clone()
+        };
+        Op {
+            label: format!("{}[{}] gemm", p.label, ch.chunk),
+            kernel: Kernel::Matmul,
+            entry: d.gemm.entry(),
+            bindings: weight_bindings(p, d, ch),
+            params: fields(self.matmul_params(p, d, &unblocked, c(0), false).values()),
+            // gemm_*: GEMM_ROWS rows × GEMM_TOKENS tokens per workgroup.
+            grid: [
+                c(ch.rows.len() as u64).ceil_div(c(u64::from(GEMM_ROWS))),
+                p.seq.clone().ceil_div(c(u64::from(GEMM_TOKENS))),
+                c(1),
+            ],
+            when: When::Prefill,
+            reads,
+            writes,
+        }
+    }
+
+    /// Decode op `gemv_m0e4_glu`: `y = act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with G the gate's rows
+    /// (`p`, from row 0 of its single chunk), U those of tensor `up` from `up_row0` and the
+    /// norm's weight `norm_w`.
+    fn glu_gemv(
+        &mut self,
+        p: &Projection,
+        d: &Decision,
+        (up, up_row0, blocks): (&str, usize, usize),
+        norm_w: &str,
+    ) {
+        let f = p.proj.out();
+        let (grid, gw) = grid_1d(c(f.div_ceil(GEMV_GLU_OUTPUTS as usize * blocks) as u64));
+        let ch = ChunkRows {
+            chunk: 0,
+            rows: 0..f,
+            w_row0: 0,
+            out_col0: 0,
+            blocks,
+        };
+        let act = u64::from(self.arch.activation == Act::GeluTanh);
+        let params = MatmulParams {
+            act: c(act),
+            up_row0: c(up_row0 as u64),
+            ..self.matmul_params(p, d, &ch, gw, true)
+        };
+        let (gate, x) = (p.proj.tensor.as_str(), self.residual);
+        self.push(Op {
+            label: format!("{}_up_glu gemv", p.label),
+            kernel: Kernel::Matmul,
+            entry: "gemv_m0e4_glu",
+            bindings: vec![
+                (bind::Y, BufRef::Act(p.y)),
+                (bind::SCALES, first_chunk(gate, 1)),
+                (bind::BIASES, first_chunk(gate, 2)),
+                (bind::X4, BufRef::Act(x)),
+                (bind::PACKED4, first_chunk(gate, 0)),
+                (bind::NORM_W4, first_chunk(norm_w, 0)),
+                (bind::PACKED4_UP, first_chunk(up, 0)),
+                (bind::SCALES_UP, first_chunk(up, 1)),
+                (bind::BIASES_UP, first_chunk(up, 2)),
+            ],
+            params: fields(params.values()),
+            grid,
+            when: When::Decode,
+            reads: vec![x],
+            writes: vec![p.y],
+        });
+    }
+
+    /// The `Matmul` parameters of chunk `ch` of `p`, with the op's `grid_width`; with `norm` the
+    /// op applies the RMSNorm itself. The fused GLU GEMV sets `act` and `up_row0` over them.
+    fn matmul_params(
+        &self,
+        p: &Projection,
+        d: &Decision,
+        ch: &ChunkRows,
+        grid_width: Expr,
+        norm: bool,
+    ) -> MatmulParams<Expr> {
+        let flag = |b: bool| c(u64::from(b));
+        let (eps, w_offset) = match norm {
+            true => (self.cfg.rms_norm_eps as f32, self.norm_offset()),
+            false => (0.0, 0.0),
+        };
+        let bias0 = d.bias.as_ref().map_or(0, |(_, o)| o + ch.out_col0);
+        let [group, words_per_row, groups_per_row] = m0e4_row(d.k, d.group);
+        MatmulParams {
+            seq: p.seq.clone(),
+            k: c(d.k as u64),
+            n: c(ch.rows.len() as u64),
+            out_stride: c(p.proj.out() as u64),
+            out_col0: c(ch.out_col0 as u64),
+            w_row0: c(ch.w_row0 as u64),
+            group,
+            words_per_row,
+            groups_per_row,
+            accumulate: flag(d.accumulate),
+            has_bias: flag(d.bias.is_some()),
+            bias0: c(bias0 as u64),
+            grid_width,
+            norm: flag(norm),
+            eps,
+            w_offset,
+            act: c(0),
+            up_row0: c(0),
+            blocks: c(ch.blocks as u64),
+            _pad0: c(0),
+        }
+    }
+}
+
+/// The bindings of `p`'s ops on chunk `ch` that read `x` as scalars: x, y, the bias and the
+/// weight's parts.
+fn weight_bindings(p: &Projection, d: &Decision, ch: &ChunkRows) -> Vec<(u32, BufRef)> {
+    let bias = match &d.bias {
+        Some((t, _)) => first_chunk(t, 0),
+        None => BufRef::Dummy,
+    };
+    let mut b = vec![
+        (bind::X, BufRef::Act(p.x)),
+        (bind::Y, BufRef::Act(p.y)),
+        (bind::BIAS, bias),
+    ];
+    let w = |i: usize| part(&p.proj.tensor, ch.chunk, i);
+    if d.gemm.m0e4() {
+        b.extend([
+            (bind::PACKED, w(0)),
+            (bind::SCALES, w(1)),
+            (bind::BIASES, w(2)),
+        ]);
+    } else {
+        b.push((bind::DENSE, w(0)));
+    }
+    b
+}
+
+/// The activations `p`'s ops read and write.
+fn reads_writes(p: &Projection, d: &Decision) -> (Vec<usize>, Vec<usize>) {
+    if d.accumulate {
+        (vec![p.x, p.y], vec![p.y])
+    } else {
+        (vec![p.x], vec![p.y])
+    }
+}

@@ -1,0 +1,219 @@
+//! The execution plan: a model becomes a list of ops (kernel, entry point, bindings, parameters
+//! and workgroup grid as expressions over `seq`, `past`, `out`), built once from the deployable
+//! model's manifest and the architecture table's layer walk (`Arch::layer`). Activations are
+//! symbolic tensors that the memory planner places; weights and the KV cache are bound as they
+//! are.
+//!
+//! What each projection's ops do (which GEMV and GEMM, whether the preceding norm or the gated
+//! activation is fused) is decided once per projection ([`decision`]); the emitters follow it.
+//! `builder` holds the plan under construction, `matmul` emits the projections, `norm` the
+//! RMSNorms, `attention` RoPE and attention, `elementwise` the embedding, the gated activation
+//! and the LM head, and `layer` walks one layer.
+
+mod attention;
+mod builder;
+pub mod decision;
+mod elementwise;
+mod layer;
+mod matmul;
+mod norm;
+
+use tlite_model::config::ModelConfig;
+use tlite_model::deploy::Manifest;
+
+use crate::kernels::Kernel;
+use crate::kernels::params::{ATTENTION_MAX_HD, Value};
+use crate::shape::{Expr, c};
+use crate::{GpuError, Result};
+
+use attention::Rope;
+use builder::Builder;
+use decision::Limits;
+
+/// A buffer an op binds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BufRef {
+    /// A planned activation.
+    Act(usize),
+    /// Part `part` of chunk `chunk` of a weight tensor (M0E4: packed, scales, biases).
+    Part {
+        tensor: String,
+        chunk: usize,
+        part: usize,
+    },
+    KvK(usize),
+    KvV(usize),
+    Tokens,
+    LogitRows,
+    /// RoPE cos/sin tables of base `i`.
+    Cos(usize),
+    Sin(usize),
+    /// A small placeholder for bindings an op does not read.
+    Dummy,
+}
+
+/// A parameter field value.
+#[derive(Clone, Debug)]
+pub enum Field {
+    U(Expr),
+    F(f32),
+}
+
+impl From<Value<Expr>> for Field {
+    fn from(v: Value<Expr>) -> Field {
+        match v {
+            Value::U(e) => Field::U(e),
+            Value::F(x) => Field::F(x),
+            // The bits of an `i32` member, as a `u32` constant.
+            Value::I(x) => Field::U(c(u64::from(x as u32))),
+        }
+    }
+}
+
+/// An op's parameters from the values of its family's parameter struct over [`Expr`]
+/// (`MatmulParams::<Expr>::values()` and kin), in member order.
+pub fn fields(values: Vec<Value<Expr>>) -> Vec<Field> {
+    values.into_iter().map(Field::from).collect()
+}
+
+/// When an op runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Always,
+    Decode,
+    Prefill,
+}
+
+/// One dispatch.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub label: String,
+    pub kernel: Kernel,
+    pub entry: &'static str,
+    /// Binding index (`kernels::params::binding`) and buffer; the uniform (binding 0) is added
+    /// when binding.
+    pub bindings: Vec<(u32, BufRef)>,
+    /// The members of the kernel's parameter struct, in order ([`fields`]).
+    pub params: Vec<Field>,
+    pub grid: [Expr; 3],
+    pub when: When,
+    pub reads: Vec<usize>,
+    pub writes: Vec<usize>,
+}
+
+/// The whole plan.
+pub struct Graph {
+    pub ops: Vec<Op>,
+    /// Activation names and sizes in f32 elements.
+    pub acts: Vec<(String, Expr)>,
+    /// The logits activation (`[out, vocab]`).
+    pub logits: usize,
+    /// The residual stream (`[seq, hidden]`).
+    pub residual: usize,
+    /// RoPE bases: (theta, linear factor).
+    pub rope_bases: Vec<(f64, f64)>,
+    pub rot: usize,
+    /// Index of the last op of each layer (the residual stream is complete after it).
+    pub layer_end: Vec<usize>,
+}
+
+/// Largest workgroup count per grid dimension used by the plan (the WebGPU minimum limit).
+pub const MAX_GRID: u64 = 65535;
+
+/// Builds the plan of a deployable model.
+///
+/// `max_storage_buffers` is the device's limit per shader stage; fused ops that bind more are
+/// left out where it is lower.
+pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result<Graph> {
+    let cfg = &man.config;
+    check_supported(cfg)?;
+    let limits = Limits {
+        max_storage_buffers,
+    };
+    let arch = cfg.arch();
+    let mut b = Builder::new(man, limits, max_seq);
+    let model = arch.model_spec(cfg);
+    b.embed(&model.embed)?;
+    let rope = Rope::of(cfg);
+    let mut layer_end = Vec::with_capacity(cfg.num_layers);
+    for lay in arch.layers(cfg) {
+        b.layer(&lay, &rope)?;
+        layer_end.push(b.ops.len() - 1);
+    }
+    let logits = b.head(&model)?;
+    Ok(Graph {
+        ops: b.ops,
+        acts: b.acts,
+        logits,
+        residual: b.residual,
+        rope_bases: rope.bases,
+        rot: rope.rot,
+        layer_end,
+    })
+}
+
+/// Rejects what the kernels cannot run.
+fn check_supported(cfg: &ModelConfig) -> Result<()> {
+    if cfg.head_dim > ATTENTION_MAX_HD {
+        return Err(GpuError::Model(format!(
+            "head_dim {} > {ATTENTION_MAX_HD} is not supported by the attention kernel",
+            cfg.head_dim
+        )));
+    }
+    Ok(())
+}
+
+impl Graph {
+    /// A text listing of the plan (ops with their bindings, parameter bytes and grids at each of
+    /// `points`, activations, layer ends), for comparing plans across refactorings.
+    pub fn dump(&self, points: &[crate::shape::Syms]) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "logits {} residual {} rot {} rope_bases {:?} layer_end {:?}",
+            self.logits, self.residual, self.rot, self.rope_bases, self.layer_end
+        );
+        for (i, (name, e)) in self.acts.iter().enumerate() {
+            let _ = writeln!(s, "act {i} {name} {e}");
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            let mut b = op.bindings.clone();
+            b.sort_by_key(|(i, _)| *i);
+            let _ = writeln!(
+                s,
+                "op {i} {} | {}::{} | {:?} | reads {:?} writes {:?} | bindings {:?}",
+                op.label,
+                op.kernel.name(),
+                op.entry,
+                op.when,
+                op.reads,
+                op.writes,
+                b
+            );
+            let _ = writeln!(
+                s,
+                "   grid [{}, {}, {}]",
+                op.grid[0], op.grid[1], op.grid[2]
+            );
+            for p in points {
+                let bytes: Vec<u8> = op
+                    .params
+                    .iter()
+                    .flat_map(|f| match f {
+                        Field::U(e) => (e.eval(p) as u32).to_le_bytes(),
+                        Field::F(v) => v.to_bits().to_le_bytes(),
+                    })
+                    .collect();
+                let grid: Vec<u64> = op.grid.iter().map(|g| g.eval(p)).collect();
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let _ = writeln!(
+                    s,
+                    "   at {}/{}/{}: grid {grid:?} params {hex}",
+                    p.seq, p.past, p.out
+                );
+            }
+        }
+        s
+    }
+}
