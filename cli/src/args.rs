@@ -52,6 +52,26 @@ pub fn group_size(s: &str) -> Result<usize, String> {
     tlite_quantizer::check_group(v).map_err(|e| e.to_string())
 }
 
+/// A size in bytes: a whole number with an optional `K`, `M` or `G` (binary units), at least
+/// 1 KiB.
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let v = int(num).map_err(|_| format!("`{s}` is not a size (e.g. 4G, 512M, 65536)"))?;
+    let bytes = v
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < 1024 {
+        return Err("must be at least 1K".into());
+    }
+    Ok(bytes)
+}
+
 fn float(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -118,5 +138,15 @@ mod tests {
             assert!(top_p(bad).is_err(), "{bad}");
         }
         assert!(interval_ms("1e300").is_err());
+        assert_eq!(
+            byte_size("4G"),
+            Ok(tlite_converter::export::DEFAULT_SHARD_BYTES),
+            "export's --shard-size default"
+        );
+        assert_eq!(byte_size("64k"), Ok(64 << 10));
+        assert_eq!(byte_size("2048"), Ok(2048));
+        for bad in ["1", "x", "-1M", "99999999999G", ""] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
     }
 }

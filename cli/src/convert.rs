@@ -11,7 +11,8 @@ use crate::progress::EventBar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A Hugging Face checkpoint folder, or a repo id `org/name[@revision]` in the HF cache.
+    /// A Hugging Face checkpoint folder, or a repo id `org/name[@revision]` (from the HF cache,
+    /// else downloaded into it).
     src: String,
     /// Output folder of the deployable model.
     #[arg(long, short = 'o')]
@@ -34,23 +35,33 @@ pub struct Args {
     /// Replace an existing output folder that tlite wrote (any other non-empty folder is refused).
     #[arg(long)]
     force: bool,
+    /// Rotate the residual stream before quantizing (as `tlite rotate`: norms folded, LM head
+    /// untied; pre-norm families only).
+    #[arg(long)]
+    rotate: bool,
+    /// Seed of the rotation (default 0).
+    #[arg(long, requires = "rotate")]
+    rotate_seed: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let ck = Checkpoint::open(&a.src)?;
+    let ck = Checkpoint::open(&crate::hub::local(&a.src)?)?;
     let opts = ConvertOptions {
         group: a.group_size,
         method: a.quantizer,
         keep: a.keep,
         binding_limit: a.binding_limit,
         overwrite: a.force,
+        rotate: a.rotate.then_some(tlite_converter::rotate::RotateOptions {
+            seed: a.rotate_seed.unwrap_or(0),
+        }),
     };
     if !a.json {
         eprintln!(
-            "convert: {} ({}, {} layers, hidden {}) -> {} | M0E4 g={} {} | binding limit {}",
+            "convert: {} ({}, {} layers, hidden {}) -> {} | M0E4 g={} {} | binding limit {}{}",
             ck.dir.display(),
             ck.config.model_type,
             ck.config.num_layers,
@@ -58,7 +69,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.output.display(),
             opts.group,
             opts.method,
-            crate::progress::bytes(opts.binding_limit)
+            crate::progress::bytes(opts.binding_limit),
+            match opts.rotate {
+                Some(r) => format!(" | rotated (seed {})", r.seed),
+                None => String::new(),
+            }
         );
     }
     let mut bar = EventBar::new();

@@ -8,7 +8,8 @@ use tlite_model::deploy::DeployedModel;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A deployable model folder, a Hugging Face checkpoint folder, or a repo id in the HF cache.
+    /// A deployable model folder, a Hugging Face checkpoint folder, or a repo id
+    /// `org/name[@revision]` (from the HF cache, else downloaded into it).
     path: String,
     /// Print JSON.
     #[arg(long)]
@@ -90,7 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let ck = Checkpoint::open(&a.path)?;
+    let ck = Checkpoint::open(&crate::hub::local(&a.path)?)?;
     let tensors = ck.expected_tensors()?;
     let params: u64 = tensors.iter().map(|t| t.numel() as u64).sum();
     let bpw = ck.data_bytes() as f64 * 8.0 / params as f64;

@@ -5,14 +5,18 @@ mod args;
 mod bench;
 mod convert;
 mod devices;
+mod export;
+mod hub;
 mod import_gguf;
 mod inspect;
+mod lab;
 mod parity;
 mod ppl;
 mod priority;
 mod probe;
 mod progress;
 mod quant_error;
+mod rotate;
 mod run;
 mod sweep;
 mod synth;
@@ -39,6 +43,11 @@ enum Command {
     Devices(devices::Args),
     /// Convert a Hugging Face checkpoint into a deployable M0E4 model.
     Convert(convert::Args),
+    /// Write a deployable model's weights, dequantized, as a Hugging Face checkpoint.
+    Export(export::Args),
+    /// Rotate a checkpoint's residual stream (norms folded): an equivalent Hugging Face
+    /// checkpoint whose weights quantize with fewer outliers.
+    Rotate(rotate::Args),
     /// Architecture, parameters, bits per weight and tensor layout of a model or checkpoint.
     Inspect(inspect::Args),
     /// Perplexity of a model on a text corpus (CPU reference).
@@ -49,7 +58,8 @@ enum Command {
     Parity(parity::Args),
     /// Prefill and decode throughput on the GPU (pp / tg, median of repeats).
     Bench(bench::Args),
-    /// Generate text with a deployable model on the GPU (streamed; --chat uses its template).
+    /// Generate text on the GPU, or on the CPU reference with --device cpu (streamed; --chat uses
+    /// the model's template).
     Run(run::Args),
     /// Write a random-weight checkpoint of a named shape (tiny test models, benchmark bodies).
     Synth(synth::Args),
@@ -61,6 +71,8 @@ enum Command {
     ImportGguf(import_gguf::Args),
     /// Latency of a small concurrent GPU job while the model decodes, per execution priority.
     PriorityBench(priority::Args),
+    /// Measurements outside any model: the per-dispatch floor, the decode GEMVs' bandwidth.
+    Lab(lab::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +101,8 @@ fn run() -> anyhow::Result<()> {
         Command::ImportGguf(a) => import_gguf::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Rotate(a) => rotate::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Run(a) => run::run(a),
         Command::Parity(a) => parity::run(a),
@@ -98,5 +112,6 @@ fn run() -> anyhow::Result<()> {
         Command::Sweep(a) => sweep::run(a),
         Command::SweepPlot(a) => sweep::run_plot(a),
         Command::PriorityBench(a) => priority::run(a),
+        Command::Lab(a) => lab::run(a),
     }
 }

@@ -31,6 +31,7 @@ impl DataArgs {
             ctx: self.ctx,
             max_windows: self.chunks,
             score_all: self.all,
+            // The model's, once its tokenizer is open (`Opened::window_bos`).
             bos: None,
         };
         opts.check().map_err(|e| self.flag_error(e))?;
@@ -66,7 +67,8 @@ impl DataArgs {
 
 #[derive(clap::Args)]
 pub struct PplArgs {
-    /// A deployable M0E4 model, a Hugging Face folder, or a repo id.
+    /// A deployable M0E4 model, a Hugging Face folder, or a repo id `org/name[@revision]` (from
+    /// the HF cache, else downloaded into it).
     model: String,
     #[command(flatten)]
     data: DataArgs,
@@ -82,24 +84,34 @@ pub struct CompareArgs {
     data: DataArgs,
 }
 
+/// How the windows begin (llama.cpp's windows: `tlite_eval::ppl::windows`).
+fn bos_note(opts: &PplOptions) -> String {
+    match opts.bos {
+        Some(b) => format!(", BOS {b} before the text and at each window's start"),
+        None => ", no BOS (the tokenizer adds none)".into(),
+    }
+}
+
 fn load(path: &str) -> anyhow::Result<(Opened, tlite_eval::reference::ReferenceModel)> {
-    let o = Opened::open(path)?;
+    let o = Opened::open(&crate::hub::local(path)?)?;
     let m = o.load_reference()?;
     Ok((o, m))
 }
 
 pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
-    let opts = a.data.options()?;
+    let mut opts = a.data.options()?;
     let (o, model) = load(&a.model)?;
     let tokens = o.tokenize_file(&a.data.data, a.data.max_chars())?;
+    opts.bos = o.window_bos()?;
     opts.check_for(&model, &tokens)
         .map_err(|e| a.data.flag_error(e))?;
     let n = ppl::windows(&tokens, &opts).len();
     eprintln!(
-        "ppl: {} | {} tokens, {n} windows of {}",
+        "ppl: {} | {} tokens, {n} windows of {}{}",
         o.source().describe(),
         tokens.len(),
-        opts.ctx
+        opts.ctx,
+        bos_note(&opts)
     );
     let pb = crate::progress::bar(n as u64, "windows");
     let r = ppl::perplexity(&model, &tokens, &opts, &mut |d, _| {
@@ -118,20 +130,22 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
-    let opts = a.data.options()?;
+    let mut opts = a.data.options()?;
     let (ob, base) = load(&a.base)?;
     let (oq, quant) = load(&a.quant)?;
     let tokens = ob.tokenize_file(&a.data.data, a.data.max_chars())?;
+    opts.bos = ob.window_bos()?;
     for m in [&base, &quant] {
         opts.check_for(m, &tokens)
             .map_err(|e| a.data.flag_error(e))?;
     }
     let n = ppl::windows(&tokens, &opts).len();
     eprintln!(
-        "compare: base {} | quant {} | {n} windows of {}",
+        "compare: base {} | quant {} | {n} windows of {}{}",
         ob.source().describe(),
         oq.source().describe(),
-        opts.ctx
+        opts.ctx,
+        bos_note(&opts)
     );
     let pb = crate::progress::bar(n as u64, "windows");
     let r = ppl::compare(&base, &quant, &tokens, &opts, &mut |d, _| {

@@ -13,7 +13,8 @@ use tlite_quantizer::SchemeKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A Hugging Face checkpoint folder or repo id (its quantizable matrices), or a single
+    /// A Hugging Face checkpoint folder or repo id `org/name[@revision]` (from the HF cache, else
+    /// downloaded into it): its quantizable matrices; or a single
     /// .safetensors file (every 2-D tensor).
     path: String,
     /// Weights per group along the input dimension (32, 64 or 128; any multiple of 8 from 8
@@ -132,7 +133,8 @@ fn importance(a: &Args, text: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>
     Ok(stats.importance(&model.config))
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.path = crate::hub::local(&a.path)?;
     tlite_quantizer::check_group(a.group)?;
     let schemes: Vec<SchemeKind> = if a.schemes.is_empty() {
         SchemeKind::REPORT.to_vec()

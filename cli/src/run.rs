@@ -1,21 +1,32 @@
-//! `tlite run`: generate text with a deployable model on the GPU, streamed to stdout; the header
-//! (adapter and settings) and the statistics go to stderr.
+//! `tlite run`: generate text with a deployable model on the GPU — or with the CPU reference
+//! (`--device cpu`: a deployable model dequantized, or an unquantized checkpoint) through the
+//! same tokenizer, chat template, sampler and generation loop — streamed to stdout; the header
+//! (device and settings) and the statistics go to stderr.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail, ensure};
+use tlite_eval::load::{Opened, Weights};
+use tlite_model::LanguageModel;
 use tlite_model::deploy::DeployedModel;
 use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuLm, GpuModel, RunOptions};
 use tlite_text::chat::conversation;
-use tlite_text::{GenerateOptions, Generator, SamplerConfig, TextCodec, check_context};
+use tlite_text::{
+    GenerateError, GenerateOptions, GenerationStats, Generator, SamplerConfig, TextCodec,
+    check_context,
+};
 
 use crate::progress::bytes;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A deployable model folder (made by `tlite convert`).
-    model: PathBuf,
+    /// A deployable model folder (made by `tlite convert`); with --device cpu also a Hugging
+    /// Face folder or a repo id `org/name[@revision]` (run unquantized).
+    model: String,
+    /// Where the model runs: the GPU (wgpu), or the CPU reference (candle, f32).
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    device: Device,
     /// The prompt (with --chat: the user's message).
     #[arg(long, short = 'p')]
     prompt: String,
@@ -47,13 +58,15 @@ pub struct Args {
     /// model's max_position_embeddings [default: 2048, or that if smaller].
     #[arg(long, value_parser = crate::args::count)]
     max_seq: Option<usize>,
-    /// Most prompt tokens per prefill step (capped at --max-seq).
+    /// Most prompt tokens per prefill step (capped at --max-seq; GPU only: the CPU reference
+    /// takes the whole prompt in one step).
     #[arg(long, default_value_t = 256, value_parser = crate::args::count)]
     max_batch: usize,
     /// Pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
-    /// Also print the prompt's tokens, the memory report and the dispatches per step.
+    /// Also print the prompt's tokens, and on the GPU the memory report and the dispatches per
+    /// step.
     #[arg(long, short = 'v')]
     verbose: bool,
     /// Print one JSON object (text, ids, statistics, memory) to stdout instead of streaming.
@@ -61,34 +74,17 @@ pub struct Args {
     json: bool,
 }
 
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Device {
+    Gpu,
+    Cpu,
+}
+
 /// The context when --max-seq is not given (or the model's positions, if fewer).
 const DEFAULT_MAX_SEQ: usize = 2048;
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if !DeployedModel::is_deployable(&a.model) && a.model.join("config.json").is_file() {
-        bail!(
-            "{} is a Hugging Face checkpoint, not a deployable model: convert it first \
-             (`tlite convert {} -o OUT`), then `tlite run OUT`",
-            a.model.display(),
-            a.model.display()
-        );
-    }
-    let m = DeployedModel::open(&a.model)?;
-    let cfg = &m.manifest.config;
-    let max_positions = cfg.max_position_embeddings;
-    let max_seq = a.max_seq.unwrap_or(DEFAULT_MAX_SEQ.min(max_positions));
-    ensure!(
-        max_seq <= max_positions,
-        "--max-seq {max_seq} is more than the model's {max_positions} positions \
-         (max_position_embeddings): use --max-seq {max_positions} or less"
-    );
-    let gpu = Gpu::new(&DeviceOptions {
-        adapter: a.adapter.clone(),
-    })?;
-    let opts = RunOptions {
-        max_seq,
-        max_batch: a.max_batch.min(max_seq),
-    };
     let sampler = SamplerConfig {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -96,31 +92,37 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
     };
     sampler.validate()?;
-    let sampling = if sampler.is_greedy() {
+    match a.device {
+        Device::Gpu => run_gpu(&a, sampler),
+        Device::Cpu => run_cpu(&a, sampler),
+    }
+}
+
+/// The context: --max-seq, or the default within the model's positions.
+fn max_seq(a: &Args, max_positions: usize) -> anyhow::Result<usize> {
+    let max_seq = a.max_seq.unwrap_or(DEFAULT_MAX_SEQ.min(max_positions));
+    ensure!(
+        max_seq <= max_positions,
+        "--max-seq {max_seq} is more than the model's {max_positions} positions \
+         (max_position_embeddings): use --max-seq {max_positions} or less"
+    );
+    Ok(max_seq)
+}
+
+fn sampling(a: &Args, sampler: &SamplerConfig) -> String {
+    if sampler.is_greedy() {
         "greedy".to_owned()
     } else {
         format!(
             "temperature {} top-k {} top-p {} seed {}",
             a.temperature, a.top_k, a.top_p, a.seed
         )
-    };
-    eprintln!("{}", gpu.header());
-    eprintln!(
-        "run: {} ({}, {:.1}M params, {} g{}) | {} | max tokens {} | max_seq {} | max_batch {}{}",
-        m.dir.display(),
-        cfg.model_type,
-        m.parameters() as f64 / 1e6,
-        m.manifest.quantization.scheme,
-        m.manifest.quantization.group_size,
-        sampling,
-        a.max_tokens,
-        opts.max_seq,
-        opts.max_batch,
-        if a.chat { " | chat" } else { "" }
-    );
+    }
+}
 
-    // Tokenize and check the context before the weights go to the GPU.
-    let text = TextCodec::open(&m)?;
+/// The prompt's ids (rendered through the chat template with --chat), checked against the
+/// context before any model work.
+fn prompt_ids(a: &Args, text: &TextCodec, max_seq: usize) -> anyhow::Result<Vec<u32>> {
     let prompt = if a.chat {
         let messages = conversation(a.system.as_deref(), &a.prompt);
         let (rendered, ids) = text.encode_chat(&messages)?;
@@ -139,21 +141,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             text.eos_ids()
         );
     }
-    check_context(prompt.len(), a.max_tokens, opts.max_seq).with_context(|| {
+    check_context(prompt.len(), a.max_tokens, max_seq).with_context(|| {
         format!(
             "the prompt is {} tokens and --max-tokens asks for {} more, but the context \
              (--max-seq) holds {} positions",
             prompt.len(),
             a.max_tokens,
-            opts.max_seq
+            max_seq
         )
     })?;
+    Ok(prompt)
+}
 
-    let model = GpuModel::load(&gpu, &m, opts)?;
-    if a.verbose {
-        print_memory(&model, &m);
-    }
-    let mut g = Generator::new(GpuLm::new(&gpu, model), text);
+/// Generates with any model, streaming to stdout (or one JSON object with `extra`'s fields
+/// and `memory`), and prints the statistics line.
+fn generate<M: LanguageModel>(
+    a: &Args,
+    g: &mut Generator<M>,
+    prompt: &[u32],
+    sampler: SamplerConfig,
+    max_seq: usize,
+    extra: serde_json::Value,
+    memory: impl FnOnce(&M) -> serde_json::Value,
+) -> anyhow::Result<GenerationStats> {
     let gen_opts = GenerateOptions {
         max_new: a.max_tokens,
         sampler,
@@ -167,23 +177,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             write_err = out.write_all(s.as_bytes()).and_then(|()| out.flush()).err();
         }
     };
-    let r = g.generate(&prompt, &gen_opts, &mut on_text)?;
+    let r = g
+        .generate(prompt, &gen_opts, &mut on_text)
+        .map_err(|e| match e {
+            GenerateError::Text(e) => anyhow::Error::new(e),
+            GenerateError::Model(e) => anyhow::Error::new(e),
+        })?;
     if let Some(e) = write_err {
         return Err(e).context("writing the generated text to stdout");
     }
     let s = &r.stats;
     if a.json {
-        let v = serde_json::json!({
-            "device": gpu.info.name,
-            "model": m.dir,
-            "settings": {"sampler": sampler, "max_tokens": a.max_tokens, "max_seq": opts.max_seq,
-                         "max_batch": opts.max_batch, "chat": a.chat, "stop": a.stop},
+        let mut v = serde_json::json!({
+            "settings": {"sampler": sampler, "max_tokens": a.max_tokens, "max_seq": max_seq,
+                         "max_batch": g.model.max_batch(), "chat": a.chat, "stop": a.stop},
             "prompt_ids": prompt,
             "text": r.text,
             "tokens": r.tokens,
             "stats": s,
-            "memory": g.model.model.memory,
+            "memory": memory(&g.model),
         });
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
         writeln!(out, "{v}")?;
     } else {
         writeln!(out)?;
@@ -201,12 +217,100 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         s.decode_seconds,
         s.stop_reason
     );
+    Ok(r.stats)
+}
+
+fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
+    let model_path = PathBuf::from(&a.model);
+    if !DeployedModel::is_deployable(&model_path) && model_path.join("config.json").is_file() {
+        bail!(
+            "{} is a Hugging Face checkpoint, not a deployable model: convert it first \
+             (`tlite convert {} -o OUT`), then `tlite run OUT` (or run it unquantized on the \
+             CPU reference with --device cpu)",
+            a.model,
+            a.model
+        );
+    }
+    let m = DeployedModel::open(&model_path)?;
+    let cfg = &m.manifest.config;
+    let max_seq = max_seq(a, cfg.max_position_embeddings)?;
+    let gpu = Gpu::new(&DeviceOptions {
+        adapter: a.adapter.clone(),
+    })?;
+    let opts = RunOptions {
+        max_seq,
+        max_batch: a.max_batch.min(max_seq),
+    };
+    eprintln!("{}", gpu.header());
+    eprintln!(
+        "run: {} ({}, {:.1}M params, {} g{}) | {} | max tokens {} | max_seq {} | max_batch {}{}",
+        m.dir.display(),
+        cfg.model_type,
+        m.parameters() as f64 / 1e6,
+        m.manifest.quantization.scheme,
+        m.manifest.quantization.group_size,
+        sampling(a, &sampler),
+        a.max_tokens,
+        opts.max_seq,
+        opts.max_batch,
+        if a.chat { " | chat" } else { "" }
+    );
+
+    // Tokenize and check the context before the weights go to the GPU.
+    let text = TextCodec::open(&m)?;
+    let prompt = prompt_ids(a, &text, opts.max_seq)?;
+    let model = GpuModel::load(&gpu, &m, opts)?;
+    if a.verbose {
+        print_memory(&model, &m);
+    }
+    let mut g = Generator::new(GpuLm::new(&gpu, model), text);
+    let extra = serde_json::json!({"device": gpu.info.name, "model": m.dir});
+    let s = generate(a, &mut g, &prompt, sampler, max_seq, extra, |lm| {
+        serde_json::to_value(&lm.model.memory).unwrap_or_default()
+    })?;
     if a.verbose {
         eprintln!(
             "dispatches per step: prefill {} | decode {} ({} ops in the plan)",
             s.prefill_dispatches, s.decode_dispatches, g.model.model.memory.ops
         );
     }
+    Ok(())
+}
+
+/// The CPU reference (candle, f32): a deployable model dequantized, or an unquantized
+/// checkpoint (a folder or a repo id), through the same tokenizer, template, sampler and
+/// generation loop as the GPU.
+fn run_cpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
+    ensure!(
+        a.adapter.is_none(),
+        "--adapter picks a GPU adapter; it does not apply to --device cpu"
+    );
+    let path = crate::hub::local(&a.model)?;
+    let opened = Opened::open(&path)?;
+    let (text, dir) = match &opened.weights {
+        Weights::Deployed(d) => (TextCodec::open(d)?, d.dir.clone()),
+        Weights::Checkpoint(c) => (TextCodec::open_folder(&c.dir, &c.config)?, c.dir.clone()),
+    };
+    let cfg = opened.source().config().clone();
+    let max_seq = max_seq(a, cfg.max_position_embeddings)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("device: cpu (candle reference, f32, {threads} threads)");
+    eprintln!(
+        "run: {} ({}) | {} | max tokens {} | max_seq {}{}",
+        opened.source().describe(),
+        cfg.model_type,
+        sampling(a, &sampler),
+        a.max_tokens,
+        max_seq,
+        if a.chat { " | chat" } else { "" }
+    );
+    let prompt = prompt_ids(a, &text, max_seq)?;
+    let model = opened.load_reference()?;
+    let mut g = Generator::new(model.session(max_seq)?, text);
+    let extra = serde_json::json!({"device": "cpu", "model": dir});
+    generate(a, &mut g, &prompt, sampler, max_seq, extra, |_| {
+        serde_json::Value::Null
+    })?;
     Ok(())
 }
 

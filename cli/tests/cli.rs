@@ -63,9 +63,19 @@ fn synth_convert_inspect_tiny() {
 #[test]
 fn bad_input_is_a_clear_error() {
     let t = tempfile::tempdir().unwrap();
-    let (ok, text) = tlite(&["inspect", "no/such-model"]);
+    // A repo id that is not cached, offline (no test reaches the real hub).
+    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
+        .args(["inspect", "no/such-model"])
+        .env("HF_HOME", t.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !ok && text.contains("not in the Hugging Face cache"),
+        !out.status.success()
+            && text.contains("HF_HUB_OFFLINE")
+            && text.contains("no complete snapshot"),
         "{text}"
     );
     let (ok, text) = tlite(&["convert", "/nonexistent/folder", "-o", &tmp(&t, "x")]);

@@ -160,7 +160,7 @@ impl Checkpoint {
 }
 
 /// `model.safetensors`, or the shards named by `model.safetensors.index.json`.
-fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);
@@ -237,51 +237,32 @@ pub fn check_shard_name(s: &str) -> std::result::Result<(), &'static str> {
     }
 }
 
-/// The HF hub cache folder: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+/// The HF hub cache folder as the environment gives it (`$HF_HUB_CACHE`, else `$HF_HOME/hub`,
+/// else `~/.cache/huggingface/hub`): [`crate::hub::HubOptions::from_env`]'s.
 pub fn hub_cache_dir() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("HF_HOME") {
-        return Some(PathBuf::from(p).join("hub"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+    crate::hub::HubOptions::from_env().ok().map(|o| o.cache)
 }
 
-/// Resolves `org/name[@revision]` to a snapshot folder of the HF cache, offline. The revision
-/// is a branch or tag (looked up in `refs/`) or a commit hash; default `main`.
+/// Resolves `org/name[@revision]` to a complete snapshot folder of the HF cache, offline (the
+/// revision: a branch or tag looked up in `refs/`, or a commit hash; default `main`). Fetching
+/// from the hub is [`crate::hub::resolve`]'s, which the command line calls first.
 pub fn resolve_repo(spec: &str) -> Result<PathBuf> {
     let err = |reason: String| ConvertError::Resolve {
         repo: spec.to_owned(),
         reason,
     };
-    let (repo, rev) = spec.split_once('@').unwrap_or((spec, "main"));
-    let parts: Vec<&str> = repo.split('/').collect();
-    if parts.len() != 2
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || *p == "." || *p == "..")
-    {
-        return Err(err(
-            "not an existing path, nor a repo id of the form org/name[@revision]".into(),
-        ));
-    }
+    let repo = crate::hub::RepoSpec::parse(spec).map_err(|r| {
+        err(format!(
+            "not an existing path, nor a repo id org/name[@revision]: {r}"
+        ))
+    })?;
     let cache = hub_cache_dir()
         .ok_or_else(|| err("no HF cache folder (set HF_HOME or HF_HUB_CACHE)".into()))?;
-    let root = cache.join(format!("models--{}--{}", parts[0], parts[1]));
-    let refs = root.join("refs").join(rev);
-    let commit = match std::fs::read_to_string(&refs) {
-        Ok(c) => c.trim().to_owned(),
-        Err(_) => rev.to_owned(),
-    };
-    let snap = root.join("snapshots").join(&commit);
-    if snap.join("config.json").is_file() {
-        Ok(snap)
-    } else {
-        Err(err(format!(
-            "not in the Hugging Face cache ({} has no snapshot `{commit}` with a config.json) and this build downloads nothing; \
-             fetch it where the hub is reachable (e.g. `huggingface-cli download {repo}`) or pass a local folder",
-            root.display()
-        )))
-    }
+    crate::hub::cached(&cache, &repo).ok_or_else(|| {
+        err(format!(
+            "not in the Hugging Face cache ({} has no complete snapshot of it); `tlite convert`, \
+             `inspect`, `ppl` and `quant-error` download it, or pass a local folder",
+            repo.cache_root(&cache).display()
+        ))
+    })
 }

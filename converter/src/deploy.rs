@@ -20,6 +20,7 @@ use tlite_quantizer::{ErrorStats, M0E4Matrix, Method, QuantOptions};
 use crate::checkpoint::Checkpoint;
 use crate::events::Event;
 use crate::output::Output;
+use crate::rotate::{RotateOptions, Rotated};
 use crate::safetensors_out::{OutTensor, write_streaming};
 use crate::{Result, config_err, io_err};
 
@@ -33,6 +34,9 @@ pub struct ConvertOptions {
     pub binding_limit: u64,
     /// Replace an existing output folder.
     pub overwrite: bool,
+    /// Rotate the residual stream before quantizing (`crate::rotate`): the model converted is
+    /// the rotated checkpoint, norms folded and LM head untied.
+    pub rotate: Option<RotateOptions>,
 }
 
 impl Default for ConvertOptions {
@@ -43,6 +47,7 @@ impl Default for ConvertOptions {
             keep: Vec::new(),
             binding_limit: DEFAULT_BINDING_LIMIT,
             overwrite: false,
+            rotate: None,
         }
     }
 }
@@ -111,7 +116,15 @@ pub fn convert(
                 })
         })
         .collect::<Result<_>>()?;
-    let expected = ck.expected_tensors()?;
+    let rotated = opts.rotate.map(|r| Rotated::new(ck, &r)).transpose()?;
+    let (config, config_json) = match &rotated {
+        Some(r) => (r.config(), r.config_json()),
+        None => (&ck.config, &ck.config_json),
+    };
+    let expected = match &rotated {
+        Some(r) => r.expected_tensors().to_vec(),
+        None => ck.expected_tensors()?,
+    };
     progress(Event::Start {
         phase: "convert",
         total: expected.len(),
@@ -120,7 +133,10 @@ pub fn convert(
     let mut layouts = Vec::new();
     let mut reports = Vec::new();
     for (i, t) in expected.iter().enumerate() {
-        let data = ck.tensor_f32(&t.name)?;
+        let data = match &rotated {
+            Some(r) => r.tensor_f32(&t.name)?,
+            None => ck.tensor_f32(&t.name)?,
+        };
         let storage = rules
             .iter()
             .find(|(re, _)| re.is_match(&t.name))
@@ -150,9 +166,9 @@ pub fn convert(
     let manifest = Manifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
-        architecture: ck.config.family,
-        config: ck.config.clone(),
-        source_config: ck.config_json.clone(),
+        architecture: config.family,
+        config: config.clone(),
+        source_config: config_json.clone(),
         quantization: QuantSettings {
             scheme: "m0e4".into(),
             group_size: opts.group,
@@ -165,7 +181,8 @@ pub fn convert(
         norm: ck.arch().norm,
         tensors: layouts,
     };
-    write_folder(ck, output, &manifest, &parts)?;
+    let rotated_config = rotated.as_ref().map(|r| r.config_json());
+    write_folder(ck, output, &manifest, &parts, rotated_config)?;
     progress(Event::Done { phase: "convert" });
     let parameters: u64 = expected.iter().map(|t| t.numel() as u64).sum();
     let bytes: u64 = parts.iter().map(|p| p.bytes.len() as u64).sum();
@@ -323,6 +340,7 @@ fn write_folder(
     output: Output,
     manifest: &Manifest,
     parts: &[Part],
+    rotated_config: Option<&serde_json::Value>,
 ) -> Result<()> {
     let tmp = output.dir();
     let json = serde_json::to_string(manifest).expect("manifest serializes");
@@ -342,6 +360,7 @@ fn write_folder(
     for name in [
         "tokenizer.json",
         "tokenizer_config.json",
+        "special_tokens_map.json",
         "chat_template.jinja",
         "config.json",
         "generation_config.json",
@@ -350,6 +369,12 @@ fn write_folder(
         if src.is_file() {
             std::fs::copy(&src, tmp.join(name)).map_err(io_err(&src))?;
         }
+    }
+    if let Some(config_json) = rotated_config {
+        // A rotated model's config differs from the source's (untied, `tlite_rotation`).
+        let cfg = tmp.join("config.json");
+        let text = serde_json::to_string_pretty(config_json).expect("config serializes");
+        std::fs::write(&cfg, text + "\n").map_err(io_err(&cfg))?;
     }
     output.install()?;
     Ok(())

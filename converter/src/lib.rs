@@ -1,4 +1,4 @@
-//! Reading Hugging Face checkpoints (local folders, the HF cache), writing the deployable M0E4
+//! Reading Hugging Face checkpoints (local folders, the HF cache, downloads from the hub), writing the deployable M0E4
 //! model, crash-safe output folders and random-weight synthetic checkpoints. The model
 //! description (architecture table, config, the deployable-model reader) is `tlite_model`'s;
 //! GGUF import is `tlite_gguf`'s. Emits progress events ([`events`]); draws nothing.
@@ -6,7 +6,10 @@
 pub mod checkpoint;
 pub mod deploy;
 pub mod events;
+pub mod export;
+pub mod hub;
 pub mod output;
+pub mod rotate;
 pub mod safetensors_out;
 pub mod synth;
 

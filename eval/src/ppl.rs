@@ -1,6 +1,8 @@
 //! Perplexity, KL divergence and top-1 agreement, the way llama.cpp's perplexity tool measures
-//! them: the tokenized corpus is cut into non-overlapping windows of `ctx` tokens, each window
-//! runs from an empty cache, and the second half of each window is scored (or all of it).
+//! them: the tokenized corpus (BOS first when the model's tokenizer adds one) is cut into
+//! non-overlapping windows of `ctx` tokens, each window starts with BOS (when the tokenizer adds
+//! one) and runs from an empty cache, and the second half of each window is scored (or all of
+//! it). [`windows`] is the one definition of what a model is run on.
 //! For KL divergence the baseline's log-probabilities are kept in memory one window at a time
 //! ([`compare`]), or all of them once for many quantized models ([`base_logprobs`],
 //! [`compare_to`]).
@@ -18,7 +20,9 @@ pub struct PplOptions {
     pub max_windows: Option<usize>,
     /// Score every position instead of the second half.
     pub score_all: bool,
-    /// Replace each window's first token with this BOS id (llama.cpp does when the model adds BOS).
+    /// The BOS id when the model's tokenizer adds one to a text (`Opened::window_bos`): put
+    /// before the text's first token, and in place of every window's first token, as llama.cpp
+    /// does ([`windows`]). `None` when the tokenizer adds no BOS (SmolLM2, Qwen2).
     pub bos: Option<u32>,
 }
 
@@ -44,7 +48,7 @@ pub enum PplOptionsError {
     /// `max_windows` of `Some(0)`.
     #[error("at most 0 windows: nothing would be scored")]
     ZeroWindows,
-    /// The tokens do not fill one window.
+    /// The tokens (BOS included) do not fill one window.
     #[error("{tokens} tokens: not one window of {ctx}")]
     NotOneWindow { tokens: usize, ctx: usize },
 }
@@ -88,9 +92,10 @@ impl PplOptions {
         if self.ctx > max {
             return Err(PplOptionsError::ContextTooLong { ctx: self.ctx, max });
         }
-        if tokens.len() < self.ctx {
+        let stream = tokens.len() + usize::from(self.bos.is_some());
+        if stream < self.ctx {
             return Err(PplOptionsError::NotOneWindow {
-                tokens: tokens.len(),
+                tokens: stream,
                 ctx: self.ctx,
             });
         }
@@ -147,34 +152,54 @@ pub struct CompareResult {
     pub rms_delta_p_pct: f64,
 }
 
-/// Windows of `ctx` tokens (options that [`PplOptions::check`] refuses give windows that score
-/// nothing).
-pub fn windows<'a>(tokens: &'a [u32], opts: &PplOptions) -> Vec<&'a [u32]> {
-    let mut w: Vec<&[u32]> = tokens.chunks_exact(opts.ctx.max(2)).collect();
-    if let Some(m) = opts.max_windows {
-        w.truncate(m);
-    }
-    w
+/// The windows a model is run on: llama.cpp's definition (tools/perplexity/perplexity.cpp,
+/// `perplexity`, and the same in `kl_divergence` and imatrix). `tokens` is the text tokenized
+/// without special tokens; with `opts.bos` (the tokenizer adds BOS), the stream is BOS followed
+/// by `tokens`, else `tokens` alone. Window `i` is stream tokens `i·ctx .. (i+1)·ctx` (a partial
+/// last window is dropped; at most `max_windows`), and with `opts.bos` its first token is
+/// replaced by BOS — for window 0 it already is. Position `p` of a window predicts token
+/// `p + 1`; the scored positions are `ctx/2 .. ctx-1` ([`scored_targets`]), so the replaced
+/// first token is never a target. Options that [`PplOptions::check`] refuses give windows that
+/// score nothing.
+pub fn windows(tokens: &[u32], opts: &PplOptions) -> Vec<Vec<u32>> {
+    let stream: Vec<u32> = opts.bos.into_iter().chain(tokens.iter().copied()).collect();
+    stream
+        .chunks_exact(opts.ctx.max(2))
+        .take(opts.max_windows.unwrap_or(usize::MAX))
+        .map(|w| {
+            let mut w = w.to_vec();
+            if let Some(b) = opts.bos {
+                w[0] = b;
+            }
+            w
+        })
+        .collect()
+}
+
+/// A window's scored targets: `(position, token)` for each position whose prediction of the
+/// next token counts, `first_scored .. ctx-1` (llama.cpp: `first = n_ctx/2`, logits of
+/// positions `first .. n_ctx-2` against tokens `first+1 .. n_ctx-1`).
+pub fn scored_targets<'a>(
+    window: &'a [u32],
+    opts: &PplOptions,
+) -> impl Iterator<Item = (usize, u32)> + 'a {
+    let first = first_scored(opts);
+    (first..window.len().saturating_sub(1)).map(move |p| (p, window[p + 1]))
 }
 
 fn first_scored(opts: &PplOptions) -> usize {
     if opts.score_all { 0 } else { opts.ctx / 2 }
 }
 
-/// Log-probabilities of positions `first..ctx-1` of one window (each predicting the next token).
+/// Log-probabilities at the scored positions of one window ([`scored_targets`]), in order.
 fn window_logprobs(
     model: &ReferenceModel,
     window: &[u32],
     opts: &PplOptions,
 ) -> Result<Vec<Vec<f64>>> {
-    let mut w = window.to_vec();
-    if let Some(b) = opts.bos {
-        w[0] = b;
-    }
-    let first = first_scored(opts);
-    let positions: Vec<usize> = (first..w.len() - 1).collect();
-    let mut cache = model.new_cache(w.len())?;
-    let logits = model.forward(&w, 0, &mut cache, Logits::Positions(&positions))?;
+    let positions: Vec<usize> = scored_targets(window, opts).map(|(p, _)| p).collect();
+    let mut cache = model.new_cache(window.len())?;
+    let logits = model.forward(window, 0, &mut cache, Logits::Positions(&positions))?;
     log_softmax_rows(&logits)
 }
 
@@ -214,9 +239,8 @@ pub fn perplexity(
     let mut acc = Acc { nll: Vec::new() };
     for (i, w) in ws.iter().enumerate() {
         let lp = window_logprobs(model, w, opts)?;
-        let first = first_scored(opts);
-        for (k, row) in lp.iter().enumerate() {
-            acc.nll.push(-row[w[first + k + 1] as usize]);
+        for (row, (_, next)) in lp.iter().zip(scored_targets(w, opts)) {
+            acc.nll.push(-row[next as usize]);
         }
         progress(i + 1, ws.len());
     }
@@ -245,15 +269,14 @@ pub fn base_logprobs(
     opts.check_for(base, tokens)?;
     let t0 = std::time::Instant::now();
     let ws = windows(tokens, opts);
-    let first = first_scored(opts);
     let mut acc = Acc { nll: Vec::new() };
     let mut out = Vec::with_capacity(ws.len());
     let vocab = base.config.vocab_size;
     for (i, w) in ws.iter().enumerate() {
         let lp = window_logprobs(base, w, opts)?;
         let mut flat = Vec::with_capacity(lp.len() * vocab);
-        for (k, row) in lp.iter().enumerate() {
-            acc.nll.push(-row[w[first + k + 1] as usize]);
+        for (row, (_, next)) in lp.iter().zip(scored_targets(w, opts)) {
+            acc.nll.push(-row[next as usize]);
             flat.extend(row.iter().map(|&v| v as f32));
         }
         out.push(flat);
@@ -358,7 +381,6 @@ pub fn compare(
     opts.check_for(base, tokens)?;
     opts.check_for(quant, tokens)?;
     let ws = windows(tokens, opts);
-    let first = first_scored(opts);
     let mut cmp = Comparison::new();
     let (mut tb, mut tq) = (0f64, 0f64);
     for (i, w) in ws.iter().enumerate() {
@@ -368,8 +390,8 @@ pub fn compare(
         let t = std::time::Instant::now();
         let lq = window_logprobs(quant, w, opts)?;
         tq += t.elapsed().as_secs_f64();
-        for (k, (rb, rq)) in lb.iter().zip(&lq).enumerate() {
-            cmp.add(rb, rq, w[first + k + 1] as usize);
+        for ((rb, rq), (_, next)) in lb.iter().zip(&lq).zip(scored_targets(w, opts)) {
+            cmp.add(rb, rq, next as usize);
         }
         progress(i + 1, ws.len());
     }
@@ -398,13 +420,13 @@ pub fn compare_to(
             quant.config.vocab_size
         )));
     }
-    let first = first_scored(opts);
     let mut cmp = Comparison::new();
     let t0 = std::time::Instant::now();
     for (i, (w, lb)) in ws.iter().zip(&base.windows).enumerate() {
         let lq = window_logprobs(quant, w, opts)?;
-        for (k, (rb, rq)) in lb.chunks_exact(base.vocab).zip(&lq).enumerate() {
-            cmp.add(rb, rq, w[first + k + 1] as usize);
+        let rows = lb.chunks_exact(base.vocab).zip(&lq);
+        for ((rb, rq), (_, next)) in rows.zip(scored_targets(w, opts)) {
+            cmp.add(rb, rq, next as usize);
         }
         progress(i + 1, ws.len());
     }
@@ -436,6 +458,55 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llama.cpp's windows on a text of 11 tokens, 10..=20, in windows of 4 (scored from
+    /// position 4/2 = 2).
+    #[test]
+    fn windows_are_llama_cpps() {
+        let text: Vec<u32> = (10..=20).collect();
+        let o = |bos, max_windows| PplOptions {
+            ctx: 4,
+            max_windows,
+            score_all: false,
+            bos,
+        };
+        // A tokenizer that adds BOS (1): the stream is [1, 10, .., 20], 12 tokens, 3 windows;
+        // each window's first stream token (1, 13, 17) becomes BOS, so 13 and 17 are neither
+        // read nor scored.
+        let with = o(Some(1), None);
+        let ws = windows(&text, &with);
+        assert_eq!(ws, [[1, 10, 11, 12], [1, 14, 15, 16], [1, 18, 19, 20]]);
+        let targets: Vec<Vec<(usize, u32)>> = ws
+            .iter()
+            .map(|w| scored_targets(w, &with).collect())
+            .collect();
+        assert_eq!(targets, [[(2, 12)], [(2, 16)], [(2, 20)]]);
+        // No BOS (Qwen2, SmolLM2): the text alone, 2 whole windows, the last 3 tokens dropped.
+        let without = o(None, None);
+        let ws = windows(&text, &without);
+        assert_eq!(ws, [[10, 11, 12, 13], [14, 15, 16, 17]]);
+        let targets: Vec<(usize, u32)> = ws
+            .iter()
+            .flat_map(|w| scored_targets(w, &without).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(targets, [(2, 13), (2, 17)]);
+        // `max_windows` keeps the first ones; every position scored predicts from BOS on.
+        assert_eq!(windows(&text, &o(Some(1), Some(1))), [[1, 10, 11, 12]]);
+        let all = PplOptions {
+            score_all: true,
+            ..with
+        };
+        let w = &windows(&text, &all)[1];
+        let t: Vec<(usize, u32)> = scored_targets(w, &all).collect();
+        assert_eq!(t, [(0, 14), (1, 15), (2, 16)]);
+        // The BOS counts towards filling a window.
+        let one = PplOptions {
+            ctx: 12,
+            ..o(Some(1), None)
+        };
+        assert_eq!(windows(&text, &one).len(), 1);
+        assert!(windows(&text, &PplOptions { bos: None, ..one }).is_empty());
+    }
 
     #[test]
     fn options_that_score_nothing_are_refused() {

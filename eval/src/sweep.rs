@@ -163,7 +163,8 @@ pub struct SweepReport {
     pub ctx: usize,
     pub windows: usize,
     pub tokens_scored: usize,
-    /// The BOS id put at the start of every window (llama.cpp's convention), if any.
+    /// The BOS id the tokenizer adds, if any: before the text and at the start of every window
+    /// (llama.cpp's windows, `ppl::windows`).
     pub bos: Option<u32>,
     /// Weights in all quantizable matrices (embedding and LM head included).
     pub quantized_weights: u64,
@@ -260,7 +261,11 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
     let mut calibration = None;
     let importance: Option<HashMap<String, Vec<f32>>> = match &input.calibration {
         Some((tokens, source)) if needs_imp => {
-            let windows = tokens.len() / opts.ctx.max(2);
+            let all = PplOptions {
+                max_windows: None,
+                ..opts.clone()
+            };
+            let windows = ppl::windows(tokens, &all).len();
             phase(events, "calibration", windows);
             let stats =
                 Calibration::collect(&base_model, tokens, opts.ctx, opts.bos, &mut |d, _| {

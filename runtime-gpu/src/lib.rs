@@ -11,6 +11,7 @@ mod estimate;
 pub mod exec;
 pub mod graph;
 pub mod kernels;
+pub mod lab;
 mod language_model;
 pub mod memory;
 pub mod planner;

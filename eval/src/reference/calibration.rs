@@ -38,9 +38,10 @@ impl Calibration {
         Self::default()
     }
 
-    /// A calibration pass: `model` runs over consecutive windows of `ctx` tokens of `tokens`
-    /// (each from an empty cache, the first token replaced by `bos` when given, as in
-    /// perplexity), collecting the input of every linear layer at every position.
+    /// A calibration pass: `model` runs over the windows of `ctx` tokens that perplexity would
+    /// run on ([`crate::ppl::windows`]: `bos`, when given, before the text and at the start of
+    /// every window), each from an empty cache, collecting the input of every linear layer at
+    /// every position.
     /// `progress(done, total)` is called after each window.
     pub fn collect(
         model: &ReferenceModel,
@@ -49,7 +50,12 @@ impl Calibration {
         bos: Option<u32>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let ws: Vec<&[u32]> = tokens.chunks_exact(ctx.max(2)).collect();
+        let opts = crate::ppl::PplOptions {
+            ctx: ctx.max(2),
+            bos,
+            ..Default::default()
+        };
+        let ws = crate::ppl::windows(tokens, &opts);
         if ws.is_empty() {
             return Err(RefError::Unsupported(format!(
                 "calibration needs at least one window of {ctx} tokens, got {}",
@@ -58,12 +64,8 @@ impl Calibration {
         }
         let mut stats = Calibration::new();
         for (i, w) in ws.iter().enumerate() {
-            let mut w = w.to_vec();
-            if let Some(b) = bos {
-                w[0] = b;
-            }
             let mut cache = model.new_cache(w.len())?;
-            model.forward_collect(&w, 0, &mut cache, Logits::Last, &mut stats)?;
+            model.forward_collect(w, 0, &mut cache, Logits::Last, &mut stats)?;
             progress(i + 1, ws.len());
         }
         Ok(stats)

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
+use tlite_model::config::ModelConfig;
 use tlite_model::deploy::DeployedModel;
 use tokenizers::Tokenizer;
 
@@ -23,19 +24,35 @@ impl TextCodec {
     /// The tokenizer of a deployable model, and the end-of-sequence ids of its config.json,
     /// generation_config.json and tokenizer_config.json (`eos_token`), all of them.
     pub fn open(model: &DeployedModel) -> Result<Self> {
-        let tok_path = model.tokenizer_path().ok_or_else(|| {
-            TextError::Tokenizer(format!(
-                "{} has no tokenizer.json (convert from a folder that has one)",
-                model.dir.display()
-            ))
-        })?;
+        Self::open_folder(&model.dir, &model.manifest.config).map_err(|e| match e {
+            TextError::Tokenizer(_) if model.tokenizer_path().is_none() => {
+                TextError::Tokenizer(format!(
+                    "{} has no tokenizer.json (convert from a folder that has one)",
+                    model.dir.display()
+                ))
+            }
+            e => e,
+        })
+    }
+
+    /// The text side of a model folder (a deployable model's or a Hugging Face checkpoint's)
+    /// whose config is `cfg`: `tokenizer.json`, the end-of-sequence ids of the config,
+    /// generation_config.json and tokenizer_config.json (`eos_token`), the config's BOS, and
+    /// the folder's chat template.
+    pub fn open_folder(dir: &Path, cfg: &ModelConfig) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.is_file() {
+            return Err(TextError::Tokenizer(format!(
+                "{} has no tokenizer.json",
+                dir.display()
+            )));
+        }
         let tokenizer = Self::from_file(&tok_path)?.tokenizer;
-        let cfg = &model.manifest.config;
         let mut eos = cfg.eos_token_ids.clone();
-        if let Some(g) = read_json(&model.dir.join("generation_config.json"))? {
+        if let Some(g) = read_json(&dir.join("generation_config.json"))? {
             eos.extend(ids_of(&g["eos_token_id"]));
         }
-        if let Some(tc) = read_json(&model.dir.join("tokenizer_config.json"))? {
+        if let Some(tc) = read_json(&dir.join("tokenizer_config.json"))? {
             let name = match &tc["eos_token"] {
                 Json::Object(o) => o.get("content").and_then(Json::as_str),
                 v => v.as_str(),
@@ -44,7 +61,7 @@ impl TextCodec {
         }
         let mut codec = TextCodec::new(tokenizer, eos);
         codec.bos_id = cfg.bos_token_id;
-        codec.model_dir = Some(model.dir.clone());
+        codec.model_dir = Some(dir.to_owned());
         Ok(codec)
     }
 

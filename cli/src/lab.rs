@@ -1,0 +1,103 @@
+//! `tlite lab`: measurements outside any model (docs/PERF.md): the per-dispatch floor and the
+//! decode GEMV kernels' weight bandwidth against a copy kernel (`tlite_runtime_gpu::lab`).
+
+use tlite_runtime_gpu::lab::{self, GemvOptions};
+use tlite_runtime_gpu::{DeviceOptions, Gpu};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+    /// Pick the adapter whose name contains this.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// N trivial dispatches (one 64-thread workgroup each) dependent in one pass, in N passes,
+    /// in N submissions, and independent in one pass: GPU and wall µs per dispatch.
+    Floor {
+        /// Dispatch counts N, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64, 256])]
+        counts: Vec<usize>,
+        /// Timed repetitions (after one warm-up); the median is reported.
+        #[arg(long, short = 'r', default_value_t = 7)]
+        reps: usize,
+    },
+    /// The runtime's decode GEMVs on random M0E4 weights, rotated through copies larger than
+    /// the L2 cache: µs and weight GB/s per shape, against a vec4<u32> copy kernel.
+    Gemv {
+        /// Shapes n×k (output rows × input width), comma-separated, e.g. 2048x2048,8192x2048.
+        #[arg(long, value_delimiter = ',', value_parser = shape)]
+        shapes: Vec<(usize, usize)>,
+        /// M0E4 group size.
+        #[arg(long, short = 'g', default_value_t = 64)]
+        group: usize,
+        /// The copies of each matrix together exceed this many MiB.
+        #[arg(long, default_value_t = 160.0)]
+        rotate_mib: f64,
+        /// MiB the copy kernel copies.
+        #[arg(long, default_value_t = 256.0)]
+        copy_mib: f64,
+        /// Timed repetitions (after one warm-up); the median is reported.
+        #[arg(long, short = 'r', default_value_t = 5)]
+        reps: usize,
+        /// Also time each matrix as this many row chunks of the same buffers, one dispatch
+        /// each (comma-separated; 1 = the whole matrix).
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
+        splits: Vec<usize>,
+    },
+}
+
+/// `n×k` (or `nxk`).
+fn shape(s: &str) -> Result<(usize, usize), String> {
+    let (n, k) = s
+        .split_once(['x', '×'])
+        .ok_or_else(|| format!("`{s}`: expected n×k, e.g. 2048x8192"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("`{s}`: sizes must be positive integers"))
+    };
+    Ok((p(n)?, p(k)?))
+}
+
+fn mib(v: f64) -> anyhow::Result<u64> {
+    anyhow::ensure!(v.is_finite() && v > 0.0, "sizes in MiB must be positive");
+    Ok((v * f64::from(1u32 << 20)) as u64)
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let gpu = Gpu::new(&DeviceOptions { adapter: a.adapter })?;
+    println!("{}", gpu.header());
+    match a.what {
+        What::Floor { counts, reps } => {
+            print!("{}", lab::floor(&gpu, &counts, reps)?);
+        }
+        What::Gemv {
+            shapes,
+            group,
+            rotate_mib,
+            copy_mib,
+            reps,
+            splits,
+        } => {
+            let mut opts = GemvOptions {
+                group,
+                rotate_bytes: mib(rotate_mib)?,
+                copy_bytes: mib(copy_mib)?,
+                reps,
+                splits,
+                ..GemvOptions::default()
+            };
+            if !shapes.is_empty() {
+                opts.shapes = shapes;
+            }
+            print!("{}", lab::gemv(&gpu, &opts)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `tlite lab` on the test adapter (lavapipe under CI) with tiny sizes: every row is there, every
+//! number finite and positive, the table names every shape; bad options are refused.
+
+use tlite_runtime_gpu::device::gpu_for_test;
+use tlite_runtime_gpu::lab::{self, FloorMode, GemvOptions};
+
+fn positive(what: &str, v: f64) {
+    assert!(v.is_finite() && v > 0.0, "{what}: {v}");
+}
+
+#[test]
+fn floor_reports_every_mode_and_count() {
+    let Some(gpu) = gpu_for_test("lab floor") else {
+        return;
+    };
+    let counts = [1, 3, 8];
+    let r = lab::floor(&gpu, &counts, 2).unwrap();
+    assert_eq!(r.rows.len(), counts.len() * FloorMode::ALL.len());
+    let stamps = gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    for &n in &counts {
+        for mode in FloorMode::ALL {
+            let row = r
+                .rows
+                .iter()
+                .find(|x| x.n == n && x.mode == mode)
+                .unwrap_or_else(|| panic!("no row for {} at N = {n}", mode.name()));
+            let what = format!("{} N={n}", mode.name());
+            positive(&what, row.wall_us);
+            positive(&what, row.encode_us);
+            assert!(
+                row.encode_us <= row.wall_us,
+                "{what}: encoding is part of the wall time"
+            );
+            assert_eq!(
+                row.gpu_us.is_some(),
+                stamps,
+                "{what}: GPU time iff timestamps"
+            );
+            if let Some(g) = row.gpu_us {
+                positive(&what, g);
+            }
+        }
+    }
+    let table = r.to_string();
+    for mode in FloorMode::ALL {
+        assert!(
+            table.contains(&format!("| {} | 8 |", mode.name())),
+            "{table}"
+        );
+    }
+    assert!(table.contains("at N = 8:"), "{table}");
+    assert!(lab::floor(&gpu, &[0], 1).is_err(), "N = 0 must be refused");
+    assert!(
+        lab::floor(&gpu, &[1], 0).is_err(),
+        "0 repetitions must be refused"
+    );
+}
+
+#[test]
+fn gemv_lab_times_both_entries_against_the_copy() {
+    let Some(gpu) = gpu_for_test("lab gemv") else {
+        return;
+    };
+    if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        assert!(lab::gemv(&gpu, &GemvOptions::default()).is_err());
+        return;
+    }
+    let opts = GemvOptions {
+        // Wide and narrow; narrow only (k not a multiple of 32, ragged last group).
+        shapes: vec![(64, 128), (40, 72)],
+        group: 64,
+        rotate_bytes: 64 << 10,
+        copy_bytes: 256 << 10,
+        reps: 2,
+        seed: 3,
+        splits: vec![1, 3],
+    };
+    let r = lab::gemv(&gpu, &opts).unwrap();
+    positive("copy µs", r.copy_us);
+    positive("copy GB/s", r.copy_gbps());
+    let entries: Vec<(usize, usize, &str, bool, usize)> = r
+        .rows
+        .iter()
+        .map(|x| (x.n, x.k, x.entry, x.planned, x.splits))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (64, 128, "gemv_m0e4_wide", true, 1),
+            (64, 128, "gemv_m0e4_wide", false, 2),
+            (64, 128, "gemv_m0e4", false, 1),
+            (64, 128, "gemv_m0e4", false, 3),
+            (40, 72, "gemv_m0e4", true, 1),
+            (40, 72, "gemv_m0e4", false, 3),
+        ]
+    );
+    for row in &r.rows {
+        let what = format!("{}×{} {}", row.n, row.k, row.entry);
+        // Packed words, f16 scales and biases (two per word).
+        let groups = row.n * row.k.div_ceil(64);
+        assert_eq!(
+            row.weight_bytes as usize,
+            row.n * row.k.div_ceil(8) * 4 + 2 * 4 * groups.div_ceil(2),
+            "{what}"
+        );
+        assert!(
+            row.copies as u64 * row.weight_bytes > opts.rotate_bytes,
+            "{what}: the copies must exceed the rotation size"
+        );
+        positive(&what, row.serial_us);
+        positive(&what, row.overlap_us);
+        positive(&what, row.gbps(row.serial_us));
+    }
+    let table = r.to_string();
+    for s in [
+        "| 64×128 | gemv_m0e4_wide (plan) |",
+        "| 64×128 | gemv_m0e4 |",
+        "| 40×72 | gemv_m0e4 (plan) |",
+        "| 64×128 | gemv_m0e4_wide in 2 dispatches |",
+        "copy kernel:",
+    ] {
+        assert!(table.contains(s), "no `{s}` in\n{table}");
+    }
+    let bad = GemvOptions {
+        shapes: vec![(0, 64)],
+        ..opts
+    };
+    assert!(
+        lab::gemv(&gpu, &bad).is_err(),
+        "an empty shape must be refused"
+    );
+}
