@@ -1,25 +1,11 @@
 //! The `tlite` binary end to end: synth → inspect → convert → inspect on a tiny model, errors
 //! that name the problem, and `inspect` on the real SmolLM2 when it was fetched.
 
+mod common;
+
+use common::{tlite_text as tlite, tmp};
+
 use std::process::Command;
-
-fn tlite(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
-        .args(args)
-        .output()
-        .expect("run tlite");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// A path `name` inside the temporary folder `dir` (nothing there yet).
-fn tmp(dir: &tempfile::TempDir, name: &str) -> String {
-    dir.path().join(name).to_string_lossy().into_owned()
-}
 
 #[test]
 fn synth_convert_inspect_tiny() {

@@ -2,26 +2,9 @@
 //! shards, config.json, tokenizer) that `tlite convert` takes back and the CPU reference runs
 //! with the same greedy tokens; what is not a deployable model is refused.
 
-use std::process::Command;
+mod common;
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn tlite(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run tlite");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use common::{Out, tlite};
 
 fn tokens(r: &Out) -> Vec<u64> {
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");

@@ -2,24 +2,11 @@
 //! a checkpoint the other commands open, a rotated model converts and keeps its perplexity, and
 //! families rotation cannot keep equivalent are refused with the reason.
 
+mod common;
+
+use common::{tlite_text as tlite, tmp};
+
 use std::process::Command;
-
-fn tlite(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
-        .args(args)
-        .output()
-        .expect("run tlite");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn tmp(dir: &tempfile::TempDir, name: &str) -> String {
-    dir.path().join(name).to_string_lossy().into_owned()
-}
 
 /// `tlite ppl --json`'s perplexity of `model` on `data` (windows of 64).
 fn ppl(model: &str, data: &str) -> f64 {

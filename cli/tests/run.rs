@@ -2,32 +2,11 @@
 //! on stderr, `--json`, `--verbose`'s memory report, and the errors a user can hit (a Hugging
 //! Face folder, a prompt longer than the context, `--chat` without a template).
 
+mod common;
+
+use common::{tlite, tmp};
+
 use std::io::Write as _;
-use std::process::Command;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn tlite(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run tlite");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// A path `name` inside the temporary folder `dir` (nothing there yet).
-fn tmp(dir: &tempfile::TempDir, name: &str) -> String {
-    dir.path().join(name).to_string_lossy().into_owned()
-}
 
 #[test]
 fn run_generates_on_a_tiny_model() {

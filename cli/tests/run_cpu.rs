@@ -4,33 +4,17 @@
 //! test): the greedy continuation of the goldens' prompt equals transformers' (identical, or
 //! first differing at a near tie, as in eval/tests/goldens.rs).
 
+mod common;
+
+use common::{Out, tlite};
+
 use std::io::Write as _;
-use std::process::Command;
 
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_eval::ppl::argmax;
 use tlite_eval::reference::{Logits, ReferenceModel, WeightSource, log_softmax_rows};
 use tlite_gguf::fixtures;
 use tlite_model::deploy::DeployedModel;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn tlite(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_tlite"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run tlite");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn json(r: &Out) -> serde_json::Value {
     assert!(r.ok, "{}", r.stderr);
