@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use half::{bf16, f16};
 use safetensors::Dtype;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -22,7 +21,7 @@ use tlite_model::deploy::DeployedModel;
 
 use crate::events::Event;
 use crate::output::Output;
-use crate::safetensors_out::{OutTensor, write_streaming};
+use crate::safetensors_out::{OutTensor, encode_f32, write_streaming};
 use crate::{Result, config_err, io_err};
 
 /// The element type of the exported weights.
@@ -71,17 +70,7 @@ impl ExportDtype {
     }
 
     fn encode(self, v: &[f32]) -> Vec<u8> {
-        match self {
-            ExportDtype::Bf16 => v
-                .iter()
-                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-                .collect(),
-            ExportDtype::F16 => v
-                .iter()
-                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-                .collect(),
-            ExportDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
+        encode_f32(v, self.safetensors())
     }
 }
 

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use half::{bf16, f16};
 use safetensors::Dtype;
 
 use crate::{ConvertError, Result, io_err};
@@ -126,5 +127,20 @@ impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Little-endian bytes of `v` as `dtype`: f16 and bf16 rounded to nearest, every other type as f32.
+pub fn encode_f32(v: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => v
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => v
+            .iter()
+            .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+            .collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     }
 }

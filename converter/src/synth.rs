@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use half::{bf16, f16};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use serde_json::{Value, json};
@@ -14,7 +13,7 @@ use tlite_model::arch::{Arch, Family, KvHeads, NormStyle, Role, RopeBase, Slidin
 use tlite_model::config::ModelConfig;
 
 use crate::output::Output;
-use crate::safetensors_out::{OutTensor, write_streaming};
+use crate::safetensors_out::{OutTensor, encode_f32, write_streaming};
 use crate::{Result, io_err};
 
 /// The shape of a synthetic model.
@@ -176,7 +175,7 @@ pub fn write_checkpoint_to(spec: &SynthSpec, target: &Path, overwrite: bool) -> 
                 Role::Embedding | Role::LmHead => rng.gaussian_vec(t.numel(), 0.5),
                 Role::Linear => rng.gaussian_vec(t.numel(), (1.0 / t.shape[1] as f32).sqrt()),
             };
-            encode(&values, spec.dtype)
+            encode_f32(&values, spec.dtype)
         })
         .collect();
     let out_tensors: Vec<OutTensor> = tensors
@@ -203,20 +202,6 @@ pub fn write_checkpoint_to(spec: &SynthSpec, target: &Path, overwrite: bool) -> 
     write("tokenizer.json", &byte_tokenizer(spec.vocab))?;
     output.install()?;
     Ok(())
-}
-
-fn encode(v: &[f32], dtype: Dtype) -> Vec<u8> {
-    match dtype {
-        Dtype::F16 => v
-            .iter()
-            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-            .collect(),
-        Dtype::BF16 => v
-            .iter()
-            .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-            .collect(),
-        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    }
 }
 
 /// GPT-2's byte → printable character map.
