@@ -107,13 +107,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             print_profile(p);
         }
     }
-    let weight_gb = g.memory.weight_bytes as f64 / 1e9;
+    let weight_gb = g.memory.buffers.weight_bytes as f64 / 1e9;
     let params = m.parameters() as f64;
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.weight_bytes,
+                "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.buffers.weight_bytes,
                 "pp_tokens": a.prompt, "pp_tok_s": pp, "tg_tokens": a.gen_tokens, "tg_tok_s": tg,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
                 "dispatches_per_decode_step": g.last_step.dispatches,
@@ -124,7 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "{} | {:.0}M params, {:.1} MiB weights | {} dispatches per decode step",
             gpu.info.name,
             params / 1e6,
-            g.memory.weight_bytes as f64 / (1 << 20) as f64,
+            g.memory.buffers.weight_bytes as f64 / (1 << 20) as f64,
             g.last_step.dispatches
         );
         println!(

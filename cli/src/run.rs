@@ -320,15 +320,15 @@ fn print_memory(model: &GpuModel, m: &DeployedModel) {
     let c = &m.manifest.config;
     let max_seq = model.opts.max_seq;
     let kv_formula = (c.num_layers * 2 * c.num_kv_heads * max_seq * c.head_dim * 4) as u64;
-    eprintln!("memory: weights {}", bytes(mem.weight_bytes));
+    eprintln!("memory: weights {}", bytes(mem.buffers.weight_bytes));
     eprintln!(
         "memory: KV cache {} = {} layers × 2 (K, V) × {} kv heads × {} positions × {} head dim × 4 B{}",
-        bytes(mem.kv_bytes),
+        bytes(mem.buffers.kv_bytes),
         c.num_layers,
         c.num_kv_heads,
         max_seq,
         c.head_dim,
-        if kv_formula == mem.kv_bytes {
+        if kv_formula == mem.buffers.kv_bytes {
             " (one cache, allocated once)".to_owned()
         } else {
             format!(
@@ -339,15 +339,15 @@ fn print_memory(model: &GpuModel, m: &DeployedModel) {
     );
     eprintln!(
         "memory: activations {} planned in {} buffers vs {} one-buffer-per-tensor ({} tensors), {:.1}x less",
-        bytes(mem.activation_bytes),
+        bytes(mem.buffers.activation_bytes),
         mem.activation_buffers,
         bytes(mem.activation_bytes_unplanned),
         mem.activation_tensors,
-        mem.activation_bytes_unplanned as f64 / mem.activation_bytes.max(1) as f64
+        mem.activation_bytes_unplanned as f64 / mem.buffers.activation_bytes.max(1) as f64
     );
     eprintln!(
         "memory: total {} | {} ops per step",
-        bytes(mem.weight_bytes + mem.kv_bytes + mem.activation_bytes),
+        bytes(mem.buffers.weight_bytes + mem.buffers.kv_bytes + mem.buffers.activation_bytes),
         mem.ops
     );
 }

@@ -85,7 +85,7 @@ fn tiny_models_of_every_architecture_match_the_reference() {
             log.copies
         );
         assert_eq!(log.copies.len(), 1, "only the logits are read back");
-        assert!(g.memory.activation_bytes < g.memory.activation_bytes_unplanned);
+        assert!(g.memory.buffers.activation_bytes < g.memory.activation_bytes_unplanned);
     }
 }
 

@@ -203,31 +203,31 @@ fn the_estimate_equals_the_report_of_a_real_load() {
         let est = GpuModel::estimate(&gpu, &m, o).unwrap();
         let g = GpuModel::load(&gpu, &m, o).unwrap();
         let r = &g.memory;
-        assert_eq!(est.weight_bytes, r.weight_bytes, "{o:?}");
+        assert_eq!(est.weight_bytes, r.buffers.weight_bytes, "{o:?}");
         assert_eq!(
             est.kv_bytes,
             (c.num_layers * 2 * c.num_kv_heads * o.max_seq * c.head_dim * 4) as u64
         );
-        assert_eq!(est.kv_bytes, r.kv_bytes, "{o:?}");
-        assert_eq!(est.activation_bytes, r.activation_bytes, "{o:?}");
-        assert_eq!(est.rope_bytes, r.rope_bytes, "{o:?}");
-        assert_eq!(est.uniform_bytes, r.uniform_bytes, "{o:?}");
-        assert_eq!(est.io_bytes, r.io_bytes, "{o:?}");
+        assert_eq!(est.kv_bytes, r.buffers.kv_bytes, "{o:?}");
+        assert_eq!(est.activation_bytes, r.buffers.activation_bytes, "{o:?}");
+        assert_eq!(est.rope_bytes, r.buffers.rope_bytes, "{o:?}");
+        assert_eq!(est.uniform_bytes, r.buffers.uniform_bytes, "{o:?}");
+        assert_eq!(est.io_bytes, r.buffers.io_bytes, "{o:?}");
         assert_eq!(est.total(), r.total_bytes, "{o:?}");
         // The weights as uploaded: every part of the file, f16 widened to f32.
-        assert!(r.weight_bytes >= m.data_bytes(), "{o:?}");
+        assert!(r.buffers.weight_bytes >= m.data_bytes(), "{o:?}");
         // The RoPE tables: cos and sin, max_seq × rot/2 f32 each.
         let rot = (c.head_dim as f64 * c.partial_rotary_factor) as usize;
-        assert_eq!(r.rope_bytes, (2 * o.max_seq * (rot / 2) * 4) as u64);
+        assert_eq!(r.buffers.rope_bytes, (2 * o.max_seq * (rot / 2) * 4) as u64);
         // The report's breakdown covers every buffer.
         assert_eq!(
             r.total_bytes,
-            r.weight_bytes
-                + r.kv_bytes
-                + r.activation_bytes
-                + r.rope_bytes
-                + r.uniform_bytes
-                + r.io_bytes
+            r.buffers.weight_bytes
+                + r.buffers.kv_bytes
+                + r.buffers.activation_bytes
+                + r.buffers.rope_bytes
+                + r.buffers.uniform_bytes
+                + r.buffers.io_bytes
         );
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -18,7 +18,7 @@ impl Alloc<'_> {
             self.sizes.estimate.uniform_bytes,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
-        memory.uniform_bytes += b.size();
+        memory.buffers.uniform_bytes += b.size();
         b
     }
 

@@ -22,7 +22,7 @@ impl Alloc<'_> {
             let bufs: Vec<wgpu::Buffer> = (labels.iter())
                 .map(|label| self.buffer(label, size, wgpu::BufferUsages::STORAGE))
                 .collect();
-            memory.kv_bytes += bufs.iter().map(wgpu::Buffer::size).sum::<u64>();
+            memory.buffers.kv_bytes += bufs.iter().map(wgpu::Buffer::size).sum::<u64>();
             Ok(bufs)
         })?;
         Ok((labels, kv))
@@ -52,7 +52,7 @@ impl Alloc<'_> {
             let sin = upload(dev, "rope.sin", size, usage, |d| {
                 write_f32(d, n, |i| angle(i).sin() as f32);
             })?;
-            memory.rope_bytes += cos.size() + sin.size();
+            memory.buffers.rope_bytes += cos.size() + sin.size();
             tables.push((cos, sin));
         }
         Ok(tables)

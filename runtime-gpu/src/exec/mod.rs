@@ -59,19 +59,13 @@ pub enum ShaderChecks {
 }
 
 /// Memory figures of a loaded model: the sizes of the buffers created (the load's
-/// [`MemoryEstimate`] computed them beforehand).
+/// [`MemoryEstimate`] predicted the same items beforehand).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MemoryReport {
-    pub weight_bytes: u64,
-    pub kv_bytes: u64,
-    /// Activations with the planner's sharing.
-    pub activation_bytes: u64,
-    /// The RoPE cos and sin tables.
-    pub rope_bytes: u64,
-    /// The per-op uniform slots.
-    pub uniform_bytes: u64,
-    /// Token ids, logit rows, the logits readback buffer and the placeholder binding.
-    pub io_bytes: u64,
+    /// The bytes of each kind of buffer created, itemized as the estimate itemizes them
+    /// (serialized as top-level fields).
+    #[serde(flatten)]
+    pub buffers: MemoryEstimate,
     /// Every buffer of the model.
     pub total_bytes: u64,
     /// Activations with one buffer per tensor.

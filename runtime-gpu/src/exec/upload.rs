@@ -68,12 +68,7 @@ impl Resources {
             let tables = alloc.rope_tables(graph, opts, memory)?;
             Ok((io, tables, alloc.uniform_buffer(memory)))
         })?;
-        memory.total_bytes = memory.weight_bytes
-            + memory.kv_bytes
-            + memory.activation_bytes
-            + memory.rope_bytes
-            + memory.uniform_bytes
-            + memory.io_bytes;
+        memory.total_bytes = memory.buffers.total();
         Ok(Resources {
             weights,
             kv_labels,
@@ -140,7 +135,7 @@ impl<'a> Alloc<'a> {
                             .part(part)
                             .map_err(|e| GpuError::Model(e.to_string()))?;
                         let buf = self.weight_part(part, size, bytes, f16)?;
-                        memory.weight_bytes += buf.size();
+                        memory.buffers.weight_bytes += buf.size();
                         weights.insert((t.name.clone(), ci, pi), buf);
                     }
                 }
@@ -182,7 +177,7 @@ impl<'a> Alloc<'a> {
             let bufs: Vec<wgpu::Buffer> = (plan.buffer_bytes.iter().enumerate())
                 .map(|(i, &b)| self.buffer(&format!("act{i}"), b.max(MIN_BUFFER), usage))
                 .collect();
-            memory.activation_bytes += bufs.iter().map(wgpu::Buffer::size).sum::<u64>();
+            memory.buffers.activation_bytes += bufs.iter().map(wgpu::Buffer::size).sum::<u64>();
             Ok(bufs)
         })
     }
@@ -193,7 +188,7 @@ impl<'a> Alloc<'a> {
         let readback = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         let mut buffer = |label: &str, size: u64, usage| {
             let b = self.buffer(label, size, usage);
-            memory.io_bytes += b.size();
+            memory.buffers.io_bytes += b.size();
             b
         };
         Io {
