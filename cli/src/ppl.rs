@@ -1,9 +1,13 @@
 //! `tlite ppl` and `tlite compare`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::ensure;
+use tlite_eval::gpu::{self, TopKBase};
 use tlite_eval::load::Opened;
-use tlite_eval::ppl::{self, PplOptions, PplOptionsError};
+use tlite_eval::ppl::{self, CompareResult, PplOptions, PplOptionsError};
+use tlite_model::deploy::Storage;
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuModel, RunOptions};
 
 /// Corpus and windowing options shared by `ppl` and `compare`.
 #[derive(clap::Args)]
@@ -23,6 +27,112 @@ pub struct DataArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Where a measurement runs.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// gpu: the wgpu runtime, every scored row reduced on the GPU; cpu: the candle reference
+    /// (f32, the oracle); auto: the GPU when a hardware adapter exists (a CPU adapter such as
+    /// lavapipe does not count), else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// GPU: pick the adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// GPU: how an unquantized checkpoint is uploaded (converted to a temporary dense folder
+    /// first): f32 keeps its values exactly, f16 rounds them.
+    #[arg(long, value_enum, default_value_t = Dense::F32)]
+    pub dense: Dense,
+    /// GPU: most tokens per step (a window runs in ⌈ctx / max-batch⌉ steps).
+    #[arg(long, default_value_t = 512, value_parser = crate::args::count)]
+    pub max_batch: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dense {
+    F32,
+    F16,
+}
+
+impl DeviceArgs {
+    /// The GPU to measure on, or `None` for the CPU reference.
+    pub fn gpu(&self) -> anyhow::Result<Option<Gpu>> {
+        let gpu = match self.device {
+            DeviceChoice::Cpu => {
+                ensure!(
+                    self.adapter.is_none(),
+                    "--adapter picks a GPU adapter; it does not apply to --device cpu"
+                );
+                return Ok(None);
+            }
+            DeviceChoice::Gpu => true,
+            DeviceChoice::Auto => {
+                self.adapter.is_some()
+                    || Gpu::adapters()
+                        .iter()
+                        .any(|a| a.device_type != wgpu::DeviceType::Cpu)
+            }
+        };
+        if !gpu {
+            eprintln!(
+                "device: cpu (candle reference, f32; no hardware GPU adapter: --device gpu to use a CPU adapter)"
+            );
+            return Ok(None);
+        }
+        let g = Gpu::new(&DeviceOptions {
+            adapter: self.adapter.clone(),
+        })?;
+        eprintln!("{}", g.header());
+        Ok(Some(g))
+    }
+
+    /// The GPU settings of a sweep with windows of `ctx` tokens.
+    pub fn sweep_gpu<'g>(&self, gpu: &'g Gpu, ctx: usize) -> tlite_eval::sweep::SweepGpu<'g> {
+        tlite_eval::sweep::SweepGpu {
+            gpu,
+            run: self.run_options(ctx),
+            dense: self.storage(),
+        }
+    }
+
+    fn run_options(&self, ctx: usize) -> RunOptions {
+        RunOptions {
+            max_seq: ctx,
+            max_batch: self.max_batch.min(ctx),
+        }
+    }
+
+    fn storage(&self) -> Storage {
+        match self.dense {
+            Dense::F32 => Storage::F32,
+            Dense::F16 => Storage::F16,
+        }
+    }
+
+    /// `opened` on `gpu` for windows of `ctx` tokens; also its trained positions.
+    pub fn load(
+        &self,
+        gpu: &Gpu,
+        opened: &Opened,
+        ctx: usize,
+    ) -> anyhow::Result<(GpuModel, usize)> {
+        Ok(gpu::load(
+            gpu,
+            opened,
+            self.run_options(ctx),
+            self.storage(),
+        )?)
+    }
 }
 
 impl DataArgs {
@@ -72,11 +182,19 @@ pub struct PplArgs {
     model: String,
     #[command(flatten)]
     data: DataArgs,
+    /// GPU: also write each scored position's top --top-k log-probabilities to FILE, a baseline
+    /// for `tlite compare FILE QUANT` (like llama.cpp's --kl-divergence-base).
+    #[arg(long)]
+    save_base: Option<PathBuf>,
+    /// Log-probabilities kept per position in --save-base (1..=1024).
+    #[arg(long, default_value_t = 64, value_parser = crate::args::count)]
+    top_k: usize,
 }
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
-    /// The unquantized baseline (HF folder or repo id).
+    /// The unquantized baseline (HF folder or repo id), or a baseline file written by
+    /// `tlite ppl --save-base` (GPU).
     base: String,
     /// The quantized model (deployable M0E4 folder).
     quant: String,
@@ -92,19 +210,36 @@ fn bos_note(opts: &PplOptions) -> String {
     }
 }
 
-fn load(path: &str) -> anyhow::Result<(Opened, tlite_eval::reference::ReferenceModel)> {
+/// The opened model, the corpus tokenized with its tokenizer, and the windowing options with
+/// its BOS, checked against its trained positions.
+fn open_data(path: &str, data: &DataArgs) -> anyhow::Result<(Opened, Vec<u32>, PplOptions)> {
+    let mut opts = data.options()?;
     let o = Opened::open(&crate::hub::local(path)?)?;
-    let m = o.load_reference()?;
-    Ok((o, m))
+    let tokens = o.tokenize_file(&data.data, data.max_chars())?;
+    opts.bos = o.window_bos()?;
+    let max = o.source().config().max_position_embeddings;
+    opts.check_positions(max, &tokens)
+        .map_err(|e| data.flag_error(e))?;
+    Ok((o, tokens, opts))
 }
 
 pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
-    let mut opts = a.data.options()?;
-    let (o, model) = load(&a.model)?;
-    let tokens = o.tokenize_file(&a.data.data, a.data.max_chars())?;
-    opts.bos = o.window_bos()?;
-    opts.check_for(&model, &tokens)
-        .map_err(|e| a.data.flag_error(e))?;
+    ensure!(
+        a.top_k <= tlite_runtime_gpu::MAX_TOP_K,
+        "--top-k {}: at most {}",
+        a.top_k,
+        tlite_runtime_gpu::MAX_TOP_K
+    );
+    ensure!(
+        a.save_base.is_none() || a.data.device.device != DeviceChoice::Cpu,
+        "--save-base writes the GPU's top-k log-probabilities: use --device gpu"
+    );
+    let (o, tokens, opts) = open_data(&a.model, &a.data)?;
+    let gpu = a.data.device.gpu()?;
+    ensure!(
+        a.save_base.is_none() || gpu.is_some(),
+        "--save-base writes the GPU's top-k log-probabilities: use --device gpu"
+    );
     let n = ppl::windows(&tokens, &opts).len();
     eprintln!(
         "ppl: {} | {} tokens, {n} windows of {}{}",
@@ -113,11 +248,28 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
         opts.ctx,
         bos_note(&opts)
     );
-    let pb = crate::progress::bar(n as u64, "windows");
-    let r = ppl::perplexity(&model, &tokens, &opts, &mut |d, _| {
-        pb.set_position(d as u64)
-    })?;
-    pb.finish_and_clear();
+    let pb = crate::progress::WindowBar::new(n, opts.ctx);
+    let mut tick = |d: usize, _| pb.tick(d, 1);
+    let r = match &gpu {
+        Some(g) => {
+            let (mut model, max) = a.data.device.load(g, &o, opts.ctx)?;
+            let k = if a.save_base.is_some() { a.top_k } else { 0 };
+            let base = gpu::base_topk(g, &mut model, max, &tokens, &opts, k, &mut tick)?;
+            if let Some(path) = &a.save_base {
+                base.write(path)?;
+                eprintln!(
+                    "baseline: top {k} log-probabilities per position written to {}",
+                    path.display()
+                );
+            }
+            base.header.result
+        }
+        None => {
+            let model = o.load_reference()?;
+            ppl::perplexity(&model, &tokens, &opts, &mut tick)?
+        }
+    };
+    pb.finish();
     if a.data.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -129,32 +281,90 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `path` is a baseline file of `tlite ppl --save-base`.
+fn is_base_file(path: &str) -> bool {
+    let mut magic = [0u8; 8];
+    Path::new(path).is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+        && &magic == b"TLKLBASE"
+}
+
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
-    let mut opts = a.data.options()?;
-    let (ob, base) = load(&a.base)?;
-    let (oq, quant) = load(&a.quant)?;
-    let tokens = ob.tokenize_file(&a.data.data, a.data.max_chars())?;
-    opts.bos = ob.window_bos()?;
-    for m in [&base, &quant] {
-        opts.check_for(m, &tokens)
-            .map_err(|e| a.data.flag_error(e))?;
-    }
+    let from_file = is_base_file(&a.base);
+    // The quantized model's tokenizer when the baseline is a file.
+    let first = if from_file { &a.quant } else { &a.base };
+    let (ob, tokens, opts) = open_data(first, &a.data)?;
+    let oq = if from_file {
+        None
+    } else {
+        Some(Opened::open(&crate::hub::local(&a.quant)?)?)
+    };
+    let oq_ref = oq.as_ref().unwrap_or(&ob);
+    let max = oq_ref.source().config().max_position_embeddings;
+    opts.check_positions(max, &tokens)
+        .map_err(|e| a.data.flag_error(e))?;
+    let gpu = a.data.device.gpu()?;
+    ensure!(
+        !from_file || gpu.is_some(),
+        "{} is a baseline file of `tlite ppl --save-base`: compare against it with --device gpu",
+        a.base
+    );
     let n = ppl::windows(&tokens, &opts).len();
+    let base_name = match from_file {
+        true => format!("baseline file {}", a.base),
+        false => ob.source().describe(),
+    };
     eprintln!(
-        "compare: base {} | quant {} | {n} windows of {}{}",
-        ob.source().describe(),
-        oq.source().describe(),
+        "compare: base {base_name} | quant {} | {n} windows of {}{}",
+        oq_ref.source().describe(),
         opts.ctx,
         bos_note(&opts)
     );
-    let pb = crate::progress::bar(n as u64, "windows");
-    let r = ppl::compare(&base, &quant, &tokens, &opts, &mut |d, _| {
-        pb.set_position(d as u64)
-    })?;
-    pb.finish_and_clear();
-    if a.data.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    let pb = crate::progress::WindowBar::new(n, opts.ctx);
+    let models = if from_file { 1 } else { 2 };
+    let mut tick = |d: usize, _| pb.tick(d, models);
+    let mut topk = None;
+    let r = match (&gpu, from_file) {
+        (Some(g), true) => {
+            let base = TopKBase::read(Path::new(&a.base))?;
+            let (mut quant, max) = a.data.device.load(g, &ob, opts.ctx)?;
+            let c = gpu::compare_to(g, &base, &mut quant, max, &tokens, &opts, &mut tick)?;
+            topk = Some((c.top_k, c.mean_topk_mass));
+            c.result
+        }
+        (Some(g), false) => {
+            let (mut base, max) = a.data.device.load(g, &ob, opts.ctx)?;
+            let (mut quant, _) = a.data.device.load(g, oq_ref, opts.ctx)?;
+            gpu::compare(g, &mut base, &mut quant, max, &tokens, &opts, &mut tick)?
+        }
+        (None, _) => {
+            let base = ob.load_reference()?;
+            let quant = oq_ref.load_reference()?;
+            ppl::compare(&base, &quant, &tokens, &opts, &mut tick)?
+        }
+    };
+    pb.finish();
+    print_compare(&r, a.data.json, topk)
+}
+
+fn print_compare(r: &CompareResult, json: bool, topk: Option<(usize, f64)>) -> anyhow::Result<()> {
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        if let Some((k, mass)) = topk {
+            v["top_k"] = k.into();
+            v["mean_topk_mass"] = mass.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    if let Some((k, mass)) = topk {
+        println!(
+            "KLD against the baseline's top {k} log-probabilities and the rest of its mass as one \
+             bucket (a lower bound); the quantized model puts {:.2}% of its mass on them",
+            mass * 100.0
+        );
     }
     println!("{:<26} {:>12}", "", "value");
     println!(

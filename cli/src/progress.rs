@@ -13,6 +13,43 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A bar over perplexity windows of `ctx` tokens with the evaluation speed and the time left.
+pub struct WindowBar {
+    pb: ProgressBar,
+    ctx: usize,
+    start: std::time::Instant,
+}
+
+impl WindowBar {
+    pub fn new(windows: usize, ctx: usize) -> Self {
+        let pb = ProgressBar::new(windows as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "windows [{bar:32}] {pos}/{len} {msg} ({elapsed}, ETA {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        WindowBar {
+            pb,
+            ctx,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// `done` windows evaluated (of `models` models run on each window).
+    pub fn tick(&self, done: usize, models: usize) {
+        let s = self.start.elapsed().as_secs_f64().max(1e-9);
+        let tps = (done * self.ctx * models) as f64 / s;
+        self.pb.set_message(format!("{tps:.0} tok/s"));
+        self.pb.set_position(done as u64);
+    }
+
+    pub fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
 /// Draws a bar from the library's progress events.
 pub struct EventBar {
     bar: Option<ProgressBar>,

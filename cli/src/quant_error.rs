@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail, ensure};
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_eval::load::{Opened, Weights};
-use tlite_eval::quant_error::{QuantErrorReport, WeightMatrix};
-use tlite_eval::reference::Calibration;
+use tlite_eval::quant_error::{Hessian, QuantErrorReport, WeightMatrix};
+use tlite_eval::reference::{Calibration, LinearInput};
 use tlite_model::SafetensorsFile;
-use tlite_quantizer::SchemeKind;
+use tlite_model::config::ModelConfig;
+use tlite_quantizer::gptq::{self, GptqOptions, Prepared};
+use tlite_quantizer::{Scheme, SchemeKind};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,11 +20,13 @@ pub struct Args {
     /// .safetensors file (every 2-D tensor).
     path: String,
     /// Weights per group along the input dimension (32, 64 or 128; any multiple of 8 from 8
-    /// to 4096).
+    /// to 4096) for M0E4 and the INT4 baselines; the field's formats use their own blocks
+    /// (MXFP4 32, NVFP4 16, NF4 64, IQ4_NL 32, Q4_K 256).
     #[arg(long, short = 'g', default_value_t = 64, value_parser = crate::args::group_size)]
     group: usize,
     /// Schemes to compare (default: all of m0e4-minmax, m0e4-search, int4-zp, q4_1-minmax,
-    /// q4_1-search, q4_0).
+    /// q4_1-search, q4_0, and the field's formats mxfp4, mxfp4-search, nvfp4, nvfp4-search,
+    /// nf4, nf4-search, iq4_nl, q4_k).
     #[arg(long, value_delimiter = ',')]
     schemes: Vec<String>,
     /// Only tensors whose name contains this string.
@@ -39,6 +43,13 @@ pub struct Args {
     /// Tokens per calibration window: at least 2, at most the model's positions.
     #[arg(long, default_value_t = 512, value_parser = crate::args::count_from::<2>)]
     ctx: usize,
+    /// With `--calibration`: also collect each input's Gram matrix XᵀX (8·cols² bytes per
+    /// input site, ~0.8 GB for SmolLM2-135M), add a GPTQ column `SCHEME+gptq` for every scheme
+    /// that supports it, and report every column's relative output error ‖X(W−Ŵ)ᵀ‖²/‖XWᵀ‖²
+    /// (GPTQ raises the weight MSE; the output error is what it lowers). The embedding is
+    /// rounded to nearest in the GPTQ columns (it has no input to calibrate).
+    #[arg(long, requires = "calibration")]
+    gptq: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -98,8 +109,8 @@ impl Source {
     }
 }
 
-/// Runs the calibration pass over the end of `text` and returns the importance per tensor.
-fn importance(a: &Args, text: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+/// Runs the calibration pass over the end of `text` (with Gram matrices under `--gptq`).
+fn calibrate(a: &Args, text: &Path) -> anyhow::Result<(Calibration, ModelConfig)> {
     let opened = Opened::open(&a.path)?;
     ensure!(
         matches!(opened.weights, Weights::Checkpoint(_)),
@@ -122,22 +133,23 @@ fn importance(a: &Args, text: &Path) -> anyhow::Result<HashMap<String, Vec<f32>>
         tail.len()
     );
     let pb = crate::progress::bar(a.calib_chunks as u64, "calibration");
-    let stats = Calibration::collect(
-        &model,
-        &tail[tail.len() - want..],
-        a.ctx,
-        opened.window_bos()?,
-        &mut |d, _| pb.set_position(d as u64),
-    )?;
+    let toks = &tail[tail.len() - want..];
+    let (bos, mut progress) = (opened.window_bos()?, |d, _| pb.set_position(d as u64));
+    let stats = if a.gptq {
+        let max = Calibration::DEFAULT_MAX_GRAM_BYTES;
+        Calibration::collect_gram(&model, toks, a.ctx, bos, max, &mut progress)?
+    } else {
+        Calibration::collect(&model, toks, a.ctx, bos, &mut progress)?
+    };
     pb.finish_and_clear();
-    Ok(stats.importance(&model.config))
+    Ok((stats, model.config))
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.path = crate::hub::local(&a.path)?;
     tlite_quantizer::check_group(a.group)?;
     let schemes: Vec<SchemeKind> = if a.schemes.is_empty() {
-        SchemeKind::REPORT.to_vec()
+        SchemeKind::ALL.to_vec()
     } else {
         a.schemes
             .iter()
@@ -145,7 +157,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 SchemeKind::parse(s).with_context(|| {
                     format!(
                         "unknown scheme `{s}`; known: {}",
-                        SchemeKind::REPORT
+                        SchemeKind::ALL
                             .map(|k| tlite_quantizer::Scheme::name(&k))
                             .join(", ")
                     )
@@ -157,23 +169,61 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     if src.files.is_empty() {
         bail!("{}: no 2-D weight tensors to measure", a.path);
     }
-    let imp = match &a.calibration {
+    let calib = match &a.calibration {
         Some(text) => {
             ensure!(
                 src.checkpoint.is_some(),
                 "--calibration needs a checkpoint folder or repo id, not a single .safetensors file"
             );
-            Some(importance(&a, text)?)
+            Some(calibrate(&a, text)?)
         }
         None => None,
     };
+    let imp = calib.as_ref().map(|(c, config)| c.importance(config));
+    let gptq_schemes: Vec<SchemeKind> = if a.gptq {
+        schemes
+            .iter()
+            .copied()
+            .filter(|s| s.fit_grid(&[0.0, 1.0], None).is_some())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // the input site of every matrix with one (not the embedding, whose input is a lookup)
+    let sites: HashMap<String, LinearInput> = match &calib {
+        Some((_, config)) if a.gptq => {
+            let embed = config.arch().model_spec(config).embed;
+            Calibration::tensor_sites(config)
+                .into_iter()
+                .filter(|(name, _)| *name != embed)
+                .collect()
+        }
+        _ => HashMap::new(),
+    };
     let pb = crate::progress::bar(src.files.len() as u64, "quantizing");
-    let mut report = QuantErrorReport::new(a.group, &schemes);
+    let mut report = QuantErrorReport::with_gptq(a.group, &schemes, &gptq_schemes);
+    let mut last: Option<(LinearInput, Prepared)> = None;
     for (name, shape) in &src.files {
         pb.set_message(name.clone());
         let data = src.data(name)?;
-        report.add(
+        let gram = match (sites.get(name), &calib) {
+            (Some(&site), Some((stats, _))) => stats.gram(site).map(|g| (site, g)),
+            _ => None,
+        };
+        let hessian = match gram {
+            Some((site, (h, n))) => {
+                if last.as_ref().is_none_or(|(s, _)| *s != site) {
+                    let p = gptq::prepare(h, n, &GptqOptions::default())
+                        .with_context(|| format!("GPTQ for {name}"))?;
+                    last = Some((site, p));
+                }
+                last.as_ref().map(|(_, p)| Hessian { h, prepared: p })
+            }
+            None => None,
+        };
+        report.add_with_hessian(
             &schemes,
+            &gptq_schemes,
             &WeightMatrix {
                 name,
                 data: &data,
@@ -181,6 +231,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 cols: shape[1],
             },
             imp.as_ref().and_then(|m| m.get(name)).map(Vec::as_slice),
+            hessian.as_ref(),
         )?;
         pb.inc(1);
     }

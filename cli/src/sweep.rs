@@ -23,11 +23,20 @@ pub struct Args {
     /// Windows to evaluate (at least 1).
     #[arg(long, default_value_t = 8, value_parser = crate::args::count)]
     chunks: usize,
-    /// Configurations, SCHEME[+imp]@GROUP (e.g. m0e4-search@64,q4_0@32,m0e4-search+imp@128);
+    /// Configurations, SCHEME[+imp][+gptq][+f16emb]@GROUP (e.g. m0e4-search@64,q4_0@32,
+    /// m0e4-search+imp@128, m0e4-search+imp+gptq@64: GPTQ for the linear weights from the Gram
+    /// matrices of the calibration pass, ~0.8 GB for SmolLM2-135M);
     /// default: M0E4 minmax/search at 32/64/128, M0E4 search+imp at 64/128, q4_0 at 32/64,
-    /// int4-zp at 64/128, q4_1-minmax at 64.
+    /// int4-zp at 64/128, q4_1-minmax at 64. The field's formats have their own block and
+    /// need no @GROUP: mxfp4[-search], nvfp4[-search], nf4[-search], iq4_nl, q4_k (e.g.
+    /// q4_k,iq4_nl+imp).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
+    /// Also run the field's 4-bit formats, each at its own block: mxfp4, mxfp4-search, nvfp4,
+    /// nvfp4-search, nf4, nf4-search, iq4_nl, q4_k, and (unless --no-importance) the searched
+    /// ones with +imp.
+    #[arg(long)]
+    field_formats: bool,
     /// Leave the importance-weighted configurations out of the default set.
     #[arg(long)]
     no_importance: bool,
@@ -41,6 +50,8 @@ pub struct Args {
     /// run only the configurations it lacks (the baseline is recomputed and must agree).
     #[arg(long, requires = "json")]
     resume: bool,
+    #[command(flatten)]
+    device: crate::ppl::DeviceArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -52,6 +63,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .map(|s| SweepConfig::parse(s).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?
     };
+    if a.field_formats {
+        for c in SweepConfig::field_formats(!a.no_importance) {
+            if !configs.contains(&c) {
+                configs.push(c);
+            }
+        }
+    }
     let opened = Opened::open(&a.base)?;
     let Weights::Checkpoint(ck) = &opened.weights else {
         anyhow::bail!(
@@ -99,7 +117,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let calib = if configs.iter().any(|c| c.importance) {
+    let calib = if configs.iter().any(|c| c.importance || c.gptq) {
         Some(calibration_tokens(&opened, &a, eval_chars)?)
     } else {
         None
@@ -112,6 +130,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         configs.len(),
         rayon_threads()
     );
+    let gpu = a.device.gpu()?;
     let input = SweepInput {
         checkpoint: ck,
         model: a.base.clone(),
@@ -120,6 +139,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         opts,
         calibration: calib.as_ref().map(|(t, s)| (t.as_slice(), s.clone())),
         configs,
+        gpu: gpu.as_ref().map(|g| a.device.sweep_gpu(g, a.ctx)),
     };
     let report = run_with_log(&input, a.json.as_ref(), previous.as_ref())?;
     print!("{}", report.to_markdown());

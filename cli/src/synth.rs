@@ -18,6 +18,10 @@ pub struct Args {
     /// Override the number of layers (1 to 1024).
     #[arg(long, value_parser = crate::args::count_upto::<1024>)]
     layers: Option<usize>,
+    /// Override the vocabulary size (300 to 1,048,576; e.g. 49152 for the side-by-side
+    /// bodies, SmolLM2's).
+    #[arg(long, value_parser = crate::args::count_upto::<1_048_576>)]
+    vocab: Option<usize>,
     /// Replace an existing output folder that tlite wrote.
     #[arg(long)]
     force: bool,
@@ -31,6 +35,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(l) = a.layers {
         spec.layers = l;
+    }
+    if let Some(v) = a.vocab {
+        anyhow::ensure!(
+            v >= 300,
+            "--vocab {v}: at least 300 (the byte tokenizer's tokens)"
+        );
+        spec.vocab = v;
     }
     write_checkpoint_to(&spec, &a.output, a.force)?;
     println!(

@@ -192,23 +192,36 @@ fn sweep_resume_plot_and_calibrated_quant_error_tiny() {
     let (ok, out) = tlite(&["sweep", &format!("{ck}/model.safetensors"), "--data", &text]);
     assert!(!ok, "{out}");
 
-    let (ok, out) = tlite(&[
-        "quant-error",
-        &ck,
-        "-g",
-        "32",
-        "--calibration",
-        &text,
-        "--ctx",
-        "64",
-        "--calib-chunks",
-        "2",
-        "--json",
-    ]);
+    let calibrated = |extra: &[&str]| {
+        let mut args = vec![
+            "quant-error",
+            &ck,
+            "-g",
+            "32",
+            "--calibration",
+            &text,
+            "--ctx",
+            "64",
+            "--calib-chunks",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        tlite(&args)
+    };
+    let (ok, out) = calibrated(&[]);
     assert!(
         ok && out.contains("m0e4-search") && out.contains("q_proj"),
         "{out}"
     );
+    // GPTQ columns, and every column's output error from the calibration's Gram matrices
+    let (ok, out) = calibrated(&["--schemes", "m0e4-search,q4_0", "--gptq"]);
+    assert!(
+        ok && out.contains("\"q4_0+gptq\"") && out.contains("\"output_error\""),
+        "{out}"
+    );
+    let (ok, out) = tlite(&["quant-error", &ck, "--gptq"]);
+    assert!(!ok && out.contains("--calibration"), "{out}");
     let (ok, out) = tlite(&[
         "quant-error",
         &format!("{ck}/model.safetensors"),

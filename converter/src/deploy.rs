@@ -90,6 +90,38 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &mut dyn FnMut(Event),
 ) -> Result<ConvertReport> {
+    convert_inner(ck, out, opts, None, progress)
+}
+
+/// The values of a tensor by name (a [`convert_tensors`] source).
+pub type TensorFn<'a> = dyn Fn(&str) -> Result<Vec<f32>> + Sync + 'a;
+
+/// [`convert`] with every tensor's values from `tensor` instead of the checkpoint, which still
+/// gives the configuration, the tensor list and the tokenizer: e.g. fake-quantized weights
+/// stored dense, to measure them on the GPU. `tensor` must return the checkpoint's shapes.
+pub fn convert_tensors(
+    ck: &Checkpoint,
+    out: &Path,
+    opts: &ConvertOptions,
+    tensor: &TensorFn,
+    progress: &mut dyn FnMut(Event),
+) -> Result<ConvertReport> {
+    if opts.rotate.is_some() {
+        return Err(config_err(
+            out,
+            "a conversion of given tensors cannot also rotate them",
+        ));
+    }
+    convert_inner(ck, out, opts, Some(tensor), progress)
+}
+
+fn convert_inner(
+    ck: &Checkpoint,
+    out: &Path,
+    opts: &ConvertOptions,
+    given: Option<&TensorFn>,
+    progress: &mut dyn FnMut(Event),
+) -> Result<ConvertReport> {
     let t0 = Instant::now();
     tlite_quantizer::check_group(opts.group)?;
     if opts.binding_limit < MIN_BINDING_LIMIT {
@@ -133,10 +165,23 @@ pub fn convert(
     let mut layouts = Vec::new();
     let mut reports = Vec::new();
     for (i, t) in expected.iter().enumerate() {
-        let data = match &rotated {
-            Some(r) => r.tensor_f32(&t.name)?,
-            None => ck.tensor_f32(&t.name)?,
+        let data = match (&rotated, given) {
+            (Some(r), _) => r.tensor_f32(&t.name)?,
+            (None, Some(f)) => f(&t.name)?,
+            (None, None) => ck.tensor_f32(&t.name)?,
         };
+        if data.len() != t.numel() {
+            return Err(config_err(
+                out,
+                format!(
+                    "tensor {} has {} values, its shape {:?} holds {}",
+                    t.name,
+                    data.len(),
+                    t.shape,
+                    t.numel()
+                ),
+            ));
+        }
         let storage = rules
             .iter()
             .find(|(re, _)| re.is_match(&t.name))

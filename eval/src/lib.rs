@@ -3,6 +3,7 @@
 //! ([`quant_error`]), and quantization sweeps over many schemes with their plot ([`sweep`],
 //! [`plot`]).
 
+pub mod gpu;
 pub mod load;
 pub mod parity;
 pub mod plot;

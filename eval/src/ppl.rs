@@ -7,9 +7,9 @@
 //! ([`compare`]), or all of them once for many quantized models ([`base_logprobs`],
 //! [`compare_to`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::reference::{Logits, RefError, ReferenceModel, Result, log_softmax_rows};
+use crate::reference::{Logits, RefError, ReferenceModel, Result, log_softmax_rows, nll_rows};
 
 /// How the corpus is windowed and scored.
 #[derive(Clone, Debug)]
@@ -87,8 +87,16 @@ impl PplOptions {
         model: &ReferenceModel,
         tokens: &[u32],
     ) -> std::result::Result<(), PplOptionsError> {
+        self.check_positions(model.config.max_position_embeddings, tokens)
+    }
+
+    /// [`Self::check`], and that a window fits `max` positions and `tokens` fill one.
+    pub fn check_positions(
+        &self,
+        max: usize,
+        tokens: &[u32],
+    ) -> std::result::Result<(), PplOptionsError> {
         self.check()?;
-        let max = model.config.max_position_embeddings;
         if self.ctx > max {
             return Err(PplOptionsError::ContextTooLong { ctx: self.ctx, max });
         }
@@ -115,7 +123,7 @@ impl Default for PplOptions {
 }
 
 /// Perplexity of one model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PplResult {
     pub ppl: f64,
     /// One standard error of the perplexity.
@@ -203,12 +211,23 @@ fn window_logprobs(
     log_softmax_rows(&logits)
 }
 
-struct Acc {
-    nll: Vec<f64>,
+/// The negative log-likelihood of each scored target of one window ([`scored_targets`]), in
+/// order: the values [`window_logprobs`] gives at the targets, without the rows.
+fn window_nll(model: &ReferenceModel, window: &[u32], opts: &PplOptions) -> Result<Vec<f64>> {
+    let (positions, targets): (Vec<usize>, Vec<u32>) = scored_targets(window, opts).unzip();
+    let mut cache = model.new_cache(window.len())?;
+    let logits = model.forward(window, 0, &mut cache, Logits::Positions(&positions))?;
+    nll_rows(&logits, &targets)
+}
+
+/// The negative log-likelihood of every scored token, in order.
+#[derive(Default)]
+pub(crate) struct Acc {
+    pub nll: Vec<f64>,
 }
 
 impl Acc {
-    fn result(&self, windows: usize, ctx: usize, seconds: f64) -> PplResult {
+    pub(crate) fn result(&self, windows: usize, ctx: usize, seconds: f64) -> PplResult {
         let n = self.nll.len().max(1) as f64;
         let mean = self.nll.iter().sum::<f64>() / n;
         let var = self.nll.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
@@ -238,10 +257,7 @@ pub fn perplexity(
     let ws = windows(tokens, opts);
     let mut acc = Acc { nll: Vec::new() };
     for (i, w) in ws.iter().enumerate() {
-        let lp = window_logprobs(model, w, opts)?;
-        for (row, (_, next)) in lp.iter().zip(scored_targets(w, opts)) {
-            acc.nll.push(-row[next as usize]);
-        }
+        acc.nll.extend(window_nll(model, w, opts)?);
         progress(i + 1, ws.len());
     }
     Ok(acc.result(ws.len(), opts.ctx, t0.elapsed().as_secs_f64()))
@@ -290,7 +306,7 @@ pub fn base_logprobs(
 }
 
 /// The per-position statistics of a comparison, accumulated window by window.
-struct Comparison {
+pub(crate) struct Comparison {
     base: Acc,
     quant: Acc,
     kld: Vec<f64>,
@@ -299,7 +315,7 @@ struct Comparison {
 }
 
 impl Comparison {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Comparison {
             base: Acc { nll: Vec::new() },
             quant: Acc { nll: Vec::new() },
@@ -311,20 +327,14 @@ impl Comparison {
 
     /// One position: the two models' log-probabilities and the true next token.
     fn add<B: Copy + Into<f64>>(&mut self, rb: &[B], rq: &[f64], next: usize) {
-        let b_next: f64 = rb[next].into();
-        self.base.nll.push(-b_next);
-        self.quant.nll.push(-rq[next]);
-        self.kld.push(
-            rb.iter()
-                .zip(rq)
-                .map(|(&b, q)| {
-                    let b: f64 = b.into();
-                    b.exp() * (b - q)
-                })
-                .sum::<f64>()
-                .max(0.0),
-        );
-        self.dp.push((rq[next].exp() - b_next.exp()) * 100.0);
+        let kld = rb
+            .iter()
+            .zip(rq)
+            .map(|(&b, q)| {
+                let b: f64 = b.into();
+                b.exp() * (b - q)
+            })
+            .sum::<f64>();
         let (mut bi, mut bv) = (0, f64::NEG_INFINITY);
         for (i, &b) in rb.iter().enumerate() {
             let b: f64 = b.into();
@@ -332,10 +342,51 @@ impl Comparison {
                 (bi, bv) = (i, b);
             }
         }
-        self.agree += usize::from(bi == argmax(rq));
+        self.add_scores(rb[next].into(), rq[next], kld, bi == argmax(rq));
     }
 
-    fn finish(self, base: PplResult, quant: PplResult) -> CompareResult {
+    /// One position from its statistics: the two models' log-probabilities of the true next
+    /// token, KL(base ‖ quant) and whether they rank the same token first.
+    pub(crate) fn add_scores(&mut self, b_next: f64, q_next: f64, kld: f64, agree: bool) {
+        self.base.nll.push(-b_next);
+        self.quant.nll.push(-q_next);
+        self.kld.push(kld.max(0.0));
+        self.dp.push((q_next.exp() - b_next.exp()) * 100.0);
+        self.agree += usize::from(agree);
+    }
+
+    /// The results, with each model's perplexity over `windows` of `ctx` tokens evaluated in
+    /// its `seconds`.
+    pub(crate) fn finish_timed(
+        self,
+        windows: usize,
+        ctx: usize,
+        (base_s, quant_s): (f64, f64),
+    ) -> CompareResult {
+        let base = self.base.result(windows, ctx, base_s);
+        let quant = self.quant.result(windows, ctx, quant_s);
+        self.finish(base, quant)
+    }
+
+    /// Positions added.
+    pub(crate) fn len(&self) -> usize {
+        self.kld.len()
+    }
+
+    /// The results against a baseline whose own result is known, the quantized model's
+    /// perplexity over `windows` of `ctx` tokens evaluated in `seconds`.
+    pub(crate) fn finish_against(
+        self,
+        base: PplResult,
+        windows: usize,
+        ctx: usize,
+        seconds: f64,
+    ) -> CompareResult {
+        let quant = self.quant.result(windows, ctx, seconds);
+        self.finish(base, quant)
+    }
+
+    pub(crate) fn finish(self, base: PplResult, quant: PplResult) -> CompareResult {
         let diff: Vec<f64> = (self.quant.nll.iter().zip(&self.base.nll))
             .map(|(q, b)| q - b)
             .collect();
@@ -395,9 +446,7 @@ pub fn compare(
         }
         progress(i + 1, ws.len());
     }
-    let base_r = cmp.base.result(ws.len(), opts.ctx, tb);
-    let quant_r = cmp.quant.result(ws.len(), opts.ctx, tq);
-    Ok(cmp.finish(base_r, quant_r))
+    Ok(cmp.finish_timed(ws.len(), opts.ctx, (tb, tq)))
 }
 
 /// As [`compare`], against a baseline computed once by [`base_logprobs`] on the same tokens

@@ -7,17 +7,27 @@
 //! quantizable tensor (embedding, linear weights, untied LM head) is quantized, as the
 //! converter does by default, unless a configuration keeps the embedding and LM head in f16
 //! (`+f16emb`); bits per weight are those of the quantized matrices.
+//!
+//! A `+gptq` configuration quantizes every linear weight (and an untied LM head) with GPTQ
+//! (`tlite_quantizer::gptq`, default options) from the Gram matrices `XᵀX` of a calibration
+//! pass on the unquantized model (all layers at once, not layer by layer on the partly quantized
+//! model as the GPTQ paper does); the embedding, tied LM head included, has no such input and is
+//! rounded to nearest as without `+gptq` (importance-weighted with `+imp`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tlite_converter::checkpoint::Checkpoint;
 use tlite_model::arch::Role;
+use tlite_model::deploy::Storage;
+use tlite_quantizer::gptq::{self, GptqOptions, Prepared};
 use tlite_quantizer::{Method, Scheme, SchemeKind};
 
-use crate::ppl::{self, PplOptions};
-use crate::reference::{Calibration, RefError, ReferenceModel, Result, WeightSource};
+use crate::gpu;
+use crate::ppl::{self, CompareResult, PplOptions};
+use crate::reference::{Calibration, LinearInput, RefError, ReferenceModel, Result, WeightSource};
 
 /// One quantized variant: a scheme at a group size, optionally importance-weighted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,35 +38,40 @@ pub struct SweepConfig {
     pub importance: bool,
     /// Keep the embedding and LM head in f16 instead of quantizing them.
     pub f16_embeddings: bool,
+    /// Quantize the linear weights with GPTQ from calibration Gram matrices.
+    pub gptq: bool,
 }
 
 impl SweepConfig {
-    /// `m0e4-search@64`, `m0e4-search+imp@128`, `q4_0+f16emb@32`.
+    /// `m0e4-search@64`, `m0e4-search+imp@128`, `q4_0+f16emb@32`, `m0e4-search+imp+gptq@64`.
     pub fn label(&self) -> String {
         format!("{}@{}", self.family(), self.group)
     }
 
-    /// The scheme name with `+imp` when importance-weighted and `+f16emb` when the embeddings
-    /// are kept in f16: one plotted series.
+    /// The scheme name with `+imp` when importance-weighted, `+gptq` with GPTQ and `+f16emb`
+    /// when the embeddings are kept in f16: one plotted series.
     pub fn family(&self) -> String {
         format!(
-            "{}{}{}",
+            "{}{}{}{}",
             self.scheme.name(),
             if self.importance { "+imp" } else { "" },
+            if self.gptq { "+gptq" } else { "" },
             if self.f16_embeddings { "+f16emb" } else { "" }
         )
     }
 
-    /// Parses [`Self::label`].
+    /// Parses [`Self::label`]. A format with its own block (`mxfp4`, `q4_k`, …) may leave out
+    /// `@GROUP` or give its own block; any other group is refused.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let (fam, g) = s.rsplit_once('@').ok_or_else(|| {
-            format!("`{s}`: expected SCHEME[+imp][+f16emb]@GROUP, e.g. m0e4-search@64")
-        })?;
-        let group: usize = g
-            .parse()
-            .map_err(|_| format!("`{s}`: group `{g}` is not a number"))?;
-        tlite_quantizer::check_group(group).map_err(|e| format!("`{s}`: {e}"))?;
+        let (fam, g) = match s.rsplit_once('@') {
+            Some((fam, g)) => (fam, Some(g)),
+            None => (s, None),
+        };
         let (fam, f16_embeddings) = match fam.strip_suffix("+f16emb") {
+            Some(n) => (n, true),
+            None => (fam, false),
+        };
+        let (fam, gptq) = match fam.strip_suffix("+gptq") {
             Some(n) => (n, true),
             None => (fam, false),
         };
@@ -67,14 +82,22 @@ impl SweepConfig {
         let scheme = SchemeKind::parse(name).ok_or_else(|| {
             format!(
                 "`{s}`: unknown scheme `{name}`; known: {}",
-                SchemeKind::REPORT.map(|k| k.name()).join(", ")
+                SchemeKind::ALL.map(|k| k.name()).join(", ")
             )
         })?;
+        let group = config_group(s, scheme, g)?;
+        if gptq && scheme.fit_grid(&[0.0, 1.0], None).is_none() {
+            return Err(format!(
+                "`{s}`: {} cannot be quantized with GPTQ",
+                scheme.name()
+            ));
+        }
         Ok(SweepConfig {
             scheme,
             group,
             importance,
             f16_embeddings,
+            gptq,
         })
     }
 
@@ -87,6 +110,7 @@ impl SweepConfig {
             group,
             importance,
             f16_embeddings: false,
+            gptq: false,
         };
         let mut v = Vec::new();
         for g in [32, 64, 128] {
@@ -105,6 +129,65 @@ impl SweepConfig {
         v.push(c(SchemeKind::Int4FloatMin(Method::MinMax), 64, false));
         v
     }
+
+    /// The field's 4-bit formats, each at its own block (`tlite sweep --field-formats`):
+    /// MXFP4, NVFP4 and NF4 by their rules and searched, IQ4_NL and Q4_K; with `importance`
+    /// also the searched ones importance-weighted.
+    pub fn field_formats(importance: bool) -> Vec<Self> {
+        let c = |scheme: SchemeKind, importance| SweepConfig {
+            scheme,
+            // a field format's own block, whatever group is asked for
+            group: scheme.block_size(0),
+            importance,
+            f16_embeddings: false,
+            gptq: false,
+        };
+        let mut v: Vec<Self> = SchemeKind::FIELD.iter().map(|&k| c(k, false)).collect();
+        if importance {
+            let searched = SchemeKind::FIELD.into_iter().filter(|k| {
+                !matches!(
+                    k,
+                    SchemeKind::Mxfp4(Method::MinMax)
+                        | SchemeKind::Nvfp4(Method::MinMax)
+                        | SchemeKind::Nf4(Method::MinMax)
+                )
+            });
+            v.extend(searched.map(|k| c(k, true)));
+        }
+        v
+    }
+}
+
+/// The group of configuration `s`: `@GROUP` for a scheme whose group is free (required), the
+/// format's own block for one that has it (`@GROUP`, if given, must be that block).
+fn config_group(
+    s: &str,
+    scheme: SchemeKind,
+    g: Option<&str>,
+) -> std::result::Result<usize, String> {
+    let group = match g {
+        Some(g) => {
+            let group: usize = g
+                .parse()
+                .map_err(|_| format!("`{s}`: group `{g}` is not a number"))?;
+            Some(tlite_quantizer::check_group(group).map_err(|e| format!("`{s}`: {e}"))?)
+        }
+        None => None,
+    };
+    match (scheme.native_format(), group) {
+        (None, Some(group)) => Ok(group),
+        (None, None) => Err(format!(
+            "`{s}`: expected SCHEME[+imp][+gptq][+f16emb]@GROUP, e.g. m0e4-search@64"
+        )),
+        (Some((block, _)), None) => Ok(block),
+        (Some((block, _)), Some(group)) if group == block => Ok(block),
+        (Some((block, _)), Some(group)) => Err(format!(
+            "`{s}`: {} has its own block of {block} weights, not {group}: write {} or {}@{block}",
+            scheme.name(),
+            scheme.name(),
+            scheme.name()
+        )),
+    }
 }
 
 /// One configuration's results.
@@ -117,6 +200,9 @@ pub struct SweepRow {
     pub importance: bool,
     /// The embedding and LM head were kept in f16 (else quantized like every matrix).
     pub f16_embeddings: bool,
+    /// The linear weights were quantized with GPTQ (absent in reports without GPTQ rows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gptq: bool,
     /// Storage bits per weight of the quantized matrices with their shapes (a row's last
     /// group may be short, e.g. SmolLM2's 576 columns at g = 128). Includes the embedding
     /// and LM head unless `f16_embeddings`.
@@ -138,10 +224,27 @@ pub struct SweepRow {
     pub kld_p99: f64,
     pub top1_agree_pct: f64,
     pub rms_delta_p_pct: f64,
+    /// On the GPU, for an M0E4 configuration the converter can make (no importance, GPTQ or
+    /// f16 embeddings): the converted model through the runtime's M0E4 kernels against its
+    /// fake-quantized weights uploaded dense (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeCheck>,
     /// Loading and fake-quantizing the checkpoint.
     pub quantize_seconds: f64,
     /// Scoring the windows.
     pub eval_seconds: f64,
+}
+
+/// The converted M0E4 model (native kernels) against the same weights dense, on the same
+/// windows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NativeCheck {
+    pub kld_mean: f64,
+    pub kld_max: f64,
+    pub top1_agree_pct: f64,
+    /// Within the parity tolerance (`crate::parity::tolerance`: mean KLD ≤ 1e-3, top-1 ≥ 99%,
+    /// as for a real model).
+    pub within_tolerance: bool,
 }
 
 /// Where the importance statistics came from.
@@ -152,6 +255,9 @@ pub struct CalibrationInfo {
     pub windows: usize,
     /// A human description of the text slice (never the evaluated tokens).
     pub source: String,
+    /// Memory of the Gram matrices `XᵀX` collected for GPTQ (absent when none were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gram_bytes: Option<u64>,
 }
 
 /// A whole sweep of one model.
@@ -175,6 +281,9 @@ pub struct SweepReport {
     pub calibration: Option<CalibrationInfo>,
     /// Rayon threads the reference ran on.
     pub threads: usize,
+    /// The GPU adapter the windows were scored on (absent: the CPU reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub rows: Vec<SweepRow>,
 }
 
@@ -201,12 +310,34 @@ pub struct SweepInput<'a> {
     /// required when a configuration is importance-weighted.
     pub calibration: Option<(&'a [u32], String)>,
     pub configs: Vec<SweepConfig>,
+    /// Score on this GPU, else on the CPU reference.
+    pub gpu: Option<SweepGpu<'a>>,
+}
+
+/// A sweep on the GPU: the baseline and every configuration's weights uploaded `dense`, M0E4
+/// configurations also converted and run through the runtime's M0E4 kernels
+/// ([`SweepRow::native`]).
+#[derive(Clone, Copy)]
+pub struct SweepGpu<'a> {
+    pub gpu: &'a tlite_runtime_gpu::Gpu,
+    pub run: tlite_runtime_gpu::RunOptions,
+    pub dense: Storage,
+}
+
+/// Most memory the CPU sweep's baseline log-probabilities may take.
+pub const MAX_CPU_BASE_BYTES: u64 = 16 << 30;
+
+/// Where a sweep scores its windows.
+enum Engine {
+    /// The CPU reference, against the baseline's log-probabilities kept in memory.
+    Cpu(ppl::BaseLogprobs),
+    /// The GPU, against the baseline model resident on it (exact KL divergence).
+    Gpu(Box<tlite_runtime_gpu::GpuModel>),
 }
 
 /// Storage bits per weight under `c`: of the quantized matrices, and of all weight matrices
 /// (f16 embeddings included at 16 bits); and the number of weights in all matrices.
 pub fn bits_per_weight(ck: &Checkpoint, c: &SweepConfig) -> (f64, f64, u64) {
-    let per_group = (c.scheme.bits_per_weight(c.group) - 4.0) * c.group as f64;
     let (mut qbits, mut qn, mut bits, mut n) = (0f64, 0u64, 0f64, 0u64);
     for t in ck.arch().expected_tensors(&ck.config) {
         if !(t.role.quantizable() && t.shape.len() == 2) {
@@ -219,7 +350,7 @@ pub fn bits_per_weight(ck: &Checkpoint, c: &SweepConfig) -> (f64, f64, u64) {
             bits += 16.0 * numel as f64;
             continue;
         }
-        let b = 4.0 * numel as f64 + (rows * cols.div_ceil(c.group)) as f64 * per_group;
+        let b = tlite_quantizer::matrix_bits(&c.scheme, rows, cols, c.group);
         qbits += b;
         bits += b;
         qn += numel;
@@ -241,9 +372,10 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
         .into());
     }
     let needs_imp = input.configs.iter().any(|c| c.importance);
-    if needs_imp && input.calibration.is_none() {
+    let needs_gram = input.configs.iter().any(|c| c.gptq);
+    if (needs_imp || needs_gram) && input.calibration.is_none() {
         return Err(RefError::Unsupported(
-            "importance-weighted configurations need calibration tokens".into(),
+            "importance-weighted and GPTQ configurations need calibration tokens".into(),
         ));
     }
     fn phase(events: &mut dyn FnMut(SweepEvent), name: &str, windows: usize) {
@@ -253,30 +385,79 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
         })
     }
 
-    let base_model = ReferenceModel::load(&WeightSource::Checkpoint(ck))?;
+    // The CPU reference of the baseline: for the CPU's windows and for calibration.
+    let base_model = match input.gpu.is_none() || needs_imp || needs_gram {
+        true => Some(ReferenceModel::load(&WeightSource::Checkpoint(ck))?),
+        false => None,
+    };
+    let reference = || {
+        base_model
+            .as_ref()
+            .ok_or_else(|| RefError::Unsupported("the sweep did not load the reference".into()))
+    };
     phase(events, "baseline", n_windows);
-    let base = ppl::base_logprobs(&base_model, input.tokens, opts, &mut |d, _| {
-        events(SweepEvent::Window { done: d })
-    })?;
+    let max_pos = ck.config.max_position_embeddings;
+    let mut tick = |d, _| events(SweepEvent::Window { done: d });
+    let (mut engine, base_result) = match input.gpu {
+        Some(SweepGpu { gpu: g, run, dense }) => {
+            let mut m = gpu::load_dense(g, ck, None, run, dense)?;
+            let r = gpu::perplexity(g, &mut m, max_pos, input.tokens, opts, &mut tick)?;
+            (Engine::Gpu(Box::new(m)), r)
+        }
+        None => {
+            let rows = ppl::windows(input.tokens, opts)
+                .iter()
+                .map(|w| ppl::scored_targets(w, opts).count() as u64)
+                .sum::<u64>();
+            let bytes = rows * ck.config.vocab_size as u64 * 4;
+            if bytes > MAX_CPU_BASE_BYTES {
+                return Err(RefError::Unsupported(format!(
+                    "a sweep on the CPU keeps the baseline's log-probabilities of every scored \
+                     position in memory: {:.1} GiB for {n_windows} windows, above the limit of \
+                     {} GiB; sweep on the GPU (which keeps the baseline model instead) or over \
+                     fewer windows",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    MAX_CPU_BASE_BYTES >> 30
+                )));
+            }
+            let b = ppl::base_logprobs(reference()?, input.tokens, opts, &mut tick)?;
+            let r = b.result.clone();
+            (Engine::Cpu(b), r)
+        }
+    };
     let mut calibration = None;
+    let mut stats = None;
     let importance: Option<HashMap<String, Vec<f32>>> = match &input.calibration {
-        Some((tokens, source)) if needs_imp => {
+        Some((tokens, source)) if needs_imp || needs_gram => {
             let all = PplOptions {
                 max_windows: None,
                 ..opts.clone()
             };
             let windows = ppl::windows(tokens, &all).len();
             phase(events, "calibration", windows);
-            let stats =
-                Calibration::collect(&base_model, tokens, opts.ctx, opts.bos, &mut |d, _| {
-                    events(SweepEvent::Window { done: d })
-                })?;
+            let mut progress = |d, _| events(SweepEvent::Window { done: d });
+            let s = if needs_gram {
+                let max = Calibration::DEFAULT_MAX_GRAM_BYTES;
+                Calibration::collect_gram(
+                    reference()?,
+                    tokens,
+                    opts.ctx,
+                    opts.bos,
+                    max,
+                    &mut progress,
+                )?
+            } else {
+                Calibration::collect(reference()?, tokens, opts.ctx, opts.bos, &mut progress)?
+            };
             calibration = Some(CalibrationInfo {
-                tokens: stats.positions(),
+                tokens: s.positions(),
                 windows,
                 source: source.clone(),
+                gram_bytes: needs_gram.then(|| Calibration::gram_bytes(&ck.config)),
             });
-            Some(stats.importance(&ck.config))
+            let imp = s.importance(&ck.config);
+            stats = Some(s);
+            Some(imp)
         }
         _ => None,
     };
@@ -288,20 +469,21 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
         data: input.data.clone(),
         ctx: opts.ctx,
         windows: n_windows,
-        tokens_scored: base.result.tokens_scored,
+        tokens_scored: base_result.tokens_scored,
         bos: opts.bos,
         quantized_weights: bits_per_weight(ck, &SweepConfig::defaults(false)[0]).2,
-        base_ppl: base.result.ppl,
-        base_ppl_err: base.result.ppl_err,
-        base_tokens_per_second: base.result.tokens_per_second,
+        base_ppl: base_result.ppl,
+        base_ppl_err: base_result.ppl_err,
+        base_tokens_per_second: base_result.tokens_per_second,
         calibration,
         threads: rayon::current_num_threads(),
+        device: input.gpu.map(|g| g.gpu.info.name.clone()),
         rows: Vec::new(),
     };
     for c in &input.configs {
         phase(events, &c.label(), n_windows);
         let t0 = Instant::now();
-        let model = ReferenceModel::load(&WeightSource::FakeQuant {
+        let fake = WeightSource::FakeQuant {
             source: ck,
             scheme: c.scheme,
             group: c.group,
@@ -311,12 +493,55 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
                 None
             },
             f16_embeddings: c.f16_embeddings,
-        })?;
-        let quantize_seconds = t0.elapsed().as_secs_f64();
-        let r = ppl::compare_to(&base, &model, input.tokens, opts, &mut |d, _| {
-            events(SweepEvent::Window { done: d })
-        })?;
-        drop(model);
+        };
+        let gptq = match (&stats, c.gptq) {
+            (Some(stats), true) => Some(GptqSource::new(ck, stats, c, &fake)),
+            _ => None,
+        };
+        let gptq_tensor = |name: &str| {
+            gptq.as_ref()
+                .map_or_else(|| fake.tensor_f32(name), |g| g.tensor(name))
+        };
+        let computed = WeightSource::Computed {
+            source: ck,
+            tensor: &gptq_tensor,
+            label: format!("GPTQ {} g={}", c.scheme.name(), c.group),
+        };
+        let source = if gptq.is_some() { &computed } else { &fake };
+        let mut tick = |d, _| events(SweepEvent::Window { done: d });
+        let (r, native, quantize_seconds) = match &mut engine {
+            Engine::Cpu(base) => {
+                let model = ReferenceModel::load(source)?;
+                let q = t0.elapsed().as_secs_f64();
+                (
+                    ppl::compare_to(base, &model, input.tokens, opts, &mut tick)?,
+                    None,
+                    q,
+                )
+            }
+            Engine::Gpu(base) => {
+                let SweepGpu { gpu: g, run, dense } = input.gpu.expect("a GPU engine has a GPU");
+                let mut model = gpu::load_dense(g, ck, Some(source), run, dense)?;
+                let q = t0.elapsed().as_secs_f64();
+                let toks = input.tokens;
+                let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
+                let native = match c.scheme {
+                    SchemeKind::M0E4(method) if !(c.importance || c.gptq || c.f16_embeddings) => {
+                        Some(native_check(
+                            g,
+                            ck,
+                            run,
+                            (method, c.group),
+                            &mut model,
+                            toks,
+                            opts,
+                        )?)
+                    }
+                    _ => None,
+                };
+                (r, native, q)
+            }
+        };
         let (bpw, all_bpw, _) = bits_per_weight(ck, c);
         report.rows.push(SweepRow {
             config: c.label(),
@@ -324,6 +549,7 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
             group: c.group,
             importance: c.importance,
             f16_embeddings: c.f16_embeddings,
+            gptq: c.gptq,
             bits_per_weight: bpw,
             all_matrices_bits_per_weight: all_bpw,
             nominal_bits_per_weight: c.scheme.bits_per_weight(c.group),
@@ -336,12 +562,116 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
             kld_p99: r.kld_p99,
             top1_agree_pct: r.top1_agree_pct,
             rms_delta_p_pct: r.rms_delta_p_pct,
+            native,
             quantize_seconds,
             eval_seconds: r.quant.seconds,
         });
         events(SweepEvent::Row(&report));
     }
     Ok(report)
+}
+
+/// The M0E4 configuration `(method, group)` converted by the converter and run through the
+/// runtime's M0E4 kernels, against `dense` (the same weights fake-quantized, uploaded dense).
+fn native_check(
+    g: &tlite_runtime_gpu::Gpu,
+    ck: &Checkpoint,
+    run: tlite_runtime_gpu::RunOptions,
+    (method, group): (Method, usize),
+    dense: &mut tlite_runtime_gpu::GpuModel,
+    tokens: &[u32],
+    opts: &PplOptions,
+) -> Result<NativeCheck> {
+    let copts = tlite_converter::deploy::ConvertOptions {
+        group,
+        method,
+        ..Default::default()
+    };
+    let mut native = gpu::load_converted(g, ck, &copts, run)?;
+    let max_pos = ck.config.max_position_embeddings;
+    let r: CompareResult =
+        gpu::compare(g, dense, &mut native, max_pos, tokens, opts, &mut |_, _| {})?;
+    use crate::parity::tolerance::{KLD_MAX, TOP1_MIN_PCT_REAL};
+    Ok(NativeCheck {
+        kld_mean: r.kld_mean,
+        kld_max: r.kld_max,
+        top1_agree_pct: r.top1_agree_pct,
+        within_tolerance: r.kld_mean <= KLD_MAX && r.top1_agree_pct >= TOP1_MIN_PCT_REAL,
+    })
+}
+
+/// The tensors of a `+gptq` configuration: GPTQ for every linear weight (and untied LM head)
+/// whose input site has a Gram matrix, `fake`'s rounding for the rest.
+struct GptqSource<'a> {
+    ck: &'a Checkpoint,
+    stats: &'a Calibration,
+    config: &'a SweepConfig,
+    fake: &'a WeightSource<'a>,
+    /// GPTQ-able tensors: (site, rows, cols).
+    targets: HashMap<String, (LinearInput, usize, usize)>,
+    /// The last site's factorization: q/k/v and gate/up, loaded one after another, share it.
+    last: Mutex<Option<(LinearInput, Arc<Prepared>)>>,
+}
+
+impl<'a> GptqSource<'a> {
+    fn new(
+        ck: &'a Checkpoint,
+        stats: &'a Calibration,
+        config: &'a SweepConfig,
+        fake: &'a WeightSource<'a>,
+    ) -> Self {
+        let sites = Calibration::tensor_sites(&ck.config);
+        let targets = ck
+            .arch()
+            .expected_tensors(&ck.config)
+            .into_iter()
+            .filter(|t| {
+                t.shape.len() == 2
+                    && match t.role {
+                        Role::Linear => true,
+                        Role::LmHead => !config.f16_embeddings,
+                        _ => false,
+                    }
+            })
+            .filter_map(|t| {
+                let site = *sites.get(&t.name)?;
+                Some((t.name, (site, t.shape[0], t.shape[1])))
+            })
+            .collect();
+        GptqSource {
+            ck,
+            stats,
+            config,
+            fake,
+            targets,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn tensor(&self, name: &str) -> tlite_converter::Result<Vec<f32>> {
+        let Some(&(site, rows, cols)) = self.targets.get(name) else {
+            return self.fake.tensor_f32(name);
+        };
+        let Some((h, n)) = self.stats.gram(site) else {
+            return self.fake.tensor_f32(name);
+        };
+        let prepared = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            match &*last {
+                Some((s, p)) if *s == site => p.clone(),
+                _ => {
+                    let p = Arc::new(gptq::prepare(h, n, &GptqOptions::default())?);
+                    *last = Some((site, p.clone()));
+                    p
+                }
+            }
+        };
+        let data = self.ck.tensor_f32(name)?;
+        let c = self.config;
+        Ok(gptq::quantize(
+            &c.scheme, &data, rows, cols, c.group, &prepared,
+        )?)
+    }
 }
 
 impl SweepReport {

@@ -1,6 +1,9 @@
 //! Fake quantization, calibration and sweeps on tiny synthetic checkpoints: M0E4 fake-quant
 //! equals loading the converted deployable model bit for bit, calibration statistics cover
-//! every input channel of every linear weight, and a sweep scores like `compare`.
+//! every input channel of every linear weight, and a sweep scores like `compare`; GPTQ: the
+//! calibration's Gram matrices agree with its diagonal statistics and respect their memory
+//! bound, GPTQ lowers the layers' output error against round-to-nearest, and `+gptq` sweep
+//! configurations run and serialize.
 
 use tempfile::TempDir;
 use tlite_converter::checkpoint::Checkpoint;
@@ -9,10 +12,11 @@ use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_eval::plot::delta_ppl_svg;
 use tlite_eval::ppl::{self, PplOptions};
 use tlite_eval::reference::{Calibration, Logits, ReferenceModel, WeightSource};
-use tlite_eval::sweep::{SweepConfig, SweepInput, sweep};
-use tlite_model::arch::Family;
+use tlite_eval::sweep::{SweepConfig, SweepInput, SweepReport, sweep};
+use tlite_model::arch::{Family, Role};
 use tlite_model::deploy::DeployedModel;
-use tlite_quantizer::{Method, SchemeKind};
+use tlite_quantizer::gptq::{self, GptqOptions};
+use tlite_quantizer::{Method, SchemeKind, fake_quantize};
 
 /// The tiny checkpoint of `family` in a fresh temporary folder (removed with it).
 fn tiny(family: Family) -> (TempDir, Checkpoint) {
@@ -163,9 +167,10 @@ fn importance_changes_the_searched_fit() {
     assert!(src(Some(&imp)).describe().contains("importance"));
 }
 
-#[test]
-fn sweep_matches_compare_and_plots() {
-    let (_dir, ck) = tiny(Family::Qwen2);
+/// The tiny Qwen2 checkpoint of the sweep tests, its evaluated tokens, disjoint calibration
+/// tokens and windows (3 of 32).
+fn sweep_setup() -> (TempDir, Checkpoint, Vec<u32>, Vec<u32>, PplOptions) {
+    let (dir, ck) = tiny(Family::Qwen2);
     let toks = tokens(96, ck.config.vocab_size);
     let calib = tokens(200, ck.config.vocab_size)[100..].to_vec();
     let opts = PplOptions {
@@ -173,6 +178,12 @@ fn sweep_matches_compare_and_plots() {
         max_windows: Some(3),
         ..Default::default()
     };
+    (dir, ck, toks, calib, opts)
+}
+
+#[test]
+fn sweep_matches_compare_and_plots() {
+    let (_dir, ck, toks, calib, opts) = sweep_setup();
     let configs: Vec<SweepConfig> = ["m0e4-search@32", "q4_0@32", "m0e4-search+imp@64"]
         .iter()
         .map(|s| SweepConfig::parse(s).unwrap())
@@ -188,6 +199,7 @@ fn sweep_matches_compare_and_plots() {
         opts: opts.clone(),
         calibration: Some((&calib, "random".into())),
         configs,
+        gpu: None,
     };
     let mut rows = 0;
     let report = sweep(&input, &mut |e| {
@@ -254,4 +266,130 @@ fn f16_embeddings_are_rounded_not_quantized() {
     assert_eq!(bpw, 4.5);
     assert!(all > bpw && all < 16.0);
     assert!(n > 0);
+}
+
+fn calibrated(ck: &Checkpoint) -> Calibration {
+    let model = ReferenceModel::load(&WeightSource::Checkpoint(ck)).unwrap();
+    let toks = tokens(128, ck.config.vocab_size);
+    let max = Calibration::DEFAULT_MAX_GRAM_BYTES;
+    Calibration::collect_gram(&model, &toks, 32, None, max, &mut |_, _| {}).unwrap()
+}
+
+#[test]
+fn gram_matrices_agree_with_the_diagonal_statistics() {
+    let (_dir, ck) = tiny(Family::Llama);
+    let stats = calibrated(&ck);
+    let sites = Calibration::tensor_sites(&ck.config);
+    let mut distinct: Vec<_> = sites.values().copied().collect();
+    distinct.sort();
+    distinct.dedup();
+    let mut bytes = 0u64;
+    for &site in &distinct {
+        let (h, n) = stats.gram(site).expect("every site observed");
+        bytes += 8 * (n * n) as u64;
+        let mean = stats.mean_sq(site).unwrap();
+        assert_eq!(mean.len(), n, "{site:?}");
+        let rows = stats.positions() as f64;
+        for i in 0..n {
+            let d = h[i * n + i] / rows;
+            assert!(
+                (d - f64::from(mean[i])).abs() <= 1e-4 * d.abs().max(1e-6),
+                "{site:?} channel {i}: {d} vs {}",
+                mean[i]
+            );
+            for j in 0..i {
+                let (a, b) = (h[i * n + j], h[j * n + i]);
+                assert!((a - b).abs() <= 1e-4 * (h[i * n + i] * h[j * n + j]).sqrt());
+            }
+        }
+    }
+    assert_eq!(Calibration::gram_bytes(&ck.config), bytes);
+    // refused before the pass when the bound is too small
+    let model = ReferenceModel::load(&WeightSource::Checkpoint(&ck)).unwrap();
+    let toks = tokens(64, ck.config.vocab_size);
+    let err = Calibration::collect_gram(&model, &toks, 32, None, bytes - 1, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Gram"), "{err}");
+    // without Gram matrices there are none
+    let plain = Calibration::collect(&model, &toks, 32, None, &mut |_, _| {}).unwrap();
+    assert!(plain.gram(distinct[0]).is_none());
+}
+
+#[test]
+fn gptq_lowers_the_output_error_of_the_linear_weights() {
+    let (_dir, ck) = tiny(Family::Llama);
+    let stats = calibrated(&ck);
+    let sites = Calibration::tensor_sites(&ck.config);
+    let imp = stats.importance(&ck.config);
+    let scheme = SchemeKind::M0E4(Method::Search);
+    let (mut e_gptq, mut e_rtn, mut tensors) = (0f64, 0f64, 0);
+    for t in ck.arch().expected_tensors(&ck.config) {
+        if t.role != Role::Linear {
+            continue;
+        }
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let (h, n) = stats.gram(sites[&t.name]).unwrap();
+        assert_eq!(n, cols, "{}", t.name);
+        let w = ck.tensor_f32(&t.name).unwrap();
+        let q = gptq::gptq(&scheme, &w, rows, cols, 32, h, &GptqOptions::default()).unwrap();
+        let r = fake_quantize(&scheme, &w, rows, cols, 32, Some(&imp[&t.name])).unwrap();
+        let (eg, sig) = gptq::output_error(&w, &q, rows, cols, h).unwrap();
+        let (er, _) = gptq::output_error(&w, &r, rows, cols, h).unwrap();
+        e_gptq += eg / sig;
+        e_rtn += er / sig;
+        tensors += 1;
+    }
+    eprintln!("{tensors} tensors: mean relative output error GPTQ {e_gptq:e}, RTN+imp {e_rtn:e}");
+    assert!(tensors > 0);
+    assert!(e_gptq < 0.9 * e_rtn, "GPTQ {e_gptq:e} vs RTN {e_rtn:e}");
+}
+
+#[test]
+fn sweep_runs_gptq_configurations() {
+    let (_dir, ck, toks, calib, opts) = sweep_setup();
+    let labels = [
+        "m0e4-search@32",
+        "m0e4-search+gptq@32",
+        "q4_0+gptq@32",
+        "m0e4-search+imp+gptq+f16emb@64",
+    ];
+    let configs: Vec<SweepConfig> = labels
+        .iter()
+        .map(|s| SweepConfig::parse(s).unwrap())
+        .collect();
+    for (c, l) in configs.iter().zip(labels) {
+        assert_eq!(c.label(), l);
+    }
+    assert!(configs[1].gptq && !configs[1].importance);
+    assert!(configs[3].gptq && configs[3].importance && configs[3].f16_embeddings);
+    assert!(!configs[0].gptq);
+    let mut input = SweepInput {
+        checkpoint: &ck,
+        model: "tiny-qwen2".into(),
+        data: "random tokens".into(),
+        tokens: &toks,
+        opts,
+        calibration: None,
+        configs,
+        gpu: None,
+    };
+    // GPTQ needs calibration
+    assert!(sweep(&input, &mut |_| {}).is_err());
+    input.calibration = Some((&calib, "random".into()));
+    let report = sweep(&input, &mut |_| {}).unwrap();
+    let gptq_flags: Vec<bool> = report.rows.iter().map(|r| r.gptq).collect();
+    assert_eq!(gptq_flags, [false, true, true, true]);
+    assert!(report.rows.iter().all(|r| r.ppl.is_finite()));
+    // GPTQ changed the model (not the same numbers as round-to-nearest)
+    assert_ne!(report.rows[0].ppl, report.rows[1].ppl);
+    let cal = report.calibration.as_ref().unwrap();
+    assert_eq!(cal.gram_bytes, Some(Calibration::gram_bytes(&ck.config)));
+    // JSON: `gptq` only on GPTQ rows, so reports without GPTQ are unchanged; round trip
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["rows"][0].get("gptq").is_none());
+    assert_eq!(json["rows"][1]["gptq"], true);
+    let back: SweepReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back.rows[1].config, "m0e4-search+gptq@32");
+    assert!(back.rows[1].gptq && !back.rows[0].gptq);
 }

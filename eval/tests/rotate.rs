@@ -185,20 +185,10 @@ fn rotated_smollm2_keeps_its_perplexity() {
     else {
         return;
     };
-    let corpus = fixtures::cache_dir().join("corpus").join("brown.txt");
-    if !corpus.is_file() {
-        // Fetched with the model (`fixtures/fetch.sh ci`).
-        assert!(
-            !fixtures::required(MODEL),
-            "{} is missing",
-            corpus.display()
-        );
-        eprintln!(
-            "skipped: rotated_smollm2_keeps_its_perplexity: {} is missing (run fixtures/fetch.sh)",
-            corpus.display()
-        );
+    let Some(corpus) = fixtures::corpus_or_skip(MODEL, "rotated_smollm2_keeps_its_perplexity")
+    else {
         return;
-    }
+    };
     let dir = TempDir::new().unwrap();
     let ck = Checkpoint::open_dir(&src).unwrap();
     let report = rotate(

@@ -1,7 +1,8 @@
 //! The M0E4 4-bit format of Transformer-Lite (arXiv 2403.20041, spelled "E0M4" in the paper's
 //! body): codes, packing and the one-FMA decoder ([`format`]), the algorithms that choose a
 //! group's scale and bias ([`affine`]), the 4-bit baselines every report puts beside it
-//! ([`scheme`]), and error metrics ([`metrics`]).
+//! ([`scheme`]) with the field's formats among them (FP4: [`fp4`]; table formats: [`lut`];
+//! Q4_K super-blocks: [`kquant`]), and error metrics ([`metrics`]).
 //!
 //! The core works on plain `f32` slices; candle tensors are accepted at the edge (`tensor`,
 //! behind the `candle` feature).
@@ -9,6 +10,11 @@
 
 pub mod affine;
 pub mod format;
+pub mod fp4;
+pub mod gptq;
+pub mod kquant;
+pub mod levels;
+pub mod lut;
 pub mod matrix;
 pub mod metrics;
 pub mod rng;
@@ -18,9 +24,10 @@ pub mod tensor;
 
 pub use affine::Method;
 pub use format::{GroupParams, PACKED_PER_WORD};
+pub use gptq::GptqOptions;
 pub use matrix::{M0E4Matrix, QuantOptions};
 pub use metrics::ErrorStats;
-pub use scheme::{Scheme, SchemeKind, fake_quantize};
+pub use scheme::{GroupGrid, Scheme, SchemeKind, TensorParams, fake_quantize, matrix_bits};
 
 /// Errors of the quantizer: invalid shapes, options or values. Every variant names the problem.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +48,21 @@ pub enum QuantError {
     NonFinite { row: usize, col: usize, value: f32 },
     #[error("group at row {row}, column {col} spans {range:e}, beyond what an f16 scale can hold")]
     ScaleOverflow { row: usize, col: usize, range: f32 },
+    #[error("{scheme} has no fixed per-group grid to round onto, so GPTQ cannot use it")]
+    GptqUnsupported { scheme: String },
+    #[error(
+        "the Hessian (XᵀX, {cols} × {cols}) is not positive definite even with damping {damp:e} \
+         × mean(diag H) ({tries} tries): the calibration inputs are degenerate or too few"
+    )]
+    NotPositiveDefinite {
+        cols: usize,
+        damp: f64,
+        tries: usize,
+    },
+    #[error("the Hessian holds a non-finite value {value} at row {row}, column {col}")]
+    NonFiniteHessian { row: usize, col: usize, value: f64 },
+    #[error("invalid GPTQ option: {0}")]
+    GptqOption(String),
     #[cfg(feature = "candle")]
     #[error("tensor must be 2-D, found rank {0}")]
     Rank(usize),

@@ -433,6 +433,7 @@ fn baselines_have_their_bits_and_bounded_error() {
             SchemeKind::M0E4(_) | SchemeKind::Int4FloatMin(_) => 4.5,
             SchemeKind::Int4ZeroPoint => 4.3125,
             SchemeKind::Q4_0 => 4.25,
+            other => panic!("{} is not a free-group scheme", other.name()),
         };
         assert_eq!(bpw, expected, "{}", kind.name());
         let d = fake_quantize(&kind, &x, 32, 128, 64, None).unwrap();

@@ -20,7 +20,10 @@ pub mod readback;
 pub mod shape;
 
 pub use device::{DeviceOptions, Gpu};
-pub use exec::{GpuModel, MemoryReport, Profiler, RunOptions, ShaderChecks};
+pub use exec::{
+    Baseline, GpuModel, MAX_TOP_K, MemoryReport, Profiler, RowScore, RunOptions, Scored,
+    ShaderChecks,
+};
 pub use language_model::GpuLm;
 pub use memory::{DeviceMemory, LimitKind, MemoryEstimate};
 pub use priority::Priority;

@@ -24,7 +24,7 @@ use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::dequant::halves_to_words;
 use tlite_runtime_gpu::kernels::params::{
     DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
-    GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG,
+    GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
 use wgpu::util::DeviceExt;
@@ -50,6 +50,8 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("elementwise::embed_dense", 1e-13),
     ("elementwise::glu", 1e-10),
     ("elementwise::softcap", 1e-10),
+    // f32 log-sum-exp over the vocabulary; the KL divergence's terms summed in f32.
+    ("score::main", 1e-9),
 ];
 
 fn tolerance(entry: &str) -> f64 {
@@ -1944,6 +1946,193 @@ fn softcap_case(h: &Harness, r: &mut Report, seed: u64, seq: usize, n: usize, ca
     );
 }
 
+/// A row's log-sum-exp in f64.
+fn lse64(row: &[f32]) -> f64 {
+    let m = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    m + row
+        .iter()
+        .map(|&v| (f64::from(v) - m).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// Ids of a row by value, largest first, the lower id first on ties.
+fn ranked(row: &[f32]) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..row.len() as u32).collect();
+    ids.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+    ids
+}
+
+/// `score::main` in one baseline mode (0 none, 1 logits, 2 top-k) with `k_out` top
+/// log-probabilities: every output word per row against f64, indices exactly.
+fn score_case(
+    h: &Harness,
+    r: &mut Report,
+    seed: u64,
+    (rows, vocab): (usize, usize),
+    mode: u32,
+    k_in: usize,
+    k_out: usize,
+) {
+    let mut rng = Rng::new(seed);
+    let mut logits = rng.gaussian_vec(rows * vocab, 3.0);
+    // A tie for the first place in row 0: the lower id wins.
+    let m = logits[..vocab].iter().fold(f32::MIN, |a, &b| a.max(b)) + 1.0;
+    logits[vocab / 3] = m;
+    logits[vocab / 2] = m;
+    // The baseline: the same logits perturbed.
+    let noise = rng.gaussian_vec(rows * vocab, 0.5);
+    let base: Vec<f32> = logits.iter().zip(&noise).map(|(a, b)| a + b).collect();
+    let targets: Vec<u32> = (0..rows)
+        .map(|i| ((i * 7919 + 13) % vocab) as u32)
+        .collect();
+    let (mut ids, mut lps) = (Vec::new(), Vec::new());
+    for row in base.chunks_exact(vocab) {
+        let l = lse64(row);
+        for &i in ranked(row).iter().take(k_in) {
+            ids.push(i);
+            lps.push((f64::from(row[i as usize]) - l) as f32);
+        }
+    }
+    let tail = 3;
+    let sentinel = |n: usize| vec![untouched(); n + tail];
+    let bufs = (
+        h.f32s(&logits),
+        h.u32s(&targets),
+        h.f32s(&base),
+        h.u32s(&ids),
+        h.f32s(&lps),
+    );
+    let out = h.f32s(&sentinel(rows * SCORE_OUT as usize));
+    let top_ids = h.f32s(&sentinel(rows * k_out));
+    let top_lp = h.f32s(&sentinel(rows * k_out));
+    h.run(&[Dispatch {
+        kernel: Kernel::Score,
+        entry: "main",
+        params: params(
+            Kernel::Score,
+            &[
+                ("rows", u(rows)),
+                ("vocab", u(vocab)),
+                ("base_mode", P::U(mode)),
+                ("k_in", u(k_in)),
+                ("k_out", u(k_out)),
+            ],
+        ),
+        bind: vec![
+            (binding::score::LOGITS, &bufs.0),
+            (binding::score::TARGETS, &bufs.1),
+            (binding::score::BASE, &bufs.2),
+            (binding::score::BASE_IDS, &bufs.3),
+            (binding::score::BASE_LP, &bufs.4),
+            (binding::score::OUT, &out),
+            (binding::score::TOP_IDS, &top_ids),
+            (binding::score::TOP_LP, &top_lp),
+        ],
+        grid: [rows as u32, 1, 1],
+    }]);
+    let got_out = h.read(&out, rows * SCORE_OUT as usize + tail);
+    let got_ids = h.read(&top_ids, rows * k_out + tail);
+    let got_lp = h.read(&top_lp, rows * k_out + tail);
+    // Columns of `out`: the f32 ones compared by NMSE, the indices exactly.
+    let cols = SCORE_OUT as usize;
+    let column = |c: usize| -> Vec<f32> { (0..rows).map(|i| got_out[i * cols + c]).collect() };
+    let mut want = vec![Vec::new(); cols];
+    let (mut want_ids, mut want_lp) = (Vec::new(), Vec::new());
+    for (i, (row, brow)) in logits
+        .chunks_exact(vocab)
+        .zip(base.chunks_exact(vocab))
+        .enumerate()
+    {
+        let t = targets[i] as usize;
+        let l = lse64(row);
+        let lq = |v: usize| f64::from(row[v]) - l;
+        let order = ranked(row);
+        let (mut kl, mut bl, mut bt, mut barg, mut mass) = (0.0, 0.0, 0.0, 0u32, 0.0);
+        match mode {
+            1 => {
+                bl = lse64(brow);
+                bt = f64::from(brow[t]) - bl;
+                barg = ranked(brow)[0];
+                kl = (0..vocab)
+                    .map(|v| {
+                        let lb = f64::from(brow[v]) - bl;
+                        lb.exp() * (lb - lq(v))
+                    })
+                    .sum();
+            }
+            2 => {
+                let (id, lp) = (&ids[i * k_in..][..k_in], &lps[i * k_in..][..k_in]);
+                let (mut p_in, mut q_in) = (0.0, 0.0);
+                for (&v, &lb) in id.iter().zip(lp) {
+                    let lb = f64::from(lb);
+                    kl += lb.exp() * (lb - lq(v as usize));
+                    p_in += lb.exp();
+                    q_in += lq(v as usize).exp();
+                }
+                let (rp, rq) = (1.0f64 - p_in, 1.0f64 - q_in);
+                if rp > 0.0 {
+                    kl += rp * (rp.ln() - rq.ln());
+                }
+                mass = q_in;
+                barg = id[0];
+            }
+            _ => {}
+        }
+        let words = [l, lq(t), f64::NAN, kl, bl, bt, f64::NAN, mass];
+        for (c, w) in words.into_iter().enumerate() {
+            want[c].push(match c {
+                2 => Want::Bits(order[0]),
+                6 => Want::Bits(barg),
+                _ => Want::Near(w),
+            });
+        }
+        for &v in order.iter().take(k_out) {
+            want_ids.push(Want::Bits(v));
+            want_lp.push(Want::Near(lq(v as usize)));
+        }
+    }
+    let got: Vec<Vec<f32>> = (0..cols).map(column).collect();
+    let tail_of = |buf: &[f32], n: usize| buf[n..].to_vec();
+    let sentinels = vec![Want::Bits(UNTOUCHED); tail];
+    let names = [
+        "lse",
+        "logprob",
+        "argmax",
+        "kld",
+        "base_lse",
+        "base_logprob",
+        "base_argmax",
+        "mass",
+    ];
+    let mut outs: Vec<(&str, &[f32], &[Want])> = names
+        .iter()
+        .zip(&got)
+        .zip(&want)
+        .map(|((n, g), w)| (*n, g.as_slice(), w.as_slice()))
+        .collect();
+    let (ids_used, lp_used) = (&got_ids[..rows * k_out], &got_lp[..rows * k_out]);
+    let tails = [
+        tail_of(&got_out, rows * cols),
+        tail_of(&got_ids, rows * k_out),
+        tail_of(&got_lp, rows * k_out),
+    ];
+    outs.push(("top_ids", ids_used, &want_ids));
+    outs.push(("top_lp", lp_used, &want_lp));
+    for t in &tails {
+        outs.push(("past the end", t, &sentinels));
+    }
+    r.check(
+        h,
+        "score::main",
+        &format!("rows={rows} vocab={vocab} mode={mode} k_in={k_in} k_out={k_out}"),
+        seed,
+        &outs,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cases
 
@@ -2255,6 +2444,11 @@ fn all_cases(h: &Harness, r: &mut Report) {
     softcap_case(h, r, 801, 2, 1000, 30.0);
     // More than 65535 workgroups: the plan's second grid dimension.
     softcap_case(h, r, 802, 1, 65535 * 64 + 100, 30.0);
+
+    score_case(h, r, 901, (3, 1000), 0, 0, 5);
+    score_case(h, r, 902, (4, 777), 1, 0, 0);
+    score_case(h, r, 903, (2, 3001), 2, 37, 3);
+    score_case(h, r, 904, (1, 64), 2, 64, 64);
 }
 
 #[test]

@@ -106,6 +106,21 @@ pub fn imported_or_skip(name: &str, test: &str) -> Result<Option<PathBuf>> {
     Ok(or_skip(imported(name)?, name, test))
 }
 
+/// The Brown corpus fetched with the model `name` (`fixtures/fetch.sh ci`), or `None` as
+/// [`or_skip`] says (a panic when `name` is [`required`]).
+pub fn corpus_or_skip(name: &str, test: &str) -> Option<PathBuf> {
+    let corpus = cache_dir().join("corpus").join("brown.txt");
+    if corpus.is_file() {
+        return Some(corpus);
+    }
+    assert!(!required(name), "{test}: {} is missing", corpus.display());
+    eprintln!(
+        "skipped: {test}: {} is missing (run fixtures/fetch.sh)",
+        corpus.display()
+    );
+    None
+}
+
 /// The token ids of a golden file's JSON array (`"ids"`, `"greedy"`, ...).
 pub fn golden_ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()

@@ -2,6 +2,14 @@
 //! mean x² of its input per input channel over a calibration text. A weight column whose input
 //! is large matters more; weighting each element's squared error by its column's mean x² makes
 //! the group fit minimize (a diagonal approximation of) the error of the layer's output.
+//!
+//! Optionally ([`Calibration::collect_gram`]) the full Gram matrix `H = XᵀX` of every input site
+//! is accumulated too (f64, `cols²` per site), for GPTQ (`tlite_quantizer::gptq`). Its memory is
+//! `8·cols²` bytes per site: SmolLM2-135M (30 layers, hidden 576, intermediate 1536) needs
+//! 30 × (3 × 576² + 1536²) × 8 B + 576² × 8 B = 808 MB; Gemma-3-270M 0.88 GB, Qwen2.5-0.5B
+//! 5.0 GB; Qwen2.5-1.5B (28 layers, 1536 / 8960) would need 19.6 GB, which
+//! [`Calibration::DEFAULT_MAX_GRAM_BYTES`] refuses (all sites are held at once: the pass runs
+//! the whole model).
 
 use std::collections::HashMap;
 
@@ -31,9 +39,15 @@ pub enum LinearInput {
 pub struct Calibration {
     /// Σ x² per input channel, and the number of rows (token positions) summed.
     sums: HashMap<LinearInput, (Vec<f64>, u64)>,
+    /// Σ xᵀx per site (`cols × cols` row-major), when collecting Gram matrices.
+    grams: Option<HashMap<LinearInput, Vec<f64>>>,
 }
 
 impl Calibration {
+    /// A sensible bound for [`Self::collect_gram`]'s Gram matrices: 8 GiB (Qwen2.5-0.5B needs
+    /// 5.0 GB; the model itself and the quantized copy come on top).
+    pub const DEFAULT_MAX_GRAM_BYTES: u64 = 8 << 30;
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -44,6 +58,45 @@ impl Calibration {
     /// every position.
     /// `progress(done, total)` is called after each window.
     pub fn collect(
+        model: &ReferenceModel,
+        tokens: &[u32],
+        ctx: usize,
+        bos: Option<u32>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        Calibration::new().run(model, tokens, ctx, bos, progress)
+    }
+
+    /// As [`Self::collect`], also accumulating the Gram matrix `XᵀX` of every input site (for
+    /// GPTQ). Refused before the pass when the matrices would take more than `max_bytes`
+    /// (see [`Self::gram_bytes`]; [`Self::DEFAULT_MAX_GRAM_BYTES`] is a sensible bound).
+    pub fn collect_gram(
+        model: &ReferenceModel,
+        tokens: &[u32],
+        ctx: usize,
+        bos: Option<u32>,
+        max_bytes: u64,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let need = Self::gram_bytes(&model.config);
+        if need > max_bytes {
+            return Err(RefError::Unsupported(format!(
+                "the Gram matrices (XᵀX) of {} input sites would take {:.2} GB, more than the \
+                 {:.2} GB allowed",
+                Self::sites(&model.config).len(),
+                need as f64 / 1e9,
+                max_bytes as f64 / 1e9
+            )));
+        }
+        let stats = Calibration {
+            grams: Some(HashMap::new()),
+            ..Default::default()
+        };
+        stats.run(model, tokens, ctx, bos, progress)
+    }
+
+    fn run(
+        mut self,
         model: &ReferenceModel,
         tokens: &[u32],
         ctx: usize,
@@ -62,17 +115,55 @@ impl Calibration {
                 tokens.len()
             )));
         }
-        let mut stats = Calibration::new();
         for (i, w) in ws.iter().enumerate() {
             let mut cache = model.new_cache(w.len())?;
-            model.forward_collect(w, 0, &mut cache, Logits::Last, &mut stats)?;
+            model.forward_collect(w, 0, &mut cache, Logits::Last, &mut self)?;
             progress(i + 1, ws.len());
         }
-        Ok(stats)
+        Ok(self)
+    }
+
+    /// Bytes the Gram matrices of `config`'s input sites take (f64, `cols²` each).
+    pub fn gram_bytes(config: &ModelConfig) -> u64 {
+        Self::sites(config)
+            .values()
+            .map(|&cols| 8 * (cols as u64).pow(2))
+            .sum()
+    }
+
+    /// Every input site with its number of channels (the input columns of its weights).
+    fn sites(config: &ModelConfig) -> HashMap<LinearInput, usize> {
+        let shapes: HashMap<String, Vec<usize>> = config
+            .arch()
+            .expected_tensors(config)
+            .into_iter()
+            .map(|t| (t.name, t.shape))
+            .collect();
+        Self::tensor_sites(config)
+            .into_iter()
+            .filter_map(|(name, site)| Some((site, *shapes.get(&name)?.get(1)?)))
+            .collect()
     }
 
     /// Adds the rows of `x` (`[n, channels]`) at `site`.
     pub fn observe(&mut self, site: LinearInput, x: &Tensor) -> Result<()> {
+        if let Some(grams) = self.grams.as_mut() {
+            let n = x.dim(0)?;
+            let c = x.elem_count() / n.max(1);
+            let xf = x.to_dtype(DType::F32)?.reshape((n, c))?.contiguous()?;
+            // XᵀX of this call in f32 (one window), summed over calls in f64
+            let g = xf.t()?.matmul(&xf)?.flatten_all()?.to_vec1::<f32>()?;
+            let acc = grams.entry(site).or_insert_with(|| vec![0.0; c * c]);
+            if acc.len() != g.len() {
+                return Err(RefError::Unsupported(format!(
+                    "calibration at {site:?}: {c} channels after {}",
+                    acc.len().isqrt()
+                )));
+            }
+            for (a, v) in acc.iter_mut().zip(g) {
+                *a += f64::from(v);
+            }
+        }
         let n = x.dim(0)? as u64;
         let sq = x
             .to_dtype(DType::F32)?
@@ -115,27 +206,43 @@ impl Calibration {
     /// channels. Fused projections share their input's statistics; a tied embedding gets the
     /// LM head's (its columns are the LM head's input channels).
     pub fn importance(&self, config: &ModelConfig) -> HashMap<String, Vec<f32>> {
+        let mut cache: HashMap<LinearInput, Option<Vec<f32>>> = HashMap::new();
+        Self::tensor_sites(config)
+            .into_iter()
+            .filter_map(|(name, site)| {
+                let v = cache.entry(site).or_insert_with(|| self.mean_sq(site));
+                Some((name, v.clone()?))
+            })
+            .collect()
+    }
+
+    /// The input site of every weight matrix, by HF tensor name (fused projections and a tied
+    /// embedding as in [`Self::importance`]).
+    pub fn tensor_sites(config: &ModelConfig) -> HashMap<String, LinearInput> {
         let arch = config.arch();
         let mut out = HashMap::new();
-        let mut put = |names: Vec<String>, site: LinearInput| {
-            if let Some(v) = self.mean_sq(site) {
-                for name in names {
-                    out.insert(name, v.clone());
-                }
-            }
-        };
         for lay in arch.layers(config) {
             let l = lay.index;
             // A fused tensor is named once per projection it holds: the same entry.
-            let w =
-                |ps: &[&tlite_model::layer::Proj]| ps.iter().map(|p| p.tensor.clone()).collect();
-            put(w(&[&lay.q, &lay.k, &lay.v]), LinearInput::Qkv(l));
-            put(w(&[&lay.o]), LinearInput::AttnOut(l));
-            put(w(&[&lay.gate, &lay.up]), LinearInput::MlpIn(l));
-            put(w(&[&lay.down]), LinearInput::MlpDown(l));
+            for (ps, site) in [
+                (vec![&lay.q, &lay.k, &lay.v], LinearInput::Qkv(l)),
+                (vec![&lay.o], LinearInput::AttnOut(l)),
+                (vec![&lay.gate, &lay.up], LinearInput::MlpIn(l)),
+                (vec![&lay.down], LinearInput::MlpDown(l)),
+            ] {
+                for p in ps {
+                    out.insert(p.tensor.clone(), site);
+                }
+            }
         }
-        let head = arch.model_spec(config).lm_head;
-        put(vec![head], LinearInput::LmHead);
+        out.insert(arch.model_spec(config).lm_head, LinearInput::LmHead);
         out
+    }
+
+    /// `H = XᵀX` at `site` (`cols × cols` row-major, summed over every observed position) and
+    /// `cols`, when Gram matrices were collected and the site observed.
+    pub fn gram(&self, site: LinearInput) -> Option<(&[f64], usize)> {
+        let g = self.grams.as_ref()?.get(&site)?;
+        Some((g.as_slice(), g.len().isqrt()))
     }
 }

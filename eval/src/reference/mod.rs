@@ -9,6 +9,7 @@
 
 mod cache;
 mod calibration;
+mod fused;
 mod lm;
 mod model;
 mod rope;
@@ -17,7 +18,7 @@ mod source;
 pub use cache::KvCache;
 pub use calibration::{Calibration, LinearInput};
 pub use lm::ReferenceLm;
-pub use model::{Logits, ReferenceModel, log_softmax, log_softmax_rows};
+pub use model::{Logits, ReferenceModel, log_softmax, log_softmax_rows, nll_rows};
 pub use source::WeightSource;
 
 /// Errors of the reference pipeline.

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use tlite_model::arch::{Activation, Arch, NormStyle};
 use tlite_model::config::ModelConfig;
 use tlite_model::layer::{ExpectedTensor, Proj};
@@ -14,7 +15,7 @@ use tlite_model::layer::{ExpectedTensor, Proj};
 use super::cache::KvCache;
 use super::calibration::{Calibration, LinearInput};
 use super::source::WeightSource;
-use super::{RefError, Result, rope};
+use super::{RefError, Result, fused, rope};
 
 /// Which positions of a step produce logits.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +46,9 @@ struct Layer {
     down: Tensor,
 }
 
+/// Queries per block of attention (see `ReferenceModel::attention`).
+const ATTN_BLOCK: usize = 64;
+
 /// The reference model, all weights in f32.
 pub struct ReferenceModel {
     pub config: ModelConfig,
@@ -63,16 +67,7 @@ fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     })
 }
 
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(x.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?
-        .broadcast_mul(w)?)
-}
-
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
-}
+use super::fused::rms_norm;
 
 fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
     Ok(match cap {
@@ -262,14 +257,13 @@ impl ReferenceModel {
         }
         let rot = c.rotary_dims();
         let factor = c.rope_linear_factor.unwrap_or(1.0);
-        let global = rope::tables(c.rope_theta, rot, pos, n, factor)?;
-        let local = match c.rope_local_theta {
-            Some(t) => Some(rope::tables(t, rot, pos, n, 1.0)?),
-            None => None,
-        };
+        let global = rope::tables(c.rope_theta, rot, pos, n, factor);
+        let local = c
+            .rope_local_theta
+            .map(|t| rope::tables(t, rot, pos, n, 1.0));
         for (l, layer) in self.layers.iter().enumerate() {
             let sliding = c.sliding_layers[l];
-            let (cos, sin) = if sliding {
+            let tables = if sliding {
                 local.as_ref().unwrap_or(&global)
             } else {
                 &global
@@ -277,27 +271,27 @@ impl ReferenceModel {
             let window = if sliding { c.sliding_window } else { None };
             let h = rms_norm(&x, &layer.input_norm, c.rms_norm_eps)?;
             tap(LinearInput::Qkv(l), &h)?;
-            let heads_out = self.attention(layer, &h, pos, cache, l, (cos, sin, rot), window)?;
+            let heads_out = self.attention(layer, &h, pos, cache, l, tables, window)?;
             tap(LinearInput::AttnOut(l), &heads_out)?;
             let mut attn = linear(&heads_out, &layer.o, None)?;
             if let Some(w) = &layer.attn_out_norm {
                 attn = rms_norm(&attn, w, c.rms_norm_eps)?;
             }
-            x = (x + attn)?;
+            x = fused::add(&x, &attn)?;
             let h = rms_norm(&x, &layer.mlp_in_norm, c.rms_norm_eps)?;
             tap(LinearInput::MlpIn(l), &h)?;
             let g = linear(&h, &layer.gate, None)?;
-            let g = match self.arch.activation {
-                Activation::Silu => g.silu()?,
-                Activation::GeluTanh => g.gelu()?,
+            let up = linear(&h, &layer.up, None)?;
+            let act = match self.arch.activation {
+                Activation::Silu => fused::silu_mul(&g, &up)?,
+                Activation::GeluTanh => (g.gelu()? * up)?,
             };
-            let act = (g * linear(&h, &layer.up, None)?)?;
             tap(LinearInput::MlpDown(l), &act)?;
             let mut m = linear(&act, &layer.down, None)?;
             if let Some(w) = &layer.mlp_out_norm {
                 m = rms_norm(&m, w, c.rms_norm_eps)?;
             }
-            x = (x + m)?;
+            x = fused::add(&x, &m)?;
             if let Some(hs) = hidden.as_deref_mut() {
                 hs.push(x.clone());
             }
@@ -325,6 +319,9 @@ impl ReferenceModel {
         softcap(&linear(&x, &self.lm_head, None)?, c.final_logit_softcapping)
     }
 
+    /// Causal self-attention of `h` (`[n, hidden]`) at positions `pos..`: Q·Kᵀ and P·V as
+    /// matrix products over the cache's prefix, the scaled, capped and masked softmax fused
+    /// ([`fused::CausalSoftmax`]), RoPE applied in place while splitting into heads.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -333,49 +330,58 @@ impl ReferenceModel {
         pos: usize,
         cache: &mut KvCache,
         l: usize,
-        (cos, sin, rot): (&Tensor, &Tensor, usize),
+        tables: &rope::Tables,
         window: Option<usize>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let (n, hd, heads, kvh) = (h.dim(0)?, c.head_dim, c.num_heads, c.num_kv_heads);
-        let split = |t: Tensor, nh: usize| -> Result<Tensor> {
-            Ok(t.reshape((n, nh, hd))?.transpose(0, 1)?.contiguous()?)
+        // Split into heads, QK-norm where the family has it, then RoPE.
+        let heads_of = |w: &Tensor, b: Option<&Tensor>, norm: Option<&Tensor>, nh: usize| {
+            let mut t = fused::split_heads(&linear(h, w, b)?, nh, hd)?;
+            if let Some(w) = norm {
+                let normed = rms_norm(&fused::heads_tensor(t, nh, hd)?, w, c.rms_norm_eps)?;
+                t = normed.flatten_all()?.to_vec1::<f32>()?;
+            }
+            rope::apply(&mut t, hd, tables, self.arch.rope);
+            fused::heads_tensor(t, nh, hd)
         };
-        let mut q = split(linear(h, &layer.q, layer.q_bias.as_ref())?, heads)?;
-        let mut k = split(linear(h, &layer.k, layer.k_bias.as_ref())?, kvh)?;
-        let v = split(linear(h, &layer.v, layer.v_bias.as_ref())?, kvh)?;
-        if let Some(w) = &layer.q_norm {
-            q = rms_norm(&q, w, c.rms_norm_eps)?;
-        }
-        if let Some(w) = &layer.k_norm {
-            k = rms_norm(&k, w, c.rms_norm_eps)?;
-        }
-        let q = rope::apply(&q, cos, sin, rot, self.arch.rope)?;
-        let k = rope::apply(&k, cos, sin, rot, self.arch.rope)?.contiguous()?;
+        let q = heads_of(
+            &layer.q,
+            layer.q_bias.as_ref(),
+            layer.q_norm.as_ref(),
+            heads,
+        )?;
+        let k = heads_of(&layer.k, layer.k_bias.as_ref(), layer.k_norm.as_ref(), kvh)?;
+        let v = fused::heads_tensor(
+            fused::split_heads(&linear(h, &layer.v, layer.v_bias.as_ref())?, kvh, hd)?,
+            kvh,
+            hd,
+        )?;
         cache.k[l].slice_set(&k, 1, pos)?;
         cache.v[l].slice_set(&v, 1, pos)?;
-        let total = pos + n;
-        let kk = cache.k[l].narrow(1, 0, total)?;
-        let vv = cache.v[l].narrow(1, 0, total)?;
+        // Queries in blocks, each against the keys up to its last query: the products skip
+        // most of what the causal mask would zero.
         let group = heads / kvh;
-        let scale = c.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5);
-        let qg = q.reshape((kvh, group * n, hd))?;
-        let scores = (qg.matmul(&kk.t()?)? * scale)?.reshape((heads, n, total))?;
-        let scores = softcap(&scores, c.attn_logit_softcapping)?;
-        let mask: Vec<f32> = (0..n)
-            .flat_map(|i| {
-                let qi = pos + i;
-                (0..total).map(move |j| {
-                    let visible = j <= qi && window.is_none_or(|w| qi - j < w);
-                    if visible { 0.0 } else { f32::NEG_INFINITY }
-                })
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (1, n, total), &Device::Cpu)?;
-        let probs = softmax_last(&scores.broadcast_add(&mask)?)?;
-        let out = probs
-            .reshape((kvh, group * n, total))?
-            .matmul(&vv.contiguous()?)?;
+        let mut outs = Vec::with_capacity(n.div_ceil(ATTN_BLOCK));
+        for s in (0..n).step_by(ATTN_BLOCK) {
+            let nb = ATTN_BLOCK.min(n - s);
+            let keys = pos + s + nb;
+            let qb = q
+                .narrow(1, s, nb)?
+                .contiguous()?
+                .reshape((kvh, group * nb, hd))?;
+            let probs = fused::CausalSoftmax {
+                n: nb,
+                pos: pos + s,
+                scale: c.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5),
+                softcap: c.attn_logit_softcapping,
+                window,
+            }
+            .apply(&qb.matmul(&cache.k[l].narrow(1, 0, keys)?.t()?)?)?;
+            let out = probs.matmul(&cache.v[l].narrow(1, 0, keys)?)?;
+            outs.push(out.reshape((heads, nb, hd))?);
+        }
+        let out = Tensor::cat(&outs, 1)?;
         // The heads' outputs `[n, heads * head_dim]`; the caller applies `o`.
         Ok(out
             .reshape((heads, n, hd))?
@@ -387,12 +393,41 @@ impl ReferenceModel {
 /// Log-softmax of a `[n, vocab]` logits tensor, in f64 on the CPU, one row per position.
 pub fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f64>>> {
     let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows.iter().map(|r| log_softmax(r)).collect())
+    Ok(rows.par_iter().map(|r| log_softmax(r)).collect())
+}
+
+/// The negative log-likelihood of `targets[i]` under row `i` of a `[n, vocab]` logits
+/// tensor: `-log_softmax(row)[target]`, the same f64 value [`log_softmax`] gives, without
+/// keeping the rows.
+pub fn nll_rows(logits: &Tensor, targets: &[u32]) -> Result<Vec<f64>> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let vocab = logits.dim(1)?;
+    if logits.dim(0)? != targets.len() {
+        return Err(RefError::Unsupported(format!(
+            "{} targets for {} rows of logits",
+            targets.len(),
+            logits.dim(0)?
+        )));
+    }
+    if let Some(&id) = targets.iter().find(|&&t| t as usize >= vocab) {
+        return Err(RefError::TokenOutOfRange { id, vocab });
+    }
+    super::fused::with_f32(&logits, |flat| {
+        flat.par_chunks_exact(vocab)
+            .zip(targets)
+            .map(|(row, &t)| -(row[t as usize] as f64 - log_sum_exp(row)))
+            .collect()
+    })
+}
+
+/// `log Σ exp(row)` in f64, shifted by the row's maximum.
+fn log_sum_exp(row: &[f32]) -> f64 {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
 }
 
 /// Log-softmax of one row of logits, in f64.
 pub fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    let lse = log_sum_exp(row);
     row.iter().map(|&v| v as f64 - lse).collect()
 }

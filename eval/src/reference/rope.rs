@@ -1,18 +1,19 @@
 //! Rotary position embeddings in both layouts, over the first `rot` dimensions of each head.
 
-use candle_core::{D, Device, Tensor};
-
-use super::Result;
 use tlite_model::arch::RopeLayout;
 
-/// cos/sin tables for positions `pos..pos + n`, each `[n, rot/2]`, computed in f64.
-pub fn tables(
-    theta: f64,
-    rot: usize,
-    pos: usize,
-    n: usize,
-    linear_factor: f64,
-) -> Result<(Tensor, Tensor)> {
+/// cos/sin tables for positions `pos..pos + n`, each `[n, rot/2]` row-major, computed in f64
+/// and rounded to f32.
+pub struct Tables {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    /// Rotated dimensions of a head (even).
+    pub rot: usize,
+}
+
+/// The tables of positions `pos..pos + n` for base `theta`, positions divided by
+/// `linear_factor`.
+pub fn tables(theta: f64, rot: usize, pos: usize, n: usize, linear_factor: f64) -> Tables {
     let half = rot / 2;
     let inv: Vec<f64> = (0..half)
         .map(|i| 1.0 / theta.powf((2 * i) as f64 / rot as f64))
@@ -26,47 +27,37 @@ pub fn tables(
             sin.push(a.sin() as f32);
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (n, half), &Device::Cpu)?,
-        Tensor::from_vec(sin, (n, half), &Device::Cpu)?,
-    ))
+    Tables { cos, sin, rot }
 }
 
-/// Rotates `x` (`[heads, n, head_dim]`) in place of its first `rot` dims.
-pub fn apply(
-    x: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
-    rot: usize,
-    layout: RopeLayout,
-) -> Result<Tensor> {
-    let (heads, n, hd) = x.dims3()?;
-    let half = rot / 2;
-    let xr = x.narrow(D::Minus1, 0, rot)?;
-    let (cos, sin) = (cos.unsqueeze(0)?, sin.unsqueeze(0)?);
-    let rotated = match layout {
-        RopeLayout::HalfSplit => {
-            let a = xr.narrow(D::Minus1, 0, half)?;
-            let b = xr.narrow(D::Minus1, half, half)?;
-            let ra = (a.broadcast_mul(&cos)? - b.broadcast_mul(&sin)?)?;
-            let rb = (b.broadcast_mul(&cos)? + a.broadcast_mul(&sin)?)?;
-            Tensor::cat(&[ra, rb], D::Minus1)?
+/// Rotates the first `t.rot` dims of every head of `x` (`[heads, n, head_dim]` row-major, the
+/// tables' `n` positions) in place: each pair `(a, b)` becomes `(a·cos − b·sin, b·cos + a·sin)`
+/// in f32 — pairs `(i, i + rot/2)` half-split, `(2i, 2i + 1)` interleaved.
+pub fn apply(x: &mut [f32], head_dim: usize, t: &Tables, layout: RopeLayout) {
+    let half = t.rot / 2;
+    if half == 0 {
+        return;
+    }
+    let n = t.cos.len() / half;
+    for (r, row) in x.chunks_exact_mut(head_dim).enumerate() {
+        let p = r % n;
+        let (cos, sin) = (&t.cos[p * half..][..half], &t.sin[p * half..][..half]);
+        match layout {
+            RopeLayout::HalfSplit => {
+                let (a, b) = row[..t.rot].split_at_mut(half);
+                for i in 0..half {
+                    let (x0, x1) = (a[i], b[i]);
+                    a[i] = x0 * cos[i] - x1 * sin[i];
+                    b[i] = x1 * cos[i] + x0 * sin[i];
+                }
+            }
+            RopeLayout::Interleaved => {
+                for (i, pair) in row[..t.rot].chunks_exact_mut(2).enumerate() {
+                    let (x0, x1) = (pair[0], pair[1]);
+                    pair[0] = x0 * cos[i] - x1 * sin[i];
+                    pair[1] = x1 * cos[i] + x0 * sin[i];
+                }
+            }
         }
-        RopeLayout::Interleaved => {
-            let pairs = xr.reshape((heads, n, half, 2))?;
-            let a = pairs.narrow(D::Minus1, 0, 1)?.squeeze(D::Minus1)?;
-            let b = pairs.narrow(D::Minus1, 1, 1)?.squeeze(D::Minus1)?;
-            let ra = (a.broadcast_mul(&cos)? - b.broadcast_mul(&sin)?)?;
-            let rb = (b.broadcast_mul(&cos)? + a.broadcast_mul(&sin)?)?;
-            Tensor::stack(&[ra, rb], D::Minus1)?.reshape((heads, n, rot))?
-        }
-    };
-    if rot == hd {
-        Ok(rotated)
-    } else {
-        Ok(Tensor::cat(
-            &[rotated, x.narrow(D::Minus1, rot, hd - rot)?],
-            D::Minus1,
-        )?)
     }
 }

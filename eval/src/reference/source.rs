@@ -41,12 +41,22 @@ pub enum WeightSource<'a> {
         importance: Option<&'a HashMap<String, Vec<f32>>>,
         f16_embeddings: bool,
     },
+    /// A checkpoint's configuration with every tensor produced by `tensor` (by HF name), e.g.
+    /// GPTQ-quantized where the caller has calibration data and [`Self::FakeQuant`] elsewhere
+    /// (`crate::sweep`). `label` describes it in headers.
+    Computed {
+        source: &'a Checkpoint,
+        tensor: &'a (dyn Fn(&str) -> tlite_converter::Result<Vec<f32>> + Sync),
+        label: String,
+    },
 }
 
 impl WeightSource<'_> {
     pub fn config(&self) -> &ModelConfig {
         match self {
-            WeightSource::Checkpoint(c) | WeightSource::FakeQuant { source: c, .. } => &c.config,
+            WeightSource::Checkpoint(c)
+            | WeightSource::FakeQuant { source: c, .. }
+            | WeightSource::Computed { source: c, .. } => &c.config,
             WeightSource::Deployed(d) => &d.manifest.config,
         }
     }
@@ -55,6 +65,7 @@ impl WeightSource<'_> {
         match self {
             WeightSource::Checkpoint(c) => c.tensor_f32(name),
             WeightSource::Deployed(d) => Ok(d.tensor_f32(name)?),
+            WeightSource::Computed { tensor, .. } => tensor(name),
             WeightSource::FakeQuant {
                 source,
                 scheme,
@@ -85,6 +96,9 @@ impl WeightSource<'_> {
     pub fn describe(&self) -> String {
         match self {
             WeightSource::Checkpoint(c) => format!("checkpoint {}", c.dir.display()),
+            WeightSource::Computed { source, label, .. } => {
+                format!("{label} {}", source.dir.display())
+            }
             WeightSource::Deployed(d) => format!(
                 "M0E4 g={} {} {}",
                 d.manifest.quantization.group_size,

@@ -11,6 +11,7 @@ mod bind;
 mod kv;
 mod pipelines;
 mod profile;
+mod score;
 mod step;
 mod upload;
 
@@ -23,6 +24,7 @@ use crate::planner::MemoryPlan;
 use crate::{Gpu, Result};
 
 pub use profile::Profiler;
+pub use score::{Baseline, MAX_TOP_K, RowScore, Scored};
 use upload::{Alloc, Resources};
 
 /// Sizes the runtime is built for.
@@ -82,6 +84,8 @@ pub struct StepLog {
     pub submissions: usize,
     /// (source, destination) labels of every copy command.
     pub copies: Vec<(String, String)>,
+    /// Rows of logits the step computed.
+    pub logit_rows: usize,
 }
 
 /// A model resident on the GPU.
@@ -105,6 +109,8 @@ pub struct GpuModel {
     bind_groups: Vec<wgpu::BindGroup>,
     /// Set by [`Self::enable_profiling`].
     pub profiler: Option<Profiler>,
+    /// The score kernel's, created by the first scored step.
+    score_pipeline: Option<wgpu::ComputePipeline>,
 }
 
 impl GpuModel {
@@ -160,6 +166,7 @@ impl GpuModel {
             op_pipeline,
             bind_groups,
             profiler: None,
+            score_pipeline: None,
             graph,
         })
     }

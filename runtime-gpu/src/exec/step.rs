@@ -13,13 +13,13 @@ use crate::shape::Syms;
 use crate::{Gpu, GpuError, Result};
 
 /// The encoding of one step.
-struct Encoding {
-    enc: wgpu::CommandEncoder,
-    log: StepLog,
+pub(super) struct Encoding {
+    pub enc: wgpu::CommandEncoder,
+    pub log: StepLog,
     /// The ops followed by a timestamp, in order.
     stamped: Vec<usize>,
     /// Whether the step is profiled.
-    profiling: bool,
+    pub profiling: bool,
     phase: &'static str,
     start: Instant,
 }
@@ -34,6 +34,20 @@ impl GpuModel {
         rows: &[u32],
         capture: bool,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let (e, capture_buf) = self.encode_step(gpu, tokens, past, rows, capture)?;
+        self.finish(gpu, e, rows.len(), capture_buf)
+    }
+
+    /// Checks a step's inputs, writes its tokens, rows and uniforms and encodes its passes
+    /// (with `capture`, into the returned residual buffer), not yet submitted.
+    pub(super) fn encode_step(
+        &self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        past: usize,
+        rows: &[u32],
+        capture: bool,
+    ) -> Result<(Encoding, Option<wgpu::Buffer>)> {
         gpu.check_health()?;
         let syms = self.check_step(tokens, past, rows)?;
         let start = Instant::now();
@@ -62,7 +76,7 @@ impl GpuModel {
             false => None,
         };
         self.encode(gpu, &mut e, &syms, capture_buf.as_ref())?;
-        self.finish(gpu, e, rows.len(), capture_buf)
+        Ok((e, capture_buf))
     }
 
     /// The step's symbols, once its inputs are checked against the options and the model.
@@ -234,6 +248,7 @@ impl GpuModel {
         {
             pr.resolve(&mut e.enc, e.stamped.len());
         }
+        e.log.logit_rows = rows;
         let bytes = (rows * self.vocab * 4) as u64;
         if bytes == 0 && !e.profiling {
             gpu.queue.submit([e.enc.finish()]);

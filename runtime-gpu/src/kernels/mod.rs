@@ -10,7 +10,7 @@ use tlite_quantizer::format::{PACKED_PER_WORD, PAIR_MASK, PAIR_ONE, PAIR_SHIFTS}
 
 pub use params::{
     AttentionParams, DequantParams, ElementwiseParams, KernelParams, MatmulParams, Member,
-    NormParams, RopeKvParams, Scalar, Value, binding,
+    NormParams, RopeKvParams, Scalar, ScoreParams, Value, binding,
 };
 
 /// The kernel families, one WGSL file each.
@@ -28,16 +28,19 @@ pub enum Kernel {
     Attention,
     /// Embedding lookup, gated-MLP activation, logit soft-capping.
     Elementwise,
+    /// Rows of logits reduced for perplexity and KL divergence (outside the model's graph).
+    Score,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 7] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
         Kernel::Elementwise,
+        Kernel::Score,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Kernel {
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
             Kernel::Elementwise => "elementwise",
+            Kernel::Score => "score",
         }
     }
 
@@ -59,6 +63,7 @@ impl Kernel {
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
             Kernel::Elementwise => include_str!("elementwise.wgsl"),
+            Kernel::Score => include_str!("score.wgsl"),
         }
     }
 
@@ -78,6 +83,7 @@ impl Kernel {
             Kernel::RopeKv => &["main"],
             Kernel::Attention => &["partial", "combine"],
             Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
+            Kernel::Score => &["main"],
         }
     }
 
@@ -91,6 +97,7 @@ impl Kernel {
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention => AttentionParams::NAMES,
             Kernel::Elementwise => ElementwiseParams::NAMES,
+            Kernel::Score => ScoreParams::NAMES,
         }
     }
 
@@ -98,7 +105,9 @@ impl Kernel {
     /// the shared functions it uses and its file.
     pub fn source(self) -> String {
         let reductions = match self {
-            Kernel::Matmul | Kernel::Norm | Kernel::Attention => include_str!("reduce.wgsl"),
+            Kernel::Matmul | Kernel::Norm | Kernel::Attention | Kernel::Score => {
+                include_str!("reduce.wgsl")
+            }
             _ => "",
         };
         let activations = match self {

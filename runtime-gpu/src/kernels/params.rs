@@ -331,6 +331,23 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// The uniform of `score.wgsl`.
+    ScoreParams for Score {
+        /// Rows of logits scored (one workgroup each).
+        rows: U,
+        vocab: U,
+        /// 0: no baseline, 1: the baseline's logits of the same rows, 2: its top `k_in`.
+        base_mode: U,
+        k_in: U,
+        /// Top log-probabilities written per row (0: none).
+        k_out: U,
+        _pad0: U,
+        _pad1: U,
+        _pad2: U,
+    }
+}
+
 impl Kernel {
     /// The members of the family's uniform `Params`, in order.
     pub fn members(self) -> &'static [Member] {
@@ -341,6 +358,7 @@ impl Kernel {
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention => AttentionParams::MEMBERS,
             Kernel::Elementwise => ElementwiseParams::MEMBERS,
+            Kernel::Score => ScoreParams::MEMBERS,
         }
     }
 
@@ -353,6 +371,7 @@ impl Kernel {
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention => size_of::<AttentionParams>(),
             Kernel::Elementwise => size_of::<ElementwiseParams>(),
+            Kernel::Score => size_of::<ScoreParams>(),
         }
     }
 }
@@ -465,6 +484,22 @@ pub mod binding {
             /// The up projection of the gated activation.
             UP = 7,
         }
+        /// `score.wgsl`.
+        score {
+            PARAMS = super::PARAMS,
+            LOGITS = 1,
+            TARGETS = 2,
+            /// The baseline's logits of the same rows (`base_mode` 1).
+            BASE = 3,
+            /// The baseline's top-k ids and log-probabilities (`base_mode` 2).
+            BASE_IDS = 4,
+            BASE_LP = 5,
+            /// `SCORE_OUT` words per row.
+            OUT = 6,
+            /// This row's top `k_out` ids and log-probabilities.
+            TOP_IDS = 7,
+            TOP_LP = 8,
+        }
     }
 }
 
@@ -478,6 +513,7 @@ impl Kernel {
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
             Kernel::Elementwise => binding::elementwise::ALL,
+            Kernel::Score => binding::score::ALL,
         }
     }
 }
@@ -531,6 +567,8 @@ shared_constants! {
     pub const GEMM_ROWS: u32 = 128;
     /// Tokens per workgroup of `matmul::gemm_*` (grid y).
     pub const GEMM_TOKENS: u32 = 64;
+    /// Words written per row by `score::main`.
+    pub const SCORE_OUT: u32 = 8;
 }
 
 /// Storage buffers `matmul::gemv_m0e4_glu` binds (gate and up: 3 each; x, norm weight, y): the
@@ -565,6 +603,7 @@ impl Kernel {
             (Kernel::RopeKv, _) => ROPE_KV_WG,
             (Kernel::Attention, _) => REDUCE_WG,
             (Kernel::Elementwise, _) => ELEMENTWISE_WG,
+            (Kernel::Score, _) => REDUCE_WG,
         }
     }
 }
