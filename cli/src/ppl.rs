@@ -253,6 +253,13 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
     let r = match &gpu {
         Some(g) => {
             let (mut model, max) = a.data.device.load(g, &o, opts.ctx)?;
+            eprintln!(
+                "GPU memory: {} (weights {}, KV cache {}, activations {})",
+                crate::progress::bytes(model.memory.total_bytes),
+                crate::progress::bytes(model.memory.buffers.weight_bytes),
+                crate::progress::bytes(model.memory.buffers.kv_bytes),
+                crate::progress::bytes(model.memory.buffers.activation_bytes)
+            );
             let k = if a.save_base.is_some() { a.top_k } else { 0 };
             let base = gpu::base_topk(g, &mut model, max, &tokens, &opts, k, &mut tick)?;
             if let Some(path) = &a.save_base {
