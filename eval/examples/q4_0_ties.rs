@@ -13,57 +13,42 @@ use tlite_converter::checkpoint::Checkpoint;
 use tlite_eval::ppl::{self, PplOptions};
 use tlite_eval::reference::{ReferenceModel, WeightSource};
 use tlite_model::arch::Role;
+use tlite_quantizer::scheme::largest_magnitude;
 use tlite_quantizer::{Scheme, SchemeKind, fake_quantize};
 
-/// llama.cpp's Q4_0: `d = v / -8`, codes `min(15, (int)(x · (1/d) + 8.5))`, stored `f16(d)`.
-struct Q4_0TiesUp;
+/// Q4_0 with ties broken toward the higher code: `d = v / -8` for the largest-magnitude `v`,
+/// stored `f16(d)`, codes picked either as llama.cpp does (`min(15, (int)(x · (1/d) + 8.5))`,
+/// with the unrounded `d`) or as tlite does (the stored `d`'s nearest decode), with only the
+/// tie direction changed — which separates the tie direction from the `d` used to pick codes.
+struct Q4_0TiesUp {
+    llama_cpp: bool,
+}
 
 impl Scheme for Q4_0TiesUp {
     fn name(&self) -> String {
-        "q4_0-ties-up".into()
+        let how = if self.llama_cpp { "ggml" } else { "nearest" };
+        format!("q4_0-{how}-ties-up")
     }
     fn bits_per_weight(&self, group: usize) -> f64 {
-        4.0 + 16.0 / group as f64
+        SchemeKind::Q4_0.bits_per_weight(group)
     }
     fn quantize_group(&self, x: &[f32], _imp: Option<&[f32]>, out: &mut [f32]) {
-        let v = x
-            .iter()
-            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-        let d = v / -8.0;
+        let d = largest_magnitude(x) / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let dq = f16::from_f32(d).to_f32();
+        let decode = |q: i32| (q as f32 - 8.0) * dq;
         for (o, &w) in out.iter_mut().zip(x) {
-            let q = ((w * id + 8.5) as i32).clamp(0, 15);
-            *o = (q as f32 - 8.0) * dq;
-        }
-    }
-}
-
-/// tlite's Q4_0 (codes picked by the stored `f16(d)`'s decode error) with ties to the higher
-/// code: separates the tie direction from the `d` used to pick codes.
-struct Q4_0NearestTiesUp;
-
-impl Scheme for Q4_0NearestTiesUp {
-    fn name(&self) -> String {
-        "q4_0-nearest-ties-up".into()
-    }
-    fn bits_per_weight(&self, group: usize) -> f64 {
-        4.0 + 16.0 / group as f64
-    }
-    fn quantize_group(&self, x: &[f32], _imp: Option<&[f32]>, out: &mut [f32]) {
-        let v = x
-            .iter()
-            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-        let dq = f16::from_f32(v / -8.0).to_f32();
-        for (o, &w) in out.iter_mut().zip(x) {
-            let decode = |q: i32| (q as f32 - 8.0) * dq;
-            // The last of the nearest codes: ties to the higher one.
-            let q = (0..16)
-                .min_by(|&a, &b| {
-                    let (ea, eb) = ((decode(a) - w).abs(), (decode(b) - w).abs());
-                    ea.total_cmp(&eb).then(b.cmp(&a))
-                })
-                .unwrap_or(8);
+            let q = if self.llama_cpp {
+                ((w * id + 8.5) as i32).clamp(0, 15)
+            } else {
+                // The last of the nearest codes.
+                (0..16)
+                    .min_by(|&a, &b| {
+                        let (ea, eb) = ((decode(a) - w).abs(), (decode(b) - w).abs());
+                        ea.total_cmp(&eb).then(b.cmp(&a))
+                    })
+                    .unwrap_or(8)
+            };
             *o = if dq == 0.0 { 0.0 } else { decode(q) };
         }
     }
@@ -98,9 +83,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("tlite q4_0 (ties to the lower code)", &SchemeKind::Q4_0),
         (
             "tlite's rounding, ties to the higher code",
-            &Q4_0NearestTiesUp,
+            &Q4_0TiesUp { llama_cpp: false },
         ),
-        ("llama.cpp q4_0 (ties up)", &Q4_0TiesUp),
+        ("llama.cpp q4_0 (ties up)", &Q4_0TiesUp { llama_cpp: true }),
     ];
     for (label, scheme) in schemes {
         let tensor = |name: &str| -> tlite_converter::Result<Vec<f32>> {

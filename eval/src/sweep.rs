@@ -328,11 +328,11 @@ pub struct SweepGpu<'a> {
 pub const MAX_CPU_BASE_BYTES: u64 = 16 << 30;
 
 /// Where a sweep scores its windows.
-enum Engine {
+enum Engine<'a> {
     /// The CPU reference, against the baseline's log-probabilities kept in memory.
     Cpu(ppl::BaseLogprobs),
     /// The GPU, against the baseline model resident on it (exact KL divergence).
-    Gpu(Box<tlite_runtime_gpu::GpuModel>),
+    Gpu(SweepGpu<'a>, Box<tlite_runtime_gpu::GpuModel>),
 }
 
 /// Storage bits per weight under `c`: of the quantized matrices, and of all weight matrices
@@ -399,10 +399,10 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
     let max_pos = ck.config.max_position_embeddings;
     let mut tick = |d, _| events(SweepEvent::Window { done: d });
     let (mut engine, base_result) = match input.gpu {
-        Some(SweepGpu { gpu: g, run, dense }) => {
-            let mut m = gpu::load_dense(g, ck, None, run, dense)?;
-            let r = gpu::perplexity(g, &mut m, max_pos, input.tokens, opts, &mut tick)?;
-            (Engine::Gpu(Box::new(m)), r)
+        Some(sg) => {
+            let mut m = gpu::load_dense(sg.gpu, ck, None, sg.run, sg.dense)?;
+            let r = gpu::perplexity(sg.gpu, &mut m, max_pos, input.tokens, opts, &mut tick)?;
+            (Engine::Gpu(sg, Box::new(m)), r)
         }
         None => {
             let rows = ppl::windows(input.tokens, opts)
@@ -519,8 +519,8 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
                     q,
                 )
             }
-            Engine::Gpu(base) => {
-                let SweepGpu { gpu: g, run, dense } = input.gpu.expect("a GPU engine has a GPU");
+            Engine::Gpu(SweepGpu { gpu: g, run, dense }, base) => {
+                let (g, run, dense) = (*g, *run, *dense);
                 let mut model = gpu::load_dense(g, ck, Some(source), run, dense)?;
                 let q = t0.elapsed().as_secs_f64();
                 let toks = input.tokens;

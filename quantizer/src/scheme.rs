@@ -389,13 +389,17 @@ struct Symmetric {
 
 impl Symmetric {
     fn fit(x: &[f32]) -> Self {
-        let v = x
-            .iter()
-            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
         Symmetric {
-            d: f16::from_f32(v / -8.0).to_f32(),
+            d: f16::from_f32(largest_magnitude(x) / -8.0).to_f32(),
         }
     }
+}
+
+/// The element of largest magnitude, with its sign (the first of equal magnitudes; 0 for an
+/// empty slice): what a Q4_0-style grid's step is derived from.
+pub fn largest_magnitude(x: &[f32]) -> f32 {
+    x.iter()
+        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
 impl Grid for Symmetric {
