@@ -13,7 +13,7 @@ use tlite_converter::checkpoint::Checkpoint;
 use tlite_eval::ppl::{self, PplOptions};
 use tlite_eval::reference::{ReferenceModel, WeightSource};
 use tlite_model::arch::Role;
-use tlite_quantizer::scheme::largest_magnitude;
+use tlite_quantizer::levels::signed_absmax;
 use tlite_quantizer::{Scheme, SchemeKind, fake_quantize};
 
 /// Q4_0 with ties broken toward the higher code: `d = v / -8` for the largest-magnitude `v`,
@@ -33,7 +33,7 @@ impl Scheme for Q4_0TiesUp {
         SchemeKind::Q4_0.bits_per_weight(group)
     }
     fn quantize_group(&self, x: &[f32], _imp: Option<&[f32]>, out: &mut [f32]) {
-        let d = largest_magnitude(x) / -8.0;
+        let d = signed_absmax(x).0 / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let dq = f16::from_f32(d).to_f32();
         let decode = |q: i32| (q as f32 - 8.0) * dq;

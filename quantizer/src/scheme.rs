@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::affine::{self, Grid, Method};
 use crate::format::{M0E4Grid, nearest_code};
 use crate::kquant::{self, SuperBlock};
+use crate::levels::signed_absmax;
 use crate::{QuantError, Result, check_group};
 use crate::{fp4, lut};
 
@@ -390,16 +391,9 @@ struct Symmetric {
 impl Symmetric {
     fn fit(x: &[f32]) -> Self {
         Symmetric {
-            d: f16::from_f32(largest_magnitude(x) / -8.0).to_f32(),
+            d: f16::from_f32(signed_absmax(x).0 / -8.0).to_f32(),
         }
     }
-}
-
-/// The element of largest magnitude, with its sign (the first of equal magnitudes; 0 for an
-/// empty slice): what a Q4_0-style grid's step is derived from.
-pub fn largest_magnitude(x: &[f32]) -> f32 {
-    x.iter()
-        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
 impl Grid for Symmetric {
