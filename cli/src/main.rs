@@ -50,7 +50,7 @@ enum Command {
     Rotate(rotate::Args),
     /// Architecture, parameters, bits per weight and tensor layout of a model or checkpoint.
     Inspect(inspect::Args),
-    /// Perplexity of a model on a text corpus (CPU reference).
+    /// Perplexity of a model on a text corpus (on the GPU or the CPU reference).
     Ppl(ppl::PplArgs),
     /// KL divergence, top-1 agreement and ΔPPL of a quantized model against its baseline.
     Compare(ppl::CompareArgs),

@@ -42,7 +42,7 @@ pub struct DeviceArgs {
     /// GPU: pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     pub adapter: Option<String>,
-    /// GPU: how an unquantized checkpoint is uploaded (converted to a temporary dense folder
+    /// GPU: how an unquantized checkpoint is uploaded (converted in memory to dense tensors
     /// first): f32 keeps its values exactly, f16 rounds them.
     #[arg(long, value_enum, default_value_t = Dense::F32)]
     pub dense: Dense,
@@ -252,13 +252,20 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
     let mut tick = |d: usize, _| pb.tick(d, 1);
     let r = match &gpu {
         Some(g) => {
+            let t0 = std::time::Instant::now();
             let (mut model, max) = a.data.device.load(g, &o, opts.ctx)?;
+            let lt = model.load_times;
             eprintln!(
-                "GPU memory: {} (weights {}, KV cache {}, activations {})",
+                "GPU memory: {} (weights {}, KV cache {}, activations {}); loaded in {:.2} s \
+                 (upload {:.2} s: buffers {:.2} s, pipelines {:.2} s)",
                 crate::progress::bytes(model.memory.total_bytes),
                 crate::progress::bytes(model.memory.buffers.weight_bytes),
                 crate::progress::bytes(model.memory.buffers.kv_bytes),
-                crate::progress::bytes(model.memory.buffers.activation_bytes)
+                crate::progress::bytes(model.memory.buffers.activation_bytes),
+                t0.elapsed().as_secs_f64(),
+                lt.total(),
+                lt.buffers,
+                lt.pipelines
             );
             let k = if a.save_base.is_some() { a.top_k } else { 0 };
             let base = gpu::base_topk(g, &mut model, max, &tokens, &opts, k, &mut tick)?;

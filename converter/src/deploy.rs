@@ -11,9 +11,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tlite_model::arch::Role;
 use tlite_model::deploy::{
-    Chunk, DEFAULT_BINDING_LIMIT, FORMAT, FORMAT_VERSION, KeepRule, MANIFEST_KEY, MODEL_FILE,
-    Manifest, QuantSettings, Storage, TensorLayout,
+    Chunk, DEFAULT_BINDING_LIMIT, DeployedModel, FORMAT, FORMAT_VERSION, KeepRule, MANIFEST_KEY,
+    MODEL_FILE, Manifest, QuantSettings, Storage, TensorLayout,
 };
+use tlite_model::layer::ExpectedTensor;
 
 use tlite_quantizer::{ErrorStats, M0E4Matrix, Method, QuantOptions};
 
@@ -21,7 +22,7 @@ use crate::checkpoint::Checkpoint;
 use crate::events::Event;
 use crate::output::Output;
 use crate::rotate::{RotateOptions, Rotated};
-use crate::safetensors_out::{OutTensor, write_streaming};
+use crate::safetensors_out::{OutTensor, write_streaming, write_to};
 use crate::{Result, config_err, io_err};
 
 /// Conversion settings.
@@ -106,12 +107,6 @@ pub fn convert_tensors(
     tensor: &TensorFn,
     progress: &mut dyn FnMut(Event),
 ) -> Result<ConvertReport> {
-    if opts.rotate.is_some() {
-        return Err(config_err(
-            out,
-            "a conversion of given tensors cannot also rotate them",
-        ));
-    }
     convert_inner(ck, out, opts, Some(tensor), progress)
 }
 
@@ -123,7 +118,43 @@ fn convert_inner(
     progress: &mut dyn FnMut(Event),
 ) -> Result<ConvertReport> {
     let t0 = Instant::now();
+    check_options(out, opts, given.is_some())?;
+    let output = Output::prepare(out, &[&ck.dir], opts.overwrite)?;
+    let built = build(ck, out, opts, given, progress)?;
+    write_folder(ck, output, &built)?;
+    progress(Event::Done { phase: "convert" });
+    Ok(built.report(out, t0))
+}
+
+/// [`convert`] (or, with `given`, [`convert_tensors`]) into memory: the deployable model
+/// [`DeployedModel::from_image`] opens from the bytes the folder's `model.safetensors` would
+/// hold, with nothing written to disk (e.g. a configuration measured on the GPU and dropped).
+pub fn convert_in_memory(
+    ck: &Checkpoint,
+    opts: &ConvertOptions,
+    given: Option<&TensorFn>,
+) -> Result<DeployedModel> {
+    let label = ck.dir.join("(converted in memory)");
+    check_options(&label, opts, given.is_some())?;
+    let built = build(ck, &label, opts, given, &mut |_| {})?;
+    let (meta, tensors) = built.file_header();
+    let size: usize = built.parts.iter().map(|p| p.bytes.len()).sum();
+    let mut image = Vec::with_capacity(size + (1 << 20));
+    write_to(&label, &mut image, Some(meta), &tensors, |i, w| {
+        w.write_all(&built.parts[i].bytes).map_err(io_err(&label))
+    })?;
+    drop(built);
+    Ok(DeployedModel::from_image(&label, image)?)
+}
+
+fn check_options(out: &Path, opts: &ConvertOptions, given: bool) -> Result<()> {
     tlite_quantizer::check_group(opts.group)?;
+    if given && opts.rotate.is_some() {
+        return Err(config_err(
+            out,
+            "a conversion of given tensors cannot also rotate them",
+        ));
+    }
     if opts.binding_limit < MIN_BINDING_LIMIT {
         return Err(config_err(
             out,
@@ -133,7 +164,57 @@ fn convert_inner(
             ),
         ));
     }
-    let output = Output::prepare(out, &[&ck.dir], opts.overwrite)?;
+    Ok(())
+}
+
+/// A conversion before it is written: the manifest and every part's bytes.
+struct Built {
+    manifest: Manifest,
+    parts: Vec<Part>,
+    reports: Vec<TensorReport>,
+    parameters: u64,
+    /// A rotated model's config.json (it differs from the source's).
+    rotated_config: Option<serde_json::Value>,
+}
+
+impl Built {
+    /// The safetensors metadata (the manifest) and the tensor list of `model.safetensors`.
+    fn file_header(&self) -> (HashMap<String, String>, Vec<OutTensor>) {
+        let json = serde_json::to_string(&self.manifest).expect("manifest serializes");
+        let meta = HashMap::from([(MANIFEST_KEY.to_owned(), json)]);
+        let tensors = (self.parts.iter())
+            .map(|p| OutTensor {
+                name: p.name.clone(),
+                dtype: p.dtype,
+                shape: p.shape.clone(),
+            })
+            .collect();
+        (meta, tensors)
+    }
+
+    fn report(self, out: &Path, t0: Instant) -> ConvertReport {
+        let bytes: u64 = self.parts.iter().map(|p| p.bytes.len() as u64).sum();
+        ConvertReport {
+            output: out.to_owned(),
+            parameters: self.parameters,
+            bytes,
+            bits_per_weight: bytes as f64 * 8.0 / self.parameters.max(1) as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+            tensors: self.reports,
+        }
+    }
+}
+
+/// Quantizes and lays out every tensor of `ck` (the rotated checkpoint with `opts.rotate`,
+/// `given`'s values with `given`), as many tensors at a time as there are worker threads.
+fn build(
+    ck: &Checkpoint,
+    out: &Path,
+    opts: &ConvertOptions,
+    given: Option<&TensorFn>,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Built> {
+    use rayon::prelude::*;
     let rules: Vec<(regex::Regex, Storage)> = opts
         .keep
         .iter()
@@ -161,10 +242,7 @@ fn convert_inner(
         phase: "convert",
         total: expected.len(),
     });
-    let mut parts = Vec::new();
-    let mut layouts = Vec::new();
-    let mut reports = Vec::new();
-    for (i, t) in expected.iter().enumerate() {
+    let one = |t: &ExpectedTensor| -> Result<(TensorLayout, Vec<Part>, TensorReport)> {
         let data = match (&rotated, given) {
             (Some(r), _) => r.tensor_f32(&t.name)?,
             (None, Some(f)) => f(&t.name)?,
@@ -191,22 +269,34 @@ fn convert_inner(
             } else {
                 Storage::F32
             });
-        let (layout, new_parts, error) =
-            store_tensor(&t.name, &t.shape, t.role, storage, &data, opts)?;
-        reports.push(TensorReport {
+        let (layout, parts, error) = store_tensor(&t.name, &t.shape, t.role, storage, &data, opts)?;
+        let report = TensorReport {
             name: t.name.clone(),
             shape: t.shape.clone(),
             storage,
             chunks: layout.chunks.len(),
-            bytes: new_parts.iter().map(|p| p.bytes.len() as u64).sum(),
+            bytes: parts.iter().map(|p| p.bytes.len() as u64).sum(),
             error,
-        });
-        parts.extend(new_parts);
-        layouts.push(layout);
-        progress(Event::Item {
-            index: i,
-            name: t.name.clone(),
-        });
+        };
+        Ok((layout, parts, report))
+    };
+    let mut parts = Vec::new();
+    let mut layouts = Vec::new();
+    let mut reports = Vec::new();
+    // A batch of tensors at a time: their f32 values are in memory together.
+    let batch = rayon::current_num_threads().max(1);
+    for (b, ts) in expected.chunks(batch).enumerate() {
+        let done: Vec<Result<_>> = ts.par_iter().map(one).collect();
+        for (j, r) in done.into_iter().enumerate() {
+            let (layout, new_parts, report) = r?;
+            progress(Event::Item {
+                index: b * batch + j,
+                name: report.name.clone(),
+            });
+            parts.extend(new_parts);
+            layouts.push(layout);
+            reports.push(report);
+        }
     }
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -226,18 +316,12 @@ fn convert_inner(
         norm: ck.arch().norm,
         tensors: layouts,
     };
-    let rotated_config = rotated.as_ref().map(|r| r.config_json());
-    write_folder(ck, output, &manifest, &parts, rotated_config)?;
-    progress(Event::Done { phase: "convert" });
-    let parameters: u64 = expected.iter().map(|t| t.numel() as u64).sum();
-    let bytes: u64 = parts.iter().map(|p| p.bytes.len() as u64).sum();
-    Ok(ConvertReport {
-        output: out.to_owned(),
-        parameters,
-        bytes,
-        bits_per_weight: bytes as f64 * 8.0 / parameters.max(1) as f64,
-        seconds: t0.elapsed().as_secs_f64(),
-        tensors: reports,
+    Ok(Built {
+        manifest,
+        parts,
+        reports,
+        parameters: expected.iter().map(|t| t.numel() as u64).sum(),
+        rotated_config: rotated.as_ref().map(|r| r.config_json().clone()),
     })
 }
 
@@ -380,27 +464,13 @@ fn store_tensor(
 }
 
 /// Writes the model into the output's temporary folder and installs it.
-fn write_folder(
-    ck: &Checkpoint,
-    output: Output,
-    manifest: &Manifest,
-    parts: &[Part],
-    rotated_config: Option<&serde_json::Value>,
-) -> Result<()> {
+fn write_folder(ck: &Checkpoint, output: Output, built: &Built) -> Result<()> {
     let tmp = output.dir();
-    let json = serde_json::to_string(manifest).expect("manifest serializes");
-    let meta = HashMap::from([(MANIFEST_KEY.to_owned(), json)]);
+    let (meta, tensors) = built.file_header();
     let model_path = tmp.join(MODEL_FILE);
-    let tensors: Vec<OutTensor> = parts
-        .iter()
-        .map(|p| OutTensor {
-            name: p.name.clone(),
-            dtype: p.dtype,
-            shape: p.shape.clone(),
-        })
-        .collect();
     write_streaming(&model_path, Some(meta), &tensors, |i, w| {
-        w.write_all(&parts[i].bytes).map_err(io_err(&model_path))
+        w.write_all(&built.parts[i].bytes)
+            .map_err(io_err(&model_path))
     })?;
     for name in [
         "tokenizer.json",
@@ -415,7 +485,7 @@ fn write_folder(
             std::fs::copy(&src, tmp.join(name)).map_err(io_err(&src))?;
         }
     }
-    if let Some(config_json) = rotated_config {
+    if let Some(config_json) = &built.rotated_config {
         // A rotated model's config differs from the source's (untied, `tlite_rotation`).
         let cfg = tmp.join("config.json");
         let text = serde_json::to_string_pretty(config_json).expect("config serializes");

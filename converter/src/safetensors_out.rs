@@ -35,6 +35,23 @@ pub fn write_streaming(
     path: &Path,
     metadata: Option<std::collections::HashMap<String, String>>,
     tensors: &[OutTensor],
+    data: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
+) -> Result<u64> {
+    let file = File::create(path).map_err(io_err(path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let size = write_to(path, &mut w, metadata, tensors, data)?;
+    let file = w.into_inner().map_err(|e| io_err(path)(e.into_error()))?;
+    file.sync_all().map_err(io_err(path))?;
+    Ok(size)
+}
+
+/// [`write_streaming`]'s bytes into `out` (e.g. a `Vec<u8>`: a file image in memory); `path`
+/// only names it in errors. Returns the size.
+pub fn write_to(
+    path: &Path,
+    out: &mut impl std::io::Write,
+    metadata: Option<std::collections::HashMap<String, String>>,
+    tensors: &[OutTensor],
     mut data: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
 ) -> Result<u64> {
     use std::io::Write;
@@ -79,9 +96,8 @@ pub fn write_streaming(
         .map_err(|e| st_err(e.to_string()))?
         .into_bytes();
     header.resize(header.len().next_multiple_of(8), b' ');
-    let file = File::create(path).map_err(io_err(path))?;
     let mut w = CountingWriter {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        inner: out,
         written: 0,
     };
     w.write_all(&(header.len() as u64).to_le_bytes())
@@ -106,11 +122,7 @@ pub fn write_streaming(
             crate::output::failpoint("mid-write");
         }
     }
-    let file = w
-        .inner
-        .into_inner()
-        .map_err(|e| io_err(path)(e.into_error()))?;
-    file.sync_all().map_err(io_err(path))?;
+    w.flush().map_err(io_err(path))?;
     Ok((8 + header.len() + offset) as u64)
 }
 

@@ -3,7 +3,7 @@
 //! tensor round-trips (dequantized values equal the quantizer's on the same input).
 
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, convert};
+use tlite_converter::deploy::{ConvertOptions, convert, convert_in_memory};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_converter::{Event, events};
 use tlite_model::arch::{Family, Role, families};
@@ -33,8 +33,29 @@ fn every_architecture_converts_and_round_trips() {
         let mut events = Vec::new();
         let report = convert(&ck, &dir.join("out"), &opts, &mut |e| events.push(e)).unwrap();
         assert!(matches!(events.first(), Some(Event::Start { .. })));
+        // Tensors are converted a batch at a time, in parallel, and reported in order.
+        let items: Vec<usize> = (events.iter())
+            .filter_map(|e| match e {
+                Event::Item { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(items, (0..expected.len()).collect::<Vec<_>>());
         assert_eq!(report.tensors.len(), expected.len());
         let m = DeployedModel::open(&dir.join("out")).unwrap();
+        // The same conversion in memory: the same manifest, the same bytes in every part.
+        let mem = convert_in_memory(&ck, &opts, None).unwrap();
+        mem.verify_checksums().unwrap();
+        let json = |m: &DeployedModel| serde_json::to_string(&m.manifest).unwrap();
+        assert_eq!(json(&mem), json(&m), "{family:?}");
+        for t in m.tensors() {
+            for part in t.chunks.iter().flat_map(|c| &c.parts) {
+                let (a, b) = (m.part(part).unwrap(), mem.part(part).unwrap());
+                assert_eq!(a.0.dtype, b.0.dtype, "{part}");
+                assert_eq!(a.0.shape, b.0.shape, "{part}");
+                assert!(a.1 == b.1, "{family:?} {part}: bytes differ");
+            }
+        }
         assert_eq!(m.manifest.architecture, family);
         assert_eq!(
             m.parameters(),

@@ -17,22 +17,21 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, convert, convert_tensors};
+use tlite_converter::deploy::{ConvertOptions, TensorFn, convert_in_memory};
 use tlite_model::deploy::{DeployedModel, KeepRule, Storage};
 use tlite_runtime_gpu::{Baseline, Gpu, GpuError, GpuModel, MAX_TOP_K, RunOptions, Scored};
 
 use crate::load::{Opened, Weights};
 use crate::ppl::{Acc, CompareResult, Comparison, PplOptions, PplResult, scored_targets, windows};
-use crate::reference::{RefError, Result, WeightSource};
+use crate::reference::{RefError, Result};
 
 fn gpu_err(e: GpuError) -> RefError {
     RefError::Unsupported(format!("GPU: {e}"))
 }
 
 /// `opened` on the GPU with `opts`: a deployable model as it is stored, a checkpoint
-/// converted first into a temporary deployable folder with every tensor `dense` (f32: the
-/// checkpoint's values exactly; f16: rounded), removed once uploaded. Also returns the model's
-/// trained positions.
+/// converted first, in memory, with every tensor `dense` (f32: the checkpoint's values
+/// exactly; f16: rounded). Also returns the model's trained positions.
 pub fn load(
     gpu: &Gpu,
     opened: &Opened,
@@ -41,23 +40,27 @@ pub fn load(
 ) -> Result<(GpuModel, usize)> {
     let max_positions = opened.source().config().max_position_embeddings;
     let model = match &opened.weights {
-        Weights::Deployed(d) => GpuModel::load(gpu, d, opts).map_err(gpu_err)?,
+        Weights::Deployed(d) => upload(gpu, d, opts)?,
         Weights::Checkpoint(ck) => load_dense(gpu, ck, None, opts, dense)?,
     };
     Ok((model, max_positions))
 }
 
-/// The checkpoint `ck` on the GPU with every tensor stored `dense`, its values those of
-/// `source` (e.g. fake-quantized weights) or, without one, the checkpoint's; through a
-/// temporary deployable folder, removed once uploaded.
+/// The deployable model `model` on the GPU.
+pub fn upload(gpu: &Gpu, model: &DeployedModel, opts: RunOptions) -> Result<GpuModel> {
+    GpuModel::load(gpu, model, opts).map_err(gpu_err)
+}
+
+/// The checkpoint `ck` on the GPU with every tensor stored `dense`, its values `tensor`'s
+/// (e.g. fake-quantized weights) or, without one, the checkpoint's; converted in memory
+/// (nothing is written to disk).
 pub fn load_dense(
     gpu: &Gpu,
     ck: &Checkpoint,
-    source: Option<&WeightSource>,
+    tensor: Option<&TensorFn>,
     opts: RunOptions,
     dense: Storage,
 ) -> Result<GpuModel> {
-    let dir = TempDir::new("dense");
     let copts = ConvertOptions {
         keep: vec![KeepRule {
             pattern: ".*".into(),
@@ -65,48 +68,7 @@ pub fn load_dense(
         }],
         ..Default::default()
     };
-    match source {
-        Some(src) => {
-            let tensor = |name: &str| src.tensor_f32(name);
-            convert_tensors(ck, &dir.0, &copts, &tensor, &mut |_| {})?
-        }
-        None => convert(ck, &dir.0, &copts, &mut |_| {})?,
-    };
-    let d = DeployedModel::open_structure(&dir.0)?;
-    GpuModel::load(gpu, &d, opts).map_err(gpu_err)
-}
-
-/// `ck` converted with `opts` into a temporary folder (removed once uploaded) and loaded on
-/// the GPU.
-pub fn load_converted(
-    gpu: &Gpu,
-    ck: &Checkpoint,
-    opts: &ConvertOptions,
-    run: RunOptions,
-) -> Result<GpuModel> {
-    let dir = TempDir::new("converted");
-    convert(ck, &dir.0, opts, &mut |_| {})?;
-    let d = DeployedModel::open_structure(&dir.0)?;
-    GpuModel::load(gpu, &d, run).map_err(gpu_err)
-}
-
-/// A folder in the system's temporary directory, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("tlite-{what}-{}-{n}", std::process::id());
-        // The converter creates the folder itself (and refuses one that exists).
-        TempDir(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    upload(gpu, &convert_in_memory(ck, &copts, tensor)?, opts)
 }
 
 /// One step of a window: tokens `start..end` and the step-relative rows scored, with their

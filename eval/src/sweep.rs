@@ -14,12 +14,13 @@
 //! model as the GPTQ paper does); the embedding, tied LM head included, has no such input and is
 //! rounded to nearest as without `+gptq` (importance-weighted with `+imp`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tlite_converter::checkpoint::Checkpoint;
+use tlite_converter::deploy::{ConvertOptions, convert_in_memory};
 use tlite_model::arch::Role;
 use tlite_model::deploy::Storage;
 use tlite_quantizer::gptq::{self, GptqOptions, Prepared};
@@ -521,25 +522,29 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
             }
             Engine::Gpu(SweepGpu { gpu: g, run, dense }, base) => {
                 let (g, run, dense) = (*g, *run, *dense);
-                let mut model = gpu::load_dense(g, ck, Some(source), run, dense)?;
-                let q = t0.elapsed().as_secs_f64();
                 let toks = input.tokens;
-                let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
-                let native = match c.scheme {
-                    SchemeKind::M0E4(method) if !(c.importance || c.gptq || c.f16_embeddings) => {
-                        Some(native_check(
-                            g,
-                            ck,
-                            run,
-                            (method, c.group),
-                            &mut model,
-                            toks,
-                            opts,
-                        )?)
+                match native_options(c) {
+                    Some(copts) => {
+                        // Quantized once: the converted model runs through the M0E4 kernels,
+                        // its dequantized weights (the fake quantization's, bit for bit) dense.
+                        let converted = convert_in_memory(ck, &copts, None)?;
+                        let mut native = gpu::upload(g, &converted, run)?;
+                        let tensor = |name: &str| Ok(converted.tensor_f32(name)?);
+                        let mut model = gpu::load_dense(g, ck, Some(&tensor), run, dense)?;
+                        drop(converted);
+                        let q = t0.elapsed().as_secs_f64();
+                        let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
+                        let check = native_check(g, max_pos, &mut model, &mut native, toks, opts)?;
+                        (r, Some(check), q)
                     }
-                    _ => None,
-                };
-                (r, native, q)
+                    None => {
+                        let tensor = |name: &str| source.tensor_f32(name);
+                        let mut model = gpu::load_dense(g, ck, Some(&tensor), run, dense)?;
+                        let q = t0.elapsed().as_secs_f64();
+                        let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
+                        (r, None, q)
+                    }
+                }
             }
         };
         let (bpw, all_bpw, _) = bits_per_weight(ck, c);
@@ -571,26 +576,32 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
     Ok(report)
 }
 
-/// The M0E4 configuration `(method, group)` converted by the converter and run through the
-/// runtime's M0E4 kernels, against `dense` (the same weights fake-quantized, uploaded dense).
+/// The converter's options for `c`, when it is an M0E4 configuration the converter makes (no
+/// importance weighting, GPTQ or f16 embeddings).
+fn native_options(c: &SweepConfig) -> Option<ConvertOptions> {
+    match c.scheme {
+        SchemeKind::M0E4(method) if !(c.importance || c.gptq || c.f16_embeddings) => {
+            Some(ConvertOptions {
+                group: c.group,
+                method,
+                ..Default::default()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The converted M0E4 model through the runtime's M0E4 kernels (`native`) against the same
+/// weights dense (`dense`), on the same windows.
 fn native_check(
     g: &tlite_runtime_gpu::Gpu,
-    ck: &Checkpoint,
-    run: tlite_runtime_gpu::RunOptions,
-    (method, group): (Method, usize),
+    max_pos: usize,
     dense: &mut tlite_runtime_gpu::GpuModel,
+    native: &mut tlite_runtime_gpu::GpuModel,
     tokens: &[u32],
     opts: &PplOptions,
 ) -> Result<NativeCheck> {
-    let copts = tlite_converter::deploy::ConvertOptions {
-        group,
-        method,
-        ..Default::default()
-    };
-    let mut native = gpu::load_converted(g, ck, &copts, run)?;
-    let max_pos = ck.config.max_position_embeddings;
-    let r: CompareResult =
-        gpu::compare(g, dense, &mut native, max_pos, tokens, opts, &mut |_, _| {})?;
+    let r: CompareResult = gpu::compare(g, dense, native, max_pos, tokens, opts, &mut |_, _| {})?;
     use crate::parity::tolerance::{KLD_MAX, TOP1_MIN_PCT_REAL};
     Ok(NativeCheck {
         kld_mean: r.kld_mean,
@@ -609,9 +620,13 @@ struct GptqSource<'a> {
     fake: &'a WeightSource<'a>,
     /// GPTQ-able tensors: (site, rows, cols).
     targets: HashMap<String, (LinearInput, usize, usize)>,
-    /// The last site's factorization: q/k/v and gate/up, loaded one after another, share it.
-    last: Mutex<Option<(LinearInput, Arc<Prepared>)>>,
+    /// The factorizations of the sites used most recently, each computed once: q/k/v and
+    /// gate/up share one, and the converter loads a batch of tensors at a time, in order.
+    recent: Mutex<VecDeque<(LinearInput, Slot)>>,
 }
+
+/// A site's factorization, filled by the first tensor that needs it (the others wait).
+type Slot = Arc<Mutex<Option<Arc<Prepared>>>>;
 
 impl<'a> GptqSource<'a> {
     fn new(
@@ -644,8 +659,39 @@ impl<'a> GptqSource<'a> {
             config,
             fake,
             targets,
-            last: Mutex::new(None),
+            recent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The factorization of `site`'s Gram matrix `h` (`n` × `n`), computed once.
+    fn prepared(
+        &self,
+        site: LinearInput,
+        h: &[f64],
+        n: usize,
+    ) -> tlite_converter::Result<Arc<Prepared>> {
+        let slot = {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            match recent.iter().find(|(s, _)| *s == site) {
+                Some((_, slot)) => slot.clone(),
+                None => {
+                    let slot = Slot::default();
+                    recent.push_back((site, slot.clone()));
+                    // Enough for the sites of a batch in flight (7 linear tensors use 4 sites).
+                    if recent.len() > rayon::current_num_threads().max(4) {
+                        recent.pop_front();
+                    }
+                    slot
+                }
+            }
+        };
+        let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &*p {
+            return Ok(p.clone());
+        }
+        let new = Arc::new(gptq::prepare(h, n, &GptqOptions::default())?);
+        *p = Some(new.clone());
+        Ok(new)
     }
 
     fn tensor(&self, name: &str) -> tlite_converter::Result<Vec<f32>> {
@@ -655,17 +701,7 @@ impl<'a> GptqSource<'a> {
         let Some((h, n)) = self.stats.gram(site) else {
             return self.fake.tensor_f32(name);
         };
-        let prepared = {
-            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            match &*last {
-                Some((s, p)) if *s == site => p.clone(),
-                _ => {
-                    let p = Arc::new(gptq::prepare(h, n, &GptqOptions::default())?);
-                    *last = Some((site, p.clone()));
-                    p
-                }
-            }
-        };
+        let prepared = self.prepared(site, h, n)?;
         let data = self.ck.tensor_f32(name)?;
         let c = self.config;
         Ok(gptq::quantize(

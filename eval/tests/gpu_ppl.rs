@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 use tlite_converter::checkpoint::Checkpoint;
-use tlite_converter::deploy::{ConvertOptions, convert};
+use tlite_converter::deploy::{ConvertOptions, convert, convert_in_memory};
 use tlite_converter::events;
 use tlite_eval::gpu::{self, TopKBase};
 use tlite_eval::load::Opened;
@@ -405,14 +405,30 @@ fn native_m0e4_equals_its_dense_fake_quantized_weights() {
         importance: None,
         f16_embeddings: false,
     };
-    let mut dense = gpu::load_dense(&gpu, &ck, Some(&fake), run, Storage::F32).unwrap();
-    let mut plain = gpu::load_dense(&gpu, &ck, None, run, Storage::F32).unwrap();
     let copts = ConvertOptions {
         group: 32,
         method: Method::Search,
         ..Default::default()
     };
-    let mut native = gpu::load_converted(&gpu, &ck, &copts, run).unwrap();
+    // The sweep quantizes an M0E4 row once and uploads the conversion's dequantized weights as
+    // its dense model: they must be the fake quantization's, bit for bit.
+    let converted = convert_in_memory(&ck, &copts, None).unwrap();
+    for t in ck.expected_tensors().unwrap() {
+        let (a, b) = (
+            fake.tensor_f32(&t.name).unwrap(),
+            converted.tensor_f32(&t.name).unwrap(),
+        );
+        let same = a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "{}: the converter's M0E4 differs from the fake quantization",
+            t.name
+        );
+    }
+    let fake_fn = |name: &str| fake.tensor_f32(name);
+    let mut dense = gpu::load_dense(&gpu, &ck, Some(&fake_fn), run, Storage::F32).unwrap();
+    let mut plain = gpu::load_dense(&gpu, &ck, None, run, Storage::F32).unwrap();
+    let mut native = gpu::upload(&gpu, &converted, run).unwrap();
     let tokens: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 300).collect();
     let rows: Vec<u32> = (0..24).collect();
     let logits = |m: &mut tlite_runtime_gpu::GpuModel| m.step(&gpu, &tokens, 0, &rows).unwrap();

@@ -48,6 +48,12 @@ pub trait Grid: Copy {
     fn decode(self, q: u8) -> f32;
     /// The code whose decoded value is nearest to `w`.
     fn encode(self, w: f32) -> u8;
+    /// [`Grid::encode`] of every element.
+    fn encode_all(self, x: &[f32], codes: &mut [u8]) {
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = self.encode(v);
+        }
+    }
 }
 
 impl Grid for crate::format::M0E4Grid {
@@ -60,26 +66,39 @@ impl Grid for crate::format::M0E4Grid {
     fn encode(self, w: f32) -> u8 {
         crate::format::M0E4Grid::encode(self, w)
     }
+    fn encode_all(self, x: &[f32], codes: &mut [u8]) {
+        crate::format::M0E4Grid::encode_all(self, x, codes)
+    }
 }
 
 /// Clipping fractions of the range tried at each end by [`Method::Search`].
 const CLIP: [f32; 3] = [0.0, 0.06, 0.12];
+
+/// Groups up to this size keep their trial codes on the stack.
+const STACK_GROUP: usize = 256;
 
 /// Fits a grid to `x`, writing the codes. `imp` weights each element's squared error.
 pub fn fit<G: Grid>(x: &[f32], imp: Option<&[f32]>, method: Method, codes: &mut [u8]) -> G {
     debug_assert_eq!(x.len(), codes.len());
     let (min, max) = min_max(x);
     let minmax = G::from_affine(min, (max - min) / 15.0);
-    encode_all(minmax, x, codes);
+    minmax.encode_all(x, codes);
     if method == Method::MinMax || max == min {
         return minmax;
     }
+    let mut stack = [0u8; STACK_GROUP];
+    let mut heap = Vec::new();
+    let trial: &mut [u8] = if x.len() <= STACK_GROUP {
+        &mut stack[..x.len()]
+    } else {
+        heap.resize(x.len(), 0);
+        &mut heap
+    };
     let mut best = minmax;
     let mut best_err = weighted_error(minmax, x, imp, codes);
-    let mut trial = vec![0u8; x.len()];
     let range = max - min;
     let mut consider = |g: G, trial: &mut [u8], codes: &mut [u8]| {
-        encode_all(g, x, trial);
+        g.encode_all(x, trial);
         let e = weighted_error(g, x, imp, trial);
         if e < best_err {
             best_err = e;
@@ -93,18 +112,16 @@ pub fn fit<G: Grid>(x: &[f32], imp: Option<&[f32]>, method: Method, codes: &mut 
             let hi = max - hi_clip * range;
             let step = (hi - lo) / 15.0;
             for (t, &v) in trial.iter_mut().zip(x) {
-                *t = ((v - lo) / step).round().clamp(0.0, 15.0) as u8;
+                *t = crate::format::round_code((v - lo) / step) as u8;
             }
-            if let Some((a, d)) = refit(x, imp, &trial) {
-                consider(G::from_affine(a, d), &mut trial, codes);
+            if let Some((a, d)) = refit(x, imp, trial) {
+                consider(G::from_affine(a, d), trial, codes);
             }
         }
     }
     // One more refit on the winning codes, then re-encode with the rounded parameters.
     if let Some((a, d)) = refit(x, imp, codes) {
-        let snapshot = codes.to_vec();
-        trial.copy_from_slice(&snapshot);
-        consider(G::from_affine(a, d), &mut trial, codes);
+        consider(G::from_affine(a, d), trial, codes);
     }
     best
 }
@@ -117,28 +134,32 @@ pub fn min_max(x: &[f32]) -> (f32, f32) {
         })
 }
 
-fn encode_all<G: Grid>(g: G, x: &[f32], codes: &mut [u8]) {
-    for (c, &v) in codes.iter_mut().zip(x) {
-        *c = g.encode(v);
-    }
-}
-
 /// `Σ imp_i (decode(q_i) - x_i)²`, in f64.
 pub fn weighted_error<G: Grid>(g: G, x: &[f32], imp: Option<&[f32]>, codes: &[u8]) -> f64 {
-    let mut e = 0.0f64;
-    for (i, (&v, &q)) in x.iter().zip(codes).enumerate() {
-        let d = f64::from(g.decode(q) - v);
-        e += imp.map_or(1.0, |w| f64::from(w[i])) * d * d;
+    let d = |v: f32, q: u8| f64::from(g.decode(q) - v);
+    match imp {
+        None => x.iter().zip(codes).map(|(&v, &q)| d(v, q) * d(v, q)).sum(),
+        Some(w) => (x.iter().zip(codes).zip(w))
+            .map(|((&v, &q), &w)| f64::from(w) * d(v, q) * d(v, q))
+            .sum(),
     }
-    e
 }
 
 /// Weighted least squares `min Σ w (a + d q - x)²` over `(a, d)` for fixed codes.
 /// `None` when the codes do not determine a positive step.
 fn refit(x: &[f32], imp: Option<&[f32]>, codes: &[u8]) -> Option<(f32, f32)> {
+    match imp {
+        None => refit_by(x, codes, |_| 1.0),
+        Some(w) => refit_by(x, codes, |i| f64::from(w[i])),
+    }
+}
+
+/// [`refit`] with element `i` weighted by `weight(i)` (monomorphized: no branch per element).
+#[inline(always)]
+fn refit_by(x: &[f32], codes: &[u8], weight: impl Fn(usize) -> f64) -> Option<(f32, f32)> {
     let (mut sw, mut sl, mut sl2, mut sx, mut sxl) = (0f64, 0f64, 0f64, 0f64, 0f64);
     for (i, (&v, &q)) in x.iter().zip(codes).enumerate() {
-        let w = imp.map_or(1.0, |w| f64::from(w[i]));
+        let w = weight(i);
         let l = f64::from(q);
         let v = f64::from(v);
         sw += w;

@@ -136,6 +136,28 @@ impl M0E4Grid {
         }
         nearest_code(w, (w - self.b) / self.s * 16.0 - 16.0, |q| self.decode(q))
     }
+
+    /// [`Self::encode`] of every element of `x` into `codes` (the same codes), without a branch
+    /// per element so that the loop vectorizes: the three candidates of [`nearest_code`] are
+    /// clamped to `0..=15` instead of skipped (a clamped candidate repeats its neighbour, and
+    /// the tie rule keeps the same code) and the decoder is computed, not looked up.
+    pub fn encode_all(self, x: &[f32], codes: &mut [u8]) {
+        let (s, b) = (self.s, self.b);
+        if s.is_nan() || s <= 0.0 {
+            codes.fill(0);
+            return;
+        }
+        // value(q) = (16 + q) / 16 exactly; value · S is exact and `+ b` rounds once, as in
+        // `fma_exact`.
+        let dec = |q: i32| fma_exact((16 + q) as f32 * (1.0 / 16.0), s, b);
+        for (c, &w) in codes.iter_mut().zip(x) {
+            let g = round_code((w - b) / s * 16.0 - 16.0);
+            let (gm, gp) = ((g - 1).max(0), (g + 1).min(15));
+            let (e0, em, ep) = ((dec(g) - w).abs(), (dec(gm) - w).abs(), (dec(gp) - w).abs());
+            let (q, e) = if em <= e0 { (gm, em) } else { (g, e0) };
+            *c = if ep < e { gp } else { q } as u8;
+        }
+    }
 }
 
 /// The code in `0..=15` whose `decode` is nearest to `w`, ties to the lower code. `guess` is
@@ -143,11 +165,7 @@ impl M0E4Grid {
 /// near-ties, so its neighbours are checked against the exact decoder.
 #[inline]
 pub fn nearest_code(w: f32, guess: f32, decode: impl Fn(u8) -> f32) -> u8 {
-    let g = if guess.is_nan() {
-        0
-    } else {
-        guess.round().clamp(0.0, 15.0) as i32
-    };
+    let g = round_code(guess);
     let mut best = g as u8;
     let mut best_err = (decode(best) - w).abs();
     for q in [g - 1, g + 1] {
@@ -160,6 +178,18 @@ pub fn nearest_code(w: f32, guess: f32, decode: impl Fn(u8) -> f32) -> u8 {
         }
     }
     best
+}
+
+/// `x.round().clamp(0.0, 15.0)` as an integer (NaN: 0), without the libm call `f32::round`
+/// compiles to on CPUs built without SSE4.1, and without a branch: `x` clamped first (the same
+/// result, since rounding is monotonic), then rounded half away from zero exactly
+/// (`x - trunc(x)` is exact below 2²³).
+#[inline(always)]
+pub fn round_code(x: f32) -> i32 {
+    // NaN stays NaN through the clamp, casts to 0 and fails the comparison.
+    let x = x.clamp(0.0, 15.0);
+    let i = x as i32;
+    i + i32::from(x - i as f32 >= 0.5)
 }
 
 /// Packs codes (one per byte, `0..=15`) eight to a word; a short tail is padded with code 0.

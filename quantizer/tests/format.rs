@@ -506,3 +506,46 @@ fn candle_tensors_of_every_float_dtype() {
         .unwrap_err();
     assert!(e.to_string().contains("dtype"), "{e}");
 }
+
+#[test]
+fn vectorized_encode_equals_the_scalar_encoder() {
+    // Grids of every kind of range (tiny, huge, negative, subnormal steps), values inside,
+    // outside, on and between the levels, and the non-finite ones.
+    let seed = fresh_seed();
+    eprintln!("seed {seed:#x}");
+    let mut rng = Rng::new(seed);
+    let mut checked = 0usize;
+    for trial in 0..4000 {
+        let mag = 10f32.powi(trial % 13 - 8);
+        let lo = (rng.normal() as f32) * mag;
+        let step = (rng.uniform() as f32) * mag / 4.0;
+        let grid = format::M0E4Grid::new(GroupParams::from_affine(lo, step));
+        let mut x: Vec<f32> = (0..48)
+            .map(|_| lo + (rng.uniform() as f32 * 19.0 - 2.0) * step)
+            .collect();
+        // Exactly on every level and on the f32 midpoints between neighbours.
+        for q in 0..16u8 {
+            let d = grid.decode(q);
+            x.push(d);
+            if q < 15 {
+                x.push((d + grid.decode(q + 1)) / 2.0);
+            }
+        }
+        x.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+        ]);
+        let mut codes = vec![0u8; x.len()];
+        grid.encode_all(&x, &mut codes);
+        for (&w, &c) in x.iter().zip(&codes) {
+            assert_eq!(c, grid.encode(w), "w {w:e} on grid {grid:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 300_000);
+}

@@ -21,7 +21,7 @@ pub mod shape;
 
 pub use device::{DeviceOptions, Gpu};
 pub use exec::{
-    Baseline, GpuModel, MAX_TOP_K, MemoryReport, Profiler, RowScore, RunOptions, Scored,
+    Baseline, GpuModel, LoadTimes, MAX_TOP_K, MemoryReport, Profiler, RowScore, RunOptions, Scored,
     ShaderChecks,
 };
 pub use language_model::GpuLm;

@@ -1,5 +1,6 @@
-//! A memory-mapped safetensors file: the header is parsed and validated (offsets in order, no
-//! overlap, nothing past the end), tensor bytes are read from the map on demand.
+//! A memory-mapped safetensors file (or a file image held in memory): the header is parsed and
+//! validated (offsets in order, no overlap, nothing past the end), tensor bytes are read from
+//! the map on demand.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,10 +27,26 @@ impl TensorEntry {
     }
 }
 
-/// A validated, memory-mapped safetensors file.
+/// Where a file's bytes are: mapped from disk, or an image built in memory.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A validated safetensors file, memory-mapped or held in memory.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Mmap,
+    map: Bytes,
     entries: Vec<TensorEntry>,
     metadata: std::collections::HashMap<String, String>,
 }
@@ -45,6 +62,16 @@ impl SafetensorsFile {
         // SAFETY: the map is read-only; a file truncated underneath it is the same hazard every
         // mmap-based reader (candle, safetensors) accepts.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Self::parse(path, Bytes::Mapped(map))
+    }
+
+    /// The file image `bytes`, held in memory and validated as [`SafetensorsFile::open`]
+    /// validates a file; `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(path, Bytes::Owned(bytes))
+    }
+
+    fn parse(path: &Path, map: Bytes) -> Result<Self> {
         let (header_len, meta) =
             SafeTensors::read_metadata(&map).map_err(|e| ModelError::Safetensors {
                 path: path.to_owned(),

@@ -77,6 +77,25 @@ pub struct MemoryReport {
     pub ops: usize,
 }
 
+/// Where a load's time went, in seconds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LoadTimes {
+    /// Building the graph, sizing and checking every buffer.
+    pub sizing: f64,
+    /// Creating the buffers and writing the weights and tables into them.
+    pub buffers: f64,
+    /// Creating the compute pipelines (shader compilation).
+    pub pipelines: f64,
+    /// Creating the bind groups.
+    pub bind_groups: f64,
+}
+
+impl LoadTimes {
+    pub fn total(&self) -> f64 {
+        self.sizing + self.buffers + self.pipelines + self.bind_groups
+    }
+}
+
 /// What the last step recorded (for tests and `--verbose`).
 #[derive(Clone, Debug, Default)]
 pub struct StepLog {
@@ -94,6 +113,8 @@ pub struct GpuModel {
     pub plan: MemoryPlan,
     pub opts: RunOptions,
     pub memory: MemoryReport,
+    /// Where the load's time went.
+    pub load_times: LoadTimes,
     pub vocab: usize,
     pub hidden: usize,
     pub last_step: StepLog,
@@ -135,8 +156,16 @@ impl GpuModel {
         opts: RunOptions,
         checks: ShaderChecks,
     ) -> Result<Self> {
+        let mut clock = std::time::Instant::now();
+        let mut lap = || {
+            let now = std::time::Instant::now();
+            let s = (now - clock).as_secs_f64();
+            clock = now;
+            s
+        };
         let (graph, sizes) = Self::size(gpu, model, opts)?;
         gpu.check_health()?;
+        let sizing = lap();
         let alloc = Alloc::new(gpu, &sizes);
         let mut memory = MemoryReport {
             activation_bytes_unplanned: sizes.plan.naive_bytes,
@@ -146,9 +175,18 @@ impl GpuModel {
             ..Default::default()
         };
         let res = Resources::allocate(&alloc, model, &graph, opts, &mut memory)?;
+        let buffers = lap();
         let (pipelines, op_pipeline) = alloc.pipelines(&graph, checks)?;
+        let pipelines_s = lap();
         let bind_groups = alloc.bind_groups(&graph, &res, &pipelines, &op_pipeline)?;
+        let load_times = LoadTimes {
+            sizing,
+            buffers,
+            pipelines: pipelines_s,
+            bind_groups: lap(),
+        };
         Ok(GpuModel {
+            load_times,
             plan: sizes.plan.clone(),
             opts,
             memory,

@@ -53,6 +53,23 @@ impl DeployedModel {
             return Err(bad(format!("{MODEL_FILE} not found")));
         }
         let file = SafetensorsFile::open(&file_path)?;
+        Self::validated(dir, file)
+    }
+
+    /// A deployable model whose `model.safetensors` image is `bytes`, held in memory (e.g. a
+    /// conversion measured without writing it to disk), validated as [`Self::open_structure`]
+    /// validates a file; `label` names it in errors. It has no tokenizer or other files.
+    pub fn from_image(label: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let file = SafetensorsFile::from_bytes(label, bytes)?;
+        Self::validated(label.to_owned(), file)
+    }
+
+    fn validated(dir: PathBuf, file: SafetensorsFile) -> Result<Self> {
+        let file_path = file.path().to_owned();
+        let bad = |reason: String| ModelError::Manifest {
+            path: file_path.clone(),
+            reason,
+        };
         let json = file
             .metadata()
             .get(MANIFEST_KEY)
