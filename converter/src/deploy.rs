@@ -22,7 +22,7 @@ use crate::checkpoint::Checkpoint;
 use crate::events::Event;
 use crate::output::Output;
 use crate::rotate::{RotateOptions, Rotated};
-use crate::safetensors_out::{OutTensor, write_streaming, write_to};
+use crate::safetensors_out::{OutTensor, image, write_streaming};
 use crate::{Result, config_err, io_err};
 
 /// Conversion settings.
@@ -138,11 +138,7 @@ pub fn convert_in_memory(
     check_options(&label, opts, given.is_some())?;
     let built = build(ck, &label, opts, given, &mut |_| {})?;
     let (meta, tensors) = built.file_header();
-    let size: usize = built.parts.iter().map(|p| p.bytes.len()).sum();
-    let mut image = Vec::with_capacity(size + (1 << 20));
-    write_to(&label, &mut image, Some(meta), &tensors, |i, w| {
-        w.write_all(&built.parts[i].bytes).map_err(io_err(&label))
-    })?;
+    let image = image(&label, Some(meta), &tensors, |i| &built.parts[i].bytes)?;
     drop(built);
     Ok(DeployedModel::from_image(&label, image)?)
 }
@@ -411,26 +407,24 @@ fn store_tensor(
         }
         Storage::F16 | Storage::F32 => {
             let width = if storage == Storage::F16 { 2 } else { 4 };
-            let recon: Vec<f32> = if storage == Storage::F16 {
-                data.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
+            let bits = (width * 8) as f64;
+            error = if storage == Storage::F16 {
+                let recon: Vec<f32> = data.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+                ErrorStats::compute(data, &recon, cols, None, bits)
             } else {
-                data.to_vec()
+                ErrorStats::compute(data, data, cols, None, bits)
             };
-            error = ErrorStats::compute(data, &recon, cols, None, (width * 8) as f64);
             for (ci, (a, b)) in row_chunks(rows, cols * width, opts.binding_limit)
                 .into_iter()
                 .enumerate()
             {
+                let rows = &data[a * cols..b * cols];
                 let bytes: Vec<u8> = if storage == Storage::F16 {
-                    data[a * cols..b * cols]
-                        .iter()
+                    rows.iter()
                         .flat_map(|&v| f16::from_f32(v).to_le_bytes())
                         .collect()
                 } else {
-                    data[a * cols..b * cols]
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect()
+                    le_bytes(rows)
                 };
                 let pshape = if shape.len() == 1 {
                     vec![cols]
@@ -461,6 +455,15 @@ fn store_tensor(
     }
     layout.sha256 = hex::encode(h.finalize());
     Ok((layout, parts, error))
+}
+
+/// Little-endian bytes of `v`.
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 * v.len());
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
 }
 
 /// Writes the model into the output's temporary folder and installs it.

@@ -37,93 +37,160 @@ pub fn write_streaming(
     tensors: &[OutTensor],
     data: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
 ) -> Result<u64> {
+    // The header first, so that a tensor list it cannot describe creates no file.
+    let header = Header::new(path, metadata, tensors)?;
     let file = File::create(path).map_err(io_err(path))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    let size = write_to(path, &mut w, metadata, tensors, data)?;
+    write_body(path, &mut w, &header, tensors, data)?;
     let file = w.into_inner().map_err(|e| io_err(path)(e.into_error()))?;
     file.sync_all().map_err(io_err(path))?;
-    Ok(size)
+    Ok(header.file_size() as u64)
 }
 
-/// [`write_streaming`]'s bytes into `out` (e.g. a `Vec<u8>`: a file image in memory); `path`
-/// only names it in errors. Returns the size.
-pub fn write_to(
+/// A file's header: the 8-byte length and the JSON, padded to 8 bytes; the tensors in file
+/// order (indices into `tensors`) with their byte sizes.
+struct Header {
+    bytes: Vec<u8>,
+    order: Vec<usize>,
+    sizes: Vec<usize>,
+}
+
+impl Header {
+    fn new(
+        path: &Path,
+        metadata: Option<std::collections::HashMap<String, String>>,
+        tensors: &[OutTensor],
+    ) -> Result<Self> {
+        let st_err = |reason: String| -> ConvertError {
+            tlite_model::ModelError::Safetensors {
+                path: path.to_owned(),
+                reason,
+            }
+            .into()
+        };
+        // safetensors' own order: descending dtype, then name (so the bytes equal
+        // `serialize_to_file`'s for the same tensors).
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (l, r) = (&tensors[a], &tensors[b]);
+            r.dtype.cmp(&l.dtype).then(l.name.cmp(&r.name))
+        });
+        let mut infos = Vec::with_capacity(tensors.len());
+        let mut offset = 0usize;
+        let mut sizes = Vec::with_capacity(tensors.len());
+        for t in order.iter().map(|&i| &tensors[i]) {
+            let n = t
+                .byte_len()
+                .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
+            sizes.push(n);
+            let end = offset
+                .checked_add(n)
+                .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
+            infos.push((
+                t.name.clone(),
+                safetensors::tensor::TensorInfo {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    data_offsets: (offset, end),
+                },
+            ));
+            offset = end;
+        }
+        let meta = safetensors::tensor::Metadata::new(metadata, infos)
+            .map_err(|e| st_err(e.to_string()))?;
+        let mut json = serde_json::to_string(&meta)
+            .map_err(|e| st_err(e.to_string()))?
+            .into_bytes();
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&json);
+        Ok(Header {
+            bytes,
+            order,
+            sizes,
+        })
+    }
+
+    fn file_size(&self) -> usize {
+        self.bytes.len() + self.sizes.iter().sum::<usize>()
+    }
+}
+
+/// The header and each tensor's data (`data(index, writer)`) into `out`.
+fn write_body(
     path: &Path,
     out: &mut impl std::io::Write,
-    metadata: Option<std::collections::HashMap<String, String>>,
+    header: &Header,
     tensors: &[OutTensor],
     mut data: impl FnMut(usize, &mut dyn std::io::Write) -> Result<()>,
-) -> Result<u64> {
+) -> Result<()> {
     use std::io::Write;
-    let st_err = |reason: String| -> ConvertError {
-        tlite_model::ModelError::Safetensors {
-            path: path.to_owned(),
-            reason,
-        }
-        .into()
-    };
-    // safetensors' own order: descending dtype, then name (so the bytes equal
-    // `serialize_to_file`'s for the same tensors).
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (l, r) = (&tensors[a], &tensors[b]);
-        r.dtype.cmp(&l.dtype).then(l.name.cmp(&r.name))
-    });
-    let mut infos = Vec::with_capacity(tensors.len());
-    let mut offset = 0usize;
-    let mut sizes = Vec::with_capacity(tensors.len());
-    for t in order.iter().map(|&i| &tensors[i]) {
-        let n = t
-            .byte_len()
-            .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
-        sizes.push(n as u64);
-        let end = offset
-            .checked_add(n)
-            .ok_or_else(|| st_err(format!("tensor `{}` is too large", t.name)))?;
-        infos.push((
-            t.name.clone(),
-            safetensors::tensor::TensorInfo {
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                data_offsets: (offset, end),
-            },
-        ));
-        offset = end;
-    }
-    let meta =
-        safetensors::tensor::Metadata::new(metadata, infos).map_err(|e| st_err(e.to_string()))?;
-    let mut header = serde_json::to_string(&meta)
-        .map_err(|e| st_err(e.to_string()))?
-        .into_bytes();
-    header.resize(header.len().next_multiple_of(8), b' ');
     let mut w = CountingWriter {
         inner: out,
         written: 0,
     };
-    w.write_all(&(header.len() as u64).to_le_bytes())
-        .and_then(|()| w.write_all(&header))
-        .map_err(io_err(path))?;
-    for (n, (&i, t)) in order
-        .iter()
-        .zip(order.iter().map(|&i| &tensors[i]))
-        .enumerate()
-    {
+    w.write_all(&header.bytes).map_err(io_err(path))?;
+    for (n, &i) in header.order.iter().enumerate() {
         let before = w.written;
         data(i, &mut w)?;
-        if w.written - before != sizes[n] {
-            return Err(st_err(format!(
+        if w.written - before != header.sizes[n] as u64 {
+            let reason = format!(
                 "tensor `{}`: wrote {} bytes, its shape needs {}",
-                t.name,
+                tensors[i].name,
                 w.written - before,
-                sizes[n]
-            )));
+                header.sizes[n]
+            );
+            return Err(tlite_model::ModelError::Safetensors {
+                path: path.to_owned(),
+                reason,
+            }
+            .into());
         }
         if n == tensors.len() / 2 {
             crate::output::failpoint("mid-write");
         }
     }
-    w.flush().map_err(io_err(path))?;
-    Ok((8 + header.len() + offset) as u64)
+    w.flush().map_err(io_err(path))
+}
+
+/// [`write_streaming`]'s bytes as a file image in memory, each tensor's bytes `data(index)`
+/// copied in parallel; `path` only names it in errors.
+pub fn image<'a>(
+    path: &Path,
+    metadata: Option<std::collections::HashMap<String, String>>,
+    tensors: &[OutTensor],
+    data: impl Fn(usize) -> &'a [u8] + Sync,
+) -> Result<Vec<u8>> {
+    use rayon::prelude::*;
+    let header = Header::new(path, metadata, tensors)?;
+    for (n, &i) in header.order.iter().enumerate() {
+        if data(i).len() != header.sizes[n] {
+            let reason = format!(
+                "tensor `{}` has {} bytes, its shape needs {}",
+                tensors[i].name,
+                data(i).len(),
+                header.sizes[n]
+            );
+            return Err(tlite_model::ModelError::Safetensors {
+                path: path.to_owned(),
+                reason,
+            }
+            .into());
+        }
+    }
+    // Zeroed pages come from the kernel untouched; each is written once, by the copying thread.
+    let mut out = vec![0u8; header.file_size()];
+    let (head, mut rest) = out.split_at_mut(header.bytes.len());
+    head.copy_from_slice(&header.bytes);
+    let mut jobs = Vec::with_capacity(header.order.len());
+    for (n, &i) in header.order.iter().enumerate() {
+        let (dst, tail) = rest.split_at_mut(header.sizes[n]);
+        jobs.push((dst, i));
+        rest = tail;
+    }
+    jobs.into_par_iter()
+        .for_each(|(dst, i)| dst.copy_from_slice(data(i)));
+    Ok(out)
 }
 
 struct CountingWriter<W> {

@@ -36,13 +36,22 @@ impl ErrorStats {
     ) -> Self {
         assert_eq!(orig.len(), recon.len(), "reconstruction length differs");
         let (mut sum_err, mut sum_sig, mut sum_w, mut max_abs) = (0f64, 0f64, 0f64, 0f64);
-        for (i, (&a, &b)) in orig.iter().zip(recon).enumerate() {
-            let w = importance.map_or(1.0, |imp| f64::from(imp[i % cols.max(1)]));
+        let mut add = |w: f64, a: f32, b: f32| {
             let e = f64::from(a) - f64::from(b);
             sum_err += w * e * e;
             sum_sig += w * f64::from(a) * f64::from(a);
             sum_w += w;
             max_abs = max_abs.max(e.abs());
+        };
+        // Row by row, so that the column's weight is not a division per element.
+        let cols = cols.max(1);
+        for (ra, rb) in orig.chunks(cols).zip(recon.chunks(cols)) {
+            match importance {
+                None => (ra.iter().zip(rb)).for_each(|(&a, &b)| add(1.0, a, b)),
+                Some(imp) => {
+                    (ra.iter().zip(rb).zip(imp)).for_each(|((&a, &b), &w)| add(f64::from(w), a, b))
+                }
+            }
         }
         Self::from_sums(
             orig.len() as u64,
