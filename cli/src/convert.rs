@@ -24,9 +24,16 @@ pub struct Args {
     /// How each group's scale and bias are chosen.
     #[arg(long, default_value = "search")]
     quantizer: Method,
-    /// Keep matching tensors dense: `REGEX=f16` or `REGEX=f32` (repeatable).
+    /// Per-tensor precision: `REGEX=f16`, `REGEX=f32`, or `REGEX=m0e4@GROUP` (M0E4 at its own
+    /// group size; matrices only) for tensors whose name matches (repeatable; the first
+    /// matching rule decides, before the preset's).
     #[arg(long)]
     keep: Vec<KeepRule>,
+    /// A named precision policy: m0e4 (every matrix in M0E4, the default), emb-f16 (embedding
+    /// and LM head in f16), mixed (emb-f16, and attention V and the FFN down projection at
+    /// group 32).
+    #[arg(long, default_value = "m0e4", value_parser = preset_name)]
+    preset: String,
     /// Split tensors into chunks of at most this many bytes (a device's binding limit), from
     /// 1 KiB to 4 GiB − 1 (the largest binding a WebGPU device can have).
     #[arg(long, default_value_t = DEFAULT_BINDING_LIMIT,
@@ -47,12 +54,26 @@ pub struct Args {
     json: bool,
 }
 
+fn preset_name(s: &str) -> Result<String, String> {
+    match deploy::preset(s) {
+        Some(_) => Ok(s.to_owned()),
+        None => Err(format!(
+            "unknown preset `{s}`: expected one of {}",
+            (deploy::PRESETS.iter().map(|p| p.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let ck = Checkpoint::open(&crate::hub::local(&a.src)?)?;
+    let mut keep = a.keep;
+    keep.extend(deploy::preset(&a.preset).unwrap_or_default());
     let opts = ConvertOptions {
         group: a.group_size,
         method: a.quantizer,
-        keep: a.keep,
+        keep,
         binding_limit: a.binding_limit,
         overwrite: a.force,
         rotate: a.rotate.then_some(tlite_converter::rotate::RotateOptions {
@@ -61,7 +82,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     if !a.json {
         eprintln!(
-            "convert: {} ({}, {} layers, hidden {}) -> {} | M0E4 g={} {} | binding limit {}{}",
+            "convert: {} ({}, {} layers, hidden {}) -> {} | M0E4 g={} {}{} | binding limit {}{}",
             ck.dir.display(),
             ck.config.model_type,
             ck.config.num_layers,
@@ -69,6 +90,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.output.display(),
             opts.group,
             opts.method,
+            if opts.keep.is_empty() {
+                String::new()
+            } else {
+                let rules: Vec<String> = opts.keep.iter().map(|k| k.to_rule_string()).collect();
+                format!(" | rules {}", rules.join(" "))
+            },
             crate::progress::bytes(opts.binding_limit),
             match opts.rotate {
                 Some(r) => format!(" | rotated (seed {})", r.seed),
@@ -84,7 +111,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<56} {:>14} {:>6} {:>7} {:>11} {:>9}",
+        "{:<56} {:>14} {:>9} {:>7} {:>11} {:>9}",
         "tensor", "shape", "store", "chunks", "bytes", "sqnr_dB"
     );
     for t in &report.tensors {
@@ -95,17 +122,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("x");
         println!(
-            "{:<56} {:>14} {:>6} {:>7} {:>11} {:>9.2}",
+            "{:<56} {:>14} {:>9} {:>7} {:>11} {:>9.2}",
             t.name,
             shape,
-            format!("{:?}", t.storage).to_lowercase(),
+            match t.group {
+                Some(g) => format!("m0e4@{g}"),
+                None => format!("{:?}", t.storage).to_lowercase(),
+            },
             t.chunks,
             t.bytes,
             t.error.sqnr_db
         );
     }
     println!(
-        "\n{} parameters, {:.1} MiB, {:.3} bits per weight, {:.1} s -> {}",
+        "\n{} parameters, {:.1} MiB, {:.3} bits per weight over all weights (embeddings and \
+         norms included), {:.1} s -> {}",
         report.parameters,
         report.bytes as f64 / (1 << 20) as f64,
         report.bits_per_weight,

@@ -58,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             man.quantization
                 .keep
                 .iter()
-                .map(|k| format!("{}={:?}", k.pattern, k.storage))
+                .map(|k| k.to_rule_string())
                 .collect::<Vec<_>>(),
             crate::progress::bytes(man.quantization.binding_limit)
         );

@@ -53,12 +53,56 @@ impl Default for ConvertOptions {
     }
 }
 
+/// The named per-tensor precision policies of `tlite convert --preset`, as rules appended to a
+/// conversion's own (which, matching first, take precedence).
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "m0e4",
+        "every matrix in M0E4 at the conversion's group size (the default)",
+    ),
+    (
+        "emb-f16",
+        "the embedding and the LM head in f16, the other matrices in M0E4",
+    ),
+    (
+        "mixed",
+        "emb-f16, and attention V and the FFN down projection in M0E4 at group 32 (more bits \
+         where llama.cpp's Q4_K_M spends them)",
+    ),
+];
+
+/// The embedding and LM head of every supported family.
+const EMBEDDINGS: &str = r"^(model\.embed_tokens|lm_head|transformer\.embedding\.word_embeddings|transformer\.output_layer)\.weight$";
+/// Attention V and the FFN down projection (ChatGLM's V is inside its fused QKV).
+const V_AND_DOWN: &str = r"\.(self_attn\.v_proj|mlp\.down_proj|mlp\.dense_4h_to_h)\.weight$";
+
+/// The rules of preset `name` (see [`PRESETS`]); `None` for an unknown name.
+pub fn preset(name: &str) -> Option<Vec<KeepRule>> {
+    let m0e4_at = |pattern: &str, group| KeepRule {
+        pattern: pattern.to_owned(),
+        storage: Storage::M0E4,
+        group: Some(group),
+    };
+    Some(match name {
+        "m0e4" => Vec::new(),
+        "emb-f16" => vec![KeepRule::dense(EMBEDDINGS, Storage::F16)],
+        "mixed" => vec![
+            KeepRule::dense(EMBEDDINGS, Storage::F16),
+            m0e4_at(V_AND_DOWN, 32),
+        ],
+        _ => return None,
+    })
+}
+
 /// What conversion did to one tensor.
 #[derive(Clone, Debug, Serialize)]
 pub struct TensorReport {
     pub name: String,
     pub shape: Vec<usize>,
     pub storage: Storage,
+    /// M0E4 only: the tensor's group size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
     pub chunks: usize,
     pub bytes: u64,
     /// Error against the source (zero for f32 storage).
@@ -145,6 +189,11 @@ pub fn convert_in_memory(
 
 fn check_options(out: &Path, opts: &ConvertOptions, given: bool) -> Result<()> {
     tlite_quantizer::check_group(opts.group)?;
+    for k in &opts.keep {
+        if let Some(g) = k.group {
+            tlite_quantizer::check_group(g)?;
+        }
+    }
     if given && opts.rotate.is_some() {
         return Err(config_err(
             out,
@@ -211,12 +260,12 @@ fn build(
     progress: &mut dyn FnMut(Event),
 ) -> Result<Built> {
     use rayon::prelude::*;
-    let rules: Vec<(regex::Regex, Storage)> = opts
+    let rules: Vec<(regex::Regex, &KeepRule)> = opts
         .keep
         .iter()
         .map(|k| {
             regex::Regex::new(&k.pattern)
-                .map(|re| (re, k.storage))
+                .map(|re| (re, k))
                 .map_err(|e| {
                     config_err(
                         out,
@@ -256,20 +305,25 @@ fn build(
                 ),
             ));
         }
-        let storage = rules
-            .iter()
-            .find(|(re, _)| re.is_match(&t.name))
-            .map(|(_, s)| *s)
-            .unwrap_or(if t.role.quantizable() {
-                Storage::M0E4
-            } else {
-                Storage::F32
-            });
-        let (layout, parts, error) = store_tensor(&t.name, &t.shape, t.role, storage, &data, opts)?;
+        // An M0E4 rule applies to quantizable matrices only (a norm it matches stays f32).
+        let rule = (rules.iter())
+            .find(|(re, k)| {
+                re.is_match(&t.name) && (k.storage != Storage::M0E4 || t.role.quantizable())
+            })
+            .map(|r| r.1);
+        let storage = rule.map(|r| r.storage).unwrap_or(if t.role.quantizable() {
+            Storage::M0E4
+        } else {
+            Storage::F32
+        });
+        let group = rule.and_then(|r| r.group).unwrap_or(opts.group);
+        let (layout, parts, error) =
+            store_tensor(&t.name, &t.shape, t.role, storage, &data, group, opts)?;
         let report = TensorReport {
             name: t.name.clone(),
             shape: t.shape.clone(),
             storage,
+            group: layout.group,
             chunks: layout.chunks.len(),
             bytes: parts.iter().map(|p| p.bytes.len() as u64).sum(),
             error,
@@ -334,12 +388,14 @@ fn row_chunks(rows: usize, bytes_per_row: usize, limit: u64) -> Vec<(usize, usiz
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn store_tensor(
     name: &str,
     shape: &[usize],
     role: Role,
     storage: Storage,
     data: &[f32],
+    group: usize,
     opts: &ConvertOptions,
 ) -> Result<(TensorLayout, Vec<Part>, ErrorStats)> {
     let mut layout = TensorLayout {
@@ -356,17 +412,12 @@ fn store_tensor(
     let error;
     match storage {
         Storage::M0E4 => {
-            let m = M0E4Matrix::quantize(
-                data,
-                rows,
-                cols,
-                &QuantOptions::new(opts.group, opts.method),
-            )?;
+            let m = M0E4Matrix::quantize(data, rows, cols, &QuantOptions::new(group, opts.method))?;
             error = ErrorStats::compute(data, &m.dequantize(), cols, None, m.bits_per_weight());
-            layout.group = Some(opts.group);
+            layout.group = Some(group);
             let (wpr, gpr) = (
                 M0E4Matrix::words_per_row(cols),
-                M0E4Matrix::groups_per_row(cols, opts.group),
+                M0E4Matrix::groups_per_row(cols, group),
             );
             for (ci, (a, b)) in row_chunks(rows, wpr * 4, opts.binding_limit)
                 .into_iter()

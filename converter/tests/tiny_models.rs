@@ -13,16 +13,22 @@ use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 /// The seed of every random checkpoint here (printed by the tests).
 const SEED: u64 = 0x51;
 
+/// A tiny random checkpoint of `family` (seed [`SEED`]) in a temporary folder.
+fn tiny_checkpoint(family: Family) -> (tempfile::TempDir, Checkpoint) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = SynthSpec::tiny(family);
+    spec.seed = SEED;
+    write_checkpoint(&spec, &tmp.path().join("ck")).unwrap();
+    let ck = Checkpoint::open_dir(&tmp.path().join("ck")).unwrap();
+    (tmp, ck)
+}
+
 #[test]
 fn every_architecture_converts_and_round_trips() {
     eprintln!("checkpoint seed {SEED:#x}");
     for family in families() {
-        let tmp = tempfile::tempdir().unwrap();
+        let (tmp, ck) = tiny_checkpoint(family);
         let dir = tmp.path();
-        let mut spec = SynthSpec::tiny(family);
-        spec.seed = SEED;
-        write_checkpoint(&spec, &dir.join("ck")).unwrap();
-        let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
         let expected = ck.expected_tensors().unwrap();
         let opts = ConvertOptions {
             group: 32,
@@ -128,6 +134,81 @@ fn keep_rules_store_dense() {
     );
     assert!("x=int8".parse::<KeepRule>().is_err());
     assert!("(unclosed=f16".parse::<KeepRule>().is_err());
+    for bad in [
+        "x=m0e4@12",
+        "x=m0e4@0",
+        "x=m0e4@",
+        "x=m0e4@8192",
+        "x=m0e4@-8",
+        "x=m0e4@ab",
+    ] {
+        assert!(bad.parse::<KeepRule>().is_err(), "{bad}");
+    }
+    for good in ["down_proj=m0e4@32", "x=m0e4", "y=f16", "z=f32"] {
+        assert_eq!(good.parse::<KeepRule>().unwrap().to_rule_string(), good);
+    }
+}
+
+#[test]
+fn precision_presets_and_per_tensor_groups_for_every_architecture() {
+    use tlite_converter::deploy::{PRESETS, preset};
+    assert!(preset("nope").is_none());
+    for family in families() {
+        let (tmp, ck) = tiny_checkpoint(family);
+        let dir = tmp.path();
+        let expected = ck.expected_tensors().unwrap();
+        for &(name, _) in PRESETS {
+            // A user's rule before the preset's: layer 0's matrices at group 16.
+            let mut keep = vec![r"layers\.0\..*=m0e4@16".parse().unwrap()];
+            keep.extend(preset(name).unwrap());
+            let opts = ConvertOptions {
+                group: 64,
+                keep,
+                ..Default::default()
+            };
+            let out = dir.join(name);
+            let report = convert(&ck, &out, &opts, &mut events::ignore).unwrap();
+            let m = DeployedModel::open(&out).unwrap();
+            let mut groups = std::collections::BTreeMap::new();
+            for t in &expected {
+                let l = m.layout(&t.name).unwrap();
+                let emb = matches!(t.role, Role::Embedding | Role::LmHead);
+                let layer0 = t.name.contains("layers.0.");
+                let v_or_down = [".v_proj.", ".down_proj.", ".dense_4h_to_h."]
+                    .iter()
+                    .any(|s| t.name.contains(s));
+                let want = match (t.role.quantizable(), emb, name) {
+                    (false, ..) => (Storage::F32, None),
+                    (true, _, _) if layer0 => (Storage::M0E4, Some(16)),
+                    (true, true, "emb-f16" | "mixed") => (Storage::F16, None),
+                    (true, false, "mixed") if v_or_down => (Storage::M0E4, Some(32)),
+                    _ => (Storage::M0E4, Some(64)),
+                };
+                assert_eq!((l.storage, l.group), want, "{family:?} {name}: {}", t.name);
+                *groups.entry(format!("{:?}", want)).or_insert(0) += 1;
+                // The values are the tensor quantized at its own group size.
+                if let (Storage::M0E4, Some(g)) = want {
+                    let src = ck.tensor_f32(&t.name).unwrap();
+                    let q = M0E4Matrix::quantize(
+                        &src,
+                        t.shape[0],
+                        t.shape[1],
+                        &QuantOptions::new(g, Method::Search),
+                    )
+                    .unwrap();
+                    assert_eq!(m.m0e4(&t.name).unwrap(), q, "{}", t.name);
+                }
+            }
+            // Bits per weight are over every weight, dense ones included.
+            let bits = report.bytes as f64 * 8.0 / report.parameters as f64;
+            assert_eq!(report.bits_per_weight, bits);
+            assert_eq!(report.bytes, m.data_bytes());
+            eprintln!(
+                "{family:?} {name}: {:.3} bpw, {groups:?}",
+                report.bits_per_weight
+            );
+        }
+    }
 }
 
 #[test]

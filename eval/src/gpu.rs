@@ -62,10 +62,7 @@ pub fn load_dense(
     dense: Storage,
 ) -> Result<GpuModel> {
     let copts = ConvertOptions {
-        keep: vec![KeepRule {
-            pattern: ".*".into(),
-            storage: dense,
-        }],
+        keep: vec![KeepRule::dense(".*", dense)],
         ..Default::default()
     };
     upload(gpu, &convert_in_memory(ck, &copts, tensor)?, opts)

@@ -20,16 +20,15 @@ use tlite_runtime_gpu::device::gpu_for_test;
 use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, RunOptions};
 use tlite_text::sample::argmax;
 
-fn convert_to(ck: &Checkpoint, out: &std::path::Path, group: usize) -> DeployedModel {
-    let opts = ConvertOptions {
+/// The conversion of the tiny parity checks: search, group `group`, small chunks.
+fn tiny_options(group: usize) -> ConvertOptions {
+    ConvertOptions {
         group,
         method: Method::Search,
         overwrite: true,
         binding_limit: 64 << 10,
         ..Default::default()
-    };
-    convert(ck, out, &opts, &mut events::ignore).unwrap();
-    DeployedModel::open(out).unwrap()
+    }
 }
 
 #[test]
@@ -38,55 +37,93 @@ fn tiny_models_of_every_architecture_match_the_reference() {
         return;
     };
     for family in families() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
-        let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
-        let m = convert_to(&ck, &dir.join("m0e4"), 32);
-        let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
-        // max_batch 8 < prompt 12: the prompt is prefilled in two steps.
-        let model = GpuModel::load(
-            &gpu,
-            &m,
-            RunOptions {
-                max_seq: 64,
-                max_batch: 8,
-            },
-        )
-        .unwrap();
-        let mut g = GpuLm::new(&gpu, model);
-        let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
-        let mut session = reference.session(prompt.len() + 20).unwrap();
-        let r = parity(&mut session, &mut g, &prompt, 20, &mut |_, _| {}).unwrap();
-        let _ = writeln!(
-            std::io::stderr(),
-            "{family:?}: top-1 {:.1}% | KLD {:.2e} | max |Δ| {:.2e} | mean |Δ| {:.2e} over {} positions",
-            r.top1_agree_pct,
-            r.kld_mean,
-            r.max_abs_dlogit,
-            r.mean_abs_dlogit,
-            r.positions
-        );
-        assert!(
-            r.top1_agree_pct >= tolerance::TOP1_MIN_PCT_TINY,
-            "{family:?}: {r:?}"
-        );
-        assert!(r.kld_mean <= tolerance::KLD_MAX, "{family:?}: {r:?}");
-        assert_eq!(r.positions, 12 + 19);
-        // The step recorded one submission and no copy touching the KV cache.
-        let g = &g.model;
-        let log = &g.last_step;
-        assert_eq!(log.submissions, 1);
-        assert!(
-            log.copies
-                .iter()
-                .all(|(s, d)| !g.kv_labels().iter().any(|k| k == s || k == d)),
-            "{:?}",
-            log.copies
-        );
-        assert_eq!(log.copies.len(), 1, "only the logits are read back");
-        assert!(g.memory.buffers.activation_bytes < g.memory.activation_bytes_unplanned);
+        tiny_parity(&gpu, family, &tiny_options(32));
     }
+}
+
+/// A per-tensor precision policy runs on the GPU as on the reference: the `mixed` preset
+/// (embedding and LM head in f16, V and down at group 32, the rest at 64) with layer 0's
+/// matrices at group 16 and layer 1's down projection in f32.
+#[test]
+fn tiny_models_with_a_mixed_precision_policy_match_the_reference() {
+    let Some(gpu) = gpu_for_test("tiny parity, mixed precision") else {
+        return;
+    };
+    for family in families() {
+        let mut opts = tiny_options(64);
+        opts.keep = vec![
+            r"layers\.0\..*=m0e4@16".parse().unwrap(),
+            r"layers\.1\..*(down_proj|dense_4h_to_h)=f32"
+                .parse()
+                .unwrap(),
+        ];
+        opts.keep
+            .extend(tlite_converter::deploy::preset("mixed").unwrap());
+        let groups = tiny_parity(&gpu, family, &opts);
+        assert!(groups.len() >= 3, "{family:?}: {groups:?}");
+    }
+}
+
+/// Converts a tiny random `family` model with `opts`, runs it on the GPU and the reference and
+/// checks parity; returns the (storage, group) of its tensors.
+fn tiny_parity(
+    gpu: &Gpu,
+    family: tlite_model::arch::Family,
+    opts: &ConvertOptions,
+) -> std::collections::BTreeSet<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_checkpoint(&SynthSpec::tiny(family), &dir.join("ck")).unwrap();
+    let ck = Checkpoint::open_dir(&dir.join("ck")).unwrap();
+    convert(&ck, &dir.join("m0e4"), opts, &mut events::ignore).unwrap();
+    let m = DeployedModel::open(&dir.join("m0e4")).unwrap();
+    let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
+    // max_batch 8 < prompt 12: the prompt is prefilled in two steps.
+    let model = GpuModel::load(
+        gpu,
+        &m,
+        RunOptions {
+            max_seq: 64,
+            max_batch: 8,
+        },
+    )
+    .unwrap();
+    let mut g = GpuLm::new(gpu, model);
+    let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
+    let mut session = reference.session(prompt.len() + 20).unwrap();
+    let r = parity(&mut session, &mut g, &prompt, 20, &mut |_, _| {}).unwrap();
+    let groups = (m.tensors().iter())
+        .map(|t| format!("{:?}@{:?}", t.storage, t.group))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{family:?}: top-1 {:.1}% | KLD {:.2e} | max |Δ| {:.2e} | mean |Δ| {:.2e} over {} positions | {groups:?}",
+        r.top1_agree_pct,
+        r.kld_mean,
+        r.max_abs_dlogit,
+        r.mean_abs_dlogit,
+        r.positions
+    );
+    assert!(
+        r.top1_agree_pct >= tolerance::TOP1_MIN_PCT_TINY,
+        "{family:?}: {r:?}"
+    );
+    assert!(r.kld_mean <= tolerance::KLD_MAX, "{family:?}: {r:?}");
+    assert_eq!(r.positions, 12 + 19);
+    // The step recorded one submission and no copy touching the KV cache.
+    let g = &g.model;
+    let log = &g.last_step;
+    assert_eq!(log.submissions, 1);
+    assert!(
+        log.copies
+            .iter()
+            .all(|(s, d)| !g.kv_labels().iter().any(|k| k == s || k == d)),
+        "{:?}",
+        log.copies
+    );
+    assert_eq!(log.copies.len(), 1, "only the logits are read back");
+    assert!(g.memory.buffers.activation_bytes < g.memory.activation_bytes_unplanned);
+    groups
 }
 
 const SMOLLM2: &str = "smollm2-135m-instruct";

@@ -102,26 +102,65 @@ impl TensorLayout {
     }
 }
 
-/// `REGEX=f16|f32`: tensors whose name matches are stored dense instead of in M0E4.
+/// A per-tensor precision rule, `REGEX=f16|f32|m0e4[@G]`: tensors whose name matches are
+/// stored dense, or in M0E4 with their own group size `G` (the conversion's when absent). The
+/// first matching rule of a conversion decides.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeepRule {
     pub pattern: String,
     pub storage: Storage,
+    /// M0E4 only: the group size of matching tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
+}
+
+impl KeepRule {
+    /// Matching tensors stored dense as `storage`.
+    pub fn dense(pattern: &str, storage: Storage) -> Self {
+        KeepRule {
+            pattern: pattern.to_owned(),
+            storage,
+            group: None,
+        }
+    }
+
+    /// The rule as `REGEX=f16|f32|m0e4[@G]` (what [`str::parse`] reads).
+    pub fn to_rule_string(&self) -> String {
+        let s = match (self.storage, self.group) {
+            (Storage::F16, _) => "f16".to_owned(),
+            (Storage::F32, _) => "f32".to_owned(),
+            (Storage::M0E4, None) => "m0e4".to_owned(),
+            (Storage::M0E4, Some(g)) => format!("m0e4@{g}"),
+        };
+        format!("{}={s}", self.pattern)
+    }
 }
 
 impl std::str::FromStr for KeepRule {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let (pattern, dt) = s.rsplit_once('=').unwrap_or((s, "f16"));
-        let storage = match dt {
-            "f16" => Storage::F16,
-            "f32" => Storage::F32,
-            _ => return Err(format!("`{s}`: keep rules are REGEX=f16 or REGEX=f32")),
+        let bad = || {
+            format!(
+                "`{s}`: precision rules are REGEX=f16, REGEX=f32, REGEX=m0e4 or REGEX=m0e4@GROUP"
+            )
+        };
+        let (storage, group) = match dt {
+            "f16" => (Storage::F16, None),
+            "f32" => (Storage::F32, None),
+            "m0e4" => (Storage::M0E4, None),
+            _ => {
+                let g = dt.strip_prefix("m0e4@").ok_or_else(bad)?;
+                let g: usize = g.parse().map_err(|_| bad())?;
+                let g = tlite_quantizer::check_group(g).map_err(|e| format!("`{s}`: {e}"))?;
+                (Storage::M0E4, Some(g))
+            }
         };
         regex::Regex::new(pattern).map_err(|e| format!("`{pattern}` is not a valid regex: {e}"))?;
         Ok(KeepRule {
             pattern: pattern.to_owned(),
             storage,
+            group,
         })
     }
 }
