@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod devices;
 mod export;
+mod export_gguf;
 mod hub;
 mod import_gguf;
 mod inspect;
@@ -69,6 +70,9 @@ enum Command {
     SweepPlot(sweep::PlotArgs),
     /// Import a GGUF file as a Hugging Face-style folder (dequantized to f32 by default).
     ImportGguf(import_gguf::Args),
+    /// Write a checkpoint as an F32 GGUF file shaped like a GGUF of the same model (its
+    /// metadata and tensor names): a rotated checkpoint for llama.cpp's tools.
+    ExportGguf(export_gguf::Args),
     /// Latency of a small concurrent GPU job while the model decodes, per execution priority.
     PriorityBench(priority::Args),
     /// Measurements outside any model: the per-dispatch floor, the decode GEMVs' bandwidth.
@@ -99,6 +103,7 @@ fn run() -> anyhow::Result<()> {
         Command::QuantError(a) => quant_error::run(a),
         Command::Devices(a) => devices::run(a),
         Command::ImportGguf(a) => import_gguf::run(a),
+        Command::ExportGguf(a) => export_gguf::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Export(a) => export::run(a),

@@ -13,6 +13,7 @@ pub mod arch;
 pub mod config;
 #[cfg(test)]
 mod dequant_ref;
+pub mod export;
 pub mod fixtures;
 pub mod header;
 pub mod permute;
@@ -96,6 +97,21 @@ pub struct ImportSummary {
     pub vocab_size: usize,
 }
 
+/// The architecture, hyperparameters and head counts of the model in `g`.
+pub(crate) fn model_of(g: &GgufFile) -> Result<(arch::ArchSpec, Hyper, Heads)> {
+    let gguf_arch = g
+        .str("general.architecture")?
+        .ok_or_else(|| g.err("missing metadata key `general.architecture`"))?
+        .to_owned();
+    let spec = arch::lookup(&gguf_arch)?;
+    let hp = Hyper::read(g, spec.gguf)?;
+    let heads = Heads {
+        n_head: hp.n_head,
+        n_head_kv: hp.n_head_kv,
+    };
+    Ok((spec, hp, heads))
+}
+
 /// Imports the GGUF file `src` into the folder `out_dir`.
 ///
 /// Refuses a non-empty `out_dir` unless `opts.overwrite`. Nothing appears under `out_dir`
@@ -107,16 +123,7 @@ pub fn import_gguf(
     progress: &mut dyn FnMut(Event),
 ) -> Result<ImportSummary> {
     let mut g = GgufFile::open(src)?;
-    let gguf_arch = g
-        .str("general.architecture")?
-        .ok_or_else(|| g.err("missing metadata key `general.architecture`"))?
-        .to_owned();
-    let spec = arch::lookup(&gguf_arch)?;
-    let hp = Hyper::read(&g, spec.gguf)?;
-    let heads = Heads {
-        n_head: hp.n_head,
-        n_head_kv: hp.n_head_kv,
-    };
+    let (spec, hp, heads) = model_of(&g)?;
     let plan = tensors::plan(&g, &spec, heads, hp.layers)?;
     let embed = plan
         .iter()
@@ -178,7 +185,7 @@ pub fn import_gguf(
     }
     Ok(ImportSummary {
         out_dir: out_dir.to_owned(),
-        gguf_architecture: gguf_arch,
+        gguf_architecture: spec.gguf.to_owned(),
         architecture: spec.hf_class().to_owned(),
         model_type: spec.model_type().to_owned(),
         tensors: plan.len(),
