@@ -333,20 +333,32 @@ fn build(
     let mut parts = Vec::new();
     let mut layouts = Vec::new();
     let mut reports = Vec::new();
-    // A batch of tensors at a time: their f32 values are in memory together.
-    let batch = rayon::current_num_threads().max(1);
-    for (b, ts) in expected.chunks(batch).enumerate() {
-        let done: Vec<Result<_>> = ts.par_iter().map(one).collect();
+    // A batch of tensors at a time, their f32 values in memory together: at most one per
+    // worker thread and, past its first tensor, at most `BATCH_BYTES` of values.
+    let threads = rayon::current_num_threads().max(1);
+    let mut start = 0;
+    while start < expected.len() {
+        let (mut end, mut bytes) = (start, 0usize);
+        while end < expected.len() && end - start < threads {
+            let b = 4 * expected[end].numel();
+            if end > start && bytes + b > BATCH_BYTES {
+                break;
+            }
+            bytes += b;
+            end += 1;
+        }
+        let done: Vec<Result<_>> = expected[start..end].par_iter().map(one).collect();
         for (j, r) in done.into_iter().enumerate() {
             let (layout, new_parts, report) = r?;
             progress(Event::Item {
-                index: b * batch + j,
+                index: start + j,
                 name: report.name.clone(),
             });
             parts.extend(new_parts);
             layouts.push(layout);
             reports.push(report);
         }
+        start = end;
     }
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -374,6 +386,9 @@ fn build(
         rotated_config: rotated.as_ref().map(|r| r.config_json().clone()),
     })
 }
+
+/// Most bytes of f32 values converted at once (a larger tensor is converted alone).
+const BATCH_BYTES: usize = 2 << 30;
 
 /// The smallest accepted binding limit, 1 KiB: far below any device's (wgpu guarantees
 /// 128 MiB), small enough for tests to force chunking on tiny models.
