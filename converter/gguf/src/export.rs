@@ -55,9 +55,16 @@ pub fn export_like(template: &Path, ck: &Checkpoint, out: &Path) -> Result<u64> 
     let kv = metadata_bytes(template, &g)?;
     let align = g.u64("general.alignment")?.unwrap_or(32).max(1);
     let tmp = out.with_extension("gguf.partial");
-    let size = write(&tmp, &kv, g.metadata().len() as u64, &tensors, align)?;
-    std::fs::rename(&tmp, out).map_err(io_err(out))?;
-    Ok(size)
+    let written = write(&tmp, &kv, g.metadata().len() as u64, &tensors, align).and_then(|size| {
+        std::fs::rename(&tmp, out)
+            .map_err(io_err(out))
+            .map(|()| size)
+    });
+    if written.is_err() {
+        // No half-written file is left behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The template's metadata section, as it is in the file (GGUF 2 and 3: 64-bit counts).
