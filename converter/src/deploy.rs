@@ -22,7 +22,7 @@ use crate::checkpoint::Checkpoint;
 use crate::events::Event;
 use crate::output::Output;
 use crate::rotate::{RotateOptions, Rotated};
-use crate::safetensors_out::{OutTensor, image, write_streaming};
+use crate::safetensors_out::{OutTensor, encode_f32, image, write_streaming};
 use crate::{Result, config_err, io_err};
 
 /// Conversion settings.
@@ -472,7 +472,11 @@ fn store_tensor(
             }
         }
         Storage::F16 | Storage::F32 => {
-            let width = if storage == Storage::F16 { 2 } else { 4 };
+            let (dtype, width) = if storage == Storage::F16 {
+                (Dtype::F16, 2)
+            } else {
+                (Dtype::F32, 4)
+            };
             let bits = (width * 8) as f64;
             error = if storage == Storage::F16 {
                 let recon: Vec<f32> = data.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
@@ -484,14 +488,7 @@ fn store_tensor(
                 .into_iter()
                 .enumerate()
             {
-                let rows = &data[a * cols..b * cols];
-                let bytes: Vec<u8> = if storage == Storage::F16 {
-                    rows.iter()
-                        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-                        .collect()
-                } else {
-                    le_bytes(rows)
-                };
+                let bytes = encode_f32(&data[a * cols..b * cols], dtype);
                 let pshape = if shape.len() == 1 {
                     vec![cols]
                 } else {
@@ -499,11 +496,7 @@ fn store_tensor(
                 };
                 let p = Part {
                     name: format!("{name}@{ci}"),
-                    dtype: if storage == Storage::F16 {
-                        Dtype::F16
-                    } else {
-                        Dtype::F32
-                    },
+                    dtype,
                     shape: pshape,
                     bytes,
                 };
@@ -521,15 +514,6 @@ fn store_tensor(
     }
     layout.sha256 = hex::encode(h.finalize());
     Ok((layout, parts, error))
-}
-
-/// Little-endian bytes of `v`.
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 * v.len());
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
 }
 
 /// Writes the model into the output's temporary folder and installs it.

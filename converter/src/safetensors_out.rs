@@ -220,6 +220,14 @@ pub fn encode_f32(v: &[f32], dtype: Dtype) -> Vec<u8> {
             .iter()
             .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
             .collect(),
-        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        _ => {
+            // A loop of fixed-size copies, not an iterator chain: this is the dense path of
+            // every conversion.
+            let mut out = Vec::with_capacity(4 * v.len());
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            out
+        }
     }
 }
