@@ -523,28 +523,29 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
             Engine::Gpu(SweepGpu { gpu: g, run, dense }, base) => {
                 let (g, run, dense) = (*g, *run, *dense);
                 let toks = input.tokens;
-                match native_options(c) {
-                    Some(copts) => {
-                        // Quantized once: the converted model runs through the M0E4 kernels,
-                        // its dequantized weights (the fake quantization's, bit for bit) dense.
-                        let converted = convert_in_memory(ck, &copts, None)?;
-                        let mut native = gpu::upload(g, &converted, run)?;
-                        let tensor = |name: &str| Ok(converted.tensor_f32(name)?);
-                        let mut model = gpu::load_dense(g, ck, Some(&tensor), run, dense)?;
-                        drop(converted);
-                        let q = t0.elapsed().as_secs_f64();
-                        let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
-                        let check = native_check(g, max_pos, &mut model, &mut native, toks, opts)?;
-                        (r, Some(check), q)
-                    }
-                    None => {
-                        let tensor = |name: &str| source.tensor_f32(name);
-                        let mut model = gpu::load_dense(g, ck, Some(&tensor), run, dense)?;
-                        let q = t0.elapsed().as_secs_f64();
-                        let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
-                        (r, None, q)
-                    }
-                }
+                // A configuration the converter makes is quantized once: the converted model
+                // runs through the M0E4 kernels, its dequantized weights (the fake
+                // quantization's, bit for bit) are the dense model.
+                let converted = native_options(c)
+                    .map(|copts| convert_in_memory(ck, &copts, None))
+                    .transpose()?;
+                let mut native = (converted.as_ref())
+                    .map(|d| gpu::upload(g, d, run))
+                    .transpose()?;
+                let mut model = {
+                    let tensor = |name: &str| match &converted {
+                        Some(d) => Ok(d.tensor_f32(name)?),
+                        None => source.tensor_f32(name),
+                    };
+                    gpu::load_dense(g, ck, Some(&tensor), run, dense)?
+                };
+                drop(converted);
+                let q = t0.elapsed().as_secs_f64();
+                let r = gpu::compare(g, base, &mut model, max_pos, toks, opts, &mut tick)?;
+                let check = (native.as_mut())
+                    .map(|n| native_check(g, max_pos, &mut model, n, toks, opts))
+                    .transpose()?;
+                (r, check, q)
             }
         };
         let (bpw, all_bpw, _) = bits_per_weight(ck, c);
