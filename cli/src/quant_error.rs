@@ -43,8 +43,8 @@ pub struct Args {
     /// Tokens per calibration window: at least 2, at most the model's positions.
     #[arg(long, default_value_t = 512, value_parser = crate::args::count_from::<2>)]
     ctx: usize,
-    /// With `--calibration`: also collect each input's Gram matrix XᵀX (8·cols² bytes per
-    /// input site, ~0.8 GB for SmolLM2-135M), add a GPTQ column `SCHEME+gptq` for every scheme
+    /// With `--calibration`: also collect each input's Gram matrix XᵀX (its lower triangle in
+    /// f32, 2·cols·(cols+1) bytes per input site, ~0.2 GB for SmolLM2-135M), add a GPTQ column `SCHEME+gptq` for every scheme
     /// that supports it, and report every column's relative output error ‖X(W−Ŵ)ᵀ‖²/‖XWᵀ‖²
     /// (GPTQ raises the weight MSE; the output error is what it lowers). The embedding is
     /// rounded to nearest in the GPTQ columns (it has no input to calibrate).
@@ -181,11 +181,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     let imp = calib.as_ref().map(|(c, config)| c.importance(config));
     let gptq_schemes: Vec<SchemeKind> = if a.gptq {
-        schemes
-            .iter()
-            .copied()
-            .filter(|s| s.fit_grid(&[0.0, 1.0], None).is_some())
-            .collect()
+        schemes.iter().copied().filter(|s| s.has_grid()).collect()
     } else {
         Vec::new()
     };
@@ -202,24 +198,30 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     let pb = crate::progress::bar(src.files.len() as u64, "quantizing");
     let mut report = QuantErrorReport::with_gptq(a.group, &schemes, &gptq_schemes);
-    let mut last: Option<(LinearInput, Prepared)> = None;
+    // the site of the previous tensor: its Gram matrix (expanded) and factorization
+    let mut last: Option<(LinearInput, Vec<f64>, Prepared)> = None;
     for (name, shape) in &src.files {
         pb.set_message(name.clone());
         let data = src.data(name)?;
-        let gram = match (sites.get(name), &calib) {
-            (Some(&site), Some((stats, _))) => stats.gram(site).map(|g| (site, g)),
+        let site = match (sites.get(name), &calib) {
+            (Some(&site), Some((stats, _))) => {
+                if last.as_ref().is_none_or(|(s, ..)| *s != site) {
+                    last = match stats.gram(site) {
+                        Some((h, n)) => {
+                            let p = gptq::prepare(&h, n, &GptqOptions::default())
+                                .with_context(|| format!("GPTQ for {name}"))?;
+                            Some((site, h, p))
+                        }
+                        None => None,
+                    };
+                }
+                Some(site)
+            }
             _ => None,
         };
-        let hessian = match gram {
-            Some((site, (h, n))) => {
-                if last.as_ref().is_none_or(|(s, _)| *s != site) {
-                    let p = gptq::prepare(h, n, &GptqOptions::default())
-                        .with_context(|| format!("GPTQ for {name}"))?;
-                    last = Some((site, p));
-                }
-                last.as_ref().map(|(_, p)| Hessian { h, prepared: p })
-            }
-            None => None,
+        let hessian = match (site, &last) {
+            (Some(site), Some((s, h, p))) if *s == site => Some(Hessian { h, prepared: p }),
+            _ => None,
         };
         report.add_with_hessian(
             &schemes,

@@ -87,7 +87,7 @@ impl SweepConfig {
             )
         })?;
         let group = config_group(s, scheme, g)?;
-        if gptq && scheme.fit_grid(&[0.0, 1.0], None).is_none() {
+        if gptq && !scheme.has_grid() {
             return Err(format!(
                 "`{s}`: {} cannot be quantized with GPTQ",
                 scheme.name()
@@ -664,13 +664,8 @@ impl<'a> GptqSource<'a> {
         }
     }
 
-    /// The factorization of `site`'s Gram matrix `h` (`n` × `n`), computed once.
-    fn prepared(
-        &self,
-        site: LinearInput,
-        h: &[f64],
-        n: usize,
-    ) -> tlite_converter::Result<Arc<Prepared>> {
+    /// The factorization of `site`'s Gram matrix, computed once; `None` when the site has none.
+    fn prepared(&self, site: LinearInput) -> tlite_converter::Result<Option<Arc<Prepared>>> {
         let slot = {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             match recent.iter().find(|(s, _)| *s == site) {
@@ -688,21 +683,23 @@ impl<'a> GptqSource<'a> {
         };
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = &*p {
-            return Ok(p.clone());
+            return Ok(Some(p.clone()));
         }
-        let new = Arc::new(gptq::prepare(h, n, &GptqOptions::default())?);
+        let Some((h, n)) = self.stats.gram(site) else {
+            return Ok(None);
+        };
+        let new = Arc::new(gptq::prepare(&h, n, &GptqOptions::default())?);
         *p = Some(new.clone());
-        Ok(new)
+        Ok(Some(new))
     }
 
     fn tensor(&self, name: &str) -> tlite_converter::Result<Vec<f32>> {
         let Some(&(site, rows, cols)) = self.targets.get(name) else {
             return self.fake.tensor_f32(name);
         };
-        let Some((h, n)) = self.stats.gram(site) else {
+        let Some(prepared) = self.prepared(site)? else {
             return self.fake.tensor_f32(name);
         };
-        let prepared = self.prepared(site, h, n)?;
         let data = self.ck.tensor_f32(name)?;
         let c = self.config;
         Ok(gptq::quantize(

@@ -37,7 +37,8 @@
 
 use rayon::prelude::*;
 
-use crate::scheme::{GroupGrid, Scheme, check_matrix};
+use crate::linalg::{self, cholesky_lower, dot, lower_inverse};
+use crate::scheme::{GroupGrid, Scheme, TensorParams, check_matrix};
 use crate::{QuantError, Result};
 
 /// Times the damping is multiplied by ten after a failed factorization before giving up.
@@ -238,7 +239,7 @@ pub fn quantize(
             found: p.cols,
         });
     }
-    if scheme.fit_grid(&[0.0, 1.0], None).is_none() {
+    if !scheme.has_grid() {
         return Err(QuantError::GptqUnsupported {
             scheme: scheme.name(),
         });
@@ -247,9 +248,11 @@ pub fn quantize(
     if w.is_empty() {
         return Ok(out);
     }
+    // parameters of the whole matrix (NVFP4's tensor scale) from the original weights
+    let tensor = scheme.fit_tensor(w);
     out.par_chunks_mut(cols * ROW_CHUNK)
         .zip(w.par_chunks(cols * ROW_CHUNK))
-        .try_for_each(|(o, x)| quantize_rows(scheme, x, o, group, p))?;
+        .try_for_each(|(o, x)| quantize_rows(scheme, x, o, group, &tensor, p))?;
     Ok(out)
 }
 
@@ -259,6 +262,7 @@ fn quantize_rows(
     x: &[f32],
     out: &mut [f32],
     group: usize,
+    tensor: &TensorParams,
     p: &Prepared,
 ) -> Result<()> {
     let n = p.cols;
@@ -268,7 +272,7 @@ fn quantize_rows(
     let cols_of = |g: usize| g * group..((g + 1) * group).min(n);
     let fit = |vals: &[f32], g: usize| {
         scheme
-            .fit_grid(vals, Some(&p.imp[cols_of(g)]))
+            .fit_grid(vals, Some(&p.imp[cols_of(g)]), tensor)
             .ok_or_else(|| QuantError::GptqUnsupported {
                 scheme: scheme.name(),
             })
@@ -327,7 +331,7 @@ fn quantize_rows(
                         slot.insert(fit(&vals[..cs.len()], g)?)
                     }
                 };
-                let q = grid.round(wr[a] as f32);
+                let q = grid.round(c - g * group, wr[a] as f32);
                 out[r * n + c] = q;
                 let e = (wr[a] - f64::from(q)) / d;
                 er[a - i1] = e;
@@ -337,17 +341,9 @@ fn quantize_rows(
             }
         }
         if i2 < n {
-            for k in i1..i2 {
-                let uk = &p.u[k * n + i2..(k + 1) * n];
-                for r in 0..nr {
-                    let e = err[r * block + k - i1];
-                    if e != 0.0 {
-                        for (wj, uj) in work[r * n + i2..(r + 1) * n].iter_mut().zip(uk) {
-                            *wj -= e * uj;
-                        }
-                    }
-                }
-            }
+            let (k, c) = (i2 - i1, n - i2);
+            let u = &p.u[i1 * n + i2..];
+            linalg::sub_mul((nr, c, k), &mut work[i2..], n, &err, block, u, n);
         }
         i1 = i2;
     }
@@ -397,73 +393,6 @@ pub fn output_error(
             (quad(&er), quad(&wr))
         })
         .reduce(|| (0.0, 0.0), |x, y| (x.0 + y.0, x.1 + y.1)))
-}
-
-/// `Σ a_i b_i` with four partial sums (vectorizable).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut s = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            s[k] += x[k] * y[k];
-        }
-    }
-    s[0] + s[1] + s[2] + s[3] + tail
-}
-
-/// In-place Cholesky `A = LLᵀ` of the lower triangle of `a` (`n × n` row-major); the upper
-/// triangle is left as it was. `false` when `A` is not (numerically) positive definite.
-fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
-    for i in 0..n {
-        let (done, rest) = a.split_at_mut(i * n);
-        let row_i = &mut rest[..n];
-        for j in 0..=i {
-            let s = if j < i {
-                row_i[j] - dot(&row_i[..j], &done[j * n..j * n + j])
-            } else {
-                row_i[i] - dot(&row_i[..i], &row_i[..i])
-            };
-            if j == i {
-                if !(s > 0.0 && s.is_finite()) {
-                    return false;
-                }
-                row_i[i] = s.sqrt();
-            } else {
-                row_i[j] = s / done[j * n + j];
-            }
-        }
-    }
-    true
-}
-
-/// The inverse of the lower-triangular `L` (lower triangle of `l`), lower triangular, as a new
-/// `n × n` row-major matrix: row `i` is `(e_i − Σ_{k<i} L_ik X_k) / L_ii`.
-fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
-    let mut x = vec![0f64; n * n];
-    for i in 0..n {
-        let (done, rest) = x.split_at_mut(i * n);
-        let row = &mut rest[..n];
-        row[i] = 1.0;
-        for k in 0..i {
-            let lik = l[i * n + k];
-            if lik != 0.0 {
-                for (r, &xk) in row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
-                    *r -= lik * xk;
-                }
-            }
-        }
-        let d = l[i * n + i];
-        for r in row[..=i].iter_mut() {
-            *r /= d;
-        }
-    }
-    x
 }
 
 #[cfg(test)]

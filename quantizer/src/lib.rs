@@ -14,6 +14,7 @@ pub mod fp4;
 pub mod gptq;
 pub mod kquant;
 pub mod levels;
+mod linalg;
 pub mod lut;
 pub mod matrix;
 pub mod metrics;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::affine::{self, Grid, Method};
 use crate::format::{M0E4Grid, nearest_code};
 use crate::kquant::{self, SuperBlock};
-use crate::levels::signed_absmax;
+use crate::levels::{Levels, signed_absmax};
 use crate::{QuantError, Result, check_group};
 use crate::{fp4, lut};
 
@@ -25,13 +25,24 @@ pub trait Scheme: Send + Sync {
     fn bits_per_weight(&self, group: usize) -> f64;
     /// Quantizes and dequantizes one group in place of `out`.
     fn quantize_group(&self, x: &[f32], imp: Option<&[f32]>, out: &mut [f32]);
-    /// Fits the grid of one group exactly as [`Self::quantize_group`] does, and returns it so
-    /// that values can be rounded onto it one at a time (GPTQ changes the remaining values of
-    /// a group after each one is rounded). `None`: the scheme cannot do that (the default).
-    /// Rounding each element of `x` onto the returned grid gives `quantize_group`'s output.
-    fn fit_grid(&self, x: &[f32], imp: Option<&[f32]>) -> Option<Box<dyn GroupGrid>> {
-        let _ = (x, imp);
+    /// Fits the grid of one group (one native block, for a format with its own) exactly as
+    /// [`Self::quantize_block`] does under `tensor`, and returns it so that values can be
+    /// rounded onto it one at a time (GPTQ changes the remaining values of a group after each
+    /// one is rounded). `None`: the scheme cannot do that (the default). Rounding each element
+    /// `x[i]` onto the returned grid at position `i` gives `quantize_block`'s output.
+    fn fit_grid(
+        &self,
+        x: &[f32],
+        imp: Option<&[f32]>,
+        tensor: &TensorParams,
+    ) -> Option<Box<dyn GroupGrid>> {
+        let _ = (x, imp, tensor);
         None
+    }
+    /// Whether [`Self::fit_grid`] gives grids (what GPTQ needs).
+    fn has_grid(&self) -> bool {
+        self.fit_grid(&[0.0, 1.0], None, &TensorParams::default())
+            .is_some()
     }
     /// The weights per block when the caller asks for `group`: `group` itself for schemes
     /// whose group size is free (the default), the format's own block otherwise.
@@ -68,16 +79,33 @@ pub struct TensorParams {
 
 /// A group's fitted grid, held fixed while values are rounded onto it.
 pub trait GroupGrid: Send + Sync {
-    /// The grid value nearest to `w`, as the format decodes it.
-    fn round(&self, w: f32) -> f32;
+    /// The grid value nearest to `w` at position `i` of the group, as the format decodes it
+    /// (only a super-block's grid depends on the position: its sub-block's scale and min).
+    fn round(&self, i: usize, w: f32) -> f32;
 }
 
 /// A [`Grid`] as a [`GroupGrid`]: `decode(encode(w))`.
 struct Fitted<G>(G);
 
 impl<G: Grid + Send + Sync> GroupGrid for Fitted<G> {
-    fn round(&self, w: f32) -> f32 {
+    fn round(&self, _: usize, w: f32) -> f32 {
         self.0.decode(self.0.encode(w))
+    }
+}
+
+/// A block's 16 levels (MXFP4, NVFP4, NF4, IQ4_NL): the nearest one.
+impl GroupGrid for Levels {
+    fn round(&self, _: usize, w: f32) -> f32 {
+        self.nearest(w)
+    }
+}
+
+/// A Q4_K super-block: the levels of each sub-block.
+struct SubBlocks(Vec<Levels>);
+
+impl GroupGrid for SubBlocks {
+    fn round(&self, i: usize, w: f32) -> f32 {
+        self.0[i / kquant::SUB_BLOCK].nearest(w)
     }
 }
 
@@ -174,35 +202,45 @@ impl SchemeKind {
         }
     }
 
-    /// One native block of a field format (`x` at most one block long).
-    fn field_block(&self, x: &[f32], imp: Option<&[f32]>, tensor: &TensorParams, out: &mut [f32]) {
-        match *self {
-            SchemeKind::Mxfp4(m) => fp4::mxfp4_fit(x, imp, m).1.quantize(x, out),
+    /// The grid of one native block of a field format (`x` at most one block long); `None`
+    /// for the schemes whose group size is the caller's.
+    fn field_grid(
+        &self,
+        x: &[f32],
+        imp: Option<&[f32]>,
+        tensor: &TensorParams,
+    ) -> Option<Box<dyn GroupGrid>> {
+        Some(match *self {
+            SchemeKind::Mxfp4(m) => Box::new(fp4::mxfp4_fit(x, imp, m).1),
             SchemeKind::Nvfp4(m) => {
                 let global = tensor
                     .global_scale
                     .unwrap_or_else(|| fp4::nvfp4_tensor_scale(x));
-                fp4::nvfp4_fit(x, imp, m, global).1.quantize(x, out)
+                Box::new(fp4::nvfp4_fit(x, imp, m, global).1)
             }
-            SchemeKind::Nf4(m) => {
-                lut::table_levels(&lut::NF4, lut::nf4_fit(x, imp, m)).quantize(x, out)
-            }
-            SchemeKind::Iq4Nl => {
-                lut::table_levels(&lut::IQ4_NL, lut::iq4_nl_fit(x, imp)).quantize(x, out)
-            }
+            SchemeKind::Nf4(m) => Box::new(lut::table_levels(&lut::NF4, lut::nf4_fit(x, imp, m))),
+            SchemeKind::Iq4Nl => Box::new(lut::table_levels(&lut::IQ4_NL, lut::iq4_nl_fit(x, imp))),
             SchemeKind::Q4K => {
                 let sb = SuperBlock::fit(x, imp);
-                let subs = x
-                    .chunks(kquant::SUB_BLOCK)
-                    .zip(out.chunks_mut(kquant::SUB_BLOCK));
-                for (j, (xs, os)) in subs.enumerate() {
-                    sb.sub_levels(j).quantize(xs, os);
-                }
+                let subs = x.len().div_ceil(kquant::SUB_BLOCK);
+                Box::new(SubBlocks((0..subs).map(|j| sb.sub_levels(j)).collect()))
             }
             SchemeKind::M0E4(_)
             | SchemeKind::Int4FloatMin(_)
             | SchemeKind::Int4ZeroPoint
-            | SchemeKind::Q4_0 => self.quantize_group(x, imp, out),
+            | SchemeKind::Q4_0 => return None,
+        })
+    }
+
+    /// One native block of a field format (`x` at most one block long).
+    fn field_block(&self, x: &[f32], imp: Option<&[f32]>, tensor: &TensorParams, out: &mut [f32]) {
+        match self.field_grid(x, imp, tensor) {
+            Some(grid) => {
+                for (i, (o, &w)) in out.iter_mut().zip(x).enumerate() {
+                    *o = grid.round(i, w);
+                }
+            }
+            None => self.quantize_group(x, imp, out),
         }
     }
 }
@@ -307,15 +345,19 @@ impl Scheme for SchemeKind {
         }
     }
 
-    fn fit_grid(&self, x: &[f32], imp: Option<&[f32]>) -> Option<Box<dyn GroupGrid>> {
+    fn fit_grid(
+        &self,
+        x: &[f32],
+        imp: Option<&[f32]>,
+        tensor: &TensorParams,
+    ) -> Option<Box<dyn GroupGrid>> {
         let mut codes = vec![0u8; x.len()];
-        #[allow(unreachable_patterns)] // schemes added later without GPTQ support get `None`
         match *self {
             SchemeKind::M0E4(m) => boxed(affine::fit::<M0E4Grid>(x, imp, m, &mut codes)),
             SchemeKind::Int4FloatMin(m) => boxed(affine::fit::<F16Affine>(x, imp, m, &mut codes)),
             SchemeKind::Int4ZeroPoint => boxed(ZeroPoint::fit(x)),
             SchemeKind::Q4_0 => boxed(Symmetric::fit(x)),
-            _ => None,
+            _ => self.field_grid(x, imp, tensor),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use tlite_quantizer::gptq::{self, GptqOptions, output_error};
 use tlite_quantizer::rng::Rng;
-use tlite_quantizer::{Method, QuantError, Scheme, SchemeKind, fake_quantize};
+use tlite_quantizer::{Method, QuantError, Scheme, SchemeKind, TensorParams, fake_quantize};
 
 const ROWS: usize = 48;
 const COLS: usize = 128;
@@ -97,7 +97,8 @@ fn gptq_beats_round_to_nearest_on_correlated_inputs() {
     for seed in [1, 2] {
         let (w, h, _) = layer(seed);
         let imp = diag_f32(&h, COLS);
-        for scheme in SCHEMES {
+        // and the field's formats, each at its own block (Q4_K's 256 is a short super-block)
+        for scheme in SCHEMES.into_iter().chain(SchemeKind::FIELD) {
             // the strongest round-to-nearest: weighted by the same diagonal GPTQ's fit uses
             let rtn = fake_quantize(&scheme, &w, ROWS, COLS, GROUP, Some(&imp)).unwrap();
             let plain = fake_quantize(&scheme, &w, ROWS, COLS, GROUP, None).unwrap();
@@ -158,8 +159,10 @@ fn identity_hessian_gives_round_to_nearest_exactly() {
     for i in 0..COLS {
         h[i * COLS + i] = 7.0;
     }
-    for scheme in SchemeKind::REPORT {
-        let rtn = fake_quantize(&scheme, &w, ROWS, COLS, GROUP, None).unwrap();
+    // the constant importance GPTQ's fit sees
+    let imp = vec![7f32; COLS];
+    for scheme in SchemeKind::ALL {
+        let rtn = fake_quantize(&scheme, &w, ROWS, COLS, GROUP, Some(&imp)).unwrap();
         for (act_order, static_groups, block) in [
             (false, false, 128),
             (false, false, 48),
@@ -341,21 +344,32 @@ fn bad_inputs_are_refused() {
 }
 
 #[test]
-fn fitted_grids_reproduce_quantize_group() {
+fn fitted_grids_reproduce_quantize_block() {
     let mut rng = Rng::new(11);
-    for scheme in SchemeKind::REPORT {
+    for scheme in SchemeKind::ALL {
         for trial in 0..50 {
-            let g = 8 * (1 + trial % 8);
+            // a free group size, or the format's block (whole, or short at a row's end)
+            let g = match scheme.native_format() {
+                Some((block, _)) if trial % 5 == 4 => block / 2 + 3,
+                Some((block, _)) => block,
+                None => 8 * (1 + trial % 8),
+            };
             let x = rng.student_t_vec(g, 3, 0.02);
             let imp: Vec<f32> = (0..g).map(|_| rng.uniform() as f32 + 0.01).collect();
-            for imp in [None, Some(imp.as_slice())] {
-                let mut want = vec![0f32; g];
-                scheme.quantize_group(&x, imp, &mut want);
-                let grid = scheme
-                    .fit_grid(&x, imp)
-                    .expect("every report scheme has a grid");
-                let got: Vec<f32> = x.iter().map(|&v| grid.round(v)).collect();
-                assert_eq!(got, want, "{} g={g}", scheme.name());
+            // the block's own tensor parameters, or a wider matrix's (NVFP4's tensor scale)
+            let wide: Vec<f32> = x.iter().map(|v| 3.0 * v).collect();
+            for tensor in [TensorParams::default(), scheme.fit_tensor(&wide)] {
+                for imp in [None, Some(imp.as_slice())] {
+                    let mut want = vec![0f32; g];
+                    scheme.quantize_block(&x, imp, &tensor, &mut want);
+                    let grid = scheme
+                        .fit_grid(&x, imp, &tensor)
+                        .expect("every scheme has a grid");
+                    let got: Vec<f32> = (x.iter().enumerate())
+                        .map(|(i, &v)| grid.round(i, v))
+                        .collect();
+                    assert_eq!(got, want, "{} g={g} {tensor:?}", scheme.name());
+                }
             }
         }
     }

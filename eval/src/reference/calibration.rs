@@ -3,13 +3,14 @@
 //! is large matters more; weighting each element's squared error by its column's mean x² makes
 //! the group fit minimize (a diagonal approximation of) the error of the layer's output.
 //!
-//! Optionally ([`Calibration::collect_gram`]) the full Gram matrix `H = XᵀX` of every input site
-//! is accumulated too (f64, `cols²` per site), for GPTQ (`tlite_quantizer::gptq`). Its memory is
-//! `8·cols²` bytes per site: SmolLM2-135M (30 layers, hidden 576, intermediate 1536) needs
-//! 30 × (3 × 576² + 1536²) × 8 B + 576² × 8 B = 808 MB; Gemma-3-270M 0.88 GB, Qwen2.5-0.5B
-//! 5.0 GB; Qwen2.5-1.5B (28 layers, 1536 / 8960) would need 19.6 GB, which
-//! [`Calibration::DEFAULT_MAX_GRAM_BYTES`] refuses (all sites are held at once: the pass runs
-//! the whole model).
+//! Optionally ([`Calibration::collect_gram`]) the Gram matrix `H = XᵀX` of every input site is
+//! accumulated too, for GPTQ (`tlite_quantizer::gptq`). `H` is symmetric, so only its lower
+//! triangle is kept, packed, in f32 (each window's product is computed in f32 anyway; the sum
+//! over a few windows adds a relative rounding of ~1e-7 per window): `2·cols·(cols + 1)` bytes
+//! per site. SmolLM2-135M (30 layers, hidden 576, intermediate 1536) needs 30 × (3 × 576·577 +
+//! 1536·1537) × 2 B + 576·577 × 2 B = 203 MB; Qwen2.5-1.5B (28 layers, 1536 / 8960) 4.9 GB.
+//! All sites are held at once (the pass runs the whole model); [`Calibration::gram`] expands one
+//! site to the full f64 matrix GPTQ factors.
 
 use std::collections::HashMap;
 
@@ -39,13 +40,14 @@ pub enum LinearInput {
 pub struct Calibration {
     /// Σ x² per input channel, and the number of rows (token positions) summed.
     sums: HashMap<LinearInput, (Vec<f64>, u64)>,
-    /// Σ xᵀx per site (`cols × cols` row-major), when collecting Gram matrices.
-    grams: Option<HashMap<LinearInput, Vec<f64>>>,
+    /// Σ xᵀx per site: its lower triangle, packed by rows (`(i, j ≤ i)` at `i(i+1)/2 + j`),
+    /// when collecting Gram matrices.
+    grams: Option<HashMap<LinearInput, Vec<f32>>>,
 }
 
 impl Calibration {
-    /// A sensible bound for [`Self::collect_gram`]'s Gram matrices: 8 GiB (Qwen2.5-0.5B needs
-    /// 5.0 GB; the model itself and the quantized copy come on top).
+    /// A sensible bound for [`Self::collect_gram`]'s Gram matrices: 8 GiB (Qwen2.5-1.5B needs
+    /// 4.9 GB; the model itself and the quantized copy come on top).
     pub const DEFAULT_MAX_GRAM_BYTES: u64 = 8 << 30;
 
     pub fn new() -> Self {
@@ -123,11 +125,12 @@ impl Calibration {
         Ok(self)
     }
 
-    /// Bytes the Gram matrices of `config`'s input sites take (f64, `cols²` each).
+    /// Bytes the Gram matrices of `config`'s input sites take (f32 lower triangles,
+    /// `cols·(cols + 1)/2` values each).
     pub fn gram_bytes(config: &ModelConfig) -> u64 {
         Self::sites(config)
             .values()
-            .map(|&cols| 8 * (cols as u64).pow(2))
+            .map(|&cols| 4 * packed_len(cols) as u64)
             .sum()
     }
 
@@ -151,17 +154,21 @@ impl Calibration {
             let n = x.dim(0)?;
             let c = x.elem_count() / n.max(1);
             let xf = x.to_dtype(DType::F32)?.reshape((n, c))?.contiguous()?;
-            // XᵀX of this call in f32 (one window), summed over calls in f64
+            // XᵀX of this call (one window), its lower triangle added to the site's
             let g = xf.t()?.matmul(&xf)?.flatten_all()?.to_vec1::<f32>()?;
-            let acc = grams.entry(site).or_insert_with(|| vec![0.0; c * c]);
-            if acc.len() != g.len() {
+            let acc = grams
+                .entry(site)
+                .or_insert_with(|| vec![0.0; packed_len(c)]);
+            if acc.len() != packed_len(c) {
                 return Err(RefError::Unsupported(format!(
-                    "calibration at {site:?}: {c} channels after {}",
-                    acc.len().isqrt()
+                    "calibration at {site:?}: {c} channels after a different number"
                 )));
             }
-            for (a, v) in acc.iter_mut().zip(g) {
-                *a += f64::from(v);
+            for (i, row) in g.chunks_exact(c).enumerate() {
+                let start = i * (i + 1) / 2;
+                for (a, v) in acc[start..=start + i].iter_mut().zip(row) {
+                    *a += v;
+                }
             }
         }
         let n = x.dim(0)? as u64;
@@ -239,10 +246,26 @@ impl Calibration {
         out
     }
 
-    /// `H = XᵀX` at `site` (`cols × cols` row-major, summed over every observed position) and
-    /// `cols`, when Gram matrices were collected and the site observed.
-    pub fn gram(&self, site: LinearInput) -> Option<(&[f64], usize)> {
+    /// `H = XᵀX` at `site` (the full symmetric `cols × cols` matrix, row-major, in f64, summed
+    /// over every observed position) and `cols`, when Gram matrices were collected and the site
+    /// observed. A new matrix per call (`8·cols²` bytes).
+    pub fn gram(&self, site: LinearInput) -> Option<(Vec<f64>, usize)> {
         let g = self.grams.as_ref()?.get(&site)?;
-        Some((g.as_slice(), g.len().isqrt()))
+        // packed_len(n) = g.len(): n = (√(8·len + 1) − 1) / 2
+        let n = ((8 * g.len() + 1).isqrt() - 1) / 2;
+        let mut h = vec![0f64; n * n];
+        for i in 0..n {
+            let row = &g[i * (i + 1) / 2..][..=i];
+            for (j, &v) in row.iter().enumerate() {
+                h[i * n + j] = f64::from(v);
+                h[j * n + i] = f64::from(v);
+            }
+        }
+        Some((h, n))
     }
+}
+
+/// Values in the packed lower triangle of an `n × n` matrix.
+fn packed_len(n: usize) -> usize {
+    n * (n + 1) / 2
 }
