@@ -18,6 +18,17 @@ pub fn count(s: &str) -> Result<usize, String> {
     count_from::<1>(s)
 }
 
+/// Greedy decoding's steps in flight on the GPU: 0 (step by step, each token's logits read
+/// back) to [`tlite_runtime_gpu::MAX_LEAD`].
+pub fn lead(s: &str) -> Result<usize, String> {
+    let v = int(s)?;
+    let max = tlite_runtime_gpu::MAX_LEAD;
+    if v > max as u64 {
+        return Err(format!("must be at most {max}"));
+    }
+    Ok(v as usize)
+}
+
 /// A count from `MIN` to [`MAX_COUNT`].
 pub fn count_from<const MIN: u64>(s: &str) -> Result<usize, String> {
     let v = int(s)?;

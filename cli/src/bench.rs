@@ -34,6 +34,31 @@ pub struct Args {
     /// runtime leaves out by default.
     #[arg(long)]
     shader_checks: bool,
+    /// Decode steps in flight for tg: greedy decoding on the GPU, each step's token picked by
+    /// the GPU and fed to the next step, the ids read back as they complete (as `tlite run`
+    /// decodes greedily). 0: one step at a time, each waiting for its logits on the host.
+    #[arg(long, default_value_t = tlite_runtime_gpu::GpuLm::DEFAULT_LEAD, value_parser = crate::args::lead)]
+    lead: usize,
+}
+
+/// `tokens.len()` decode steps from an empty cache: with `lead` > 0 greedy decoding on the GPU
+/// from `tokens[0]` (the model picks the rest), else the given tokens one step at a time, each
+/// synchronized by reading its logits back.
+fn decode(gpu: &Gpu, g: &mut GpuModel, tokens: &[u32], lead: usize) -> anyhow::Result<()> {
+    if lead == 0 {
+        for (i, &tok) in tokens.iter().enumerate() {
+            g.step(gpu, &[tok], i, &[0])?;
+        }
+    } else {
+        let run = g.decode_greedy(gpu, tokens[0], 0, tokens.len(), lead, &mut |_| true)?;
+        anyhow::ensure!(
+            run.steps == tokens.len(),
+            "{} of {} steps ran",
+            run.steps,
+            tokens.len()
+        );
+    }
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -85,11 +110,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let t = Instant::now();
         g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
         let pp_s = t.elapsed().as_secs_f64();
-        // Decode: one token per step from an empty cache, each step synchronized by its logits.
+        // Decode: one token per step from an empty cache.
         let t = Instant::now();
-        for (i, &tok) in tokens[..a.gen_tokens].iter().enumerate() {
-            g.step(&gpu, &[tok], i, &[0])?;
-        }
+        decode(&gpu, &mut g, &tokens[..a.gen_tokens], a.lead)?;
         let tg_s = t.elapsed().as_secs_f64();
         if rep > 0 {
             pp.push(a.prompt as f64 / pp_s);
@@ -100,9 +123,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.profile {
         g.enable_profiling(&gpu)?;
         g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
-        for (i, &tok) in tokens[..a.gen_tokens].iter().enumerate() {
-            g.step(&gpu, &[tok], i, &[0])?;
-        }
+        // profiled steps one at a time (the timestamps are read back per step)
+        decode(&gpu, &mut g, &tokens[..a.gen_tokens], 0)?;
         if let Some(p) = &g.profiler {
             print_profile(p);
         }
@@ -116,7 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.buffers.weight_bytes,
                 "pp_tokens": a.prompt, "pp_tok_s": pp, "tg_tokens": a.gen_tokens, "tg_tok_s": tg,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
-                "dispatches_per_decode_step": g.last_step.dispatches,
+                "dispatches_per_decode_step": g.last_step.dispatches, "tg_steps_in_flight": a.lead,
             })
         );
     } else {

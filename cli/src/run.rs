@@ -72,6 +72,11 @@ pub struct Args {
     /// Print one JSON object (text, ids, statistics, memory) to stdout instead of streaming.
     #[arg(long)]
     json: bool,
+    /// GPU, greedy decoding (temperature 0): steps in flight, each step's token picked on the
+    /// GPU and fed to the next, the ids read back as they complete; 0: one step at a time,
+    /// each token's logits read back and picked on the host.
+    #[arg(long, default_value_t = GpuLm::DEFAULT_LEAD, value_parser = crate::args::lead)]
+    lead: usize,
 }
 
 /// Where a model runs.
@@ -263,7 +268,9 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     if a.verbose {
         print_memory(&model, &m);
     }
-    let mut g = Generator::new(GpuLm::new(&gpu, model), text);
+    let mut lm = GpuLm::new(&gpu, model);
+    lm.decode_lead = (a.lead > 0).then_some(a.lead);
+    let mut g = Generator::new(lm, text);
     let extra = serde_json::json!({"device": gpu.info.name, "model": m.dir});
     let s = generate(a, &mut g, &prompt, sampler, max_seq, extra, |lm| {
         serde_json::to_value(&lm.model.memory).unwrap_or_default()

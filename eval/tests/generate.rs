@@ -15,7 +15,8 @@ use tlite_model::arch::{Family, families};
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
-use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, RunOptions};
+use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, MAX_LEAD, RunOptions};
+use tlite_text::sample::argmax as cpu_argmax;
 use tlite_text::{
     GenerateError, GenerateOptions, Generator, SamplerConfig, StopReason, TextCodec, TextError,
 };
@@ -120,6 +121,15 @@ fn greedy_generation_matches_the_reference() {
         if s.stop_reason == StopReason::MaxTokens {
             assert_eq!(s.decode_steps, 15);
         }
+        assert!(s.gpu_decode, "greedy decoding picks the tokens on the GPU");
+        // Stepping with every token's logits read back: the same tokens.
+        g.model.decode_lead = None;
+        let stepped = g.generate(&prompt, &greedy(16), &mut |_| {}).unwrap();
+        assert!(!stepped.stats.gpu_decode);
+        assert_eq!(
+            stepped.tokens, out.tokens,
+            "{family:?}: stepped vs GPU loop"
+        );
         // The same generation loop drives the CPU reference: the same text.
         let session = reference.session(prompt.len() + 16).unwrap();
         let mut cpu = Generator::new(session, TextCodec::open(&m).unwrap());
@@ -129,10 +139,71 @@ fn greedy_generation_matches_the_reference() {
             "{family:?}: reference generation"
         );
         assert_eq!(on_cpu.text, out.text);
+        assert!(!on_cpu.stats.gpu_decode);
         assert_eq!(
             on_cpu.stats.prefill_steps, 1,
             "the reference prefills at once"
         );
+    }
+}
+
+#[test]
+fn greedy_decoding_on_the_gpu_equals_stepping_and_stops_where_asked() {
+    let Some(gpu) = gpu_for_test("decode_greedy") else {
+        return;
+    };
+    for family in [Family::Llama, Family::Gemma3] {
+        let (_dir, m) = tiny(family);
+        let opts = RunOptions {
+            max_seq: 64,
+            max_batch: 8,
+        };
+        let mut g = GpuModel::load(&gpu, &m, opts).unwrap();
+        let vocab = g.vocab as u32;
+        let prompt: Vec<u32> = (0..6).map(|i| (i * 37 + 5) % vocab).collect();
+        let past = prompt.len();
+        let first = cpu_argmax(&g.step(&gpu, &prompt, 0, &[5]).unwrap());
+        // stepping: step j runs token j at past + j, its logits' argmax is token j + 1
+        let n = 20;
+        let mut want = Vec::new();
+        let mut t = first;
+        for j in 0..n {
+            t = cpu_argmax(&g.step(&gpu, &[t], past + j, &[0]).unwrap());
+            want.push(t);
+        }
+        for lead in [1, 3, MAX_LEAD] {
+            let mut got = Vec::new();
+            let mut keep = |id| {
+                got.push(id);
+                true
+            };
+            let run = g
+                .decode_greedy(&gpu, first, past, n, lead, &mut keep)
+                .unwrap();
+            assert_eq!(got, want, "{family:?} lead {lead}");
+            assert_eq!((run.tokens, run.steps), (n, n));
+            // a stop after 7 tokens: the steps in flight past it are discarded
+            let mut got = Vec::new();
+            let mut seven = |id| {
+                got.push(id);
+                got.len() < 7
+            };
+            let run = g
+                .decode_greedy(&gpu, first, past, n, lead, &mut seven)
+                .unwrap();
+            assert_eq!(got, want[..7], "{family:?} lead {lead}");
+            assert_eq!(run.tokens, 7);
+            assert!((7..=7 + lead).contains(&run.steps), "{run:?}");
+            // the cache holds the accepted positions: stepping on from the stop agrees
+            let next = g.step(&gpu, &[got[6]], past + 7, &[0]).unwrap();
+            assert_eq!(cpu_argmax(&next), want[7], "{family:?} lead {lead}");
+        }
+        // refused before any GPU work: no lead, a token outside the vocabulary, the context
+        let mut any = |_| true;
+        for (first, max, lead) in [(first, 4, 0), (vocab, 4, 2), (first, 64, 2)] {
+            let e = g.decode_greedy(&gpu, first, past, max, lead, &mut any);
+            assert!(e.is_err(), "{first} {max} {lead}");
+        }
     }
 }
 

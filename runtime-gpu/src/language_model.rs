@@ -9,11 +9,21 @@ use crate::{Gpu, GpuError, GpuModel};
 pub struct GpuLm<'g> {
     pub gpu: &'g Gpu,
     pub model: GpuModel,
+    /// Greedy decoding on the GPU ([`GpuModel::decode_greedy`]) with this many steps in flight;
+    /// `None`: greedy decoding steps and reads every token's logits back.
+    pub decode_lead: Option<usize>,
 }
 
 impl<'g> GpuLm<'g> {
+    /// Steps in flight of greedy decoding by default: enough to hide the host's round trip.
+    pub const DEFAULT_LEAD: usize = 4;
+
     pub fn new(gpu: &'g Gpu, model: GpuModel) -> Self {
-        GpuLm { gpu, model }
+        GpuLm {
+            gpu,
+            model,
+            decode_lead: Some(Self::DEFAULT_LEAD),
+        }
     }
 }
 
@@ -51,5 +61,17 @@ impl LanguageModel for GpuLm<'_> {
 
     fn last_dispatches(&self) -> usize {
         self.model.last_step.dispatches
+    }
+
+    fn decode_greedy(
+        &mut self,
+        first: u32,
+        past: usize,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Option<Result<usize, GpuError>> {
+        let lead = self.decode_lead?;
+        let run = (self.model).decode_greedy(self.gpu, first, past, max_tokens, lead, on_token);
+        Some(run.map(|r| r.tokens))
     }
 }

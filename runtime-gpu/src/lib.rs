@@ -21,8 +21,8 @@ pub mod shape;
 
 pub use device::{DeviceOptions, Gpu};
 pub use exec::{
-    Baseline, GpuModel, LoadTimes, MAX_TOP_K, MemoryReport, Profiler, RowScore, RunOptions, Scored,
-    ShaderChecks,
+    Baseline, DecodeRun, GpuModel, LoadTimes, MAX_LEAD, MAX_TOP_K, MemoryReport, Profiler,
+    RowScore, RunOptions, Scored, ShaderChecks,
 };
 pub use language_model::GpuLm;
 pub use memory::{DeviceMemory, LimitKind, MemoryEstimate};

@@ -52,6 +52,8 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("elementwise::softcap", 1e-10),
     // f32 log-sum-exp over the vocabulary; the KL divergence's terms summed in f32.
     ("score::main", 1e-9),
+    // indices only, compared exactly
+    ("score::next_token", 0.0),
 ];
 
 fn tolerance(entry: &str) -> f64 {
@@ -2133,6 +2135,61 @@ fn score_case(
     );
 }
 
+/// Greedy decoding's next token: the argmax of row 0 (the lower id on ties, NaN never chosen)
+/// into `out[0]` and `out[1]`; a row with no finite maximum gives `vocab - 1` and 0xffffffff.
+fn next_token_case(h: &Harness, r: &mut Report, seed: u64, vocab: usize, all_nan: bool) {
+    let mut rng = Rng::new(seed);
+    // a second row, which must not be read
+    let mut logits = rng.gaussian_vec(2 * vocab, 3.0);
+    let m = logits[..vocab].iter().fold(f32::MIN, |a, &b| a.max(b)) + 1.0;
+    logits[vocab / 2] = m;
+    logits[vocab / 3] = m;
+    logits[vocab - 1] = f32::NAN;
+    logits[vocab + 7] = m + 5.0;
+    if all_nan {
+        logits[..vocab].fill(f32::NAN);
+    }
+    let tail = 3;
+    let out = h.f32s(&vec![untouched(); 2 + tail]);
+    let logits_buf = h.f32s(&logits);
+    h.run(&[Dispatch {
+        kernel: Kernel::Score,
+        entry: "next_token",
+        params: params(
+            Kernel::Score,
+            &[
+                ("rows", u(1)),
+                ("vocab", u(vocab)),
+                ("base_mode", u(0)),
+                ("k_in", u(0)),
+                ("k_out", u(0)),
+            ],
+        ),
+        bind: vec![
+            (binding::score::LOGITS, &logits_buf),
+            (binding::score::OUT, &out),
+        ],
+        grid: [1, 1, 1],
+    }]);
+    let got = h.read(&out, 2 + tail);
+    let want = match all_nan {
+        true => [(vocab - 1) as u32, u32::MAX],
+        false => [(vocab / 3) as u32; 2],
+    };
+    let want: Vec<Want> = want.into_iter().map(Want::Bits).collect();
+    let sentinels = vec![Want::Bits(UNTOUCHED); tail];
+    r.check(
+        h,
+        "score::next_token",
+        &format!("vocab={vocab} all_nan={all_nan}"),
+        seed,
+        &[
+            ("token", &got[..2], &want),
+            ("past the end", &got[2..], &sentinels),
+        ],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cases
 
@@ -2449,6 +2506,9 @@ fn all_cases(h: &Harness, r: &mut Report) {
     score_case(h, r, 902, (4, 777), 1, 0, 0);
     score_case(h, r, 903, (2, 3001), 2, 37, 3);
     score_case(h, r, 904, (1, 64), 2, 64, 64);
+    next_token_case(h, r, 911, 1000, false);
+    next_token_case(h, r, 912, 151_936, false);
+    next_token_case(h, r, 913, 300, true);
 }
 
 #[test]

@@ -41,6 +41,23 @@ pub trait LanguageModel {
     fn last_dispatches(&self) -> usize {
         0
     }
+
+    /// Greedy decoding without reading logits back: step `j` runs token `t_j` at position
+    /// `past + j` (`t_0 = first`) and yields `t_{j+1}`, the argmax of its logits (the lowest id
+    /// on ties), passed to `on_token` in order, until `max_tokens` tokens or `on_token`
+    /// returns `false`. The same tokens as stepping and taking the argmax of [`Self::step`]'s
+    /// logits; returns the number of tokens yielded. `None`: the model has no faster way than
+    /// stepping (the default), and the caller steps.
+    fn decode_greedy(
+        &mut self,
+        first: u32,
+        past: usize,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Option<Result<usize, Self::Error>> {
+        let _ = (first, past, max_tokens, on_token);
+        None
+    }
 }
 
 impl<M: LanguageModel + ?Sized> LanguageModel for &mut M {
@@ -77,6 +94,16 @@ impl<M: LanguageModel + ?Sized> LanguageModel for &mut M {
 
     fn last_dispatches(&self) -> usize {
         (**self).last_dispatches()
+    }
+
+    fn decode_greedy(
+        &mut self,
+        first: u32,
+        past: usize,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Option<Result<usize, Self::Error>> {
+        (**self).decode_greedy(first, past, max_tokens, on_token)
     }
 }
 

@@ -8,6 +8,7 @@
 //! step and `profile` times its ops.
 
 mod bind;
+mod decode;
 mod kv;
 mod pipelines;
 mod profile;
@@ -23,6 +24,7 @@ use crate::memory::{MAX_POSITIONS, MemoryEstimate};
 use crate::planner::MemoryPlan;
 use crate::{Gpu, Result};
 
+pub use decode::{DecodeRun, MAX_LEAD};
 pub use profile::Profiler;
 pub use score::{Baseline, MAX_TOP_K, RowScore, Scored};
 use upload::{Alloc, Resources};
@@ -132,6 +134,8 @@ pub struct GpuModel {
     pub profiler: Option<Profiler>,
     /// The score kernel's, created by the first scored step.
     score_pipeline: Option<wgpu::ComputePipeline>,
+    /// Greedy decoding's next-token kernel, created by the first [`Self::decode_greedy`].
+    next_token_pipeline: Option<wgpu::ComputePipeline>,
 }
 
 impl GpuModel {
@@ -205,6 +209,7 @@ impl GpuModel {
             bind_groups,
             profiler: None,
             score_pipeline: None,
+            next_token_pipeline: None,
             graph,
         })
     }

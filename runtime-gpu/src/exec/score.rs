@@ -283,7 +283,7 @@ impl GpuModel {
     }
 
     /// The buffer holding the last step's logits (`[rows, vocab]`).
-    fn logits_buffer(&self) -> &wgpu::Buffer {
+    pub(super) fn logits_buffer(&self) -> &wgpu::Buffer {
         &self.act_bufs[self.plan.assignment[self.graph.logits]]
     }
 

@@ -50,13 +50,25 @@ impl GpuModel {
     ) -> Result<(Encoding, Option<wgpu::Buffer>)> {
         gpu.check_health()?;
         let syms = self.check_step(tokens, past, rows)?;
-        let start = Instant::now();
         let q = &gpu.queue;
         q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         q.write_buffer(&self.logit_rows, 0, bytemuck::cast_slice(rows));
+        self.encode_syms(gpu, &syms, capture)
+    }
+
+    /// Writes the uniforms of a step of `syms` and encodes its passes (with `capture`, into the
+    /// returned residual buffer), not yet submitted: its tokens and logit rows are already in
+    /// their buffers.
+    pub(super) fn encode_syms(
+        &self,
+        gpu: &Gpu,
+        syms: &Syms,
+        capture: bool,
+    ) -> Result<(Encoding, Option<wgpu::Buffer>)> {
+        let start = Instant::now();
         let size = self.uniforms.size() as usize;
-        let u = bind::uniforms(&self.graph.ops, &syms, size, self.slot)?;
-        q.write_buffer(&self.uniforms, 0, &u);
+        let u = bind::uniforms(&self.graph.ops, syms, size, self.slot)?;
+        gpu.queue.write_buffer(&self.uniforms, 0, &u);
         let mut e = Encoding {
             enc: (gpu.device).create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
@@ -64,23 +76,19 @@ impl GpuModel {
             log: StepLog::default(),
             stamped: Vec::new(),
             profiling: self.profiler.is_some() && !capture,
-            phase: if tokens.len() > 1 {
-                "prefill"
-            } else {
-                "decode"
-            },
+            phase: if syms.seq > 1 { "prefill" } else { "decode" },
             start,
         };
         let capture_buf = match capture {
-            true => Some(self.capture_buffer(gpu, tokens.len())?),
+            true => Some(self.capture_buffer(gpu, syms.seq as usize)?),
             false => None,
         };
-        self.encode(gpu, &mut e, &syms, capture_buf.as_ref())?;
+        self.encode(gpu, &mut e, syms, capture_buf.as_ref())?;
         Ok((e, capture_buf))
     }
 
     /// The step's symbols, once its inputs are checked against the options and the model.
-    fn check_step(&self, tokens: &[u32], past: usize, rows: &[u32]) -> Result<Syms> {
+    pub(super) fn check_step(&self, tokens: &[u32], past: usize, rows: &[u32]) -> Result<Syms> {
         let n = tokens.len();
         if n == 0 || n > self.opts.max_batch {
             return Err(GpuError::Model(format!(

@@ -192,7 +192,12 @@ impl<'a> Alloc<'a> {
             b
         };
         Io {
-            tokens: buffer("tokens", self.sizes.io_small, copy_dst),
+            // also written by greedy decoding's next-token kernel, and read back from
+            tokens: buffer(
+                "tokens",
+                self.sizes.io_small,
+                copy_dst | wgpu::BufferUsages::COPY_SRC,
+            ),
             logit_rows: buffer("logit_rows", self.sizes.io_small, copy_dst),
             dummy: buffer("dummy", MIN_BUFFER, wgpu::BufferUsages::STORAGE),
             staging: buffer("logits.readback", self.sizes.readback, readback),

@@ -83,7 +83,7 @@ impl Kernel {
             Kernel::RopeKv => &["main"],
             Kernel::Attention => &["partial", "combine"],
             Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
-            Kernel::Score => &["main"],
+            Kernel::Score => &["main", "next_token"],
         }
     }
 

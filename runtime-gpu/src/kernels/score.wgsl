@@ -181,3 +181,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         out[o + 7u] = bitcast<u32>(mass);
     }
 }
+
+// Greedy decoding on the GPU (one workgroup): the argmax of row 0 of `logits` — the lowest id
+// on ties and NaN never chosen, as the CPU sampler's argmax — written to `out[0]`, the model's
+// token buffer that the next step's embedding reads, and the raw index to `out[1]` for the host
+// (0xffffffff when the row has no value above -3.4e38: non-finite logits, which the host
+// refuses; `out[0]` is clamped into the vocabulary all the same).
+@compute @workgroup_size(REDUCE_WG)
+fn next_token(@builtin(local_invocation_index) lid: u32) {
+    let n = params.vocab;
+    var m = NEG_INF;
+    var mi = 0xffffffffu;
+    for (var v = lid; v < n; v += REDUCE_WG) {
+        let x = logits[v];
+        if (ranks_before(x, v, m, mi)) {
+            m = x;
+            mi = v;
+        }
+    }
+    let best = reduce_argmax(lid, m, mi);
+    if (lid == 0u) {
+        out[0] = min(best.i, n - 1u);
+        out[1] = best.i;
+    }
+}

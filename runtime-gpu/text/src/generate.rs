@@ -87,7 +87,11 @@ pub struct GenerationStats {
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
     pub prefill_tok_s: f64,
+    /// Decode steps per wall-clock second of decoding.
     pub decode_tok_s: f64,
+    /// Whether the model picked the greedy tokens itself, steps in flight with no round trip
+    /// per token ([`LanguageModel::decode_greedy`]).
+    pub gpu_decode: bool,
     pub stop_reason: StopReason,
 }
 
@@ -158,30 +162,72 @@ impl<M: LanguageModel> Generator<M> {
         let (mut decode_steps, mut decode_seconds) = (0usize, 0f64);
         let prefill_dispatches = self.model.last_dispatches();
         let mut decode_dispatches = 0;
-        let mut stop_reason = loop {
-            let next = sampler.sample(&logits)?;
-            if self.text.eos_ids().contains(&next) || opts.stop_tokens.contains(&next) {
-                break StopReason::Eos { token: next };
+        let eos = self.text.eos_ids();
+        // Takes the next token: `Some` when generation ends with it (a stop token is not kept).
+        let mut accept = |next: u32| -> Result<Option<StopReason>, TextError> {
+            if eos.contains(&next) || opts.stop_tokens.contains(&next) {
+                return Ok(Some(StopReason::Eos { token: next }));
             }
             tokens.push(next);
             if let Some(piece) = stream.step(next)? {
                 let (out, hit) = stop_text.push(&piece);
                 emit(&out, &mut text);
                 if let Some(hit) = hit {
-                    break StopReason::StopString { text: hit };
+                    return Ok(Some(StopReason::StopString { text: hit }));
                 }
             }
-            if tokens.len() == opts.max_new {
+            Ok((tokens.len() == opts.max_new).then_some(StopReason::MaxTokens))
+        };
+        // The first token comes from the prefill's logits; each later one costs a step.
+        let mut next = sampler.sample(&logits)?;
+        let mut stopped = accept(next)?;
+        let mut kept = 1;
+        let mut gpu_decode = false;
+        if stopped.is_none() && sampler.config().is_greedy() {
+            // Greedy: the model may pick the tokens itself, without a round trip per token.
+            let t = Instant::now();
+            let mut failed = None;
+            let mut on_token = |id: u32| match accept(id) {
+                Ok(None) => true,
+                Ok(Some(reason)) => {
+                    stopped = Some(reason);
+                    false
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            };
+            let left = opts.max_new - 1;
+            if let Some(run) = (self.model).decode_greedy(next, prompt.len(), left, &mut on_token) {
+                decode_steps = run.map_err(GenerateError::Model)?;
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
+                gpu_decode = true;
+                decode_seconds = t.elapsed().as_secs_f64();
+                decode_dispatches = self.model.last_dispatches();
+            }
+        }
+        let mut stop_reason = loop {
+            if let Some(reason) = stopped {
+                break reason;
+            }
+            if gpu_decode {
+                // `decode_greedy` ends only at a stop or after the tokens asked for
                 break StopReason::MaxTokens;
             }
             let t = Instant::now();
             logits = self
                 .model
-                .step(&[next], prompt.len() + tokens.len() - 1, &[0])
+                .step(&[next], prompt.len() + kept - 1, &[0])
                 .map_err(GenerateError::Model)?;
             decode_seconds += t.elapsed().as_secs_f64();
             decode_steps += 1;
             decode_dispatches = self.model.last_dispatches();
+            next = sampler.sample(&logits)?;
+            stopped = accept(next)?;
+            kept += 1;
         };
         if !matches!(stop_reason, StopReason::StopString { .. }) {
             if let Some(rest) = stream.finish()? {
@@ -205,6 +251,7 @@ impl<M: LanguageModel> Generator<M> {
             decode_seconds,
             prefill_tok_s: rate(prompt.len(), prefill_seconds),
             decode_tok_s: rate(decode_steps, decode_seconds),
+            gpu_decode,
             stop_reason,
         };
         Ok(Generation {
