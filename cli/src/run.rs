@@ -271,7 +271,9 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     let mut lm = GpuLm::new(&gpu, model);
     lm.decode_lead = (a.lead > 0).then_some(a.lead);
     let mut g = Generator::new(lm, text);
-    let extra = serde_json::json!({"device": gpu.info.name, "model": m.dir});
+    let extra = serde_json::json!({
+        "device": gpu.info.name, "model": m.dir, "load_seconds": g.model.model.load_times,
+    });
     let s = generate(a, &mut g, &prompt, sampler, max_seq, extra, |lm| {
         serde_json::to_value(&lm.model.memory).unwrap_or_default()
     })?;

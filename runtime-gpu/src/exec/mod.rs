@@ -84,7 +84,8 @@ pub struct MemoryReport {
 pub struct LoadTimes {
     /// Building the graph, sizing and checking every buffer.
     pub sizing: f64,
-    /// Creating the buffers and writing the weights and tables into them.
+    /// Creating the buffers and writing the weights and tables into them, up to their arrival
+    /// in device memory.
     pub buffers: f64,
     /// Creating the compute pipelines (shader compilation).
     pub pipelines: f64,
@@ -179,6 +180,11 @@ impl GpuModel {
             ..Default::default()
         };
         let res = Resources::allocate(&alloc, model, &graph, opts, &mut memory)?;
+        // Buffers filled while mapped are copied to the device at the next submission: do it
+        // now, so that the load includes the upload and the first step (time to first token)
+        // does not, and the staging copies are freed before the first step.
+        crate::readback::wait_for(gpu, gpu.queue.submit([]))?;
+        gpu.check_health()?;
         let buffers = lap();
         let (pipelines, op_pipeline) = alloc.pipelines(&graph, checks)?;
         let pipelines_s = lap();
