@@ -343,3 +343,51 @@ fn seeded_sampling_is_reproducible() {
     assert_eq!(a, b, "same seed, same tokens");
     assert_ne!(a, c, "another seed, other tokens");
 }
+
+#[test]
+fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
+    let Some(gpu) = gpu_for_test("short prefill") else {
+        return;
+    };
+    let small = tlite_runtime_gpu::graph::SMALL_PREFILL as usize;
+    for family in [Family::Llama, Family::Gemma3, Family::ChatGlm] {
+        let (_dir, m) = tiny(family);
+        let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
+        let opts = RunOptions {
+            max_seq: 64,
+            max_batch: 32,
+        };
+        let mut g = GpuModel::load(&gpu, &m, opts).unwrap();
+        let short = tlite_runtime_gpu::graph::When::PrefillSmall;
+        assert!(g.graph.ops.iter().any(|o| o.when == short), "{family:?}");
+        let vocab = g.vocab;
+        let n = small + 4;
+        let prompt: Vec<u32> = (0..n as u32)
+            .map(|i| (i * 53 + 11) % vocab as u32)
+            .collect();
+        let mut cache = reference.new_cache(n).unwrap();
+        let want = reference
+            .forward(&prompt, 0, &mut cache, Logits::All)
+            .unwrap();
+        let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        // one step past the small path (the GEMM), and steps of 2, 5 and `small` tokens (GEMVs)
+        let all = |k: usize| (0..k as u32).collect::<Vec<_>>();
+        for chunk in [n, 2, 5, small] {
+            let mut got = Vec::new();
+            for (i, c) in prompt.chunks(chunk).enumerate() {
+                got.extend(g.step(&gpu, c, i * chunk, &all(c.len())).unwrap());
+            }
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(
+                worst <= 1e-4 * scale.max(1.0),
+                "{family:?} steps of {chunk}: max |Δlogit| {worst} (scale {scale})"
+            );
+            let rows = |v: &[f32]| v.chunks(vocab).map(cpu_argmax).collect::<Vec<_>>();
+            assert_eq!(rows(&got), rows(&want), "{family:?} steps of {chunk}");
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::ops::RangeInclusive;
 use std::time::Instant;
 
 use super::{GpuModel, StepLog, bind};
-use crate::graph::{Op, When};
+use crate::graph::Op;
 use crate::memory::LimitKind;
 use crate::readback::{map_read_f32, wait_for};
 use crate::shape::Syms;
@@ -210,7 +210,7 @@ impl GpuModel {
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         for i in ops {
             let op = &self.graph.ops[i];
-            if !runs(op.when, syms.seq) {
+            if !op.when.runs(syms.seq) {
                 continue;
             }
             let [x, y, z] = grid(op, syms, max)?;
@@ -292,15 +292,6 @@ impl GpuModel {
         gpu.check_health()?;
         self.last_step = e.log;
         Ok((out, hidden))
-    }
-}
-
-/// Whether an op of `when` runs in a step of `seq` tokens.
-fn runs(when: When, seq: u64) -> bool {
-    match when {
-        When::Always => true,
-        When::Decode => seq == 1,
-        When::Prefill => seq > 1,
     }
 }
 

@@ -11,7 +11,7 @@ use super::{BufRef, Op, When, fields};
 use crate::Result;
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::matmul as bind;
-use crate::kernels::params::{GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, MatmulParams};
+use crate::kernels::params::{GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams};
 use crate::shape::{Expr, c};
 
 /// One projection to emit: `y[:, o] (+)= x · W[rows]ᵀ (+ bias)` over `seq` rows.
@@ -51,7 +51,13 @@ impl Builder<'_> {
                 let op = self.gemv(p, d, ch, entry, rows);
                 self.push(op);
             }
-            let op = self.gemm(p, d, ch);
+            // M0E4: a few tokens as GEMVs, more through the GEMM
+            let small = d.gemm.m0e4().then(|| self.small_gemv(p, d, ch));
+            let mut op = self.gemm(p, d, ch);
+            if let Some(s) = small {
+                self.push(s);
+                op.when = When::PrefillLarge;
+            }
             self.push(op);
         }
     }
@@ -130,6 +136,28 @@ impl Builder<'_> {
             params: fields(self.matmul_params(p, d, ch, width, fused).values()),
             grid,
             when: When::Decode,
+            reads,
+            writes,
+        }
+    }
+
+    /// The prefill op of chunk `ch` for a few tokens ([`When::PrefillSmall`]): `gemv_m0e4` over
+    /// each token of the step (the norm is a separate op in prefill).
+    fn small_gemv(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
+        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(GEMV_ROWS as usize) as u64));
+        let unblocked = ChunkRows {
+            blocks: 1,
+            ..ch.clone()
+        };
+        let (reads, writes) = reads_writes(p, d);
+        Op {
+            label: format!("{}[{}] gemv_small", p.label, ch.chunk),
+            kernel: Kernel::Matmul,
+            entry: "gemv_m0e4",
+            bindings: weight_bindings(p, d, ch),
+            params: fields(self.matmul_params(p, d, &unblocked, width, false).values()),
+            grid,
+            when: When::PrefillSmall,
             reads,
             writes,
         }

@@ -76,12 +76,37 @@ pub fn fields(values: Vec<Value<Expr>>) -> Vec<Field> {
     values.into_iter().map(Field::from).collect()
 }
 
-/// When an op runs.
+/// When an op runs, by the number of tokens of the step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum When {
     Always,
+    /// One token.
     Decode,
+    /// More than one token.
     Prefill,
+    /// 2 to [`SMALL_PREFILL`] tokens: an M0E4 projection as a GEMV over each token, its weights
+    /// read from memory once and reread from cache for the later tokens, instead of the GEMM,
+    /// whose tiles of 64 tokens would mostly be padding and whose few workgroups (one per 128
+    /// rows) would leave most of the GPU idle.
+    PrefillSmall,
+    /// More than [`SMALL_PREFILL`] tokens (the GEMM).
+    PrefillLarge,
+}
+
+/// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillSmall`]).
+pub const SMALL_PREFILL: u64 = 48;
+
+impl When {
+    /// Whether an op of this kind runs in a step of `seq` tokens.
+    pub fn runs(self, seq: u64) -> bool {
+        match self {
+            When::Always => true,
+            When::Decode => seq == 1,
+            When::Prefill => seq > 1,
+            When::PrefillSmall => seq > 1 && seq <= SMALL_PREFILL,
+            When::PrefillLarge => seq > SMALL_PREFILL,
+        }
+    }
 }
 
 /// One dispatch.
