@@ -355,7 +355,7 @@ fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
         let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
         let opts = RunOptions {
             max_seq: 64,
-            max_batch: 32,
+            max_batch: 64,
         };
         let mut g = GpuModel::load(&gpu, &m, opts).unwrap();
         let short = tlite_runtime_gpu::graph::When::PrefillSmall;
