@@ -266,7 +266,11 @@ fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
         (&["bench", "m", "-r", "0"][..], "--reps", "at least 1"),
         (&["bench", "m", "-p", "0"], "--prompt", "at least 1"),
         (&["bench", "m", "--lead", "17"], "--lead", "at most 16"),
-        (&["run", "m", "-p", "hi", "--lead", "99"], "--lead", "at most 16"),
+        (
+            &["run", "m", "-p", "hi", "--lead", "99"],
+            "--lead",
+            "at most 16",
+        ),
         (
             &["ppl", "m", "--data", "d", "--ctx", "0"],
             "--ctx",

@@ -20,4 +20,5 @@ t $T ppl /tmp/qwen15 --data $D --ctx 512 --chunks 4 --device cpu --json > $O/qwe
 # 4. the field's formats on the original models
 t $T sweep .cache/hf/smollm2-135m-instruct --data $D --ctx 512 --chunks 8 --device cpu --configs $FIELD --json $O/smollm2-field.json
 t $T sweep .cache/hf/gemma3-270m --data $D --ctx 512 --chunks 8 --device cpu --configs $FIELD --json $O/gemma3-field.json
-t $T sweep /tmp/qwen15 --data $D --ctx 512 --chunks 4 --device cpu --configs $FIELD --json $O/qwen-field.json
+# on Qwen2.5-1.5B the five formats once each (their min/max or llama.cpp's own fit) beside M0E4
+t $T sweep /tmp/qwen15 --data $D --ctx 512 --chunks 4 --device cpu --configs mxfp4,nvfp4,nf4,iq4_nl,q4_k,m0e4-search+imp@64 --json $O/qwen-field.json
