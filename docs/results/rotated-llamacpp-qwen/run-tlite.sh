@@ -19,6 +19,9 @@ t $T sweep /tmp/qwen15-rot --data $D --ctx 512 --chunks 4 --device cpu \
 t $T ppl /tmp/qwen15 --data $D --ctx 512 --chunks 4 --device cpu --json > $O/qwen-orig-ppl.json
 # 4. the field's formats on the original models
 t $T sweep .cache/hf/smollm2-135m-instruct --data $D --ctx 512 --chunks 8 --device cpu --configs $FIELD --json $O/smollm2-field.json
-t $T sweep .cache/hf/gemma3-270m --data $D --ctx 512 --chunks 8 --device cpu --configs $FIELD --json $O/gemma3-field.json
-# on Qwen2.5-1.5B the five formats once each (their min/max or llama.cpp's own fit) beside M0E4
-t $T sweep /tmp/qwen15 --data $D --ctx 512 --chunks 4 --device cpu --configs mxfp4,nvfp4,nf4,iq4_nl,q4_k,m0e4-search+imp@64 --json $O/qwen-field.json
+# Gemma-3 (vocabulary 262,144: slow on the CPU reference) and Qwen2.5-1.5B: the five formats once each
+t $T sweep .cache/hf/gemma3-270m --data $D --ctx 512 --chunks 8 --device cpu --configs mxfp4,nvfp4,nf4,iq4_nl,q4_k --json $O/gemma3-field.json
+t $T sweep /tmp/qwen15 --data $D --ctx 512 --chunks 4 --device cpu --configs mxfp4,nvfp4,nf4,iq4_nl,q4_k,m0e4-search@64 --json $O/qwen-field.json
+# 5. rotated Qwen2.5-Coder-1.5B over 8 x 512 (beside run-llamacpp.sh with CHUNKS=8), the same calibration
+t $T sweep /tmp/qwen15-rot --data $D --ctx 512 --chunks 8 --device cpu \
+  --configs m0e4-search+imp+gptq@32 --json $O/qwen-rot-gptq-8.json
