@@ -93,19 +93,22 @@ impl<G: Grid + Send + Sync> GroupGrid for Fitted<G> {
     }
 }
 
-/// A block's 16 levels (MXFP4, NVFP4, NF4, IQ4_NL): the nearest one.
-impl GroupGrid for Levels {
-    fn round(&self, _: usize, w: f32) -> f32 {
-        self.nearest(w)
-    }
+/// A field format's fitted block: its 16 levels (MXFP4, NVFP4, NF4, IQ4_NL), or a Q4_K
+/// super-block's levels per sub-block. Fake quantization rounds onto it in place; GPTQ gets it
+/// boxed.
+// A temporary on the stack per block: boxing the large variant is the allocation this avoids.
+#[allow(clippy::large_enum_variant)]
+enum FieldGrid {
+    Block(Levels),
+    Super([Levels; kquant::SUBS]),
 }
 
-/// A Q4_K super-block: the levels of each sub-block.
-struct SubBlocks(Vec<Levels>);
-
-impl GroupGrid for SubBlocks {
+impl GroupGrid for FieldGrid {
     fn round(&self, i: usize, w: f32) -> f32 {
-        self.0[i / kquant::SUB_BLOCK].nearest(w)
+        match self {
+            FieldGrid::Block(l) => l.nearest(w),
+            FieldGrid::Super(subs) => subs[i / kquant::SUB_BLOCK].nearest(w),
+        }
     }
 }
 
@@ -209,27 +212,27 @@ impl SchemeKind {
         x: &[f32],
         imp: Option<&[f32]>,
         tensor: &TensorParams,
-    ) -> Option<Box<dyn GroupGrid>> {
-        Some(match *self {
-            SchemeKind::Mxfp4(m) => Box::new(fp4::mxfp4_fit(x, imp, m).1),
+    ) -> Option<FieldGrid> {
+        Some(FieldGrid::Block(match *self {
+            SchemeKind::Mxfp4(m) => fp4::mxfp4_fit(x, imp, m).1,
             SchemeKind::Nvfp4(m) => {
                 let global = tensor
                     .global_scale
                     .unwrap_or_else(|| fp4::nvfp4_tensor_scale(x));
-                Box::new(fp4::nvfp4_fit(x, imp, m, global).1)
+                fp4::nvfp4_fit(x, imp, m, global).1
             }
-            SchemeKind::Nf4(m) => Box::new(lut::table_levels(&lut::NF4, lut::nf4_fit(x, imp, m))),
-            SchemeKind::Iq4Nl => Box::new(lut::table_levels(&lut::IQ4_NL, lut::iq4_nl_fit(x, imp))),
+            SchemeKind::Nf4(m) => lut::table_levels(&lut::NF4, lut::nf4_fit(x, imp, m)),
+            SchemeKind::Iq4Nl => lut::table_levels(&lut::IQ4_NL, lut::iq4_nl_fit(x, imp)),
             SchemeKind::Q4K => {
+                // sub-blocks past a short super-block's end have zero scales and are never read
                 let sb = SuperBlock::fit(x, imp);
-                let subs = x.len().div_ceil(kquant::SUB_BLOCK);
-                Box::new(SubBlocks((0..subs).map(|j| sb.sub_levels(j)).collect()))
+                return Some(FieldGrid::Super(std::array::from_fn(|j| sb.sub_levels(j))));
             }
             SchemeKind::M0E4(_)
             | SchemeKind::Int4FloatMin(_)
             | SchemeKind::Int4ZeroPoint
             | SchemeKind::Q4_0 => return None,
-        })
+        }))
     }
 
     /// One native block of a field format (`x` at most one block long).
@@ -357,7 +360,9 @@ impl Scheme for SchemeKind {
             SchemeKind::Int4FloatMin(m) => boxed(affine::fit::<F16Affine>(x, imp, m, &mut codes)),
             SchemeKind::Int4ZeroPoint => boxed(ZeroPoint::fit(x)),
             SchemeKind::Q4_0 => boxed(Symmetric::fit(x)),
-            _ => self.field_grid(x, imp, tensor),
+            _ => self
+                .field_grid(x, imp, tensor)
+                .map(|g| Box::new(g) as Box<dyn GroupGrid>),
         }
     }
 }
