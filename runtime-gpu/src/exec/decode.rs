@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::GpuModel;
 use crate::kernels::params::ScoreParams;
 use crate::kernels::{Kernel, binding};
-use crate::readback::wait_for;
+use crate::readback::{PendingRead, until, wait_for};
 use crate::shape::Syms;
 use crate::{Gpu, GpuError, Result};
 
@@ -30,11 +30,10 @@ pub struct DecodeRun {
     pub seconds: f64,
 }
 
-/// A step in flight: its readback slot and submission.
-struct Pending {
-    slot: usize,
+/// A step in flight: its submission and the read of its token.
+struct Pending<'a> {
     index: wgpu::SubmissionIndex,
-    mapped: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    read: PendingRead<'a>,
 }
 
 impl GpuModel {
@@ -122,7 +121,7 @@ impl GpuModel {
                     past: (past + run.steps) as u64,
                     out: 1,
                 };
-                let (mut e, _) = self.encode_syms(gpu, &syms, false)?;
+                let (mut e, _) = self.encode_syms(gpu, &syms, false, false)?;
                 {
                     let mut pass = e.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("next_token"),
@@ -136,38 +135,21 @@ impl GpuModel {
                 e.enc
                     .copy_buffer_to_buffer(&self.tokens, 0, &ring[slot], 0, READ);
                 let index = gpu.queue.submit([e.enc.finish()]);
-                let (tx, rx) = std::sync::mpsc::channel();
-                ring[slot]
-                    .slice(..READ)
-                    .map_async(wgpu::MapMode::Read, move |r| {
-                        let _ = tx.send(r);
-                    });
-                pending.push_back(Pending {
-                    slot,
-                    index,
-                    mapped: rx,
-                });
+                let read = PendingRead::start(&ring[slot], READ)?;
+                pending.push_back(Pending { index, read });
                 run.steps += 1;
                 self.last_step.dispatches = e.log.dispatches + 1;
             }
             let Some(p) = pending.pop_front() else {
                 break;
             };
-            wait_for(gpu, p.index)?;
-            let err = |e: &dyn std::fmt::Display| GpuError::Readback(e.to_string());
-            p.mapped.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
-            let words: [u32; 2] = {
-                let view = ring[p.slot].slice(..READ).get_mapped_range();
-                let b = view.map_err(|e| err(&e))?;
-                [0, 1].map(|i| {
-                    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-                })
-            };
-            ring[p.slot].unmap();
+            let b = p.read.finish(gpu, until(p.index))?;
+            let word =
+                |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
             if stopped {
                 continue;
             }
-            let [token, raw] = words;
+            let (token, raw) = (word(0), word(1));
             if raw as usize >= self.vocab {
                 // drain what is in flight before reporting
                 for q in pending.drain(..) {

@@ -53,17 +53,19 @@ impl GpuModel {
         let q = &gpu.queue;
         q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         q.write_buffer(&self.logit_rows, 0, bytemuck::cast_slice(rows));
-        self.encode_syms(gpu, &syms, capture)
+        let profile = self.profiler.is_some() && !capture;
+        self.encode_syms(gpu, &syms, capture, profile)
     }
 
     /// Writes the uniforms of a step of `syms` and encodes its passes (with `capture`, into the
-    /// returned residual buffer), not yet submitted: its tokens and logit rows are already in
-    /// their buffers.
+    /// returned residual buffer; with `profile`, a timestamp after each dispatch), not yet
+    /// submitted: its tokens and logit rows are already in their buffers.
     pub(super) fn encode_syms(
         &self,
         gpu: &Gpu,
         syms: &Syms,
         capture: bool,
+        profile: bool,
     ) -> Result<(Encoding, Option<wgpu::Buffer>)> {
         let start = Instant::now();
         let size = self.uniforms.size() as usize;
@@ -75,7 +77,7 @@ impl GpuModel {
             }),
             log: StepLog::default(),
             stamped: Vec::new(),
-            profiling: self.profiler.is_some() && !capture,
+            profiling: profile && self.profiler.is_some(),
             phase: if syms.seq > 1 { "prefill" } else { "decode" },
             start,
         };
