@@ -1,7 +1,7 @@
 //! `tlite lab`: measurements outside any model (docs/PERF.md): the per-dispatch floor and the
 //! decode GEMV kernels' weight bandwidth against a copy kernel (`tlite_runtime_gpu::lab`).
 
-use tlite_runtime_gpu::lab::{self, GemvOptions};
+use tlite_runtime_gpu::lab::{self, GemvOptions, GemvVariant};
 use tlite_runtime_gpu::{DeviceOptions, Gpu};
 
 #[derive(clap::Args)]
@@ -47,6 +47,10 @@ enum What {
         /// each (comma-separated; 1 = the whole matrix).
         #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
         splits: Vec<usize>,
+        /// Candidate kernels to time beside the runtime's, comma-separated WGxROWSxUNROLL, e.g.
+        /// 128x4x2,256x2x4 (needs subgroups).
+        #[arg(long, value_delimiter = ',', value_parser = GemvVariant::parse)]
+        variants: Vec<GemvVariant>,
     },
 }
 
@@ -84,6 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             copy_mib,
             reps,
             splits,
+            variants,
         } => {
             let mut opts = GemvOptions {
                 group,
@@ -91,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 copy_bytes: mib(copy_mib)?,
                 reps,
                 splits,
+                variants,
                 ..GemvOptions::default()
             };
             if !shapes.is_empty() {

@@ -521,6 +521,8 @@ pub struct GemvOptions {
     /// Each matrix is also timed as this many row chunks of the same buffers, one dispatch
     /// each (1: the whole matrix in one dispatch).
     pub splits: Vec<usize>,
+    /// Candidate kernels timed beside the runtime's (the adapter must have subgroups).
+    pub variants: Vec<GemvVariant>,
 }
 
 impl Default for GemvOptions {
@@ -533,6 +535,7 @@ impl Default for GemvOptions {
             reps: 5,
             seed: 7,
             splits: vec![1],
+            variants: Vec::new(),
         }
     }
 }
@@ -542,7 +545,7 @@ impl Default for GemvOptions {
 pub struct GemvRow {
     pub n: usize,
     pub k: usize,
-    pub entry: &'static str,
+    pub entry: String,
     /// Whether the plan (graph/decision.rs) picks this entry for the shape (and one dispatch).
     pub planned: bool,
     /// Dispatches (row chunks of the same buffers) per matrix.
@@ -555,6 +558,8 @@ pub struct GemvRow {
     pub serial_us: f64,
     /// GPU µs per matrix, each copy writing its own output (dispatches may overlap).
     pub overlap_us: f64,
+    /// Largest |GPU − CPU| of the checked rows over Σ|w·x| of the row.
+    pub rel_err: f64,
 }
 
 impl GemvRow {
@@ -600,14 +605,14 @@ impl fmt::Display for GemvReport {
         )?;
         writeln!(
             f,
-            "| shape n×k | entry | MiB | copies | µs | GB/s | % of copy | µs overlapped | GB/s overlapped |"
+            "| shape n×k | entry | MiB | copies | µs | GB/s | % of copy | µs overlapped | GB/s overlapped | rel. error |"
         )?;
-        writeln!(f, "|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|")?;
         for r in &self.rows {
             let g = r.gbps(r.serial_us);
             writeln!(
                 f,
-                "| {}×{} | {}{} | {} | {} | {} | {} | {}% | {} | {} |",
+                "| {}×{} | {}{} | {} | {} | {} | {} | {}% | {} | {} | {:.1e} |",
                 r.n,
                 r.k,
                 r.entry,
@@ -624,7 +629,8 @@ impl fmt::Display for GemvReport {
                 sig3(g),
                 sig3(100.0 * g / copy),
                 sig3(r.overlap_us),
-                sig3(r.gbps(r.overlap_us))
+                sig3(r.gbps(r.overlap_us)),
+                r.rel_err
             )?;
         }
         Ok(())
@@ -670,7 +676,8 @@ fn time_dispatches(
     Ok(median(t))
 }
 
-/// Times the decode GEMVs (`gemv_m0e4_wide` where the plan can use it, and `gemv_m0e4`) on
+/// Times the decode GEMVs (`gemv_m0e4_wide` where the plan can use it, and `gemv_m0e4`) and
+/// any candidate [`GemvVariant`]s on
 /// random M0E4 weights of each shape, rotating through enough copies that they exceed
 /// `rotate_bytes`, and a vec4<u32> copy of `copy_bytes` for the bandwidth they are compared
 /// with. Needs timestamp queries. Checks one GEMV output against the CPU.
@@ -725,6 +732,25 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
     let mut rows = Vec::new();
     let wide_pipe = pipeline(gpu, Kernel::Matmul, "gemv_m0e4_wide");
     let narrow_pipe = pipeline(gpu, Kernel::Matmul, "gemv_m0e4");
+    let mut variant_pipes = Vec::new();
+    for v in &opts.variants {
+        if !gpu.features.contains(wgpu::Features::SUBGROUP) {
+            return Err(GpuError::InvalidOptions(format!(
+                "gemv lab: variant {} needs subgroups, which {} does not offer",
+                v.name(),
+                gpu.info.name
+            )));
+        }
+        let pipe = scoped(gpu, "a GEMV variant", || {
+            Ok(pipeline_from_source(
+                gpu,
+                "lab.gemv",
+                &v.source(),
+                "lab_gemv",
+            ))
+        })?;
+        variant_pipes.push((*v, pipe));
+    }
     for &(n, k) in &opts.shapes {
         if n == 0 || k == 0 {
             return Err(GpuError::InvalidOptions(format!(
@@ -757,13 +783,34 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
             let dummy = storage(gpu, &[0u8; 16]);
             let wide_ok = k.is_multiple_of(GEMV_WIDE_COLS as usize)
                 && opts.group.is_multiple_of(GEMV_WIDE_COLS as usize);
-            let mut entries: Vec<(&'static str, &wgpu::ComputePipeline, usize, bool)> = Vec::new();
+            // (name, pipeline, rows per workgroup, planned, tolerance, vector bindings)
+            let mut entries: Vec<(String, &wgpu::ComputePipeline, usize, bool, f64, bool)> =
+                Vec::new();
             if wide_ok {
-                entries.push(("gemv_m0e4_wide", &wide_pipe, GEMV_WIDE_ROWS as usize, true));
+                entries.push((
+                    "gemv_m0e4_wide".into(),
+                    &wide_pipe,
+                    GEMV_WIDE_ROWS as usize,
+                    true,
+                    1e-4,
+                    true,
+                ));
             }
-            entries.push(("gemv_m0e4", &narrow_pipe, GEMV_ROWS as usize, !wide_ok));
+            entries.push((
+                "gemv_m0e4".into(),
+                &narrow_pipe,
+                GEMV_ROWS as usize,
+                !wide_ok,
+                1e-4,
+                false,
+            ));
+            if wide_ok {
+                for (v, pipe) in &variant_pipes {
+                    entries.push((v.name(), pipe, v.rows as usize, false, 1e-4, true));
+                }
+            }
             let mut out = Vec::new();
-            for (entry, pipe, per, planned) in entries {
+            for (entry, pipe, per, planned, tol, vector) in entries {
                 for &splits in &opts.splits {
                     // Row chunks of whole workgroups, each its own dispatch (as the plan runs
                     // the chunks of a tensor), all into one output.
@@ -809,28 +856,26 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                         for c in 0..copies {
                             let y = &y_b[ys(c)];
                             for (params, grid) in &uniforms {
-                                let e: Vec<(u32, &wgpu::Buffer)> = if entry == "gemv_m0e4_wide" {
-                                    vec![
-                                        (b::PARAMS, params),
-                                        (b::X4, &x_b),
-                                        (b::PACKED4, &packed_b[c]),
-                                        (b::SCALES, &scales_b[c]),
-                                        (b::BIASES, &biases_b[c]),
-                                        (b::NORM_W4, &dummy),
-                                        (b::Y, y),
-                                        (b::BIAS, &dummy),
-                                    ]
-                                } else {
-                                    vec![
-                                        (b::PARAMS, params),
-                                        (b::X, &x_b),
-                                        (b::PACKED, &packed_b[c]),
-                                        (b::SCALES, &scales_b[c]),
-                                        (b::BIASES, &biases_b[c]),
-                                        (b::Y, y),
-                                        (b::BIAS, &dummy),
-                                    ]
+                                // Vector kernels read x and the packed words as vec4; the
+                                // runtime's also bind a norm weight and a bias (unused here).
+                                let (xb, pb) = match vector {
+                                    true => (b::X4, b::PACKED4),
+                                    false => (b::X, b::PACKED),
                                 };
+                                let mut e: Vec<(u32, &wgpu::Buffer)> = vec![
+                                    (b::PARAMS, params),
+                                    (xb, &x_b),
+                                    (pb, &packed_b[c]),
+                                    (b::SCALES, &scales_b[c]),
+                                    (b::BIASES, &biases_b[c]),
+                                    (b::Y, y),
+                                ];
+                                if !entry.starts_with("sg") {
+                                    e.push((b::BIAS, &dummy));
+                                    if vector {
+                                        e.push((b::NORM_W4, &dummy));
+                                    }
+                                }
                                 out.push((bind_group(gpu, pipe, &e), *grid));
                             }
                         }
@@ -849,17 +894,18 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                     };
                     let serial_us = time(&serial)?;
                     let overlap_us = time(&overlap)?;
-                    check_output(gpu, &y_b[0], &m, &x, entry)?;
+                    let rel_err = check_output(gpu, &y_b[0], &m, &x, &entry, tol)?;
                     out.push(GemvRow {
                         n,
                         k,
-                        entry,
+                        entry: entry.clone(),
                         planned: planned && splits == 1,
                         splits: chunks.len(),
                         weight_bytes,
                         copies,
                         serial_us,
                         overlap_us,
+                        rel_err,
                     });
                 }
             }
@@ -877,9 +923,172 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// GEMV variants: candidate decode kernels tried in the lab before the runtime adopts one
+
+/// A candidate M0E4 GEMV (k and the group multiples of 32): `rows` rows per workgroup of `wg`
+/// threads, each thread reading one vec4<u32> (32 weights) of every row per step and issuing
+/// `unroll` steps' loads before using any; the row sums are reduced with subgroup additions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemvVariant {
+    pub wg: u32,
+    pub rows: u32,
+    pub unroll: u32,
+}
+
+impl GemvVariant {
+    /// Parses `WGxROWSxUNROLL` (`128x4x2`).
+    pub fn parse(s: &str) -> std::result::Result<GemvVariant, String> {
+        let bad = || format!("`{s}`: expected WGxROWSxUNROLL, e.g. 128x4x2");
+        let v: Vec<u32> = s
+            .split('x')
+            .map(|p| p.parse::<u32>().map_err(|_| bad()))
+            .collect::<std::result::Result<_, _>>()?;
+        let [wg, rows, unroll] = v[..] else {
+            return Err(bad());
+        };
+        if !(32..=1024).contains(&wg)
+            || !wg.is_power_of_two()
+            || !(1..=16).contains(&rows)
+            || !(1..=8).contains(&unroll)
+        {
+            return Err(format!(
+                "`{s}`: workgroup a power of two in 32..=1024, rows 1..=16, unroll 1..=8"
+            ));
+        }
+        Ok(GemvVariant { wg, rows, unroll })
+    }
+
+    pub fn name(&self) -> String {
+        format!("sg{}x{}x{}", self.wg, self.rows, self.unroll)
+    }
+
+    /// The variant's WGSL (entry point `lab_gemv`), with matmul's parameter struct and bindings.
+    pub fn source(&self) -> String {
+        let matmul = include_str!("kernels/matmul.wgsl");
+        let start = matmul
+            .find("struct Params {")
+            .expect("matmul.wgsl declares Params");
+        let end = start + matmul[start..].find("\n}\n").expect("Params ends") + 3;
+        let word = "fn lword(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {\n\
+             \x20   let v0 = m0e4_pair(w, 0u);\n\
+             \x20   let v1 = m0e4_pair(w, 1u);\n\
+             \x20   let v2 = m0e4_pair(w, 2u);\n\
+             \x20   let v3 = m0e4_pair(w, 3u);\n\
+             \x20   return dot(vec4<f32>(v0.x, v1.x, v2.x, v3.x), xa) + dot(vec4<f32>(v0.y, v1.y, v2.y, v3.y), xb);\n}\n";
+        format!(
+            "{prelude}\n{consts}\n{params}\n\
+@group(0) @binding(0) var<uniform> params: Params;\n\
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;\n\
+@group(0) @binding(5) var<storage, read> scales: array<u32>;\n\
+@group(0) @binding(6) var<storage, read> biases: array<u32>;\n\
+@group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;\n\
+@group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;\n\
+const LWG: u32 = {wg}u;\n\
+const LR: u32 = {rows}u;\n\
+const LU: u32 = {unroll}u;\n\
+var<workgroup> lred: array<f32, LR * LWG>;\n\
+fn lhalf(a: u32, i: u32) -> f32 {{\n\
+    let v = unpack2x16float(a);\n\
+    return select(v.x, v.y, (i & 1u) == 1u);\n\
+}}\n\
+{word}\n\
+@compute @workgroup_size(LWG)\n\
+fn lab_gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,\n\
+    @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_id) sgid: u32,\n\
+    @builtin(num_subgroups) nsg: u32) {{\n\
+    let o0 = (wg.x + wg.y * params.grid_width) * LR;\n\
+    if (o0 >= params.n) {{\n\
+        return;\n\
+    }}\n\
+    let q4 = params.words_per_row / 4u;\n\
+    var base: array<u32, LR>;\n\
+    var gbase: array<u32, LR>;\n\
+    for (var r = 0u; r < LR; r++) {{\n\
+        let row = params.w_row0 + min(o0 + r, params.n - 1u);\n\
+        base[r] = row * q4;\n\
+        gbase[r] = row * params.groups_per_row;\n\
+    }}\n\
+    var acc: array<f32, LR>;\n\
+    var i = lid;\n\
+    loop {{\n\
+        // Full rounds of LU steps; then single steps (u = 0 only) for the rest.\n\
+        var steps = LU;\n\
+        if (i + (LU - 1u) * LWG >= q4) {{\n\
+            if (i >= q4) {{\n\
+                break;\n\
+            }}\n\
+            steps = 1u;\n\
+        }}\n\
+        var w: array<vec4<u32>, LR * LU>;\n\
+        var sc: array<vec2<f32>, LR * LU>;\n\
+        for (var u = 0u; u < LU; u++) {{\n\
+            if (u < steps) {{\n\
+                let ii = i + u * LWG;\n\
+                let gi = (ii * 32u) / params.group;\n\
+                for (var r = 0u; r < LR; r++) {{\n\
+                    w[u * LR + r] = packed4[base[r] + ii];\n\
+                    let g = gbase[r] + gi;\n\
+                    sc[u * LR + r] = vec2<f32>(lhalf(scales[g >> 1u], g), lhalf(biases[g >> 1u], g));\n\
+                }}\n\
+            }}\n\
+        }}\n\
+        for (var u = 0u; u < LU; u++) {{\n\
+            if (u >= steps) {{\n\
+                break;\n\
+            }}\n\
+            let ii = i + u * LWG;\n\
+            var xv: array<vec4<f32>, 8>;\n\
+            var sxv = vec4<f32>(0.0);\n\
+            for (var j = 0u; j < 8u; j++) {{\n\
+                xv[j] = x4[ii * 8u + j];\n\
+                sxv += xv[j];\n\
+            }}\n\
+            let sx = dot(sxv, vec4<f32>(1.0));\n\
+        for (var r = 0u; r < LR; r++) {{\n\
+            let wv = w[u * LR + r];\n\
+            let d = lword(wv.x, xv[0], xv[1]) + lword(wv.y, xv[2], xv[3]) + lword(wv.z, xv[4], xv[5]) + lword(wv.w, xv[6], xv[7]);\n\
+                let s = sc[u * LR + r];\n\
+                acc[r] += s.x * d + s.y * sx;\n\
+            }}\n\
+        }}\n\
+        i += steps * LWG;\n\
+    }}\n\
+    for (var r = 0u; r < LR; r++) {{\n\
+        let s = subgroupAdd(acc[r]);\n\
+        if (sid == 0u) {{\n\
+            lred[r * LWG + sgid] = s;\n\
+        }}\n\
+    }}\n\
+    workgroupBarrier();\n\
+    if (lid < LR && o0 + lid < params.n) {{\n\
+        var t = 0.0;\n\
+        for (var j = 0u; j < nsg; j++) {{\n\
+            t += lred[lid * LWG + j];\n\
+        }}\n\
+        y[params.out_col0 + o0 + lid] = t;\n\
+    }}\n\
+}}\n",
+            prelude = crate::kernels::m0e4_prelude(),
+            consts = crate::kernels::params::constants_prelude(),
+            params = &matmul[start..end],
+            wg = self.wg,
+            rows = self.rows,
+            unroll = self.unroll,
+        )
+    }
+}
+
 /// Compares the GEMV output `y` with the CPU (a few rows): a kernel that was timed but computed
 /// nothing (a wrong binding, an early exit) fails the lab.
-fn check_output(gpu: &Gpu, y: &wgpu::Buffer, m: &M0E4Matrix, x: &[f32], entry: &str) -> Result<()> {
+fn check_output(
+    gpu: &Gpu,
+    y: &wgpu::Buffer,
+    m: &M0E4Matrix,
+    x: &[f32],
+    entry: &str,
+    tol: f64,
+) -> Result<f64> {
     let (n, k) = (m.rows, m.cols);
     let bytes = 4 * n as u64;
     let read = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -893,6 +1102,7 @@ fn check_output(gpu: &Gpu, y: &wgpu::Buffer, m: &M0E4Matrix, x: &[f32], entry: &
     gpu.queue.submit([enc.finish()]);
     let got = crate::readback::map_read_f32(gpu, &read, bytes)?;
     let mut w = vec![0f32; k];
+    let mut worst = 0f64;
     for row in [0, n / 2, n - 1] {
         m.dequantize_row(row, &mut w);
         let want: f64 = w
@@ -906,11 +1116,12 @@ fn check_output(gpu: &Gpu, y: &wgpu::Buffer, m: &M0E4Matrix, x: &[f32], entry: &
             .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
             .sum();
         let g = f64::from(got[row]);
-        if !g.is_finite() || (g - want).abs() > 1e-4 * size + 1e-6 {
+        worst = worst.max((g - want).abs() / size.max(1e-30));
+        if !g.is_finite() || (g - want).abs() > tol * size + 1e-6 {
             return Err(GpuError::Readback(format!(
                 "gemv lab: {entry} {n}×{k} row {row}: GPU {g}, CPU {want}"
             )));
         }
     }
-    Ok(())
+    Ok(worst)
 }

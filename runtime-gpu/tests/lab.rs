@@ -74,6 +74,7 @@ fn gemv_lab_times_both_entries_against_the_copy() {
         reps: 2,
         seed: 3,
         splits: vec![1, 3],
+        variants: Vec::new(),
     };
     let r = lab::gemv(&gpu, &opts).unwrap();
     positive("copy µs", r.copy_us);
@@ -81,7 +82,7 @@ fn gemv_lab_times_both_entries_against_the_copy() {
     let entries: Vec<(usize, usize, &str, bool, usize)> = r
         .rows
         .iter()
-        .map(|x| (x.n, x.k, x.entry, x.planned, x.splits))
+        .map(|x| (x.n, x.k, x.entry.as_str(), x.planned, x.splits))
         .collect();
     assert_eq!(
         entries,
@@ -129,4 +130,67 @@ fn gemv_lab_times_both_entries_against_the_copy() {
         lab::gemv(&gpu, &bad).is_err(),
         "an empty shape must be refused"
     );
+}
+
+/// The candidate kernels: each computes the GEMV (the lab checks rows against the CPU, within
+/// 1e-4 of Σ|w·x|) over shapes with a ragged last round of
+/// steps and a partial last workgroup of rows; a malformed variant is refused by the parser.
+#[test]
+fn gemv_lab_times_candidate_kernels_that_compute_the_product() {
+    let Some(gpu) = gpu_for_test("lab gemv variants") else {
+        return;
+    };
+    if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+        || !gpu.features.contains(wgpu::Features::SUBGROUP)
+    {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED: the adapter has no timestamps or subgroups\n",
+        );
+        assert!(std::env::var_os("CI").is_none(), "lavapipe has both");
+        return;
+    }
+    let names = ["32x4x3", "64x2x2", "128x1x1", "32x3x8"];
+    let variants: Vec<_> = names
+        .iter()
+        .map(|s| lab::GemvVariant::parse(s).unwrap())
+        .collect();
+    let opts = GemvOptions {
+        shapes: vec![(64, 128), (37, 224)],
+        group: 32,
+        rotate_bytes: 32 << 10,
+        copy_bytes: 64 << 10,
+        reps: 1,
+        seed: 5,
+        splits: vec![1],
+        variants,
+    };
+    let r = lab::gemv(&gpu, &opts).unwrap();
+    for (n, k) in [(64, 128), (37, 224)] {
+        for v in &names {
+            let name = format!("sg{v}");
+            let row = r
+                .rows
+                .iter()
+                .find(|x| x.n == n && x.k == k && x.entry == name)
+                .unwrap_or_else(|| panic!("no row {n}×{k} {name}"));
+            positive(&name, row.serial_us);
+            assert!(row.rel_err.is_finite(), "{name}");
+        }
+    }
+    for bad in [
+        "",
+        "128x4",
+        "100x4x2",
+        "128x0x2",
+        "128x4x9",
+        "128x4x2h",
+        "axbxc",
+        "128x4x2x1",
+    ] {
+        assert!(
+            lab::GemvVariant::parse(bad).is_err(),
+            "`{bad}` must be refused"
+        );
+    }
 }
