@@ -14,6 +14,15 @@ use crate::kernels::params::binding::matmul as bind;
 use crate::kernels::params::{GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams};
 use crate::shape::{Expr, c};
 
+/// Which GEMV [`Builder::gemv`] emits for a chunk.
+#[derive(Clone, Copy)]
+enum GemvRun {
+    /// The decision's decode GEMV: `entry` with `rows` output rows per block.
+    Decode { entry: &'static str, rows: usize },
+    /// `gemv_m0e4` over each token of a step of a few tokens ([`When::PrefillSmall`]).
+    SmallPrefill,
+}
+
 /// One projection to emit: `y[:, o] (+)= x · W[rows]ᵀ (+ bias)` over `seq` rows.
 pub(super) struct Projection<'a> {
     /// The label of its ops (before the chunk index and the phase).
@@ -48,11 +57,11 @@ impl Builder<'_> {
         }
         for ch in &d.chunks {
             if let Some((entry, rows)) = d.gemv.per_chunk() {
-                let op = self.gemv(p, d, ch, entry, rows);
+                let op = self.gemv(p, d, ch, GemvRun::Decode { entry, rows });
                 self.push(op);
             }
             // M0E4: a few tokens as GEMVs, more through the GEMM
-            let small = d.gemm.m0e4().then(|| self.small_gemv(p, d, ch));
+            let small = (d.gemm.m0e4()).then(|| self.gemv(p, d, ch, GemvRun::SmallPrefill));
             let mut op = self.gemm(p, d, ch);
             if let Some(s) = small {
                 self.push(s);
@@ -100,22 +109,37 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The decode op of chunk `ch`: `entry` with `rows` output rows per block.
-    fn gemv(
-        &self,
-        p: &Projection,
-        d: &Decision,
-        ch: &ChunkRows,
-        entry: &'static str,
-        rows: usize,
-    ) -> Op {
-        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(rows * ch.blocks) as u64));
+    /// The GEMV op of chunk `ch`: the decision's decode GEMV, or `gemv_m0e4` over the tokens of
+    /// a short prefill.
+    fn gemv(&self, p: &Projection, d: &Decision, ch: &ChunkRows, run: GemvRun) -> Op {
+        let (entry, rows, vector, fused, blocks, when, tag) = match run {
+            GemvRun::Decode { entry, rows } => (
+                entry,
+                rows,
+                d.gemv.vector_loads(),
+                matches!(d.norm, Norm::Fused { .. }),
+                ch.blocks,
+                When::Decode,
+                "gemv",
+            ),
+            // The norm is a separate op in prefill.
+            GemvRun::SmallPrefill => (
+                "gemv_m0e4",
+                GEMV_ROWS as usize,
+                false,
+                false,
+                1,
+                When::PrefillSmall,
+                "gemv_small",
+            ),
+        };
+        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(rows * blocks) as u64));
         let (gemv_x, norm_w) = match &d.norm {
-            Norm::Fused { weight } => (self.residual, first_chunk(weight, 0)),
-            Norm::Separate => (p.x, BufRef::Dummy),
+            Norm::Fused { weight } if fused => (self.residual, first_chunk(weight, 0)),
+            _ => (p.x, BufRef::Dummy),
         };
         let mut bindings = weight_bindings(p, d, ch);
-        if d.gemv.vector_loads() {
+        if vector {
             // x and the packed words as vectors instead of scalars.
             bindings.retain(|(i, _)| ![bind::X, bind::PACKED].contains(i));
             let packed = part(&p.proj.tensor, ch.chunk, 0);
@@ -125,39 +149,22 @@ impl Builder<'_> {
                 (bind::NORM_W4, norm_w),
             ]);
         }
-        let fused = matches!(d.norm, Norm::Fused { .. });
         let (mut reads, writes) = reads_writes(p, d);
-        reads.push(gemv_x);
+        if !reads.contains(&gemv_x) {
+            reads.push(gemv_x);
+        }
+        let shape = ChunkRows {
+            blocks,
+            ..ch.clone()
+        };
         Op {
-            label: format!("{}[{}] gemv", p.label, ch.chunk),
+            label: format!("{}[{}] {tag}", p.label, ch.chunk),
             kernel: Kernel::Matmul,
             entry,
             bindings,
-            params: fields(self.matmul_params(p, d, ch, width, fused).values()),
+            params: fields(self.matmul_params(p, d, &shape, width, fused).values()),
             grid,
-            when: When::Decode,
-            reads,
-            writes,
-        }
-    }
-
-    /// The prefill op of chunk `ch` for a few tokens ([`When::PrefillSmall`]): `gemv_m0e4` over
-    /// each token of the step (the norm is a separate op in prefill).
-    fn small_gemv(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
-        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(GEMV_ROWS as usize) as u64));
-        let unblocked = ChunkRows {
-            blocks: 1,
-            ..ch.clone()
-        };
-        let (reads, writes) = reads_writes(p, d);
-        Op {
-            label: format!("{}[{}] gemv_small", p.label, ch.chunk),
-            kernel: Kernel::Matmul,
-            entry: "gemv_m0e4",
-            bindings: weight_bindings(p, d, ch),
-            params: fields(self.matmul_params(p, d, &unblocked, width, false).values()),
-            grid,
-            when: When::PrefillSmall,
+            when,
             reads,
             writes,
         }
