@@ -22,7 +22,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             info.name, info.backend, info.device_type
         );
     }
-    let gpu = Gpu::new(&DeviceOptions { adapter: a.adapter })?;
+    let gpu = Gpu::new(&DeviceOptions {
+        adapter: a.adapter,
+        ..Default::default()
+    })?;
     println!("{}", gpu.header());
     if a.check {
         let (rows, cols) = (256, 1024);

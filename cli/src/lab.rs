@@ -75,7 +75,10 @@ fn mib(v: f64) -> anyhow::Result<u64> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gpu = Gpu::new(&DeviceOptions { adapter: a.adapter })?;
+    let gpu = Gpu::new(&DeviceOptions {
+        adapter: a.adapter,
+        ..Default::default()
+    })?;
     println!("{}", gpu.header());
     match a.what {
         What::Floor { counts, reps } => {

@@ -40,6 +40,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let gpu = Gpu::new(&DeviceOptions {
         adapter: a.adapter.clone(),
+        pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
     })?;
     eprintln!("{}", gpu.header());
     ensure!(

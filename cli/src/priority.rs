@@ -89,6 +89,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     let opts = DeviceOptions {
         adapter: a.adapter.clone(),
+        ..Default::default()
     };
     let ui = Gpu::new(&opts)?;
     eprintln!("ui device: {}", ui.header());

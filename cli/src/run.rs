@@ -241,6 +241,7 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     let max_seq = max_seq(a, cfg.max_position_embeddings)?;
     let gpu = Gpu::new(&DeviceOptions {
         adapter: a.adapter.clone(),
+        pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
     })?;
     let opts = RunOptions {
         max_seq,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use crate::memory::{self, DeviceMemory};
+use crate::pipeline_cache::PipelineCacheFile;
 use crate::priority::{self, Plan, Priority, PriorityState};
 use crate::{GpuError, Result};
 
@@ -13,6 +14,8 @@ use crate::{GpuError, Result};
 pub struct DeviceOptions {
     /// Case-insensitive substring of the adapter name to pick (`--adapter`).
     pub adapter: Option<String>,
+    /// Folder of the compiled-pipeline cache ([`crate::pipeline_cache`]); none: no cache.
+    pub pipeline_cache: Option<std::path::PathBuf>,
 }
 
 /// An open device with what it can do.
@@ -27,6 +30,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     /// The execution priority the device got (global queue priority, cooperative split).
     pub priority: PriorityState,
+    /// The compiled-pipeline cache on disk, where one was asked for and the backend has one.
+    pub pipeline_cache: Option<PipelineCacheFile>,
     /// What the device reported outside an error scope, for the next step to return.
     health: Arc<Health>,
 }
@@ -157,7 +162,8 @@ pub(crate) fn scoped<T>(
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 fn backends() -> wgpu::Backends {
     wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
@@ -256,6 +262,8 @@ impl Gpu {
                     source,
                 })?;
         let health = Health::install(&device);
+        let pipeline_cache = (opts.pipeline_cache.as_deref())
+            .and_then(|dir| PipelineCacheFile::open(&device, &info, features, dir));
         Ok(Gpu {
             info,
             features,
@@ -264,6 +272,7 @@ impl Gpu {
             device,
             queue,
             priority,
+            pipeline_cache,
             health,
         })
     }
@@ -383,6 +392,9 @@ impl Gpu {
             let _ = write!(s, " | {m}");
         }
         let _ = write!(s, " | {}", self.priority.describe());
+        if let Some(c) = &self.pipeline_cache {
+            let _ = write!(s, " | pipeline cache {}", c.loaded);
+        }
         s
     }
 }
@@ -404,7 +416,10 @@ async fn enumerate() -> Vec<wgpu::Adapter> {
 pub fn gpu_for_test(test: &str) -> Option<Gpu> {
     use std::io::Write as _;
     let adapter = std::env::var("TLITE_ADAPTER").ok();
-    match Gpu::new(&DeviceOptions { adapter }) {
+    match Gpu::new(&DeviceOptions {
+        adapter,
+        ..Default::default()
+    }) {
         Ok(gpu) => {
             let _ = writeln!(std::io::stderr(), "[{test}] {}", gpu.header());
             Some(gpu)

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod lab;
 mod language_model;
 pub mod memory;
+pub mod pipeline_cache;
 pub mod planner;
 pub mod priority;
 pub mod readback;

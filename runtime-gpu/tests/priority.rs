@@ -19,6 +19,7 @@ use tlite_runtime_gpu::{
 fn opts() -> DeviceOptions {
     DeviceOptions {
         adapter: std::env::var("TLITE_ADAPTER").ok(),
+        ..Default::default()
     }
 }
 

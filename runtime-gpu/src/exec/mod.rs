@@ -187,6 +187,11 @@ impl GpuModel {
         gpu.check_health()?;
         let buffers = lap();
         let (pipelines, op_pipeline) = alloc.pipelines(&graph, checks)?;
+        if let Some(cache) = &gpu.pipeline_cache {
+            // Best effort: a cache that cannot be written (a read-only folder, a full disk)
+            // costs the next load its compilation, nothing else.
+            let _ = cache.save();
+        }
         let pipelines_s = lap();
         let bind_groups = alloc.bind_groups(&graph, &res, &pipelines, &op_pipeline)?;
         let load_times = LoadTimes {

@@ -33,7 +33,7 @@ impl Alloc<'_> {
                             module,
                             entry_point: Some(op.entry),
                             compilation_options: Default::default(),
-                            cache: None,
+                            cache: self.gpu.pipeline_cache.as_ref().map(|c| &c.cache),
                         }),
                     );
                     pipelines.len() - 1
