@@ -51,6 +51,10 @@ enum What {
         /// 128x4x2,256x2x4 (needs subgroups).
         #[arg(long, value_delimiter = ',', value_parser = GemvVariant::parse)]
         variants: Vec<GemvVariant>,
+        /// Allocate each shape's buffers this many times (all kept alive) and time every kernel
+        /// on each: a spread table shows how much the allocation decides the speed (1..=64).
+        #[arg(long, default_value_t = 1)]
+        allocations: usize,
     },
 }
 
@@ -92,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             reps,
             splits,
             variants,
+            allocations,
         } => {
             let mut opts = GemvOptions {
                 group,
@@ -100,6 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 reps,
                 splits,
                 variants,
+                allocations,
                 ..GemvOptions::default()
             };
             if !shapes.is_empty() {

@@ -523,6 +523,10 @@ pub struct GemvOptions {
     pub splits: Vec<usize>,
     /// Candidate kernels timed beside the runtime's (the adapter must have subgroups).
     pub variants: Vec<GemvVariant>,
+    /// Each shape's buffers are allocated this many times (all kept alive until the shape is
+    /// done, so each allocation lands elsewhere) and every kernel is timed on each: the spread
+    /// shows how much the allocation, rather than the kernel, decides the speed.
+    pub allocations: usize,
 }
 
 impl Default for GemvOptions {
@@ -536,6 +540,7 @@ impl Default for GemvOptions {
             seed: 7,
             splits: vec![1],
             variants: Vec::new(),
+            allocations: 1,
         }
     }
 }
@@ -550,6 +555,8 @@ pub struct GemvRow {
     pub planned: bool,
     /// Dispatches (row chunks of the same buffers) per matrix.
     pub splits: usize,
+    /// Which allocation of the shape's buffers (0-based; see [`GemvOptions::allocations`]).
+    pub allocation: usize,
     /// Bytes of one copy of the weights (packed words, scales, biases).
     pub weight_bytes: u64,
     pub copies: usize,
@@ -575,6 +582,8 @@ pub struct GemvReport {
     pub device: String,
     pub group: usize,
     pub reps: usize,
+    /// [`GemvOptions::allocations`].
+    pub allocations: usize,
     pub copy_bytes: u64,
     /// GPU µs of one copy dispatch.
     pub copy_us: f64,
@@ -622,6 +631,10 @@ impl fmt::Display for GemvReport {
                     format!(" in {} dispatches", r.splits)
                 } else {
                     String::new()
+                } + &if self.allocations > 1 {
+                    format!(" #{}", r.allocation + 1)
+                } else {
+                    String::new()
                 },
                 sig3(r.weight_bytes as f64 / f64::from(1u32 << 20)),
                 r.copies,
@@ -632,6 +645,46 @@ impl fmt::Display for GemvReport {
                 sig3(r.gbps(r.overlap_us)),
                 r.rel_err
             )?;
+        }
+        if self.allocations > 1 {
+            writeln!(
+                f,
+                "\nspread over {} allocations: µs min / median / max (GB/s at the median)",
+                self.allocations
+            )?;
+            writeln!(
+                f,
+                "| shape n×k | entry | dispatches | min µs | median µs | max µs | GB/s |"
+            )?;
+            writeln!(f, "|---|---|---|---|---|---|---|")?;
+            let mut seen: Vec<(usize, usize, &str, usize)> = Vec::new();
+            for r in &self.rows {
+                let key = (r.n, r.k, r.entry.as_str(), r.splits);
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
+                let us: Vec<f64> = (self.rows.iter())
+                    .filter(|x| (x.n, x.k, x.entry.as_str(), x.splits) == key)
+                    .map(|x| x.serial_us)
+                    .collect();
+                let (lo, hi) = us
+                    .iter()
+                    .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+                let mid = median(us);
+                writeln!(
+                    f,
+                    "| {}×{} | {} | {} | {} | {} | {} | {} |",
+                    r.n,
+                    r.k,
+                    r.entry,
+                    r.splits,
+                    sig3(lo),
+                    sig3(mid),
+                    sig3(hi),
+                    sig3(r.gbps(mid))
+                )?;
+            }
         }
         Ok(())
     }
@@ -694,9 +747,12 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
         || opts.copy_bytes < 16
         || opts.splits.is_empty()
         || opts.splits.contains(&0)
+        || !(1..=64).contains(&opts.allocations)
     {
         return Err(GpuError::InvalidOptions(
-            "gemv lab: reps ≥ 1, group a multiple of 8, copy ≥ 16 bytes, splits ≥ 1".into(),
+            "gemv lab: reps ≥ 1, group a multiple of 8, copy ≥ 16 bytes, splits ≥ 1, \
+             allocations 1..=64"
+                .into(),
         ));
     }
     let max_binding = gpu.limits.max_storage_buffer_binding_size;
@@ -766,157 +822,168 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
         let weight_bytes = 4 * (m.packed.len() + scales.len() + biases.len()) as u64;
         let copies = (opts.rotate_bytes / weight_bytes + 1) as usize;
         let x: Vec<f32> = rng.gaussian_vec(k, 1.0);
-        let rows_of = scoped(gpu, "the GEMV lab", || {
-            let packed_b: Vec<wgpu::Buffer> = (0..copies)
-                .map(|_| storage(gpu, bytemuck::cast_slice(&m.packed)))
-                .collect();
-            let scales_b: Vec<wgpu::Buffer> = (0..copies)
-                .map(|_| storage(gpu, bytemuck::cast_slice(&scales)))
-                .collect();
-            let biases_b: Vec<wgpu::Buffer> = (0..copies)
-                .map(|_| storage(gpu, bytemuck::cast_slice(&biases)))
-                .collect();
-            let x_b = storage(gpu, bytemuck::cast_slice(&x));
-            let y_b: Vec<wgpu::Buffer> = (0..copies)
-                .map(|_| storage(gpu, &vec![0u8; 4 * n]))
-                .collect();
-            let dummy = storage(gpu, &[0u8; 16]);
-            let wide_ok = k.is_multiple_of(GEMV_WIDE_COLS as usize)
-                && opts.group.is_multiple_of(GEMV_WIDE_COLS as usize);
-            // (name, pipeline, rows per workgroup, planned, tolerance, vector bindings)
-            let mut entries: Vec<(String, &wgpu::ComputePipeline, usize, bool, f64, bool)> =
-                Vec::new();
-            if wide_ok {
-                entries.push((
-                    "gemv_m0e4_wide".into(),
-                    &wide_pipe,
-                    GEMV_WIDE_ROWS as usize,
-                    true,
-                    1e-4,
-                    true,
-                ));
-            }
-            entries.push((
-                "gemv_m0e4".into(),
-                &narrow_pipe,
-                GEMV_ROWS as usize,
-                !wide_ok,
-                1e-4,
-                false,
-            ));
-            if wide_ok {
-                for (v, pipe) in &variant_pipes {
-                    entries.push((v.name(), pipe, v.rows as usize, false, 1e-4, true));
+        let mut alive: Vec<wgpu::Buffer> = Vec::new();
+        for allocation in 0..opts.allocations {
+            let (rows_of, kept) = scoped(gpu, "the GEMV lab", || {
+                let packed_b: Vec<wgpu::Buffer> = (0..copies)
+                    .map(|_| storage(gpu, bytemuck::cast_slice(&m.packed)))
+                    .collect();
+                let scales_b: Vec<wgpu::Buffer> = (0..copies)
+                    .map(|_| storage(gpu, bytemuck::cast_slice(&scales)))
+                    .collect();
+                let biases_b: Vec<wgpu::Buffer> = (0..copies)
+                    .map(|_| storage(gpu, bytemuck::cast_slice(&biases)))
+                    .collect();
+                let x_b = storage(gpu, bytemuck::cast_slice(&x));
+                let y_b: Vec<wgpu::Buffer> = (0..copies)
+                    .map(|_| storage(gpu, &vec![0u8; 4 * n]))
+                    .collect();
+                let dummy = storage(gpu, &[0u8; 16]);
+                let wide_ok = k.is_multiple_of(GEMV_WIDE_COLS as usize)
+                    && opts.group.is_multiple_of(GEMV_WIDE_COLS as usize);
+                // (name, pipeline, rows per workgroup, planned, tolerance, vector bindings)
+                let mut entries: Vec<(String, &wgpu::ComputePipeline, usize, bool, f64, bool)> =
+                    Vec::new();
+                if wide_ok {
+                    entries.push((
+                        "gemv_m0e4_wide".into(),
+                        &wide_pipe,
+                        GEMV_WIDE_ROWS as usize,
+                        true,
+                        1e-4,
+                        true,
+                    ));
                 }
-            }
-            let mut out = Vec::new();
-            for (entry, pipe, per, planned, tol, vector) in entries {
-                for &splits in &opts.splits {
-                    // Row chunks of whole workgroups, each its own dispatch (as the plan runs
-                    // the chunks of a tensor), all into one output.
-                    let rows_per = n.div_ceil(splits).div_ceil(per) * per;
-                    let chunks: Vec<(usize, usize)> = (0..splits)
-                        .map(|j| j * rows_per)
-                        .filter(|&r0| r0 < n)
-                        .map(|r0| (r0, rows_per.min(n - r0)))
-                        .collect();
-                    let uniforms: Vec<(wgpu::Buffer, [u32; 3])> = chunks
-                        .iter()
-                        .map(|&(r0, rows)| {
-                            let (grid, w) = grid_1d(rows.div_ceil(per));
-                            let params = MatmulParams::<u32> {
-                                seq: 1,
-                                k: k as u32,
-                                n: rows as u32,
-                                out_stride: n as u32,
-                                out_col0: r0 as u32,
-                                w_row0: r0 as u32,
-                                group: opts.group as u32,
-                                words_per_row: M0E4Matrix::words_per_row(k) as u32,
-                                groups_per_row: M0E4Matrix::groups_per_row(k, opts.group) as u32,
-                                accumulate: 0,
-                                has_bias: 0,
-                                bias0: 0,
-                                grid_width: w,
-                                norm: 0,
-                                eps: 0.0,
-                                w_offset: 0.0,
-                                act: 0,
-                                up_row0: 0,
-                                blocks: 1,
-                                _pad0: 0,
-                            };
-                            (uniform(gpu, &params), grid)
-                        })
-                        .collect();
-                    use binding::matmul as b;
-                    // Per copy, per chunk.
-                    let groups = |ys: &dyn Fn(usize) -> usize| -> Vec<(wgpu::BindGroup, [u32; 3])> {
-                        let mut out = Vec::new();
-                        for c in 0..copies {
-                            let y = &y_b[ys(c)];
-                            for (params, grid) in &uniforms {
-                                // Vector kernels read x and the packed words as vec4; the
-                                // runtime's also bind a norm weight and a bias (unused here).
-                                let (xb, pb) = match vector {
-                                    true => (b::X4, b::PACKED4),
-                                    false => (b::X, b::PACKED),
+                entries.push((
+                    "gemv_m0e4".into(),
+                    &narrow_pipe,
+                    GEMV_ROWS as usize,
+                    !wide_ok,
+                    1e-4,
+                    false,
+                ));
+                if wide_ok {
+                    for (v, pipe) in &variant_pipes {
+                        entries.push((v.name(), pipe, v.rows as usize, false, 1e-4, true));
+                    }
+                }
+                let mut out = Vec::new();
+                for (entry, pipe, per, planned, tol, vector) in entries {
+                    for &splits in &opts.splits {
+                        // Row chunks of whole workgroups, each its own dispatch (as the plan runs
+                        // the chunks of a tensor), all into one output.
+                        let rows_per = n.div_ceil(splits).div_ceil(per) * per;
+                        let chunks: Vec<(usize, usize)> = (0..splits)
+                            .map(|j| j * rows_per)
+                            .filter(|&r0| r0 < n)
+                            .map(|r0| (r0, rows_per.min(n - r0)))
+                            .collect();
+                        let uniforms: Vec<(wgpu::Buffer, [u32; 3])> = chunks
+                            .iter()
+                            .map(|&(r0, rows)| {
+                                let (grid, w) = grid_1d(rows.div_ceil(per));
+                                let params = MatmulParams::<u32> {
+                                    seq: 1,
+                                    k: k as u32,
+                                    n: rows as u32,
+                                    out_stride: n as u32,
+                                    out_col0: r0 as u32,
+                                    w_row0: r0 as u32,
+                                    group: opts.group as u32,
+                                    words_per_row: M0E4Matrix::words_per_row(k) as u32,
+                                    groups_per_row: M0E4Matrix::groups_per_row(k, opts.group)
+                                        as u32,
+                                    accumulate: 0,
+                                    has_bias: 0,
+                                    bias0: 0,
+                                    grid_width: w,
+                                    norm: 0,
+                                    eps: 0.0,
+                                    w_offset: 0.0,
+                                    act: 0,
+                                    up_row0: 0,
+                                    blocks: 1,
+                                    _pad0: 0,
                                 };
-                                let mut e: Vec<(u32, &wgpu::Buffer)> = vec![
-                                    (b::PARAMS, params),
-                                    (xb, &x_b),
-                                    (pb, &packed_b[c]),
-                                    (b::SCALES, &scales_b[c]),
-                                    (b::BIASES, &biases_b[c]),
-                                    (b::Y, y),
-                                ];
-                                if !entry.starts_with("sg") {
-                                    e.push((b::BIAS, &dummy));
-                                    if vector {
-                                        e.push((b::NORM_W4, &dummy));
+                                (uniform(gpu, &params), grid)
+                            })
+                            .collect();
+                        use binding::matmul as b;
+                        // Per copy, per chunk.
+                        let groups =
+                            |ys: &dyn Fn(usize) -> usize| -> Vec<(wgpu::BindGroup, [u32; 3])> {
+                                let mut out = Vec::new();
+                                for c in 0..copies {
+                                    let y = &y_b[ys(c)];
+                                    for (params, grid) in &uniforms {
+                                        // Vector kernels read x and the packed words as vec4; the
+                                        // runtime's also bind a norm weight and a bias (unused here).
+                                        let (xb, pb) = match vector {
+                                            true => (b::X4, b::PACKED4),
+                                            false => (b::X, b::PACKED),
+                                        };
+                                        let mut e: Vec<(u32, &wgpu::Buffer)> = vec![
+                                            (b::PARAMS, params),
+                                            (xb, &x_b),
+                                            (pb, &packed_b[c]),
+                                            (b::SCALES, &scales_b[c]),
+                                            (b::BIASES, &biases_b[c]),
+                                            (b::Y, y),
+                                        ];
+                                        if !entry.starts_with("sg") {
+                                            e.push((b::BIAS, &dummy));
+                                            if vector {
+                                                e.push((b::NORM_W4, &dummy));
+                                            }
+                                        }
+                                        out.push((bind_group(gpu, pipe, &e), *grid));
                                     }
                                 }
-                                out.push((bind_group(gpu, pipe, &e), *grid));
-                            }
-                        }
-                        out
-                    };
-                    let serial = groups(&|_| 0);
-                    let overlap = groups(&|c| c);
-                    // At least 2 rounds through the copies, and ≥ 16 matrices per pass.
-                    let count = (2 * copies).max(16);
-                    let per_pass = count * chunks.len();
-                    let time = |gs: &[(wgpu::BindGroup, [u32; 3])]| {
-                        let ds: Vec<(&wgpu::BindGroup, [u32; 3])> = (0..per_pass)
-                            .map(|i| (&gs[i % gs.len()].0, gs[i % gs.len()].1))
-                            .collect();
-                        time_dispatches(gpu, &stamps, pipe, &ds, opts.reps, count)
-                    };
-                    let serial_us = time(&serial)?;
-                    let overlap_us = time(&overlap)?;
-                    let rel_err = check_output(gpu, &y_b[0], &m, &x, &entry, tol)?;
-                    out.push(GemvRow {
-                        n,
-                        k,
-                        entry: entry.clone(),
-                        planned: planned && splits == 1,
-                        splits: chunks.len(),
-                        weight_bytes,
-                        copies,
-                        serial_us,
-                        overlap_us,
-                        rel_err,
-                    });
+                                out
+                            };
+                        let serial = groups(&|_| 0);
+                        let overlap = groups(&|c| c);
+                        // At least 2 rounds through the copies, and ≥ 16 matrices per pass.
+                        let count = (2 * copies).max(16);
+                        let per_pass = count * chunks.len();
+                        let time = |gs: &[(wgpu::BindGroup, [u32; 3])]| {
+                            let ds: Vec<(&wgpu::BindGroup, [u32; 3])> = (0..per_pass)
+                                .map(|i| (&gs[i % gs.len()].0, gs[i % gs.len()].1))
+                                .collect();
+                            time_dispatches(gpu, &stamps, pipe, &ds, opts.reps, count)
+                        };
+                        let serial_us = time(&serial)?;
+                        let overlap_us = time(&overlap)?;
+                        let rel_err = check_output(gpu, &y_b[0], &m, &x, &entry, tol)?;
+                        out.push(GemvRow {
+                            n,
+                            k,
+                            entry: entry.clone(),
+                            allocation,
+                            planned: planned && splits == 1,
+                            splits: chunks.len(),
+                            weight_bytes,
+                            copies,
+                            serial_us,
+                            overlap_us,
+                            rel_err,
+                        });
+                    }
                 }
-            }
-            Ok(out)
-        })?;
-        rows.extend(rows_of);
+                let mut kept = packed_b;
+                kept.extend(scales_b);
+                kept.extend(biases_b);
+                Ok((out, kept))
+            })?;
+            rows.extend(rows_of);
+            alive.extend(kept);
+        }
     }
     Ok(GemvReport {
         device: gpu.info.name.clone(),
         group: opts.group,
         reps: opts.reps,
+        allocations: opts.allocations,
         copy_bytes,
         copy_us,
         rows,

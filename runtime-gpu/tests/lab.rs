@@ -75,6 +75,7 @@ fn gemv_lab_times_both_entries_against_the_copy() {
         seed: 3,
         splits: vec![1, 3],
         variants: Vec::new(),
+        allocations: 1,
     };
     let r = lab::gemv(&gpu, &opts).unwrap();
     positive("copy µs", r.copy_us);
@@ -164,8 +165,37 @@ fn gemv_lab_times_candidate_kernels_that_compute_the_product() {
         seed: 5,
         splits: vec![1],
         variants,
+        allocations: 2,
     };
     let r = lab::gemv(&gpu, &opts).unwrap();
+    // Every kernel on every shape once per allocation, and the spread table.
+    for a in 0..2 {
+        assert!(
+            r.rows
+                .iter()
+                .any(|x| x.entry == "gemv_m0e4" && x.allocation == a),
+            "allocation {a}"
+        );
+    }
+    assert_eq!(
+        r.rows.len(),
+        2 * 2 * (2 + names.len()),
+        "2 shapes × 2 allocations"
+    );
+    let table = r.to_string();
+    assert!(table.contains("spread over 2 allocations"), "{table}");
+    assert!(table.contains("| 37×224 | sg32x4x3 | 1 |"), "{table}");
+    assert!(
+        lab::gemv(
+            &gpu,
+            &GemvOptions {
+                allocations: 0,
+                ..opts.clone()
+            }
+        )
+        .is_err(),
+        "0 allocations must be refused"
+    );
     for (n, k) in [(64, 128), (37, 224)] {
         for v in &names {
             let name = format!("sg{v}");
