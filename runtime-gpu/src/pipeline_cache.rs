@@ -178,7 +178,7 @@ impl PipelineCacheFile {
 impl std::fmt::Display for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Loaded::Bytes(n) => write!(f, "{:.1} KiB reused", *n as f64 / 1024.0),
+            Loaded::Bytes(n) => write!(f, "{:.1} KiB given to the driver", *n as f64 / 1024.0),
             Loaded::Missing => write!(f, "empty"),
             Loaded::Ignored(why) => write!(f, "ignored ({why})"),
         }
