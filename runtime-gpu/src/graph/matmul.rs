@@ -23,6 +23,47 @@ enum GemvRun {
     SmallPrefill,
 }
 
+/// How a [`GemvRun`] runs on a chunk.
+struct GemvShape {
+    entry: &'static str,
+    /// Output rows per block, and blocks per workgroup.
+    rows: usize,
+    blocks: usize,
+    /// x and the packed words read as vectors.
+    vector: bool,
+    /// The RMSNorm before the projection applied in the GEMV.
+    fused: bool,
+    when: When,
+    /// The op label's suffix.
+    tag: &'static str,
+}
+
+impl GemvRun {
+    fn shape(self, d: &Decision, ch: &ChunkRows) -> GemvShape {
+        match self {
+            GemvRun::Decode { entry, rows } => GemvShape {
+                entry,
+                rows,
+                blocks: ch.blocks,
+                vector: d.gemv.vector_loads(),
+                fused: matches!(d.norm, Norm::Fused { .. }),
+                when: When::Decode,
+                tag: "gemv",
+            },
+            // The norm is a separate op in prefill.
+            GemvRun::SmallPrefill => GemvShape {
+                entry: "gemv_m0e4",
+                rows: GEMV_ROWS as usize,
+                blocks: 1,
+                vector: false,
+                fused: false,
+                when: When::PrefillSmall,
+                tag: "gemv_small",
+            },
+        }
+    }
+}
+
 /// One projection to emit: `y[:, o] (+)= x · W[rows]ᵀ (+ bias)` over `seq` rows.
 pub(super) struct Projection<'a> {
     /// The label of its ops (before the chunk index and the phase).
@@ -112,34 +153,14 @@ impl Builder<'_> {
     /// The GEMV op of chunk `ch`: the decision's decode GEMV, or `gemv_m0e4` over the tokens of
     /// a short prefill.
     fn gemv(&self, p: &Projection, d: &Decision, ch: &ChunkRows, run: GemvRun) -> Op {
-        let (entry, rows, vector, fused, blocks, when, tag) = match run {
-            GemvRun::Decode { entry, rows } => (
-                entry,
-                rows,
-                d.gemv.vector_loads(),
-                matches!(d.norm, Norm::Fused { .. }),
-                ch.blocks,
-                When::Decode,
-                "gemv",
-            ),
-            // The norm is a separate op in prefill.
-            GemvRun::SmallPrefill => (
-                "gemv_m0e4",
-                GEMV_ROWS as usize,
-                false,
-                false,
-                1,
-                When::PrefillSmall,
-                "gemv_small",
-            ),
-        };
-        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(rows * blocks) as u64));
+        let g = run.shape(d, ch);
+        let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(g.rows * g.blocks) as u64));
         let (gemv_x, norm_w) = match &d.norm {
-            Norm::Fused { weight } if fused => (self.residual, first_chunk(weight, 0)),
+            Norm::Fused { weight } if g.fused => (self.residual, first_chunk(weight, 0)),
             _ => (p.x, BufRef::Dummy),
         };
         let mut bindings = weight_bindings(p, d, ch);
-        if vector {
+        if g.vector {
             // x and the packed words as vectors instead of scalars.
             bindings.retain(|(i, _)| ![bind::X, bind::PACKED].contains(i));
             let packed = part(&p.proj.tensor, ch.chunk, 0);
@@ -153,18 +174,18 @@ impl Builder<'_> {
         if !reads.contains(&gemv_x) {
             reads.push(gemv_x);
         }
-        let shape = ChunkRows {
-            blocks,
+        let blocked = ChunkRows {
+            blocks: g.blocks,
             ..ch.clone()
         };
         Op {
-            label: format!("{}[{}] {tag}", p.label, ch.chunk),
+            label: format!("{}[{}] {}", p.label, ch.chunk, g.tag),
             kernel: Kernel::Matmul,
-            entry,
+            entry: g.entry,
             bindings,
-            params: fields(self.matmul_params(p, d, &shape, width, fused).values()),
+            params: fields(self.matmul_params(p, d, &blocked, width, g.fused).values()),
             grid,
-            when,
+            when: g.when,
             reads,
             writes,
         }
