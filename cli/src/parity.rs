@@ -41,6 +41,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let gpu = Gpu::new(&DeviceOptions {
         adapter: a.adapter.clone(),
         pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
+        matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
     })?;
     eprintln!("{}", gpu.header());
     ensure!(

@@ -92,6 +92,7 @@ impl DeviceArgs {
         let g = Gpu::new(&DeviceOptions {
             adapter: self.adapter.clone(),
             pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
+            matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
         })?;
         eprintln!("{}", g.header());
         Ok(Some(g))

@@ -242,6 +242,7 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     let gpu = Gpu::new(&DeviceOptions {
         adapter: a.adapter.clone(),
         pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
+        matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
     })?;
     let opts = RunOptions {
         max_seq,

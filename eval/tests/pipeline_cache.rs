@@ -33,6 +33,7 @@ fn open(dir: &Path) -> Gpu {
     Gpu::new(&DeviceOptions {
         adapter: std::env::var("TLITE_ADAPTER").ok(),
         pipeline_cache: Some(dir.to_owned()),
+        matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
     })
     .unwrap()
 }

@@ -16,6 +16,29 @@ pub struct DeviceOptions {
     pub adapter: Option<String>,
     /// Folder of the compiled-pipeline cache ([`crate::pipeline_cache`]); none: no cache.
     pub pipeline_cache: Option<std::path::PathBuf>,
+    /// Whether the prefill GEMM may run on cooperative matrices where the adapter has them.
+    pub matrix_cores: MatrixCores,
+}
+
+/// Whether the prefill GEMM may run on the adapter's cooperative matrices (tensor cores), in
+/// f16 with f32 accumulators, or keeps the f32 GEMM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatrixCores {
+    /// Where the adapter has a usable configuration ([`Gpu::coop_gemm`]).
+    #[default]
+    Auto,
+    /// Never: the f32 GEMM everywhere, and the feature not even requested.
+    Off,
+}
+
+impl MatrixCores {
+    /// `TLITE_COOPMAT=off` (or `0`) turns them off; anything else, or no variable: auto.
+    pub fn from_env() -> MatrixCores {
+        match std::env::var("TLITE_COOPMAT").as_deref() {
+            Ok("off" | "0") => MatrixCores::Off,
+            _ => MatrixCores::Auto,
+        }
+    }
 }
 
 /// An open device with what it can do.
@@ -32,6 +55,10 @@ pub struct Gpu {
     pub priority: PriorityState,
     /// The compiled-pipeline cache on disk, where one was asked for and the backend has one.
     pub pipeline_cache: Option<PipelineCacheFile>,
+    /// The prefill GEMM runs on cooperative matrices: the feature and f16 are enabled, the
+    /// adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly 32
+    /// wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
+    pub coop_gemm: bool,
     /// What the device reported outside an error scope, for the next step to return.
     health: Arc<Health>,
 }
@@ -243,13 +270,24 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let adapter_features = adapter.features();
-        let features = adapter_features & WANTED_FEATURES;
+        let mut features = adapter_features & WANTED_FEATURES;
         let limits = adapter.limits();
+        let coop_gemm = opts.matrix_cores == MatrixCores::Auto
+            && coop_gemm_fits(&adapter, &info, adapter_features, &limits);
+        let experimental_features = if coop_gemm {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: the one experimental feature asked for is cooperative matrices, used by
+            // one kernel (matmul_coop.wgsl) whose every shared-memory access is in bounds by
+            // construction and whose output is checked against the f32 GEMM by the tests.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("tlite"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -273,6 +311,7 @@ impl Gpu {
             queue,
             priority,
             pipeline_cache,
+            coop_gemm,
             health,
         })
     }
@@ -377,9 +416,15 @@ impl Gpu {
             s,
             " | timestamps {} | cooperative matrix {}",
             yes(self.features.contains(wgpu::Features::TIMESTAMP_QUERY)),
-            yes(self
-                .adapter_features
-                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX))
+            match (
+                self.coop_gemm,
+                self.adapter_features
+                    .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            ) {
+                (true, _) => "yes (f16 prefill GEMM)",
+                (false, true) => "yes (unused: f32 GEMM)",
+                (false, false) => "no",
+            }
         );
         let _ = write!(
             s,
@@ -397,6 +442,33 @@ impl Gpu {
         }
         s
     }
+}
+
+/// Workgroup memory of `matmul_coop::gemm_m0e4_coop`: the f16 weight and activation tiles
+/// (rows of `COOP_K + 8`) and one 16 × 16 f32 staging tile per subgroup.
+pub const COOP_GEMM_WORKGROUP_BYTES: u32 = {
+    use crate::kernels::params::{COOP_K, COOP_ROWS, COOP_TOKENS, COOP_WG};
+    (COOP_ROWS + COOP_TOKENS) * (COOP_K + 8) * 2 + (COOP_WG / 32) * 256 * 4
+};
+
+/// Whether the adapter can run `matmul_coop::gemm_m0e4_coop` (see [`Gpu::coop_gemm`]).
+fn coop_gemm_fits(
+    adapter: &wgpu::Adapter,
+    info: &wgpu::AdapterInfo,
+    features: wgpu::Features,
+    limits: &wgpu::Limits,
+) -> bool {
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    features.contains(needed)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && limits.max_compute_workgroup_storage_size >= COOP_GEMM_WORKGROUP_BYTES
+        && limits.max_compute_invocations_per_workgroup >= crate::kernels::params::COOP_WG
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
 }
 
 async fn enumerate() -> Vec<wgpu::Adapter> {
@@ -418,6 +490,7 @@ pub fn gpu_for_test(test: &str) -> Option<Gpu> {
     let adapter = std::env::var("TLITE_ADAPTER").ok();
     match Gpu::new(&DeviceOptions {
         adapter,
+        matrix_cores: MatrixCores::from_env(),
         ..Default::default()
     }) {
         Ok(gpu) => {

@@ -479,6 +479,11 @@ mod tests {
 
     use super::*;
 
+    const PLAN: crate::graph::PlanLimits = crate::graph::PlanLimits {
+        max_storage_buffers: 16,
+        coop_gemm: false,
+    };
+
     fn tiny(tag: &str) -> (std::path::PathBuf, DeployedModel) {
         let dir = std::env::temp_dir().join(format!("tlite-estimate-{tag}-{}", std::process::id()));
         let spec = SynthSpec::preset("tiny-llama").expect("tiny-llama preset");
@@ -530,7 +535,7 @@ mod tests {
     fn the_arithmetic_of_the_estimate() {
         let (dir, m) = tiny("arith");
         let c = &m.manifest.config;
-        let graph = crate::graph::build(&m.manifest, 1000, 16).unwrap();
+        let graph = crate::graph::build(&m.manifest, 1000, PLAN).unwrap();
         let sizer = Sizer::new(&m, &graph, limits(None)).unwrap();
         let o = RunOptions {
             max_seq: 1000,
@@ -569,7 +574,7 @@ mod tests {
     #[test]
     fn the_total_is_checked_against_the_device_memory() {
         let (dir, m) = tiny("budget");
-        let graph = crate::graph::build(&m.manifest, 4096, 16).unwrap();
+        let graph = crate::graph::build(&m.manifest, 4096, PLAN).unwrap();
         let o = RunOptions {
             max_seq: 4096,
             max_batch: 64,
@@ -629,7 +634,7 @@ mod tests {
     #[test]
     fn weight_parts_beyond_the_binding_limit_ask_for_a_reconversion() {
         let (dir, m) = tiny("weights");
-        let graph = crate::graph::build(&m.manifest, 64, 16).unwrap();
+        let graph = crate::graph::build(&m.manifest, 64, PLAN).unwrap();
         let mut l = limits(None);
         l.max_binding = 1024;
         let sizer = Sizer::new(&m, &graph, l).unwrap();

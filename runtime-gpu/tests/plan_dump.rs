@@ -137,10 +137,29 @@ fn plans_of_the_synthetic_models() {
     for (i, (name, spec, g, limit, keep)) in variants().into_iter().enumerate() {
         let dir = root.join(format!("v{i}"));
         let m = convert_variant(&dir, &spec, g, limit, &keep);
-        for max_storage in [16, 8] {
-            let plan = graph::build(&m.manifest, 1000, max_storage).unwrap();
+        let mut m0e4_gemms = 0;
+        for (max_storage_buffers, coop_gemm) in [(16, false), (8, false), (16, true)] {
+            let limits = graph::PlanLimits {
+                max_storage_buffers,
+                coop_gemm,
+            };
+            let plan = graph::build(&m.manifest, 1000, limits).unwrap();
+            // Cooperative matrices change which kernel runs M0E4 prefill GEMMs, nothing else.
+            let count = |e: &str| plan.ops.iter().filter(|o| o.entry == e).count();
+            let (f32_gemms, coop) = (count("gemm_m0e4"), count("gemm_m0e4_coop"));
+            match coop_gemm {
+                false => {
+                    assert_eq!(coop, 0, "{name}: no cooperative matrices asked for");
+                    m0e4_gemms = f32_gemms;
+                }
+                true => {
+                    assert_eq!(coop + f32_gemms, m0e4_gemms, "{name}: the same GEMMs");
+                    assert!(m0e4_gemms == 0 || coop > 0, "{name}: GEMMs on matrix cores");
+                }
+            }
+            let suffix = if coop_gemm { " | coop_gemm" } else { "" };
             out.push_str(&format!(
-                "==== {name} | max_storage_buffers {max_storage}\n"
+                "==== {name} | max_storage_buffers {max_storage_buffers}{suffix}\n"
             ));
             out.push_str(&plan.dump(&points));
         }

@@ -239,11 +239,7 @@ impl GpuModel {
         let graph_seq = opts
             .max_seq
             .min(usize::try_from(MAX_POSITIONS).unwrap_or(usize::MAX));
-        let graph = graph::build(
-            &model.manifest,
-            graph_seq,
-            gpu.limits.max_storage_buffers_per_shader_stage,
-        )?;
+        let graph = graph::build(&model.manifest, graph_seq, graph::PlanLimits::of(gpu))?;
         let sizer = Sizer::new(model, &graph, Limits::of(gpu))?;
         let sizes = sizer.size(opts).map_err(|v| sizer.error(opts, v))?;
         Ok((graph, sizes))

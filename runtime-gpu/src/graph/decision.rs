@@ -14,20 +14,32 @@ use tlite_model::deploy::{Storage, TensorLayout};
 use tlite_model::layer::Proj;
 
 use super::When;
+use crate::kernels::Kernel;
 use crate::kernels::params::{
-    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
-    NORM_MAX_K,
+    COOP_K, COOP_ROWS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS,
+    GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K,
 };
 use crate::{GpuError, Result};
 
 /// The deployable model's tensors by name.
 pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
 
-/// The device limits the plan depends on.
+/// What the plan depends on of the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Storage buffers per shader stage.
     pub max_storage_buffers: u32,
+    /// M0E4 prefill GEMMs on cooperative matrices ([`crate::Gpu::coop_gemm`]).
+    pub coop_gemm: bool,
+}
+
+impl Limits {
+    pub fn of(gpu: &crate::Gpu) -> Limits {
+        Limits {
+            max_storage_buffers: gpu.limits.max_storage_buffers_per_shader_stage,
+            coop_gemm: gpu.coop_gemm,
+        }
+    }
 }
 
 /// Where a projection sits in the layer: what it reads and where its output goes.
@@ -107,6 +119,9 @@ impl Gemv {
 pub enum Gemm {
     /// `gemm_m0e4`.
     M0e4,
+    /// `matmul_coop::gemm_m0e4_coop`: on cooperative matrices, f16 operands (k a multiple of
+    /// `COOP_K`).
+    M0e4Coop,
     /// `gemm_dense` (f16 or f32 weights).
     Dense,
 }
@@ -115,13 +130,29 @@ impl Gemm {
     pub fn entry(self) -> &'static str {
         match self {
             Gemm::M0e4 => "gemm_m0e4",
+            Gemm::M0e4Coop => "gemm_m0e4_coop",
             Gemm::Dense => "gemm_dense",
+        }
+    }
+
+    pub fn kernel(self) -> Kernel {
+        match self {
+            Gemm::M0e4Coop => Kernel::MatmulCoop,
+            _ => Kernel::Matmul,
+        }
+    }
+
+    /// Output rows and tokens per workgroup (the grid's x and y).
+    pub fn tile(self) -> (u32, u32) {
+        match self {
+            Gemm::M0e4Coop => (COOP_ROWS, COOP_TOKENS),
+            _ => (GEMM_ROWS, GEMM_TOKENS),
         }
     }
 
     /// Whether the weight binds as M0E4 (packed, scales, biases) rather than one dense part.
     pub fn m0e4(self) -> bool {
-        self == Gemm::M0e4
+        self != Gemm::Dense
     }
 }
 
@@ -191,13 +222,14 @@ pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Res
     let w = layout(layouts, &proj.tensor)?;
     let (gemv, norm) = decode(proj, site, w, layouts, limits);
     let chunks = chunk_rows(proj, w, &gemv);
+    let k = w.rows_cols().1;
     Ok(Decision {
-        gemm: if w.storage == Storage::M0E4 {
-            Gemm::M0e4
-        } else {
-            Gemm::Dense
+        gemm: match w.storage {
+            Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => Gemm::M0e4Coop,
+            Storage::M0E4 => Gemm::M0e4,
+            _ => Gemm::Dense,
         },
-        k: w.rows_cols().1,
+        k,
         group: w.group.unwrap_or(8),
         chunks,
         bias: (proj.bias.as_ref()).map(|(t, rows)| (t.clone(), rows.start)),
@@ -358,7 +390,31 @@ mod tests {
 
     const WIDE: Limits = Limits {
         max_storage_buffers: 16,
+        coop_gemm: false,
     };
+
+    #[test]
+    fn prefill_runs_on_cooperative_matrices_where_the_device_and_k_allow() {
+        let ts = [
+            square("g32", Storage::M0E4, 32),
+            tensor("k40", (64, 40), Storage::M0E4, 8, &[64]),
+            square("f16", Storage::F16, 0),
+        ];
+        let layouts = index(&ts);
+        let site = Site::Plain { accumulate: false };
+        let coop = Limits {
+            coop_gemm: true,
+            ..WIDE
+        };
+        let d = |t: &str, cols, l| decide(&proj(t, 0..64, cols), site, &layouts, l).unwrap();
+        assert_eq!(d("g32", 64, coop).gemm, Gemm::M0e4Coop);
+        assert_eq!(d("g32", 64, WIDE).gemm, Gemm::M0e4);
+        // k = 40 is no multiple of COOP_K: the f32 GEMM.
+        assert_eq!(d("k40", 40, coop).gemm, Gemm::M0e4);
+        assert_eq!(d("f16", 64, coop).gemm, Gemm::Dense);
+        let c = Gemm::M0e4Coop;
+        assert!(c.m0e4() && c.kernel() == Kernel::MatmulCoop && c.entry() == "gemm_m0e4_coop");
+    }
 
     #[test]
     fn plain_projections_take_the_gemv_their_weights_allow() {
@@ -444,6 +500,7 @@ mod tests {
         assert_eq!(glu.activation_when(), When::Prefill);
         let narrow = Limits {
             max_storage_buffers: 8,
+            ..WIDE
         };
         assert_eq!(both(narrow), (Gemv::WideNorm, Gemv::WideNorm));
     }

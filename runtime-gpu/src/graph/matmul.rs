@@ -5,13 +5,13 @@ use tlite_model::arch::Activation as Act;
 use tlite_model::layer::Proj;
 
 use super::builder::{Builder, first_chunk, grid_1d, m0e4_row, part};
-use super::decision::{self, ChunkRows, Decision, Gemv, Norm, Site};
+use super::decision::{self, ChunkRows, Decision, Gemm, Gemv, Norm, Site};
 use super::norm::{NormIo, NormOp};
 use super::{BufRef, Op, When, fields};
 use crate::Result;
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::matmul as bind;
-use crate::kernels::params::{GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams};
+use crate::kernels::params::{GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams};
 use crate::shape::{Expr, c};
 
 /// Which GEMV [`Builder::gemv`] emits for a chunk.
@@ -198,16 +198,23 @@ impl Builder<'_> {
             blocks: 1,
             ..ch.clone()
         };
+        let mut bindings = weight_bindings(p, d, ch);
+        if d.gemm == Gemm::M0e4Coop {
+            // It reads x as vectors.
+            for (i, _) in bindings.iter_mut().filter(|(i, _)| *i == bind::X) {
+                *i = bind::X4;
+            }
+        }
+        let (rows, tokens) = d.gemm.tile();
         Op {
             label: format!("{}[{}] gemm", p.label, ch.chunk),
-            kernel: Kernel::Matmul,
+            kernel: d.gemm.kernel(),
             entry: d.gemm.entry(),
-            bindings: weight_bindings(p, d, ch),
+            bindings,
             params: fields(self.matmul_params(p, d, &unblocked, c(0), false).values()),
-            // gemm_*: GEMM_ROWS rows × GEMM_TOKENS tokens per workgroup.
             grid: [
-                c(ch.rows.len() as u64).ceil_div(c(u64::from(GEMM_ROWS))),
-                p.seq.clone().ceil_div(c(u64::from(GEMM_TOKENS))),
+                c(ch.rows.len() as u64).ceil_div(c(u64::from(rows))),
+                p.seq.clone().ceil_div(c(u64::from(tokens))),
                 c(1),
             ],
             when: When::Prefill,

@@ -28,6 +28,7 @@ use crate::{GpuError, Result};
 
 use attention::Rope;
 use builder::Builder;
+pub use decision::Limits as PlanLimits;
 use decision::Limits;
 
 /// A buffer an op binds.
@@ -147,14 +148,12 @@ pub const MAX_GRID: u64 = 65535;
 
 /// Builds the plan of a deployable model.
 ///
-/// `max_storage_buffers` is the device's limit per shader stage; fused ops that bind more are
-/// left out where it is lower.
-pub fn build(man: &Manifest, max_seq: usize, max_storage_buffers: u32) -> Result<Graph> {
+/// `limits` says what the device allows: fused ops that bind more storage buffers than its
+/// limit per shader stage are left out, and the M0E4 prefill GEMMs run on cooperative
+/// matrices where it has them.
+pub fn build(man: &Manifest, max_seq: usize, limits: Limits) -> Result<Graph> {
     let cfg = &man.config;
     check_supported(cfg)?;
-    let limits = Limits {
-        max_storage_buffers,
-    };
     let arch = cfg.arch();
     let mut b = Builder::new(man, limits, max_seq);
     let model = arch.model_spec(cfg);

@@ -1,64 +1,5 @@
-// y[t, out_col0 + o] (=|+=) Σ_c x[t, c] · W[w_row0 + o, c] (+ bias[bias0 + o]) for o < n.
-// W is M0E4 (packed codes + f16 S/B per group) or dense f32. Per packed word the sum is
-// S·Σ v_k x_k + B·Σ x_k: one FMA-style decode per weight, the group parameters once per word.
-// gemv_m0e4_wide (k, group multiples of 32): 32 lanes per row, vector loads, optional fused
-// RMSNorm; gemv_m0e4_glu: the same for gate + up + activation; gemv_m0e4: 8 rows per
-// 256-thread workgroup for any shape; gemv_dense: one workgroup per output row.
-// gemm_*: shared-memory tiles of 128 rows × 64 tokens, 8 × 4 outputs per thread (prefill).
-
-struct Params {
-    seq: u32,
-    k: u32,
-    n: u32,
-    out_stride: u32,
-    out_col0: u32,
-    w_row0: u32,
-    group: u32,
-    words_per_row: u32,
-    groups_per_row: u32,
-    accumulate: u32,
-    has_bias: u32,
-    bias0: u32,
-    grid_width: u32,
-    // Fused RMSNorm of x (gemv_m0e4_wide, gemv_m0e4_glu): x · rsqrt(mean(x²) + eps) · (w + w_offset).
-    norm: u32,
-    eps: f32,
-    w_offset: f32,
-    // gemv_m0e4_glu: activation of the gate rows (0 SiLU, 1 GELU-tanh) and the first up row.
-    act: u32,
-    up_row0: u32,
-    // gemv_m0e4_wide / gemv_m0e4_glu: row blocks per workgroup.
-    blocks: u32,
-    _pad0: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> packed: array<u32>;
-@group(0) @binding(5) var<storage, read> scales: array<u32>;
-@group(0) @binding(6) var<storage, read> biases: array<u32>;
+// The GEMV and f32 GEMM kernels; matmul_io.wgsl (Params, bindings, store) comes before.
 @group(0) @binding(7) var<storage, read> dense: array<f32>;
-
-
-fn half_at(a: u32, i: u32) -> f32 {
-    let v = unpack2x16float(a);
-    return select(v.x, v.y, (i & 1u) == 1u);
-}
-
-fn store(t: u32, o: u32, acc: f32) {
-    var v = acc;
-    if (params.has_bias != 0u) {
-        v += bias[params.bias0 + o];
-    }
-    let i = t * params.out_stride + params.out_col0 + o;
-    if (params.accumulate != 0u) {
-        y[i] += v;
-    } else {
-        y[i] = v;
-    }
-}
 
 
 // M0E4 GEMV: a workgroup of 256 threads computes GV_ROWS = 8 rows. Thread `lid` takes packed
@@ -162,7 +103,6 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 // `packed`, viewed as vectors. With `norm` set, x is the raw residual stream and the RMSNorm
 // that precedes the matrix is applied on the fly (each workgroup stages the normalized row in
 // shared memory): one dispatch instead of two.
-@group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;
 @group(0) @binding(10) var<storage, read> norm_w4: array<vec4<f32>>;
 // gemv_m0e4_glu: the up projection's packed words, scales and biases.

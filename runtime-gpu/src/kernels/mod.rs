@@ -20,6 +20,9 @@ pub enum Kernel {
     Dequant,
     /// M0E4 and dense matrix products: GEMV (decode) and tiled GEMM (prefill).
     Matmul,
+    /// The M0E4 prefill GEMM on cooperative matrices (f16 operands, f32 accumulators), for
+    /// adapters that have them ([`crate::Gpu::coop_gemm`]).
+    MatmulCoop,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
     /// RoPE fused with the KV-cache write.
@@ -33,9 +36,10 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Dequant,
         Kernel::Matmul,
+        Kernel::MatmulCoop,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -47,6 +51,7 @@ impl Kernel {
         match self {
             Kernel::Dequant => "dequant",
             Kernel::Matmul => "matmul",
+            Kernel::MatmulCoop => "matmul_coop",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -59,6 +64,7 @@ impl Kernel {
         match self {
             Kernel::Dequant => include_str!("dequant.wgsl"),
             Kernel::Matmul => include_str!("matmul.wgsl"),
+            Kernel::MatmulCoop => include_str!("matmul_coop.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
@@ -79,6 +85,7 @@ impl Kernel {
                 "gemm_m0e4",
                 "gemm_dense",
             ],
+            Kernel::MatmulCoop => &["gemm_m0e4_coop"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main"],
             Kernel::Attention => &["partial", "combine"],
@@ -92,7 +99,7 @@ impl Kernel {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             Kernel::Dequant => DequantParams::NAMES,
-            Kernel::Matmul => MatmulParams::NAMES,
+            Kernel::Matmul | Kernel::MatmulCoop => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention => AttentionParams::NAMES,
@@ -101,9 +108,17 @@ impl Kernel {
         }
     }
 
-    /// The complete WGSL of this kernel: the M0E4 prelude and the shared constants, followed by
-    /// the shared functions it uses and its file.
+    /// The complete WGSL of this kernel: its `enable` directives, the M0E4 prelude and the
+    /// shared constants, followed by the shared functions it uses and its file.
     pub fn source(self) -> String {
+        let enables = match self {
+            Kernel::MatmulCoop => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            _ => "",
+        };
+        let io = match self {
+            Kernel::Matmul | Kernel::MatmulCoop => include_str!("matmul_io.wgsl"),
+            _ => "",
+        };
         let reductions = match self {
             Kernel::Matmul | Kernel::Norm | Kernel::Attention | Kernel::Score => {
                 include_str!("reduce.wgsl")
@@ -115,7 +130,7 @@ impl Kernel {
             _ => "",
         };
         let src = format!(
-            "{}\n{}\n{reductions}\n{activations}\n{}",
+            "{enables}{}\n{}\n{reductions}\n{activations}\n{io}\n{}",
             m0e4_prelude(),
             params::constants_prelude(),
             self.file()

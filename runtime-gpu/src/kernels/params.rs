@@ -353,7 +353,7 @@ impl Kernel {
     pub fn members(self) -> &'static [Member] {
         match self {
             Kernel::Dequant => DequantParams::MEMBERS,
-            Kernel::Matmul => MatmulParams::MEMBERS,
+            Kernel::Matmul | Kernel::MatmulCoop => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention => AttentionParams::MEMBERS,
@@ -366,7 +366,7 @@ impl Kernel {
     pub fn params_size(self) -> usize {
         match self {
             Kernel::Dequant => size_of::<DequantParams>(),
-            Kernel::Matmul => size_of::<MatmulParams>(),
+            Kernel::Matmul | Kernel::MatmulCoop => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention => size_of::<AttentionParams>(),
@@ -439,6 +439,17 @@ pub mod binding {
             SCALES_UP = 12,
             BIASES_UP = 13,
         }
+        /// `matmul_coop.wgsl`: the bindings of `matmul_io.wgsl`, as in `matmul`.
+        matmul_coop {
+            PARAMS = super::PARAMS,
+            X = super::matmul::X,
+            Y = super::matmul::Y,
+            BIAS = super::matmul::BIAS,
+            PACKED = super::matmul::PACKED,
+            SCALES = super::matmul::SCALES,
+            BIASES = super::matmul::BIASES,
+            X4 = super::matmul::X4,
+        }
         /// `norm.wgsl`.
         norm {
             PARAMS = super::PARAMS,
@@ -509,6 +520,7 @@ impl Kernel {
         match self {
             Kernel::Dequant => binding::dequant::ALL,
             Kernel::Matmul => binding::matmul::ALL,
+            Kernel::MatmulCoop => binding::matmul_coop::ALL,
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
@@ -567,6 +579,14 @@ shared_constants! {
     pub const GEMM_ROWS: u32 = 128;
     /// Tokens per workgroup of `matmul::gemm_*` (grid y).
     pub const GEMM_TOKENS: u32 = 64;
+    /// Threads per workgroup of `matmul_coop::gemm_m0e4_coop`: 8 subgroups of 32.
+    pub const COOP_WG: u32 = 256;
+    /// Output rows per workgroup of `matmul_coop::gemm_m0e4_coop` (grid x).
+    pub const COOP_ROWS: u32 = 128;
+    /// Tokens per workgroup of `matmul_coop::gemm_m0e4_coop` (grid y).
+    pub const COOP_TOKENS: u32 = 64;
+    /// Columns per step of `matmul_coop::gemm_m0e4_coop`: its `k` must be a multiple of it.
+    pub const COOP_K: u32 = 32;
     /// Words written per row by `score::main`.
     pub const SCORE_OUT: u32 = 8;
 }
@@ -598,6 +618,7 @@ impl Kernel {
             (Kernel::Matmul, "gemv_m0e4_wide" | "gemv_m0e4_glu") => GEMV_WIDE_WG,
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
+            (Kernel::MatmulCoop, _) => COOP_WG,
             (Kernel::Norm, "rmsnorm") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,

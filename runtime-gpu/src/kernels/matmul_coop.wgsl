@@ -1,0 +1,122 @@
+// Prefill GEMM on cooperative matrices (tensor cores): f16 operands, f32 accumulators; the
+// same product, parameters and output as gemm_m0e4 (matmul_io.wgsl comes before this file).
+//
+// A workgroup of COOP_WG = 256 threads, 8 subgroups of 32, computes COOP_ROWS = 128 weight rows
+// × COOP_TOKENS = 64 tokens; subgroup s the rows 32 (s % 4) .. + 31 and tokens 32 (s / 4) .. +
+// 31 as 2 × 2 tiles of 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ).
+// Per step of COOP_K = 32 columns the workgroup decodes a 128 × 32 M0E4 tile into f16 in shared
+// memory (row-major, `cw[row][k]`) and converts a 64 × 32 activation tile (`cx[token][k]`, read
+// as columns of B), then each subgroup does 8 multiply-adds of 16 × 16 × 16.
+//
+// The plan runs it where the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, a
+// subgroup size of exactly 32, k a multiple of COOP_K, and enough workgroup memory. No subgroup
+// operations here: this module must not mix them with cooperative matrices (a driver crash on
+// NVIDIA when both are declared).
+
+const CK: u32 = COOP_K;
+// Row stride of the f16 tiles in elements: a 16-byte multiple (what a cooperative load needs),
+// padded by 8 so that the rows of a tile start in different banks.
+const CS: u32 = CK + 8u;
+const_assert COOP_WG == 256u && COOP_ROWS == 128u && COOP_TOKENS == 64u && CK == 4u * M0E4_PER_WORD;
+var<workgroup> cw: array<f16, COOP_ROWS * CS>; // [row][k]
+var<workgroup> cx: array<f16, COOP_TOKENS * CS>; // [token][k]
+// One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
+var<workgroup> cstage: array<f32, 8u * 256u>;
+
+// f16 of an activation, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
+fn h(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+}
+
+// Tile `c` of subgroup slot `slot` (rows o.., tokens t..) to y through the staging slot; every
+// thread calls it (barriers).
+fn put_tile(c: coop_mat16x16<f32, C>, slot: u32, lane: u32, o: u32, t: u32) {
+    coopStore(c, &cstage[slot], 16u);
+    workgroupBarrier();
+    for (var e = lane; e < 256u; e += 32u) {
+        let r = e % 16u;
+        let j = e / 16u;
+        if (o + r < params.n && t + j < params.seq) {
+            store(t + j, o + r, cstage[slot + e]);
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(COOP_WG)
+fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let sg = lid / 32u;
+    let lane = lid % 32u;
+    let mr = (sg % 4u) * 32u;
+    let nt = (sg / 4u) * 32u;
+    let o0 = wg.x * COOP_ROWS;
+    let t0 = wg.y * COOP_TOKENS;
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
+    let words = CK / M0E4_PER_WORD;
+    // The activation tile: thread lid converts 8 columns (two vec4) of token lid / 4.
+    let xt = lid / 4u;
+    let xq = (lid % 4u) * 8u;
+    for (var k0 = 0u; k0 < params.k; k0 += CK) {
+        // 128 rows × 4 words: thread lid decodes word lid % 4 of rows lid / 4 and lid / 4 + 64.
+        for (var hf = 0u; hf < 2u; hf++) {
+            let ro = lid / words + hf * 64u;
+            let wl = lid % words;
+            let wi = k0 / M0E4_PER_WORD + wl;
+            let o = o0 + ro;
+            let base = ro * CS + wl * M0E4_PER_WORD;
+            if (o < params.n) {
+                let row = params.w_row0 + o;
+                let w = packed[row * params.words_per_row + wi];
+                let g = row * params.groups_per_row + (wi * M0E4_PER_WORD) / params.group;
+                let s = half_at(scales[g >> 1u], g);
+                let b = half_at(biases[g >> 1u], g);
+                for (var kk = 0u; kk < 4u; kk++) {
+                    let v = vec2<f16>(fma(m0e4_pair(w, kk), vec2<f32>(s), vec2<f32>(b)));
+                    cw[base + kk] = v.x;
+                    cw[base + kk + 4u] = v.y;
+                }
+            } else {
+                for (var kk = 0u; kk < 8u; kk++) {
+                    cw[base + kk] = 0.0h;
+                }
+            }
+        }
+        {
+            let t = t0 + xt;
+            var a = vec4<f32>(0.0);
+            var b = vec4<f32>(0.0);
+            if (t < params.seq) {
+                let i = (t * params.k + k0 + xq) / 4u;
+                a = x4[i];
+                b = x4[i + 1u];
+            }
+            let base = xt * CS + xq;
+            let ha = h(a);
+            let hb = h(b);
+            for (var e = 0u; e < 4u; e++) {
+                cx[base + e] = ha[e];
+                cx[base + 4u + e] = hb[e];
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < CK; kk += 16u) {
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS + kk], CS);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cw[(mr + 16u) * CS + kk], CS);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&cx[nt * CS + kk], CS);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&cx[(nt + 16u) * CS + kk], CS);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        workgroupBarrier();
+    }
+    let slot = sg * 256u;
+    put_tile(c00, slot, lane, o0 + mr, t0 + nt);
+    put_tile(c01, slot, lane, o0 + mr, t0 + nt + 16u);
+    put_tile(c10, slot, lane, o0 + mr + 16u, t0 + nt);
+    put_tile(c11, slot, lane, o0 + mr + 16u, t0 + nt + 16u);
+}
