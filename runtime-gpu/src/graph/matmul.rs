@@ -200,9 +200,13 @@ impl Builder<'_> {
         };
         let mut bindings = weight_bindings(p, d, ch);
         if d.gemm == Gemm::M0e4Coop {
-            // It reads x as vectors.
-            for (i, _) in bindings.iter_mut().filter(|(i, _)| *i == bind::X) {
-                *i = bind::X4;
+            // It reads x and the packed words as vectors.
+            for (i, _) in bindings.iter_mut() {
+                *i = match *i {
+                    bind::X => bind::X4,
+                    bind::PACKED => bind::PACKED4,
+                    other => other,
+                };
             }
         }
         let (rows, tokens) = d.gemm.tile();

@@ -103,7 +103,6 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 // `packed`, viewed as vectors. With `norm` set, x is the raw residual stream and the RMSNorm
 // that precedes the matrix is applied on the fly (each workgroup stages the normalized row in
 // shared memory): one dispatch instead of two.
-@group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;
 @group(0) @binding(10) var<storage, read> norm_w4: array<vec4<f32>>;
 // gemv_m0e4_glu: the up projection's packed words, scales and biases.
 @group(0) @binding(11) var<storage, read> packed4_up: array<vec4<u32>>;

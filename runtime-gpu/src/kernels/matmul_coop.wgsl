@@ -4,9 +4,11 @@
 // A workgroup of COOP_WG = 256 threads, 8 subgroups of 32, computes COOP_ROWS = 128 weight rows
 // × COOP_TOKENS = 64 tokens; subgroup s the rows 32 (s % 4) .. + 31 and tokens 32 (s / 4) .. +
 // 31 as 2 × 2 tiles of 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ).
-// Per step of COOP_K = 32 columns the workgroup decodes a 128 × 32 M0E4 tile into f16 in shared
-// memory (row-major, `cw[row][k]`) and converts a 64 × 32 activation tile (`cx[token][k]`, read
-// as columns of B), then each subgroup does 8 multiply-adds of 16 × 16 × 16.
+// Per step of COOP_K = 64 columns the workgroup decodes a 128 × 64 M0E4 tile into f16 in shared
+// memory (row-major, `cw[row][k]`) and converts a 64 × 64 activation tile (`cx[token][k]`, read
+// as columns of B), then each subgroup does 16 multiply-adds of 16 × 16 × 16. The next step's
+// weights and activations are loaded into registers before this step's multiply-adds, so that
+// their latency is hidden behind them.
 //
 // The plan runs it where the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, a
 // subgroup size of exactly 32, k a multiple of COOP_K, and enough workgroup memory. No subgroup
@@ -17,15 +19,74 @@ const CK: u32 = COOP_K;
 // Row stride of the f16 tiles in elements: a 16-byte multiple (what a cooperative load needs),
 // padded by 8 so that the rows of a tile start in different banks.
 const CS: u32 = CK + 8u;
-const_assert COOP_WG == 256u && COOP_ROWS == 128u && COOP_TOKENS == 64u && CK == 4u * M0E4_PER_WORD;
+const_assert COOP_WG == 256u && COOP_ROWS == 128u && COOP_TOKENS == 64u && CK == 64u;
 var<workgroup> cw: array<f16, COOP_ROWS * CS>; // [row][k]
 var<workgroup> cx: array<f16, COOP_TOKENS * CS>; // [token][k]
 // One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
 var<workgroup> cstage: array<f32, 8u * 256u>;
 
-// f16 of an activation, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
+// f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
 fn h(v: vec4<f32>) -> vec4<f16> {
     return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+}
+
+// What a thread loads for one step: 4 packed words (32 weights) of row lid / 2, columns
+// 32 (lid % 2) .., with each word's scale and bias; 16 activations of token lid / 4, columns
+// 16 (lid % 4) ...
+struct Fetch {
+    w: vec4<u32>,
+    s: vec4<f32>,
+    b: vec4<f32>,
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    x2: vec4<f32>,
+    x3: vec4<f32>,
+}
+
+fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
+    var f: Fetch;
+    let o = o0 + lid / 2u;
+    if (o < params.n) {
+        let row = params.w_row0 + o;
+        let wi = k0 / M0E4_PER_WORD + (lid % 2u) * 4u;
+        f.w = packed4[(row * params.words_per_row + wi) / 4u];
+        let g = vec4<u32>(row * params.groups_per_row)
+            + (vec4<u32>(wi) + vec4<u32>(0u, 1u, 2u, 3u)) * M0E4_PER_WORD / params.group;
+        let hs = g >> vec4<u32>(1u);
+        f.s = vec4<f32>(half_at(scales[hs.x], g.x), half_at(scales[hs.y], g.y),
+            half_at(scales[hs.z], g.z), half_at(scales[hs.w], g.w));
+        f.b = vec4<f32>(half_at(biases[hs.x], g.x), half_at(biases[hs.y], g.y),
+            half_at(biases[hs.z], g.z), half_at(biases[hs.w], g.w));
+    }
+    let t = t0 + lid / 4u;
+    if (t < params.seq) {
+        let i = (t * params.k + k0 + (lid % 4u) * 16u) / 4u;
+        f.x0 = x4[i];
+        f.x1 = x4[i + 1u];
+        f.x2 = x4[i + 2u];
+        f.x3 = x4[i + 3u];
+    }
+    return f;
+}
+
+// Writes a step's loads into the shared tiles as f16 (rows past n are zero: their words are).
+fn stash(lid: u32, f: Fetch) {
+    let wb = (lid / 2u) * CS + (lid % 2u) * 32u;
+    for (var i = 0u; i < 4u; i++) {
+        let w = f.w[i];
+        for (var kk = 0u; kk < 4u; kk++) {
+            let v = vec2<f16>(fma(m0e4_pair(w, kk), vec2<f32>(f.s[i]), vec2<f32>(f.b[i])));
+            cw[wb + i * M0E4_PER_WORD + kk] = v.x;
+            cw[wb + i * M0E4_PER_WORD + kk + 4u] = v.y;
+        }
+    }
+    let xb = (lid / 4u) * CS + (lid % 4u) * 16u;
+    let xs = array<vec4<f16>, 4>(h(f.x0), h(f.x1), h(f.x2), h(f.x3));
+    for (var j = 0u; j < 4u; j++) {
+        for (var e = 0u; e < 4u; e++) {
+            cx[xb + 4u * j + e] = xs[j][e];
+        }
+    }
 }
 
 // Tile `c` of subgroup slot `slot` (rows o.., tokens t..) to y through the staging slot; every
@@ -55,53 +116,13 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    let words = CK / M0E4_PER_WORD;
-    // The activation tile: thread lid converts 8 columns (two vec4) of token lid / 4.
-    let xt = lid / 4u;
-    let xq = (lid % 4u) * 8u;
+    var f = fetch(lid, o0, t0, 0u);
     for (var k0 = 0u; k0 < params.k; k0 += CK) {
-        // 128 rows × 4 words: thread lid decodes word lid % 4 of rows lid / 4 and lid / 4 + 64.
-        for (var hf = 0u; hf < 2u; hf++) {
-            let ro = lid / words + hf * 64u;
-            let wl = lid % words;
-            let wi = k0 / M0E4_PER_WORD + wl;
-            let o = o0 + ro;
-            let base = ro * CS + wl * M0E4_PER_WORD;
-            if (o < params.n) {
-                let row = params.w_row0 + o;
-                let w = packed[row * params.words_per_row + wi];
-                let g = row * params.groups_per_row + (wi * M0E4_PER_WORD) / params.group;
-                let s = half_at(scales[g >> 1u], g);
-                let b = half_at(biases[g >> 1u], g);
-                for (var kk = 0u; kk < 4u; kk++) {
-                    let v = vec2<f16>(fma(m0e4_pair(w, kk), vec2<f32>(s), vec2<f32>(b)));
-                    cw[base + kk] = v.x;
-                    cw[base + kk + 4u] = v.y;
-                }
-            } else {
-                for (var kk = 0u; kk < 8u; kk++) {
-                    cw[base + kk] = 0.0h;
-                }
-            }
-        }
-        {
-            let t = t0 + xt;
-            var a = vec4<f32>(0.0);
-            var b = vec4<f32>(0.0);
-            if (t < params.seq) {
-                let i = (t * params.k + k0 + xq) / 4u;
-                a = x4[i];
-                b = x4[i + 1u];
-            }
-            let base = xt * CS + xq;
-            let ha = h(a);
-            let hb = h(b);
-            for (var e = 0u; e < 4u; e++) {
-                cx[base + e] = ha[e];
-                cx[base + 4u + e] = hb[e];
-            }
-        }
+        stash(lid, f);
         workgroupBarrier();
+        if (k0 + CK < params.k) {
+            f = fetch(lid, o0, t0, k0 + CK);
+        }
         for (var kk = 0u; kk < CK; kk += 16u) {
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS + kk], CS);
             let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cw[(mr + 16u) * CS + kk], CS);

@@ -4,7 +4,8 @@
 // gemv_m0e4_wide (k, group multiples of 32): 32 lanes per row, vector loads, optional fused
 // RMSNorm; gemv_m0e4_glu: the same for gate + up + activation; gemv_m0e4: 8 rows per
 // 256-thread workgroup for any shape; gemv_dense: one workgroup per output row.
-// gemm_*: shared-memory tiles of 128 rows × 64 tokens, 8 × 4 outputs per thread (prefill).
+// gemm_*: shared-memory tiles of 128 rows × 64 tokens, 8 × 4 outputs per thread (prefill);
+// gemm_m0e4_coop (matmul_coop.wgsl): the same product on cooperative matrices, in f16.
 
 struct Params {
     seq: u32,
@@ -41,6 +42,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> biases: array<u32>;
 // `x` viewed as vectors (the same buffer).
 @group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;
+// `packed` viewed as vectors (the same buffer).
+@group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;
 
 
 fn half_at(a: u32, i: u32) -> f32 {

@@ -449,6 +449,7 @@ pub mod binding {
             SCALES = super::matmul::SCALES,
             BIASES = super::matmul::BIASES,
             X4 = super::matmul::X4,
+            PACKED4 = super::matmul::PACKED4,
         }
         /// `norm.wgsl`.
         norm {
@@ -586,7 +587,7 @@ shared_constants! {
     /// Tokens per workgroup of `matmul_coop::gemm_m0e4_coop` (grid y).
     pub const COOP_TOKENS: u32 = 64;
     /// Columns per step of `matmul_coop::gemm_m0e4_coop`: its `k` must be a multiple of it.
-    pub const COOP_K: u32 = 32;
+    pub const COOP_K: u32 = 64;
     /// Words written per row by `score::main`.
     pub const SCORE_OUT: u32 = 8;
 }
