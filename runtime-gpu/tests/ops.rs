@@ -23,7 +23,7 @@ use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::dequant::halves_to_words;
 use tlite_runtime_gpu::kernels::params::{
-    COOP_K, COOP_ROWS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
+    COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
     GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
@@ -44,6 +44,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     // f16 operands (activations and decoded weights rounded to f16, 2⁻¹¹ relative each), f32
     // accumulators: an NMSE of ~1e-7; a wrong layout or a lost tile gives ~1.
     ("matmul_coop::gemm_m0e4_coop", 2e-6),
+    ("matmul_coop_small::gemm_m0e4_coop", 2e-6),
     ("norm::rmsnorm", 1e-11),
     ("norm::rmsnorm_inplace", 1e-11),
     ("rope_kv::main", 1e-11),
@@ -683,18 +684,21 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         Wt::M0E4(_) => "gemm_m0e4",
         _ => "gemm_dense",
     };
-    let mut variants = vec![(decode, s.seq_decode)];
+    let mut variants = vec![(Kernel::Matmul, decode, s.seq_decode)];
     if s.seq_prefill > 0 {
-        variants.push((prefill, s.seq_prefill));
-        // The plan's choice on adapters with cooperative matrices (graph/decision.rs).
+        variants.push((Kernel::Matmul, prefill, s.seq_prefill));
+        // The plan's choices on adapters with cooperative matrices (graph/decision.rs).
         if h.gpu.coop_gemm && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
-            variants.push(("gemm_m0e4_coop", s.seq_prefill));
+            for kernel in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
+                variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
+            }
         }
     }
-    for (entry, seq) in variants {
-        let kernel = match entry {
-            "gemm_m0e4_coop" => Kernel::MatmulCoop,
-            _ => Kernel::Matmul,
+    for (kernel, entry, seq) in variants {
+        let rows_per_workgroup = match kernel {
+            Kernel::MatmulCoopSmall => COOP_SMALL_ROWS,
+            Kernel::MatmulCoop => COOP_ROWS,
+            _ => GEMM_ROWS,
         };
         let gemm = entry.starts_with("gemm");
         let fused = s.norm.filter(|_| !gemm);
@@ -751,12 +755,12 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                     g
                 }
                 "gemm_m0e4_coop" => [
-                    n.div_ceil(COOP_ROWS as usize) as u32,
+                    n.div_ceil(rows_per_workgroup as usize) as u32,
                     seq.div_ceil(COOP_TOKENS as usize) as u32,
                     1,
                 ],
                 _ => [
-                    n.div_ceil(GEMM_ROWS as usize) as u32,
+                    n.div_ceil(rows_per_workgroup as usize) as u32,
                     seq.div_ceil(GEMM_TOKENS as usize) as u32,
                     1,
                 ],
@@ -2565,13 +2569,15 @@ fn every_entry_point_matches_the_cpu() {
     let mut missing: Vec<&String> = all.difference(&r.covered).collect();
     // Only adapters with cooperative matrices run the coop GEMM (lavapipe has none);
     // TLITE_REQUIRE_COOPMAT=1 makes its absence a failure (on the lent GPU).
-    let coop = "matmul_coop::gemm_m0e4_coop";
     if !h.gpu.coop_gemm && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {coop}: the adapter has no usable cooperative matrices"
-        );
-        missing.retain(|e| e.as_str() != coop);
+        for k in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
+            let coop = format!("{}::gemm_m0e4_coop", k.name());
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {coop}: the adapter has no usable cooperative matrices"
+            );
+            missing.retain(|e| **e != coop);
+        }
     }
     let _ = writeln!(
         std::io::stderr(),

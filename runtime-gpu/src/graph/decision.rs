@@ -16,13 +16,18 @@ use tlite_model::layer::Proj;
 use super::When;
 use crate::kernels::Kernel;
 use crate::kernels::params::{
-    COOP_K, COOP_ROWS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS,
+    COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS,
     GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K,
 };
 use crate::{GpuError, Result};
 
 /// The deployable model's tensors by name.
 pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
+
+/// Projections of at most this many rows run the small-workgroup coop GEMM: at 512 tokens a
+/// 4096-row projection is 256 workgroups of 128 rows, about two per multiprocessor of a large
+/// GPU, too few to hide their latency.
+pub const COOP_SMALL_MAX_ROWS: usize = 4096;
 
 /// What the plan depends on of the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +127,9 @@ pub enum Gemm {
     /// `matmul_coop::gemm_m0e4_coop`: on cooperative matrices, f16 operands (k a multiple of
     /// `COOP_K`).
     M0e4Coop,
+    /// `matmul_coop_small::gemm_m0e4_coop`: the same on half as many rows per workgroup, for
+    /// projections of at most `COOP_SMALL_MAX_ROWS` rows.
+    M0e4CoopSmall,
     /// `gemm_dense` (f16 or f32 weights).
     Dense,
 }
@@ -130,7 +138,7 @@ impl Gemm {
     pub fn entry(self) -> &'static str {
         match self {
             Gemm::M0e4 => "gemm_m0e4",
-            Gemm::M0e4Coop => "gemm_m0e4_coop",
+            Gemm::M0e4Coop | Gemm::M0e4CoopSmall => "gemm_m0e4_coop",
             Gemm::Dense => "gemm_dense",
         }
     }
@@ -138,6 +146,7 @@ impl Gemm {
     pub fn kernel(self) -> Kernel {
         match self {
             Gemm::M0e4Coop => Kernel::MatmulCoop,
+            Gemm::M0e4CoopSmall => Kernel::MatmulCoopSmall,
             _ => Kernel::Matmul,
         }
     }
@@ -146,8 +155,14 @@ impl Gemm {
     pub fn tile(self) -> (u32, u32) {
         match self {
             Gemm::M0e4Coop => (COOP_ROWS, COOP_TOKENS),
+            Gemm::M0e4CoopSmall => (COOP_SMALL_ROWS, COOP_TOKENS),
             _ => (GEMM_ROWS, GEMM_TOKENS),
         }
+    }
+
+    /// Whether it runs on cooperative matrices (and reads x and the packed words as vectors).
+    pub fn coop(self) -> bool {
+        matches!(self, Gemm::M0e4Coop | Gemm::M0e4CoopSmall)
     }
 
     /// Whether the weight binds as M0E4 (packed, scales, biases) rather than one dense part.
@@ -225,7 +240,12 @@ pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Res
     let k = w.rows_cols().1;
     Ok(Decision {
         gemm: match w.storage {
-            Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => Gemm::M0e4Coop,
+            Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => {
+                match proj.rows.len() <= COOP_SMALL_MAX_ROWS {
+                    true => Gemm::M0e4CoopSmall,
+                    false => Gemm::M0e4Coop,
+                }
+            }
             Storage::M0E4 => Gemm::M0e4,
             _ => Gemm::Dense,
         },
@@ -407,13 +427,23 @@ mod tests {
             ..WIDE
         };
         let d = |t: &str, cols, l| decide(&proj(t, 0..64, cols), site, &layouts, l).unwrap();
-        assert_eq!(d("g32", 64, coop).gemm, Gemm::M0e4Coop);
+        assert_eq!(d("g32", 64, coop).gemm, Gemm::M0e4CoopSmall);
         assert_eq!(d("g32", 64, WIDE).gemm, Gemm::M0e4);
         // k = 40 is no multiple of COOP_K: the f32 GEMM.
         assert_eq!(d("k40", 40, coop).gemm, Gemm::M0e4);
         assert_eq!(d("f16", 64, coop).gemm, Gemm::Dense);
-        let c = Gemm::M0e4Coop;
-        assert!(c.m0e4() && c.kernel() == Kernel::MatmulCoop && c.entry() == "gemm_m0e4_coop");
+        let wide = tensor("wide", (COOP_SMALL_MAX_ROWS + 1, 64), Storage::M0E4, 32, &[COOP_SMALL_MAX_ROWS + 1]);
+        let l = index(std::slice::from_ref(&wide));
+        let rows = 0..COOP_SMALL_MAX_ROWS + 1;
+        let dw = decide(&proj("wide", rows, 64), site, &l, coop).unwrap();
+        assert_eq!(dw.gemm, Gemm::M0e4Coop);
+        for (c, k) in [
+            (Gemm::M0e4Coop, Kernel::MatmulCoop),
+            (Gemm::M0e4CoopSmall, Kernel::MatmulCoopSmall),
+        ] {
+            assert!(c.m0e4() && c.coop() && c.kernel() == k && c.entry() == "gemm_m0e4_coop");
+        }
+        assert!(!Gemm::M0e4.coop());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use tlite_model::arch::Activation as Act;
 use tlite_model::layer::Proj;
 
 use super::builder::{Builder, first_chunk, grid_1d, m0e4_row, part};
-use super::decision::{self, ChunkRows, Decision, Gemm, Gemv, Norm, Site};
+use super::decision::{self, ChunkRows, Decision, Gemv, Norm, Site};
 use super::norm::{NormIo, NormOp};
 use super::{BufRef, Op, When, fields};
 use crate::Result;
@@ -199,7 +199,7 @@ impl Builder<'_> {
             ..ch.clone()
         };
         let mut bindings = weight_bindings(p, d, ch);
-        if d.gemm == Gemm::M0e4Coop {
+        if d.gemm.coop() {
             // It reads x and the packed words as vectors.
             for (i, _) in bindings.iter_mut() {
                 *i = match *i {

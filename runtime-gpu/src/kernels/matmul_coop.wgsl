@@ -1,14 +1,18 @@
 // Prefill GEMM on cooperative matrices (tensor cores): f16 operands, f32 accumulators; the
 // same product, parameters and output as gemm_m0e4 (matmul_io.wgsl comes before this file).
 //
-// A workgroup of COOP_WG = 256 threads, 8 subgroups of 32, computes COOP_ROWS = 128 weight rows
-// × COOP_TOKENS = 64 tokens; subgroup s the rows 32 (s % 4) .. + 31 and tokens 32 (s / 4) .. +
-// 31 as 2 × 2 tiles of 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ).
-// Per step of COOP_K = 64 columns the workgroup decodes a 128 × 64 M0E4 tile into f16 in shared
-// memory (row-major, `cw[row][k]`) and converts a 64 × 64 activation tile (`cx[token][k]`, read
-// as columns of B), then each subgroup does 16 multiply-adds of 16 × 16 × 16. The next step's
-// weights and activations are loaded into registers before this step's multiply-adds, so that
-// their latency is hidden behind them.
+// Two kernels are built from this file, with CR (rows per workgroup) and CWG = 2 · CR threads
+// set before it: `matmul_coop` (CR = COOP_ROWS = 128) and `matmul_coop_small` (CR =
+// COOP_SMALL_ROWS = 64, twice the workgroups for the plan's projections of ≤ 4096 rows, which
+// would otherwise leave most of a large GPU's multiprocessors with one or two workgroups). A
+// workgroup of CWG / 32 subgroups computes CR weight rows × COOP_TOKENS = 64 tokens; subgroup
+// s the rows 32 (s % (CR / 32)) .. + 31 and tokens 32 (s / (CR / 32)) .. + 31 as 2 × 2 tiles of
+// 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ). Per step of COOP_K =
+// 64 columns the workgroup decodes a CR × 64 M0E4 tile into f16 in shared memory (row-major,
+// `cw[row][k]`) and converts a 64 × 64 activation tile (`cx[token][k]`, read as columns of B),
+// then each subgroup does 16 multiply-adds of 16 × 16 × 16. The next step's weights and
+// activations are loaded into registers before this step's multiply-adds, so that their
+// latency is hidden behind them.
 //
 // The plan runs it where the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, a
 // subgroup size of exactly 32, k a multiple of COOP_K, and enough workgroup memory. No subgroup
@@ -19,11 +23,15 @@ const CK: u32 = COOP_K;
 // Row stride of the f16 tiles in elements: a 16-byte multiple (what a cooperative load needs),
 // padded by 8 so that the rows of a tile start in different banks.
 const CS: u32 = CK + 8u;
-const_assert COOP_WG == 256u && COOP_ROWS == 128u && COOP_TOKENS == 64u && CK == 64u;
-var<workgroup> cw: array<f16, COOP_ROWS * CS>; // [row][k]
+// Subgroups along the rows; a thread loads one vec4 of words per step (2 per row), and XU units
+// of 4 vec4 of activations (a token's 16 columns).
+const SR: u32 = CR / 32u;
+const XU: u32 = COOP_TOKENS * 4u / CWG;
+const_assert CWG == 2u * CR && (CR == 64u || CR == 128u) && COOP_TOKENS == 64u && CK == 64u;
+var<workgroup> cw: array<f16, CR * CS>; // [row][k]
 var<workgroup> cx: array<f16, COOP_TOKENS * CS>; // [token][k]
 // One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
-var<workgroup> cstage: array<f32, 8u * 256u>;
+var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
 // f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
 fn h(v: vec4<f32>) -> vec4<f16> {
@@ -31,16 +39,13 @@ fn h(v: vec4<f32>) -> vec4<f16> {
 }
 
 // What a thread loads for one step: 4 packed words (32 weights) of row lid / 2, columns
-// 32 (lid % 2) .., with each word's scale and bias; 16 activations of token lid / 4, columns
-// 16 (lid % 4) ...
+// 32 (lid % 2) .., with each word's scale and bias; for u < XU, 16 activations of token
+// (lid + u · CWG) / 4, columns 16 (lid % 4) ...
 struct Fetch {
     w: vec4<u32>,
     s: vec4<f32>,
     b: vec4<f32>,
-    x0: vec4<f32>,
-    x1: vec4<f32>,
-    x2: vec4<f32>,
-    x3: vec4<f32>,
+    x: array<vec4<f32>, 4u * XU>,
 }
 
 fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
@@ -58,13 +63,14 @@ fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
         f.b = vec4<f32>(half_at(biases[hs.x], g.x), half_at(biases[hs.y], g.y),
             half_at(biases[hs.z], g.z), half_at(biases[hs.w], g.w));
     }
-    let t = t0 + lid / 4u;
-    if (t < params.seq) {
-        let i = (t * params.k + k0 + (lid % 4u) * 16u) / 4u;
-        f.x0 = x4[i];
-        f.x1 = x4[i + 1u];
-        f.x2 = x4[i + 2u];
-        f.x3 = x4[i + 3u];
+    for (var u = 0u; u < XU; u++) {
+        let t = t0 + (lid + u * CWG) / 4u;
+        if (t < params.seq) {
+            let i = (t * params.k + k0 + (lid % 4u) * 16u) / 4u;
+            for (var j = 0u; j < 4u; j++) {
+                f.x[4u * u + j] = x4[i + j];
+            }
+        }
     }
     return f;
 }
@@ -80,11 +86,13 @@ fn stash(lid: u32, f: Fetch) {
             cw[wb + i * M0E4_PER_WORD + kk + 4u] = v.y;
         }
     }
-    let xb = (lid / 4u) * CS + (lid % 4u) * 16u;
-    let xs = array<vec4<f16>, 4>(h(f.x0), h(f.x1), h(f.x2), h(f.x3));
-    for (var j = 0u; j < 4u; j++) {
-        for (var e = 0u; e < 4u; e++) {
-            cx[xb + 4u * j + e] = xs[j][e];
+    for (var u = 0u; u < XU; u++) {
+        let xb = ((lid + u * CWG) / 4u) * CS + (lid % 4u) * 16u;
+        for (var j = 0u; j < 4u; j++) {
+            let v = h(f.x[4u * u + j]);
+            for (var e = 0u; e < 4u; e++) {
+                cx[xb + 4u * j + e] = v[e];
+            }
         }
     }
 }
@@ -104,13 +112,13 @@ fn put_tile(c: coop_mat16x16<f32, C>, slot: u32, lane: u32, o: u32, t: u32) {
     workgroupBarrier();
 }
 
-@compute @workgroup_size(COOP_WG)
+@compute @workgroup_size(CWG)
 fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let sg = lid / 32u;
     let lane = lid % 32u;
-    let mr = (sg % 4u) * 32u;
-    let nt = (sg / 4u) * 32u;
-    let o0 = wg.x * COOP_ROWS;
+    let mr = (sg % SR) * 32u;
+    let nt = (sg / SR) * 32u;
+    let o0 = wg.x * CR;
     let t0 = wg.y * COOP_TOKENS;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();

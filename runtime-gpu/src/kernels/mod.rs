@@ -23,6 +23,9 @@ pub enum Kernel {
     /// The M0E4 prefill GEMM on cooperative matrices (f16 operands, f32 accumulators), for
     /// adapters that have them ([`crate::Gpu::coop_gemm`]).
     MatmulCoop,
+    /// The same on workgroups of half the rows, for projections whose output is too narrow to
+    /// give every multiprocessor several of the larger ones.
+    MatmulCoopSmall,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
     /// RoPE fused with the KV-cache write.
@@ -36,10 +39,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
+        Kernel::MatmulCoopSmall,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -52,6 +56,7 @@ impl Kernel {
             Kernel::Dequant => "dequant",
             Kernel::Matmul => "matmul",
             Kernel::MatmulCoop => "matmul_coop",
+            Kernel::MatmulCoopSmall => "matmul_coop_small",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -64,7 +69,7 @@ impl Kernel {
         match self {
             Kernel::Dequant => include_str!("dequant.wgsl"),
             Kernel::Matmul => include_str!("matmul.wgsl"),
-            Kernel::MatmulCoop => include_str!("matmul_coop.wgsl"),
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => include_str!("matmul_coop.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
@@ -85,7 +90,7 @@ impl Kernel {
                 "gemm_m0e4",
                 "gemm_dense",
             ],
-            Kernel::MatmulCoop => &["gemm_m0e4_coop"],
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => &["gemm_m0e4_coop"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main"],
             Kernel::Attention => &["partial", "combine"],
@@ -99,7 +104,7 @@ impl Kernel {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             Kernel::Dequant => DequantParams::NAMES,
-            Kernel::Matmul | Kernel::MatmulCoop => MatmulParams::NAMES,
+            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention => AttentionParams::NAMES,
@@ -111,12 +116,22 @@ impl Kernel {
     /// The complete WGSL of this kernel: its `enable` directives, the M0E4 prelude and the
     /// shared constants, followed by the shared functions it uses and its file.
     pub fn source(self) -> String {
+        // The directives, then the rows and threads per workgroup the coop file is built for.
         let enables = match self {
-            Kernel::MatmulCoop => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::MatmulCoop => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\n\
+                 const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\n"
+            }
+            Kernel::MatmulCoopSmall => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\n\
+                 const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n"
+            }
             _ => "",
         };
         let io = match self {
-            Kernel::Matmul | Kernel::MatmulCoop => include_str!("matmul_io.wgsl"),
+            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => {
+                include_str!("matmul_io.wgsl")
+            }
             _ => "",
         };
         let reductions = match self {

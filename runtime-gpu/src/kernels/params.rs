@@ -353,7 +353,7 @@ impl Kernel {
     pub fn members(self) -> &'static [Member] {
         match self {
             Kernel::Dequant => DequantParams::MEMBERS,
-            Kernel::Matmul | Kernel::MatmulCoop => MatmulParams::MEMBERS,
+            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention => AttentionParams::MEMBERS,
@@ -366,7 +366,9 @@ impl Kernel {
     pub fn params_size(self) -> usize {
         match self {
             Kernel::Dequant => size_of::<DequantParams>(),
-            Kernel::Matmul | Kernel::MatmulCoop => size_of::<MatmulParams>(),
+            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => {
+                size_of::<MatmulParams>()
+            }
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention => size_of::<AttentionParams>(),
@@ -521,7 +523,7 @@ impl Kernel {
         match self {
             Kernel::Dequant => binding::dequant::ALL,
             Kernel::Matmul => binding::matmul::ALL,
-            Kernel::MatmulCoop => binding::matmul_coop::ALL,
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => binding::matmul_coop::ALL,
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
@@ -586,6 +588,10 @@ shared_constants! {
     pub const COOP_ROWS: u32 = 128;
     /// Tokens per workgroup of `matmul_coop::gemm_m0e4_coop` (grid y).
     pub const COOP_TOKENS: u32 = 64;
+    /// Threads per workgroup of `matmul_coop_small::gemm_m0e4_coop`: 4 subgroups of 32.
+    pub const COOP_SMALL_WG: u32 = 128;
+    /// Output rows per workgroup of `matmul_coop_small::gemm_m0e4_coop` (grid x).
+    pub const COOP_SMALL_ROWS: u32 = 64;
     /// Columns per step of `matmul_coop::gemm_m0e4_coop`: its `k` must be a multiple of it.
     pub const COOP_K: u32 = 64;
     /// Words written per row by `score::main`.
@@ -620,6 +626,7 @@ impl Kernel {
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
             (Kernel::MatmulCoop, _) => COOP_WG,
+            (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
             (Kernel::Norm, "rmsnorm") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
