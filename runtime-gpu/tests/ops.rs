@@ -23,7 +23,8 @@ use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::dequant::halves_to_words;
 use tlite_runtime_gpu::kernels::params::{
-    COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
+    ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_K, COOP_ROWS, COOP_SMALL_ROWS,
+    COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
     GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
@@ -50,6 +51,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("rope_kv::main", 1e-11),
     ("attention::partial", 1e-10),
     ("attention::combine", 1e-10),
+    ("attention::prefill", 1e-10),
     ("elementwise::embed_m0e4", 1e-13),
     ("elementwise::embed_dense", 1e-13),
     ("elementwise::glu", 1e-10),
@@ -1716,6 +1718,44 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
         s.seed,
         &[("out", &out, &want_out)],
     );
+    // The plan's prefill of heads it takes (graph/attention.rs): the same outputs at once.
+    if s.seq > 1 && hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD {
+        let out2_buf = h.f32s(&vec![untouched(); s.seq * heads * hd + tail]);
+        let mut bind2 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
+        bind2.push((binding::attention::OUT, &out2_buf));
+        h.run(&[Dispatch {
+            kernel: Kernel::Attention,
+            entry: "prefill",
+            params: params(Kernel::Attention, &set),
+            bind: bind2,
+            grid: [
+                s.seq.div_ceil(ATTENTION_PREFILL_QUERIES as usize) as u32,
+                heads as u32,
+                1,
+            ],
+        }]);
+        let out2 = h.read(&out2_buf, s.seq * heads * hd + tail);
+        r.check(
+            h,
+            "attention::prefill",
+            &desc,
+            s.seed,
+            &[("out", &out2, &want_out)],
+        );
+    }
+}
+
+/// The inputs `attention::prefill` binds (q and the caches as vectors).
+fn bind_prefill<'a>(
+    q: &'a wgpu::Buffer,
+    kc: &'a wgpu::Buffer,
+    vc: &'a wgpu::Buffer,
+) -> Vec<(u32, &'a wgpu::Buffer)> {
+    vec![
+        (binding::attention::Q, q),
+        (binding::attention::KCACHE4, kc),
+        (binding::attention::VCACHE4, vc),
+    ]
 }
 
 /// combine alone, on partials written here: one split empty (as `partial` leaves it).
@@ -2427,6 +2467,28 @@ fn all_cases(h: &Harness, r: &mut Report) {
             past: 5,
             hd: 32,
             window: 6,
+            ..attn
+        },
+        // Several blocks of queries (the last ragged) and tiles of keys; grouped-query heads.
+        AttnSpec {
+            seed: 511,
+            seq: 50,
+            past: 13,
+            heads: 8,
+            kv_heads: 2,
+            max_seq: 70,
+            ..attn
+        },
+        AttnSpec {
+            seed: 512,
+            seq: 37,
+            past: 20,
+            heads: 2,
+            kv_heads: 1,
+            hd: 128,
+            max_seq: 64,
+            window: 25,
+            softcap: 30.0,
             ..attn
         },
         // Decode: several splits.

@@ -8,7 +8,9 @@ use super::builder::Builder;
 use super::{BufRef, Field, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
-use crate::kernels::params::{AttentionParams, ROPE_KV_WG, RopeKvParams};
+use crate::kernels::params::{
+    ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams, ROPE_KV_WG, RopeKvParams,
+};
 use crate::shape::{Expr, c};
 
 /// The model's RoPE: rotated dimensions per head and the tables' bases.
@@ -83,6 +85,33 @@ impl Builder<'_> {
         );
         let attn = self.act(format!("l{l}.attn"), seq.clone() * (heads * hd));
         let params = self.attention_params(l);
+        // Prefill in blocks of queries where the heads fit the prefill kernel; decode, and
+        // prefill of wider heads, through split partials and their combination.
+        let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
+        let split_when = if blocked { When::Decode } else { When::Always };
+        if blocked {
+            self.push(Op {
+                label: format!("l{l}.attention_prefill"),
+                kernel: Kernel::Attention,
+                entry: "prefill",
+                bindings: vec![
+                    (attn_bind::Q, BufRef::Act(q)),
+                    (attn_bind::KCACHE4, BufRef::KvK(l)),
+                    (attn_bind::VCACHE4, BufRef::KvV(l)),
+                    (attn_bind::OUT, BufRef::Act(attn)),
+                ],
+                params: params.clone(),
+                grid: [
+                    seq.clone()
+                        .ceil_div(c(u64::from(ATTENTION_PREFILL_QUERIES))),
+                    c(heads as u64),
+                    c(1),
+                ],
+                when: When::Prefill,
+                reads: vec![q],
+                writes: vec![attn],
+            });
+        }
         self.push(Op {
             label: format!("l{l}.attention"),
             kernel: Kernel::Attention,
@@ -96,7 +125,7 @@ impl Builder<'_> {
             ],
             params: params.clone(),
             grid: [splits(), c(heads as u64), seq.clone()],
-            when: When::Always,
+            when: split_when,
             reads: vec![q],
             writes: vec![parts],
         });
@@ -110,7 +139,7 @@ impl Builder<'_> {
             ],
             params,
             grid: [c(heads as u64), seq, c(1)],
-            when: When::Always,
+            when: split_when,
             reads: vec![parts],
             writes: vec![attn],
         });

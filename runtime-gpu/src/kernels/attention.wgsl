@@ -1,7 +1,10 @@
 // Attention over the cache prefix with an online softmax. partial: workgroup (split, head, t)
 // covers keys [lo + split·kps, …) of query t (position past + t), causal and, when window > 0,
 // limited to the last `window` positions; it writes (max, sum, acc[hd]). combine merges the
-// splits: prefill runs one split, decode splits the keys across workgroups (split reduction).
+// splits: decode splits the keys across workgroups (split reduction), a prefill whose heads
+// `prefill` cannot take runs one split per query. prefill: workgroup (block, head) computes
+// the outputs of ATTENTION_PREFILL_QUERIES queries at once, flash-attention style: tiles of
+// keys and values staged in shared memory once for all of them.
 // Grouped-query heads: head h reads kv head h / (heads / kv_heads).
 
 struct Params {
@@ -27,6 +30,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 // The K cache again, as vectors (hd % 4 == 0): a key's dot product in hd / 4 loads.
 @group(0) @binding(6) var<storage, read> kcache4: array<vec4<f32>>;
+// The V cache again, as vectors (prefill).
+@group(0) @binding(7) var<storage, read> vcache4: array<vec4<f32>>;
 
 const MAX_HD: u32 = ATTENTION_MAX_HD;
 // A thread stages q as one vector and accumulates up to 4 output dimensions (acc).
@@ -147,5 +152,128 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             o += parts[b + 2u + d] * exp(parts[b] - gm);
         }
         out[(t * params.heads + h) * params.hd + d] = o / gl;
+    }
+}
+
+// prefill: REDUCE_WG = 64 threads, PQ = 16 queries (t0 = 16 · block ..) of head h, 4 threads
+// per query; thread `sub` of a query holds the vec4s 4i + sub (i < 8) of its q and of its output
+// accumulator in registers. Per tile of PK = 16 keys (from the window start of the block's
+// first query to its last query), the workgroup stages K and V in shared memory, each thread
+// writes its partial q·k of every key, and each query's threads then combine the 4 partials,
+// mask (causal, window), soft-cap and fold the tile into their online softmax.
+const PQ: u32 = ATTENTION_PREFILL_QUERIES;
+const PK: u32 = 16u;
+const PMAX4: u32 = ATTENTION_PREFILL_MAX_HD / 4u;
+const_assert PQ * 4u == REDUCE_WG && PMAX4 == 32u;
+var<workgroup> pk: array<vec4<f32>, PK * PMAX4>;
+var<workgroup> pv: array<vec4<f32>, PK * PMAX4>;
+var<workgroup> ps: array<f32, PQ * PK * 4u>;
+
+@compute @workgroup_size(REDUCE_WG)
+fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.y;
+    let ql = lid / 4u;
+    let sub = lid % 4u;
+    let t0 = wg.x * PQ;
+    let t = t0 + ql;
+    let live = t < params.seq;
+    // Threads past the last query repeat it (their output is not stored).
+    let qi = params.past + min(t, params.seq - 1u);
+    let hd4 = params.hd / 4u;
+    let kvh = h / (params.heads / params.kv_heads);
+    let qb = (min(t, params.seq - 1u) * params.heads + h) * params.hd;
+    var qr: array<vec4<f32>, 8>;
+    var acc: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        let v = 4u * i + sub;
+        if (v < hd4) {
+            let d = qb + 4u * v;
+            qr[i] = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+        }
+    }
+    var qlo = 0u;
+    if (params.window > 0u && qi + 1u > params.window) {
+        qlo = qi + 1u - params.window;
+    }
+    // The block's keys: uniform over the workgroup.
+    let first = params.past + t0;
+    let last = params.past + min(t0 + PQ, params.seq) - 1u;
+    var lo = 0u;
+    if (params.window > 0u && first + 1u > params.window) {
+        lo = first + 1u - params.window;
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j0 = lo; j0 <= last; j0 += PK) {
+        for (var e = lid; e < PK * hd4; e += REDUCE_WG) {
+            let jj = e / hd4;
+            let v = e % hd4;
+            var kk = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (j0 + jj <= last) {
+                let b = (kvh * params.max_seq + j0 + jj) * hd4 + v;
+                kk = kcache4[b];
+                vv = vcache4[b];
+            }
+            pk[jj * PMAX4 + v] = kk;
+            pv[jj * PMAX4 + v] = vv;
+        }
+        workgroupBarrier();
+        for (var jj = 0u; jj < PK; jj++) {
+            var d4 = vec4<f32>(0.0);
+            for (var i = 0u; i < 8u; i++) {
+                let v = 4u * i + sub;
+                if (v < hd4) {
+                    d4 += qr[i] * pk[jj * PMAX4 + v];
+                }
+            }
+            ps[(ql * PK + jj) * 4u + sub] = d4.x + d4.y + d4.z + d4.w;
+        }
+        workgroupBarrier();
+        var sc16: array<f32, PK>;
+        var bm = -3.0e38;
+        for (var jj = 0u; jj < PK; jj++) {
+            let j = j0 + jj;
+            let b = (ql * PK + jj) * 4u;
+            var s = (ps[b] + ps[b + 1u] + ps[b + 2u] + ps[b + 3u]) * params.scale;
+            if (params.softcap > 0.0) {
+                s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+            }
+            sc16[jj] = select(-3.0e38, s, j <= qi && j >= qlo);
+            bm = max(bm, sc16[jj]);
+        }
+        let nm = max(m, bm);
+        let corr = exp(m - nm);
+        l *= corr;
+        for (var i = 0u; i < 8u; i++) {
+            acc[i] *= corr;
+        }
+        for (var jj = 0u; jj < PK; jj++) {
+            let j = j0 + jj;
+            let e = select(0.0, exp(sc16[jj] - nm), j <= qi && j >= qlo);
+            l += e;
+            for (var i = 0u; i < 8u; i++) {
+                let v = 4u * i + sub;
+                if (v < hd4) {
+                    acc[i] += e * pv[jj * PMAX4 + v];
+                }
+            }
+        }
+        m = nm;
+        workgroupBarrier();
+    }
+    if (live) {
+        let ob = (t * params.heads + h) * params.hd;
+        for (var i = 0u; i < 8u; i++) {
+            let v = 4u * i + sub;
+            if (v < hd4) {
+                let o = acc[i] / l;
+                let d = ob + 4u * v;
+                out[d] = o.x;
+                out[d + 1u] = o.y;
+                out[d + 2u] = o.z;
+                out[d + 3u] = o.w;
+            }
+        }
     }
 }

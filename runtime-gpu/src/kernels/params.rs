@@ -485,6 +485,8 @@ pub mod binding {
             OUT = 5,
             /// The K cache again, as vectors.
             KCACHE4 = 6,
+            /// The V cache again, as vectors (`prefill`).
+            VCACHE4 = 7,
         }
         /// `elementwise.wgsl`.
         elementwise {
@@ -558,6 +560,11 @@ shared_constants! {
     pub const ROPE_KV_WG: u32 = 64;
     /// Largest head dimension of the attention kernel (its staged query).
     pub const ATTENTION_MAX_HD: usize = 256;
+    /// Largest head dimension of `attention::prefill` (its registers per thread); it also needs
+    /// a multiple of 4. Wider heads prefill through `partial` and `combine`.
+    pub const ATTENTION_PREFILL_MAX_HD: usize = 128;
+    /// Queries per workgroup of `attention::prefill` (4 threads each).
+    pub const ATTENTION_PREFILL_QUERIES: u32 = 16;
     /// Threads per workgroup of every `elementwise` entry point (one thread per element or
     /// packed word).
     pub const ELEMENTWISE_WG: u32 = 64;
