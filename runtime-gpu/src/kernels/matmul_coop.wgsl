@@ -20,16 +20,18 @@
 // NVIDIA when both are declared).
 
 const CK: u32 = COOP_K;
-// Row stride of the f16 tiles in elements: a 16-byte multiple (what a cooperative load needs),
-// padded by 8 so that the rows of a tile start in different banks.
-const CS: u32 = CK + 8u;
+// Row stride of the f16 tiles: CK + 8 halves (a 16-byte multiple, what a cooperative load
+// needs, padded so that the rows of a tile start in different banks), in vec4<f16>. The tiles are
+// arrays of vec4<f16> so that a thread writes 4 halves per store (a cooperative load's stride
+// counts the array's elements).
+const CS4: u32 = (CK + 8u) / 4u;
 // Subgroups along the rows; a thread loads one vec4 of words per step (2 per row), and XU units
 // of 4 vec4 of activations (a token's 16 columns).
 const SR: u32 = CR / 32u;
 const XU: u32 = COOP_TOKENS * 4u / CWG;
 const_assert CWG == 2u * CR && (CR == 64u || CR == 128u) && COOP_TOKENS == 64u && CK == 64u;
-var<workgroup> cw: array<f16, CR * CS>; // [row][k]
-var<workgroup> cx: array<f16, COOP_TOKENS * CS>; // [token][k]
+var<workgroup> cw: array<vec4<f16>, CR * CS4>; // [row][k / 4]
+var<workgroup> cx: array<vec4<f16>, COOP_TOKENS * CS4>; // [token][k / 4]
 // One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
 var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
@@ -77,22 +79,23 @@ fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
 
 // Writes a step's loads into the shared tiles as f16 (rows past n are zero: their words are).
 fn stash(lid: u32, f: Fetch) {
-    let wb = (lid / 2u) * CS + (lid % 2u) * 32u;
+    // Word i: codes 0..3 and 4..7 (the pairs' first and second halves) as two vec4.
+    let wb = (lid / 2u) * CS4 + (lid % 2u) * 8u;
     for (var i = 0u; i < 4u; i++) {
         let w = f.w[i];
-        for (var kk = 0u; kk < 4u; kk++) {
-            let v = vec2<f16>(fma(m0e4_pair(w, kk), vec2<f32>(f.s[i]), vec2<f32>(f.b[i])));
-            cw[wb + i * M0E4_PER_WORD + kk] = v.x;
-            cw[wb + i * M0E4_PER_WORD + kk + 4u] = v.y;
-        }
+        let s = vec2<f32>(f.s[i]);
+        let b = vec2<f32>(f.b[i]);
+        let p0 = fma(m0e4_pair(w, 0u), s, b);
+        let p1 = fma(m0e4_pair(w, 1u), s, b);
+        let p2 = fma(m0e4_pair(w, 2u), s, b);
+        let p3 = fma(m0e4_pair(w, 3u), s, b);
+        cw[wb + 2u * i] = vec4<f16>(vec4<f32>(p0.x, p1.x, p2.x, p3.x));
+        cw[wb + 2u * i + 1u] = vec4<f16>(vec4<f32>(p0.y, p1.y, p2.y, p3.y));
     }
     for (var u = 0u; u < XU; u++) {
-        let xb = ((lid + u * CWG) / 4u) * CS + (lid % 4u) * 16u;
+        let xb = ((lid + u * CWG) / 4u) * CS4 + (lid % 4u) * 4u;
         for (var j = 0u; j < 4u; j++) {
-            let v = h(f.x[4u * u + j]);
-            for (var e = 0u; e < 4u; e++) {
-                cx[xb + 4u * j + e] = v[e];
-            }
+            cx[xb + j] = h(f.x[4u * u + j]);
         }
     }
 }
@@ -132,10 +135,10 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             f = fetch(lid, o0, t0, k0 + CK);
         }
         for (var kk = 0u; kk < CK; kk += 16u) {
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS + kk], CS);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cw[(mr + 16u) * CS + kk], CS);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&cx[nt * CS + kk], CS);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&cx[(nt + 16u) * CS + kk], CS);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS4 + kk / 4u], CS4);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cw[(mr + 16u) * CS4 + kk / 4u], CS4);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&cx[nt * CS4 + kk / 4u], CS4);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&cx[(nt + 16u) * CS4 + kk / 4u], CS4);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
