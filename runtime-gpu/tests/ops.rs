@@ -24,8 +24,8 @@ use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::dequant::halves_to_words;
 use tlite_runtime_gpu::kernels::params::{
     ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_K, COOP_ROWS, COOP_SMALL_ROWS,
-    COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
-    GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
+    COOP_SMALL_TOKENS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS,
+    GEMV_GLU_OUTPUTS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
 use wgpu::util::DeviceExt;
@@ -697,10 +697,10 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         }
     }
     for (kernel, entry, seq) in variants {
-        let rows_per_workgroup = match kernel {
-            Kernel::MatmulCoopSmall => COOP_SMALL_ROWS,
-            Kernel::MatmulCoop => COOP_ROWS,
-            _ => GEMM_ROWS,
+        let (rows_per_workgroup, tokens_per_workgroup) = match kernel {
+            Kernel::MatmulCoopSmall => (COOP_SMALL_ROWS, COOP_SMALL_TOKENS),
+            Kernel::MatmulCoop => (COOP_ROWS, COOP_TOKENS),
+            _ => (GEMM_ROWS, GEMM_TOKENS),
         };
         let gemm = entry.starts_with("gemm");
         let fused = s.norm.filter(|_| !gemm);
@@ -758,12 +758,12 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                 }
                 "gemm_m0e4_coop" => [
                     n.div_ceil(rows_per_workgroup as usize) as u32,
-                    seq.div_ceil(COOP_TOKENS as usize) as u32,
+                    seq.div_ceil(tokens_per_workgroup as usize) as u32,
                     1,
                 ],
                 _ => [
                     n.div_ceil(rows_per_workgroup as usize) as u32,
-                    seq.div_ceil(GEMM_TOKENS as usize) as u32,
+                    seq.div_ceil(tokens_per_workgroup as usize) as u32,
                     1,
                 ],
             };

@@ -16,8 +16,9 @@ use tlite_model::layer::Proj;
 use super::When;
 use crate::kernels::Kernel;
 use crate::kernels::params::{
-    COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS,
-    GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K,
+    COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS,
+    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
+    NORM_MAX_K,
 };
 use crate::{GpuError, Result};
 
@@ -155,7 +156,7 @@ impl Gemm {
     pub fn tile(self) -> (u32, u32) {
         match self {
             Gemm::M0e4Coop => (COOP_ROWS, COOP_TOKENS),
-            Gemm::M0e4CoopSmall => (COOP_SMALL_ROWS, COOP_TOKENS),
+            Gemm::M0e4CoopSmall => (COOP_SMALL_ROWS, COOP_SMALL_TOKENS),
             _ => (GEMM_ROWS, GEMM_TOKENS),
         }
     }
@@ -432,7 +433,13 @@ mod tests {
         // k = 40 is no multiple of COOP_K: the f32 GEMM.
         assert_eq!(d("k40", 40, coop).gemm, Gemm::M0e4);
         assert_eq!(d("f16", 64, coop).gemm, Gemm::Dense);
-        let wide = tensor("wide", (COOP_SMALL_MAX_ROWS + 1, 64), Storage::M0E4, 32, &[COOP_SMALL_MAX_ROWS + 1]);
+        let wide = tensor(
+            "wide",
+            (COOP_SMALL_MAX_ROWS + 1, 64),
+            Storage::M0E4,
+            32,
+            &[COOP_SMALL_MAX_ROWS + 1],
+        );
         let l = index(std::slice::from_ref(&wide));
         let rows = 0..COOP_SMALL_MAX_ROWS + 1;
         let dw = decide(&proj("wide", rows, 64), site, &l, coop).unwrap();

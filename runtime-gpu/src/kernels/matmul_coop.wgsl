@@ -1,18 +1,19 @@
 // Prefill GEMM on cooperative matrices (tensor cores): f16 operands, f32 accumulators; the
 // same product, parameters and output as gemm_m0e4 (matmul_io.wgsl comes before this file).
 //
-// Two kernels are built from this file, with CR (rows per workgroup) and CWG = 2 · CR threads
-// set before it: `matmul_coop` (CR = COOP_ROWS = 128) and `matmul_coop_small` (CR =
-// COOP_SMALL_ROWS = 64, twice the workgroups for the plan's projections of ≤ 4096 rows, which
-// would otherwise leave most of a large GPU's multiprocessors with one or two workgroups). A
-// workgroup of CWG / 32 subgroups computes CR weight rows × COOP_TOKENS = 64 tokens; subgroup
-// s the rows 32 (s % (CR / 32)) .. + 31 and tokens 32 (s / (CR / 32)) .. + 31 as 2 × 2 tiles of
-// 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ). Per step of COOP_K =
-// 64 columns the workgroup decodes a CR × 64 M0E4 tile into f16 in shared memory (row-major,
-// `cw[row][k]`) and converts a 64 × 64 activation tile (`cx[token][k]`, read as columns of B),
-// then each subgroup does 16 multiply-adds of 16 × 16 × 16. The next step's weights and
-// activations are loaded into registers before this step's multiply-adds, so that their
-// latency is hidden behind them.
+// Two kernels are built from this file, with CR (rows per workgroup), CWG = 2 · CR threads and
+// TT (tokens per workgroup) set before it: `matmul_coop` (CR = COOP_ROWS = 128, TT =
+// COOP_TOKENS = 128) and `matmul_coop_small` (CR = COOP_SMALL_ROWS = 64, TT =
+// COOP_SMALL_TOKENS = 64: four times the workgroups, for the plan's projections of ≤ 4096 rows,
+// which would otherwise leave most of a large GPU's multiprocessors with one or two
+// workgroups). A workgroup of CWG / 32 subgroups computes CR weight rows × TT tokens; subgroup s
+// the rows 32 (s % (CR / 32)) .. + 31 and tokens (TT / 2) (s / (CR / 32)) .. as 2 × FT tiles of
+// 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ; FT = TT / 32). Per
+// step of COOP_K = 64 columns the workgroup decodes a CR × 64 M0E4 tile into f16 in shared
+// memory (row-major, `cw[row][k]`) and converts a TT × 64 activation tile (`cx[token][k]`, read
+// as columns of B), then each subgroup does 8 · FT multiply-adds of 16 × 16 × 16. The next
+// step's weights and activations are loaded into registers before this step's multiply-adds, so
+// that their latency is hidden behind them.
 //
 // The plan runs it where the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, a
 // subgroup size of exactly 32, k a multiple of COOP_K, and enough workgroup memory. No subgroup
@@ -28,10 +29,12 @@ const CS4: u32 = (CK + 8u) / 4u;
 // Subgroups along the rows; a thread loads one vec4 of words per step (2 per row), and XU units
 // of 4 vec4 of activations (a token's 16 columns).
 const SR: u32 = CR / 32u;
-const XU: u32 = COOP_TOKENS * 4u / CWG;
-const_assert CWG == 2u * CR && (CR == 64u || CR == 128u) && COOP_TOKENS == 64u && CK == 64u;
+const XU: u32 = TT * 4u / CWG;
+const FT: u32 = TT / 32u;
+const_assert CWG == 2u * CR && (CR == 64u || CR == 128u) && (FT == 2u || FT == 4u) && CK == 64u;
+const_assert XU >= 1u;
 var<workgroup> cw: array<vec4<f16>, CR * CS4>; // [row][k / 4]
-var<workgroup> cx: array<vec4<f16>, COOP_TOKENS * CS4>; // [token][k / 4]
+var<workgroup> cx: array<vec4<f16>, TT * CS4>; // [token][k / 4]
 // One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
 var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
@@ -120,13 +123,18 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let sg = lid / 32u;
     let lane = lid % 32u;
     let mr = (sg % SR) * 32u;
-    let nt = (sg / SR) * 32u;
+    let nt = (sg / SR) * (TT / 2u);
     let o0 = wg.x * CR;
-    let t0 = wg.y * COOP_TOKENS;
+    let t0 = wg.y * TT;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
+    // Token tiles 2 and 3 (FT = 4 only).
+    var c02 = coop_mat16x16<f32, C>();
+    var c03 = coop_mat16x16<f32, C>();
+    var c12 = coop_mat16x16<f32, C>();
+    var c13 = coop_mat16x16<f32, C>();
     var f = fetch(lid, o0, t0, 0u);
     for (var k0 = 0u; k0 < params.k; k0 += CK) {
         stash(lid, f);
@@ -143,6 +151,14 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
+            if (FT == 4u) {
+                let b2 = coopLoad<coop_mat16x16<f16, B>>(&cx[(nt + 32u) * CS4 + kk / 4u], CS4);
+                let b3 = coopLoad<coop_mat16x16<f16, B>>(&cx[(nt + 48u) * CS4 + kk / 4u], CS4);
+                c02 = coopMultiplyAdd(a0, b2, c02);
+                c03 = coopMultiplyAdd(a0, b3, c03);
+                c12 = coopMultiplyAdd(a1, b2, c12);
+                c13 = coopMultiplyAdd(a1, b3, c13);
+            }
         }
         workgroupBarrier();
     }
@@ -151,4 +167,10 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     put_tile(c01, slot, lane, o0 + mr, t0 + nt + 16u);
     put_tile(c10, slot, lane, o0 + mr + 16u, t0 + nt);
     put_tile(c11, slot, lane, o0 + mr + 16u, t0 + nt + 16u);
+    if (FT == 4u) {
+        put_tile(c02, slot, lane, o0 + mr, t0 + nt + 32u);
+        put_tile(c03, slot, lane, o0 + mr, t0 + nt + 48u);
+        put_tile(c12, slot, lane, o0 + mr + 16u, t0 + nt + 32u);
+        put_tile(c13, slot, lane, o0 + mr + 16u, t0 + nt + 48u);
+    }
 }

@@ -120,11 +120,12 @@ impl Kernel {
         let enables = match self {
             Kernel::MatmulCoop => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
-                 const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\n"
+                 const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\nconst TT: u32 = COOP_TOKENS;\n"
             }
             Kernel::MatmulCoopSmall => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
-                 const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n"
+                 const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
+                 const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
             _ => "",
         };

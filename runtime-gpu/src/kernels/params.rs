@@ -594,11 +594,13 @@ shared_constants! {
     /// Output rows per workgroup of `matmul_coop::gemm_m0e4_coop` (grid x).
     pub const COOP_ROWS: u32 = 128;
     /// Tokens per workgroup of `matmul_coop::gemm_m0e4_coop` (grid y).
-    pub const COOP_TOKENS: u32 = 64;
+    pub const COOP_TOKENS: u32 = 128;
     /// Threads per workgroup of `matmul_coop_small::gemm_m0e4_coop`: 4 subgroups of 32.
     pub const COOP_SMALL_WG: u32 = 128;
     /// Output rows per workgroup of `matmul_coop_small::gemm_m0e4_coop` (grid x).
     pub const COOP_SMALL_ROWS: u32 = 64;
+    /// Tokens per workgroup of `matmul_coop_small::gemm_m0e4_coop` (grid y).
+    pub const COOP_SMALL_TOKENS: u32 = 64;
     /// Columns per step of `matmul_coop::gemm_m0e4_coop`: its `k` must be a multiple of it.
     pub const COOP_K: u32 = 64;
     /// Words written per row by `score::main`.
