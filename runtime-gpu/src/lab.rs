@@ -1067,12 +1067,17 @@ impl GemvVariant {
     }
 
     /// The variant's WGSL (entry point `lab_gemv`): matmul's parameter struct, bindings and
-    /// word decoder (`half_at`, `word_dot`, taken from matmul.wgsl itself) around its own loop.
+    /// word decoder (`half_at`, `word_dot`, taken from matmul_io.wgsl and matmul.wgsl
+    /// themselves) around its own loop.
     pub fn source(&self) -> String {
-        let matmul = include_str!("kernels/matmul.wgsl");
-        // A top-level item of matmul.wgsl: from `head` to its closing brace.
+        let matmul = concat!(
+            include_str!("kernels/matmul_io.wgsl"),
+            include_str!("kernels/matmul.wgsl")
+        );
+        // A top-level item of the matmul files: from `head` to its closing brace.
         let item = |head: &str| {
-            let start = (matmul.find(head)).unwrap_or_else(|| panic!("matmul.wgsl has `{head}`"));
+            let start =
+                (matmul.find(head)).unwrap_or_else(|| panic!("the matmul files have `{head}`"));
             let len = matmul[start..].find("\n}\n").expect("the item ends") + 3;
             &matmul[start..start + len]
         };
