@@ -158,16 +158,287 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // prefill: REDUCE_WG = 64 threads, PQ = 16 queries (t0 = 16 · block ..) of head h, 4 threads
 // per query; thread `sub` of a query holds the vec4s 4i + sub (i < 8) of its q and of its output
 // accumulator in registers. Per tile of PK = 16 keys (from the window start of the block's
-// first query to its last query), the workgroup stages K and V in shared memory, each thread
-// writes its partial q·k of every key, and each query's threads then combine the 4 partials,
-// mask (causal, window), soft-cap and fold the tile into their online softmax.
+// first query to its last query), the workgroup stages K and V in shared memory (loaded into
+// registers during the previous tile), each thread writes its partial q·k of every key, and each
+// query's threads then combine the 4 partials, mask (causal, window), soft-cap and fold the tile
+// into their online softmax.
 const PQ: u32 = ATTENTION_PREFILL_QUERIES;
 const PK: u32 = 16u;
 const PMAX4: u32 = ATTENTION_PREFILL_MAX_HD / 4u;
-const_assert PQ * 4u == REDUCE_WG && PMAX4 == 32u;
+const_assert PQ * 4u == REDUCE_WG && PMAX4 == 32u && PK * PMAX4 == 8u * REDUCE_WG;
 var<workgroup> pk: array<vec4<f32>, PK * PMAX4>;
 var<workgroup> pv: array<vec4<f32>, PK * PMAX4>;
 var<workgroup> ps: array<f32, PQ * PK * 4u>;
+
+// A thread's 8 vec4s of a head (vec4 4i + sub in member i): named members, not an array, so
+// that they stay in registers (a function-local array indexed in a loop can be put in local
+// memory).
+struct V8 {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+    v4: vec4<f32>,
+    v5: vec4<f32>,
+    v6: vec4<f32>,
+    v7: vec4<f32>,
+}
+
+// A tile of keys and values as loaded by one thread: elements lid + 64 i (i < 8) of the
+// tile's PK · hd / 4 vec4s, held in registers while the previous tile is used.
+struct KvTile {
+    k: V8,
+    v: V8,
+}
+
+// One element of a tile: the key's and the value's vec4.
+struct Kv1 {
+    k: vec4<f32>,
+    v: vec4<f32>,
+}
+
+fn kv_load_one(e: u32, j0: u32, last: u32, kvh: u32, hd4: u32) -> Kv1 {
+    var r: Kv1;
+    let jj = e / hd4;
+    if (e < PK * hd4 && j0 + jj <= last) {
+        let b = (kvh * params.max_seq + j0 + jj) * hd4 + e % hd4;
+        r.k = kcache4[b];
+        r.v = vcache4[b];
+    }
+    return r;
+}
+
+// The tile of keys j0 .. (none past `last`: those stay zero).
+fn kv_load(lid: u32, j0: u32, last: u32, kvh: u32, hd4: u32) -> KvTile {
+    var r: KvTile;
+    let e0 = kv_load_one(lid + 0u, j0, last, kvh, hd4);
+    r.k.v0 = e0.k;
+    r.v.v0 = e0.v;
+    let e1 = kv_load_one(lid + 64u, j0, last, kvh, hd4);
+    r.k.v1 = e1.k;
+    r.v.v1 = e1.v;
+    let e2 = kv_load_one(lid + 128u, j0, last, kvh, hd4);
+    r.k.v2 = e2.k;
+    r.v.v2 = e2.v;
+    let e3 = kv_load_one(lid + 192u, j0, last, kvh, hd4);
+    r.k.v3 = e3.k;
+    r.v.v3 = e3.v;
+    let e4 = kv_load_one(lid + 256u, j0, last, kvh, hd4);
+    r.k.v4 = e4.k;
+    r.v.v4 = e4.v;
+    let e5 = kv_load_one(lid + 320u, j0, last, kvh, hd4);
+    r.k.v5 = e5.k;
+    r.v.v5 = e5.v;
+    let e6 = kv_load_one(lid + 384u, j0, last, kvh, hd4);
+    r.k.v6 = e6.k;
+    r.v.v6 = e6.v;
+    let e7 = kv_load_one(lid + 448u, j0, last, kvh, hd4);
+    r.k.v7 = e7.k;
+    r.v.v7 = e7.v;
+    return r;
+}
+
+fn kv_stash_one(k: vec4<f32>, v: vec4<f32>, e: u32, hd4: u32) {
+    if (e < PK * hd4) {
+        let at = (e / hd4) * PMAX4 + e % hd4;
+        pk[at] = k;
+        pv[at] = v;
+    }
+}
+
+fn kv_stash(kv: KvTile, lid: u32, hd4: u32) {
+    kv_stash_one(kv.k.v0, kv.v.v0, lid + 0u, hd4);
+    kv_stash_one(kv.k.v1, kv.v.v1, lid + 64u, hd4);
+    kv_stash_one(kv.k.v2, kv.v.v2, lid + 128u, hd4);
+    kv_stash_one(kv.k.v3, kv.v.v3, lid + 192u, hd4);
+    kv_stash_one(kv.k.v4, kv.v.v4, lid + 256u, hd4);
+    kv_stash_one(kv.k.v5, kv.v.v5, lid + 320u, hd4);
+    kv_stash_one(kv.k.v6, kv.v.v6, lid + 384u, hd4);
+    kv_stash_one(kv.k.v7, kv.v.v7, lid + 448u, hd4);
+}
+
+// Row t of q, this thread's vec4s (zero past hd).
+fn q_v8(qb: u32, sub: u32, hd4: u32) -> V8 {
+    var r: V8;
+    if (sub < hd4) {
+        let d = qb + 4u * sub;
+        r.v0 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (4u + sub < hd4) {
+        let d = qb + 4u * (4u + sub);
+        r.v1 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (8u + sub < hd4) {
+        let d = qb + 4u * (8u + sub);
+        r.v2 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (12u + sub < hd4) {
+        let d = qb + 4u * (12u + sub);
+        r.v3 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (16u + sub < hd4) {
+        let d = qb + 4u * (16u + sub);
+        r.v4 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (20u + sub < hd4) {
+        let d = qb + 4u * (20u + sub);
+        r.v5 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (24u + sub < hd4) {
+        let d = qb + 4u * (24u + sub);
+        r.v6 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    if (28u + sub < hd4) {
+        let d = qb + 4u * (28u + sub);
+        r.v7 = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
+    }
+    return r;
+}
+
+// This thread's part of q · k for key jj of the staged tile.
+fn qk_part(q: V8, jj: u32, sub: u32, hd4: u32) -> f32 {
+    let b = jj * PMAX4 + sub;
+    var d = vec4<f32>(0.0);
+    if (sub < hd4) {
+        d += q.v0 * pk[b];
+    }
+    if (4u + sub < hd4) {
+        d += q.v1 * pk[b + 4u];
+    }
+    if (8u + sub < hd4) {
+        d += q.v2 * pk[b + 8u];
+    }
+    if (12u + sub < hd4) {
+        d += q.v3 * pk[b + 12u];
+    }
+    if (16u + sub < hd4) {
+        d += q.v4 * pk[b + 16u];
+    }
+    if (20u + sub < hd4) {
+        d += q.v5 * pk[b + 20u];
+    }
+    if (24u + sub < hd4) {
+        d += q.v6 * pk[b + 24u];
+    }
+    if (28u + sub < hd4) {
+        d += q.v7 * pk[b + 28u];
+    }
+    return d.x + d.y + d.z + d.w;
+}
+
+// r + e · (this thread's vec4s of value jj of the staged tile).
+fn add_value(a: V8, e: f32, jj: u32, sub: u32, hd4: u32) -> V8 {
+    var r = a;
+    let b = jj * PMAX4 + sub;
+    if (sub < hd4) {
+        r.v0 += e * pv[b];
+    }
+    if (4u + sub < hd4) {
+        r.v1 += e * pv[b + 4u];
+    }
+    if (8u + sub < hd4) {
+        r.v2 += e * pv[b + 8u];
+    }
+    if (12u + sub < hd4) {
+        r.v3 += e * pv[b + 12u];
+    }
+    if (16u + sub < hd4) {
+        r.v4 += e * pv[b + 16u];
+    }
+    if (20u + sub < hd4) {
+        r.v5 += e * pv[b + 20u];
+    }
+    if (24u + sub < hd4) {
+        r.v6 += e * pv[b + 24u];
+    }
+    if (28u + sub < hd4) {
+        r.v7 += e * pv[b + 28u];
+    }
+    return r;
+}
+
+fn scaled(a: V8, c: f32) -> V8 {
+    var r = a;
+    r.v0 *= c;
+    r.v1 *= c;
+    r.v2 *= c;
+    r.v3 *= c;
+    r.v4 *= c;
+    r.v5 *= c;
+    r.v6 *= c;
+    r.v7 *= c;
+    return r;
+}
+
+// Key j's score of this thread's query from the staged partials (masked: -3e38).
+fn tile_score(ql: u32, jj: u32, j: u32, qi: u32, qlo: u32) -> f32 {
+    let b = (ql * PK + jj) * 4u;
+    var s = (ps[b] + ps[b + 1u] + ps[b + 2u] + ps[b + 3u]) * params.scale;
+    if (params.softcap > 0.0) {
+        s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+    }
+    return select(-3.0e38, s, j <= qi && j >= qlo);
+}
+
+// out[ob + 4 (4i + sub) ..] = a's vec4 i · f (below hd).
+fn store_v8(a: V8, ob: u32, sub: u32, hd4: u32, f: f32) {
+    if (sub < hd4) {
+        let d = ob + 4u * sub;
+        out[d] = a.v0.x * f;
+        out[d + 1u] = a.v0.y * f;
+        out[d + 2u] = a.v0.z * f;
+        out[d + 3u] = a.v0.w * f;
+    }
+    if (4u + sub < hd4) {
+        let d = ob + 4u * (4u + sub);
+        out[d] = a.v1.x * f;
+        out[d + 1u] = a.v1.y * f;
+        out[d + 2u] = a.v1.z * f;
+        out[d + 3u] = a.v1.w * f;
+    }
+    if (8u + sub < hd4) {
+        let d = ob + 4u * (8u + sub);
+        out[d] = a.v2.x * f;
+        out[d + 1u] = a.v2.y * f;
+        out[d + 2u] = a.v2.z * f;
+        out[d + 3u] = a.v2.w * f;
+    }
+    if (12u + sub < hd4) {
+        let d = ob + 4u * (12u + sub);
+        out[d] = a.v3.x * f;
+        out[d + 1u] = a.v3.y * f;
+        out[d + 2u] = a.v3.z * f;
+        out[d + 3u] = a.v3.w * f;
+    }
+    if (16u + sub < hd4) {
+        let d = ob + 4u * (16u + sub);
+        out[d] = a.v4.x * f;
+        out[d + 1u] = a.v4.y * f;
+        out[d + 2u] = a.v4.z * f;
+        out[d + 3u] = a.v4.w * f;
+    }
+    if (20u + sub < hd4) {
+        let d = ob + 4u * (20u + sub);
+        out[d] = a.v5.x * f;
+        out[d + 1u] = a.v5.y * f;
+        out[d + 2u] = a.v5.z * f;
+        out[d + 3u] = a.v5.w * f;
+    }
+    if (24u + sub < hd4) {
+        let d = ob + 4u * (24u + sub);
+        out[d] = a.v6.x * f;
+        out[d + 1u] = a.v6.y * f;
+        out[d + 2u] = a.v6.z * f;
+        out[d + 3u] = a.v6.w * f;
+    }
+    if (28u + sub < hd4) {
+        let d = ob + 4u * (28u + sub);
+        out[d] = a.v7.x * f;
+        out[d + 1u] = a.v7.y * f;
+        out[d + 2u] = a.v7.z * f;
+        out[d + 3u] = a.v7.w * f;
+    }
+}
 
 @compute @workgroup_size(REDUCE_WG)
 fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -176,21 +447,13 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let sub = lid % 4u;
     let t0 = wg.x * PQ;
     let t = t0 + ql;
-    let live = t < params.seq;
     // Threads past the last query repeat it (their output is not stored).
-    let qi = params.past + min(t, params.seq - 1u);
+    let tq = min(t, params.seq - 1u);
+    let qi = params.past + tq;
     let hd4 = params.hd / 4u;
     let kvh = h / (params.heads / params.kv_heads);
-    let qb = (min(t, params.seq - 1u) * params.heads + h) * params.hd;
-    var qr: array<vec4<f32>, 8>;
-    var acc: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        let v = 4u * i + sub;
-        if (v < hd4) {
-            let d = qb + 4u * v;
-            qr[i] = vec4<f32>(q[d], q[d + 1u], q[d + 2u], q[d + 3u]);
-        }
-    }
+    let qr = q_v8((tq * params.heads + h) * params.hd, sub, hd4);
+    var acc: V8;
     var qlo = 0u;
     if (params.window > 0u && qi + 1u > params.window) {
         qlo = qi + 1u - params.window;
@@ -204,76 +467,37 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
     var m = -3.0e38;
     var l = 0.0;
+    // The next tile's keys and values are loaded into registers before this tile is used, so
+    // that their latency is hidden behind it.
+    var kv = kv_load(lid, lo, last, kvh, hd4);
     for (var j0 = lo; j0 <= last; j0 += PK) {
-        for (var e = lid; e < PK * hd4; e += REDUCE_WG) {
-            let jj = e / hd4;
-            let v = e % hd4;
-            var kk = vec4<f32>(0.0);
-            var vv = vec4<f32>(0.0);
-            if (j0 + jj <= last) {
-                let b = (kvh * params.max_seq + j0 + jj) * hd4 + v;
-                kk = kcache4[b];
-                vv = vcache4[b];
-            }
-            pk[jj * PMAX4 + v] = kk;
-            pv[jj * PMAX4 + v] = vv;
-        }
+        kv_stash(kv, lid, hd4);
         workgroupBarrier();
+        if (j0 + PK <= last) {
+            kv = kv_load(lid, j0 + PK, last, kvh, hd4);
+        }
         for (var jj = 0u; jj < PK; jj++) {
-            var d4 = vec4<f32>(0.0);
-            for (var i = 0u; i < 8u; i++) {
-                let v = 4u * i + sub;
-                if (v < hd4) {
-                    d4 += qr[i] * pk[jj * PMAX4 + v];
-                }
-            }
-            ps[(ql * PK + jj) * 4u + sub] = d4.x + d4.y + d4.z + d4.w;
+            ps[(ql * PK + jj) * 4u + sub] = qk_part(qr, jj, sub, hd4);
         }
         workgroupBarrier();
-        var sc16: array<f32, PK>;
         var bm = -3.0e38;
         for (var jj = 0u; jj < PK; jj++) {
-            let j = j0 + jj;
-            let b = (ql * PK + jj) * 4u;
-            var s = (ps[b] + ps[b + 1u] + ps[b + 2u] + ps[b + 3u]) * params.scale;
-            if (params.softcap > 0.0) {
-                s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
-            }
-            sc16[jj] = select(-3.0e38, s, j <= qi && j >= qlo);
-            bm = max(bm, sc16[jj]);
+            bm = max(bm, tile_score(ql, jj, j0 + jj, qi, qlo));
         }
         let nm = max(m, bm);
         let corr = exp(m - nm);
         l *= corr;
-        for (var i = 0u; i < 8u; i++) {
-            acc[i] *= corr;
-        }
+        acc = scaled(acc, corr);
         for (var jj = 0u; jj < PK; jj++) {
             let j = j0 + jj;
-            let e = select(0.0, exp(sc16[jj] - nm), j <= qi && j >= qlo);
+            let e = select(0.0, exp(tile_score(ql, jj, j, qi, qlo) - nm), j <= qi && j >= qlo);
             l += e;
-            for (var i = 0u; i < 8u; i++) {
-                let v = 4u * i + sub;
-                if (v < hd4) {
-                    acc[i] += e * pv[jj * PMAX4 + v];
-                }
-            }
+            acc = add_value(acc, e, jj, sub, hd4);
         }
         m = nm;
         workgroupBarrier();
     }
-    if (live) {
-        let ob = (t * params.heads + h) * params.hd;
-        for (var i = 0u; i < 8u; i++) {
-            let v = 4u * i + sub;
-            if (v < hd4) {
-                let o = acc[i] / l;
-                let d = ob + 4u * v;
-                out[d] = o.x;
-                out[d + 1u] = o.y;
-                out[d + 2u] = o.z;
-                out[d + 3u] = o.w;
-            }
-        }
+    if (t < params.seq) {
+        store_v8(acc, (t * params.heads + h) * params.hd, sub, hd4, 1.0 / l);
     }
 }
