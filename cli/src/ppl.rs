@@ -287,7 +287,9 @@ pub fn run_ppl(a: PplArgs) -> anyhow::Result<()> {
     };
     pb.finish();
     if a.data.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["device"] = device_label(gpu.as_ref()).into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "PPL {:.4} ± {:.4} | mean NLL {:.5} | {} tokens scored in {} windows | {:.1} tok/s",
@@ -362,12 +364,27 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         }
     };
     pb.finish();
-    print_compare(&r, a.data.json, topk)
+    print_compare(&r, a.data.json.then(|| device_label(gpu.as_ref())), topk)
 }
 
-fn print_compare(r: &CompareResult, json: bool, topk: Option<(usize, f64)>) -> anyhow::Result<()> {
-    if json {
+/// Where a measurement ran, for its JSON record: the GPU and the precision of its matrix
+/// products, or the CPU reference.
+fn device_label(gpu: Option<&Gpu>) -> String {
+    gpu.map_or_else(
+        || "cpu (candle reference, f32)".to_owned(),
+        Gpu::compute_label,
+    )
+}
+
+/// Prints `r`; as JSON (with the `device` it ran on) where `json` is given.
+fn print_compare(
+    r: &CompareResult,
+    json: Option<String>,
+    topk: Option<(usize, f64)>,
+) -> anyhow::Result<()> {
+    if let Some(device) = json {
         let mut v = serde_json::to_value(r)?;
+        v["device"] = device.into();
         if let Some((k, mass)) = topk {
             v["top_k"] = k.into();
             v["mean_topk_mass"] = mass.into();

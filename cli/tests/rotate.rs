@@ -20,6 +20,14 @@ fn ppl(model: &str, data: &str) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The record says where it was measured: the CPU reference, or a GPU and its precision.
+    let device = v["device"].as_str().unwrap_or_default();
+    assert!(
+        device == "cpu (candle reference, f32)"
+            || device.ends_with("(f32)")
+            || device.contains("cooperative matrices"),
+        "device: {device:?}"
+    );
     v["ppl"].as_f64().unwrap()
 }
 

@@ -282,7 +282,8 @@ pub struct SweepReport {
     pub calibration: Option<CalibrationInfo>,
     /// Rayon threads the reference ran on.
     pub threads: usize,
-    /// The GPU adapter the windows were scored on (absent: the CPU reference).
+    /// The GPU adapter the windows were scored on and the precision of its matrix products
+    /// ([`tlite_runtime_gpu::Gpu::compute_label`]; absent: the CPU reference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     pub rows: Vec<SweepRow>,
@@ -478,7 +479,7 @@ pub fn sweep(input: &SweepInput, events: &mut dyn FnMut(SweepEvent)) -> Result<S
         base_tokens_per_second: base_result.tokens_per_second,
         calibration,
         threads: rayon::current_num_threads(),
-        device: input.gpu.map(|g| g.gpu.info.name.clone()),
+        device: input.gpu.map(|g| g.gpu.compute_label()),
         rows: Vec::new(),
     };
     for c in &input.configs {

@@ -373,6 +373,16 @@ impl Gpu {
         }
     }
 
+    /// The adapter's name and the precision of the model's matrix products on it, for the
+    /// records of a measurement (`tlite ppl --json`, sweeps).
+    pub fn compute_label(&self) -> String {
+        let products = match self.coop_gemm {
+            true => "f16 prefill GEMM on cooperative matrices, f32 accumulation",
+            false => "f32",
+        };
+        format!("{} ({products})", self.info.name)
+    }
+
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
     }
