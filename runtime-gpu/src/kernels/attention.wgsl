@@ -155,7 +155,7 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
-// prefill: REDUCE_WG = 64 threads, PQ = 16 queries (t0 = 16 · block ..) of head h, 4 threads
+// prefill: PWG = 128 threads, PQ = 32 queries (t0 = 32 · block ..) of head h, 4 threads
 // per query; thread `sub` of a query holds the vec4s 4i + sub (i < 8) of its q and of its output
 // accumulator in registers. Per tile of PK = 16 keys (from the window start of the block's
 // first query to its last query), the workgroup stages K and V in shared memory (loaded into
@@ -163,9 +163,10 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // query's threads then combine the 4 partials, mask (causal, window), soft-cap and fold the tile
 // into their online softmax.
 const PQ: u32 = ATTENTION_PREFILL_QUERIES;
+const PWG: u32 = ATTENTION_PREFILL_WG;
 const PK: u32 = 16u;
 const PMAX4: u32 = ATTENTION_PREFILL_MAX_HD / 4u;
-const_assert PQ * 4u == REDUCE_WG && PMAX4 == 32u && PK * PMAX4 == 8u * REDUCE_WG;
+const_assert PQ * 4u == PWG && PMAX4 == 32u && PK * PMAX4 == 4u * PWG;
 var<workgroup> pk: array<vec4<f32>, PK * PMAX4>;
 var<workgroup> pv: array<vec4<f32>, PK * PMAX4>;
 var<workgroup> ps: array<f32, PQ * PK * 4u>;
@@ -184,11 +185,17 @@ struct V8 {
     v7: vec4<f32>,
 }
 
-// A tile of keys and values as loaded by one thread: elements lid + 64 i (i < 8) of the
+// A tile of keys and values as loaded by one thread: elements lid + PWG i (i < 4) of the
 // tile's PK · hd / 4 vec4s, held in registers while the previous tile is used.
 struct KvTile {
-    k: V8,
-    v: V8,
+    k0: vec4<f32>,
+    k1: vec4<f32>,
+    k2: vec4<f32>,
+    k3: vec4<f32>,
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
 }
 
 // One element of a tile: the key's and the value's vec4.
@@ -211,30 +218,18 @@ fn kv_load_one(e: u32, j0: u32, last: u32, kvh: u32, hd4: u32) -> Kv1 {
 // The tile of keys j0 .. (none past `last`: those stay zero).
 fn kv_load(lid: u32, j0: u32, last: u32, kvh: u32, hd4: u32) -> KvTile {
     var r: KvTile;
-    let e0 = kv_load_one(lid + 0u, j0, last, kvh, hd4);
-    r.k.v0 = e0.k;
-    r.v.v0 = e0.v;
-    let e1 = kv_load_one(lid + 64u, j0, last, kvh, hd4);
-    r.k.v1 = e1.k;
-    r.v.v1 = e1.v;
-    let e2 = kv_load_one(lid + 128u, j0, last, kvh, hd4);
-    r.k.v2 = e2.k;
-    r.v.v2 = e2.v;
-    let e3 = kv_load_one(lid + 192u, j0, last, kvh, hd4);
-    r.k.v3 = e3.k;
-    r.v.v3 = e3.v;
-    let e4 = kv_load_one(lid + 256u, j0, last, kvh, hd4);
-    r.k.v4 = e4.k;
-    r.v.v4 = e4.v;
-    let e5 = kv_load_one(lid + 320u, j0, last, kvh, hd4);
-    r.k.v5 = e5.k;
-    r.v.v5 = e5.v;
-    let e6 = kv_load_one(lid + 384u, j0, last, kvh, hd4);
-    r.k.v6 = e6.k;
-    r.v.v6 = e6.v;
-    let e7 = kv_load_one(lid + 448u, j0, last, kvh, hd4);
-    r.k.v7 = e7.k;
-    r.v.v7 = e7.v;
+    let e0 = kv_load_one(lid + 0u * PWG, j0, last, kvh, hd4);
+    r.k0 = e0.k;
+    r.v0 = e0.v;
+    let e1 = kv_load_one(lid + 1u * PWG, j0, last, kvh, hd4);
+    r.k1 = e1.k;
+    r.v1 = e1.v;
+    let e2 = kv_load_one(lid + 2u * PWG, j0, last, kvh, hd4);
+    r.k2 = e2.k;
+    r.v2 = e2.v;
+    let e3 = kv_load_one(lid + 3u * PWG, j0, last, kvh, hd4);
+    r.k3 = e3.k;
+    r.v3 = e3.v;
     return r;
 }
 
@@ -247,14 +242,10 @@ fn kv_stash_one(k: vec4<f32>, v: vec4<f32>, e: u32, hd4: u32) {
 }
 
 fn kv_stash(kv: KvTile, lid: u32, hd4: u32) {
-    kv_stash_one(kv.k.v0, kv.v.v0, lid + 0u, hd4);
-    kv_stash_one(kv.k.v1, kv.v.v1, lid + 64u, hd4);
-    kv_stash_one(kv.k.v2, kv.v.v2, lid + 128u, hd4);
-    kv_stash_one(kv.k.v3, kv.v.v3, lid + 192u, hd4);
-    kv_stash_one(kv.k.v4, kv.v.v4, lid + 256u, hd4);
-    kv_stash_one(kv.k.v5, kv.v.v5, lid + 320u, hd4);
-    kv_stash_one(kv.k.v6, kv.v.v6, lid + 384u, hd4);
-    kv_stash_one(kv.k.v7, kv.v.v7, lid + 448u, hd4);
+    kv_stash_one(kv.k0, kv.v0, lid + 0u * PWG, hd4);
+    kv_stash_one(kv.k1, kv.v1, lid + 1u * PWG, hd4);
+    kv_stash_one(kv.k2, kv.v2, lid + 2u * PWG, hd4);
+    kv_stash_one(kv.k3, kv.v3, lid + 3u * PWG, hd4);
 }
 
 // Row t of q, this thread's vec4s (zero past hd).
@@ -440,7 +431,7 @@ fn store_v8(a: V8, ob: u32, sub: u32, hd4: u32, f: f32) {
     }
 }
 
-@compute @workgroup_size(REDUCE_WG)
+@compute @workgroup_size(PWG)
 fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wg.y;
     let ql = lid / 4u;

@@ -564,7 +564,9 @@ shared_constants! {
     /// a multiple of 4. Wider heads prefill through `partial` and `combine`.
     pub const ATTENTION_PREFILL_MAX_HD: usize = 128;
     /// Queries per workgroup of `attention::prefill` (4 threads each).
-    pub const ATTENTION_PREFILL_QUERIES: u32 = 16;
+    pub const ATTENTION_PREFILL_QUERIES: u32 = 32;
+    /// Threads per workgroup of `attention::prefill`.
+    pub const ATTENTION_PREFILL_WG: u32 = 128;
     /// Threads per workgroup of every `elementwise` entry point (one thread per element or
     /// packed word).
     pub const ELEMENTWISE_WG: u32 = 64;
@@ -639,6 +641,7 @@ impl Kernel {
             (Kernel::Norm, "rmsnorm") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
+            (Kernel::Attention, "prefill") => ATTENTION_PREFILL_WG,
             (Kernel::Attention, _) => REDUCE_WG,
             (Kernel::Elementwise, _) => ELEMENTWISE_WG,
             (Kernel::Score, _) => REDUCE_WG,
