@@ -17,8 +17,8 @@
 //
 // The plan runs it where the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, a
 // subgroup size of exactly 32, k a multiple of COOP_K, and enough workgroup memory. No subgroup
-// operations here: this module must not mix them with cooperative matrices (a driver crash on
-// NVIDIA when both are declared).
+// operations here: a crash in an NVIDIA driver's pipeline creation has been reported for modules
+// that declare both.
 
 const CK: u32 = COOP_K;
 // Row stride of the f16 tiles: CK + 8 halves (a 16-byte multiple, what a cooperative load
