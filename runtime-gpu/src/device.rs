@@ -59,6 +59,8 @@ pub struct Gpu {
     /// adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly 32
     /// wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
     pub coop_gemm: bool,
+    /// Why the adapter's cooperative matrices are not used, where it has them and they are not.
+    coop_unused: &'static str,
     /// What the device reported outside an error scope, for the next step to return.
     health: Arc<Health>,
 }
@@ -272,8 +274,18 @@ impl Gpu {
         let adapter_features = adapter.features();
         let mut features = adapter_features & WANTED_FEATURES;
         let limits = adapter.limits();
-        let coop_gemm = opts.matrix_cores == MatrixCores::Auto
-            && coop_gemm_fits(&adapter, &info, adapter_features, &limits);
+        let coop_fit = coop_gemm_fits(
+            adapter_features,
+            (info.subgroup_min_size, info.subgroup_max_size),
+            &limits,
+            &adapter.cooperative_matrix_properties(),
+        );
+        let coop_gemm = opts.matrix_cores == MatrixCores::Auto && coop_fit.is_ok();
+        let coop_unused = match (opts.matrix_cores, coop_fit) {
+            (_, Err(why)) => why,
+            (MatrixCores::Off, Ok(())) => "TLITE_COOPMAT=off",
+            (MatrixCores::Auto, Ok(())) => "",
+        };
         let experimental_features = if coop_gemm {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
             // SAFETY: the one experimental feature asked for is cooperative matrices, used by
@@ -312,6 +324,7 @@ impl Gpu {
             priority,
             pipeline_cache,
             coop_gemm,
+            coop_unused,
             health,
         })
     }
@@ -431,9 +444,9 @@ impl Gpu {
                 self.adapter_features
                     .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
             ) {
-                (true, _) => "yes (f16 prefill GEMM)",
-                (false, true) => "yes (unused: f32 GEMM)",
-                (false, false) => "no",
+                (true, _) => "yes (f16 prefill GEMM)".to_owned(),
+                (false, true) => format!("yes (unused: {}; f32 GEMM)", self.coop_unused),
+                (false, false) => "no".to_owned(),
             }
         );
         let _ = write!(
@@ -460,25 +473,40 @@ pub const COOP_GEMM_WORKGROUP_BYTES: u32 = {
     use crate::kernels::params::{COOP_K, COOP_ROWS, COOP_TOKENS, COOP_WG};
     (COOP_ROWS + COOP_TOKENS) * (COOP_K + 8) * 2 + (COOP_WG / 32) * 256 * 4
 };
+// Within the 48 KiB NVIDIA's Vulkan driver gives a workgroup.
+const _: () = assert!(COOP_GEMM_WORKGROUP_BYTES <= 48 << 10);
 
-/// Whether the adapter can run `matmul_coop::gemm_m0e4_coop` (see [`Gpu::coop_gemm`]).
+/// Whether an adapter can run `matmul_coop::gemm_m0e4_coop` (see [`Gpu::coop_gemm`]): `Ok`, or
+/// why not, for the header line.
 fn coop_gemm_fits(
-    adapter: &wgpu::Adapter,
-    info: &wgpu::AdapterInfo,
     features: wgpu::Features,
+    (subgroup_min, subgroup_max): (u32, u32),
     limits: &wgpu::Limits,
-) -> bool {
-    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
-    features.contains(needed)
-        && info.subgroup_min_size == 32
-        && info.subgroup_max_size == 32
-        && limits.max_compute_workgroup_storage_size >= COOP_GEMM_WORKGROUP_BYTES
-        && limits.max_compute_invocations_per_workgroup >= crate::kernels::params::COOP_WG
-        && adapter.cooperative_matrix_properties().iter().any(|p| {
-            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-                && p.ab_type == wgpu::CooperativeScalarType::F16
-                && p.cr_type == wgpu::CooperativeScalarType::F32
-        })
+    configs: &[wgpu::CooperativeMatrixProperties],
+) -> std::result::Result<(), &'static str> {
+    if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Err("no cooperative matrices");
+    }
+    if !features.contains(wgpu::Features::SHADER_F16) {
+        return Err("no f16");
+    }
+    if (subgroup_min, subgroup_max) != (32, 32) {
+        return Err("subgroups not exactly 32 wide");
+    }
+    if limits.max_compute_workgroup_storage_size < COOP_GEMM_WORKGROUP_BYTES
+        || limits.max_compute_invocations_per_workgroup < crate::kernels::params::COOP_WG
+    {
+        return Err("workgroups too small");
+    }
+    let usable = configs.iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    match usable {
+        true => Ok(()),
+        false => Err("no 16x16x16 f16 -> f32 configuration"),
+    }
 }
 
 async fn enumerate() -> Vec<wgpu::Adapter> {
@@ -517,5 +545,62 @@ pub fn gpu_for_test(test: &str) -> Option<Gpu> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::{CooperativeMatrixProperties as Config, CooperativeScalarType as T, Features as F};
+
+    fn config(size: u32, ab: T, cr: T) -> Config {
+        Config {
+            m_size: size,
+            n_size: size,
+            k_size: size,
+            ab_type: ab,
+            cr_type: cr,
+            saturating_accumulation: false,
+        }
+    }
+
+    /// Each requirement of the coop GEMM, alone, turns it off, with its reason.
+    #[test]
+    fn the_coop_gemm_needs_each_of_its_requirements() {
+        let all = F::EXPERIMENTAL_COOPERATIVE_MATRIX | F::SHADER_F16;
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: 48 << 10,
+            max_compute_invocations_per_workgroup: 1024,
+            ..wgpu::Limits::default()
+        };
+        let good = [config(8, T::F32, T::F32), config(16, T::F16, T::F32)];
+        assert_eq!(coop_gemm_fits(all, (32, 32), &limits, &good), Ok(()));
+        let why = |f, sg, l: &wgpu::Limits, c: &[Config]| coop_gemm_fits(f, sg, l, c).unwrap_err();
+        assert_eq!(
+            why(F::SHADER_F16, (32, 32), &limits, &good),
+            "no cooperative matrices"
+        );
+        assert_eq!(
+            why(F::EXPERIMENTAL_COOPERATIVE_MATRIX, (32, 32), &limits, &good),
+            "no f16"
+        );
+        assert_eq!(
+            why(all, (32, 64), &limits, &good),
+            "subgroups not exactly 32 wide"
+        );
+        assert_eq!(
+            why(all, (8, 8), &limits, &good),
+            "subgroups not exactly 32 wide"
+        );
+        let small = wgpu::Limits {
+            max_compute_workgroup_storage_size: COOP_GEMM_WORKGROUP_BYTES - 1,
+            ..limits.clone()
+        };
+        assert_eq!(why(all, (32, 32), &small, &good), "workgroups too small");
+        let f16_accumulators = [config(16, T::F16, T::F16)];
+        assert_eq!(
+            why(all, (32, 32), &limits, &f16_accumulators),
+            "no 16x16x16 f16 -> f32 configuration"
+        );
     }
 }
