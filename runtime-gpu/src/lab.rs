@@ -1029,21 +1029,51 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
 // ---------------------------------------------------------------------------------------------
 // GEMV variants: candidate decode kernels tried in the lab before the runtime adopts one
 
+/// How a candidate decodes its codes before the dot products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeDecode {
+    /// The runtime's: pairs of codes into IEEE halves, then `unpack2x16float` (two
+    /// half → float conversions per pair).
+    Half,
+    /// Straight to f32 bits: code j shifted into the top of an f32 mantissa with the exponent
+    /// of 1.0 (`0x3F800000 | q << 19` = 1 + q/16), no conversion instruction (suffix `m`).
+    F32,
+    /// Bytes of codes (`w & 0x0F0F0F0F`, then `w >> 4`) through `unpack4x8unorm`: 1 + q/16 =
+    /// 1 + 255·u/16 (suffix `u`).
+    Unorm,
+}
+
 /// A candidate M0E4 GEMV (k and the group multiples of 32): `rows` rows per workgroup of `wg`
 /// threads, each thread reading one vec4<u32> (32 weights) of every row per step and issuing
-/// `unroll` steps' loads before using any; the row sums are reduced with subgroup additions.
+/// `unroll` steps' loads before using any; with `prefetch`, the next round's loads are issued
+/// before this round's products (software pipelining). The row sums are reduced with subgroup
+/// additions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemvVariant {
     pub wg: u32,
     pub rows: u32,
     pub unroll: u32,
+    pub decode: CodeDecode,
+    pub prefetch: bool,
 }
 
 impl GemvVariant {
-    /// Parses `WGxROWSxUNROLL` (`128x4x2`).
+    /// Parses `WGxROWSxUNROLL` with optional suffixes `m` or `u` (the code decode) and `p`
+    /// (prefetch), e.g. `128x4x2`, `128x4x2mp`.
     pub fn parse(s: &str) -> std::result::Result<GemvVariant, String> {
-        let bad = || format!("`{s}`: expected WGxROWSxUNROLL, e.g. 128x4x2");
-        let v: Vec<u32> = s
+        let bad = || format!("`{s}`: expected WGxROWSxUNROLL[m|u][p], e.g. 128x4x2 or 128x4x2mp");
+        let digits = s.trim_end_matches(['m', 'u', 'p']);
+        let flags = &s[digits.len()..];
+        let (decode, prefetch) = match flags {
+            "" => (CodeDecode::Half, false),
+            "p" => (CodeDecode::Half, true),
+            "m" => (CodeDecode::F32, false),
+            "mp" => (CodeDecode::F32, true),
+            "u" => (CodeDecode::Unorm, false),
+            "up" => (CodeDecode::Unorm, true),
+            _ => return Err(bad()),
+        };
+        let v: Vec<u32> = digits
             .split('x')
             .map(|p| p.parse::<u32>().map_err(|_| bad()))
             .collect::<std::result::Result<_, _>>()?;
@@ -1059,11 +1089,23 @@ impl GemvVariant {
                 "`{s}`: workgroup a power of two in 32..=1024, rows 1..=16, unroll 1..=8"
             ));
         }
-        Ok(GemvVariant { wg, rows, unroll })
+        Ok(GemvVariant {
+            wg,
+            rows,
+            unroll,
+            decode,
+            prefetch,
+        })
     }
 
     pub fn name(&self) -> String {
-        format!("sg{}x{}x{}", self.wg, self.rows, self.unroll)
+        let d = match self.decode {
+            CodeDecode::Half => "",
+            CodeDecode::F32 => "m",
+            CodeDecode::Unorm => "u",
+        };
+        let p = if self.prefetch { "p" } else { "" };
+        format!("sg{}x{}x{}{d}{p}", self.wg, self.rows, self.unroll)
     }
 
     /// The variant's WGSL (entry point `lab_gemv`): matmul's parameter struct, bindings and
@@ -1081,6 +1123,39 @@ impl GemvVariant {
             let len = matmul[start..].find("\n}\n").expect("the item ends") + 3;
             &matmul[start..start + len]
         };
+        let dot = match self.decode {
+            CodeDecode::Half => "word_dot",
+            CodeDecode::F32 => "word_dot_f32",
+            CodeDecode::Unorm => "word_dot_unorm",
+        };
+        // The loop: without prefetch, each round loads then computes; with it, the next
+        // round's loads are issued before this round's products.
+        let body = if self.prefetch {
+            "    var steps = round_steps(i, q4);\n\
+             \x20   var cur = load_round(i, steps, base, gbase);\n\
+             \x20   loop {\n\
+             \x20       if (steps == 0u) {\n\
+             \x20           break;\n\
+             \x20       }\n\
+             \x20       let i_next = i + steps * LWG;\n\
+             \x20       let steps_next = round_steps(i_next, q4);\n\
+             \x20       let nxt = load_round(i_next, steps_next, base, gbase);\n\
+             \x20       compute_round(i, steps, cur, &acc);\n\
+             \x20       cur = nxt;\n\
+             \x20       i = i_next;\n\
+             \x20       steps = steps_next;\n\
+             \x20   }\n"
+        } else {
+            "    loop {\n\
+             \x20       let steps = round_steps(i, q4);\n\
+             \x20       if (steps == 0u) {\n\
+             \x20           break;\n\
+             \x20       }\n\
+             \x20       let cur = load_round(i, steps, base, gbase);\n\
+             \x20       compute_round(i, steps, cur, &acc);\n\
+             \x20       i += steps * LWG;\n\
+             \x20   }\n"
+        };
         format!(
             "{prelude}\n{consts}\n{params}\n{half_at}\n{word_dot}\n\
 @group(0) @binding(0) var<uniform> params: Params;\n\
@@ -1093,6 +1168,69 @@ const LWG: u32 = {wg}u;\n\
 const LR: u32 = {rows}u;\n\
 const LU: u32 = {unroll}u;\n\
 var<workgroup> lred: array<f32, LR * LWG>;\n\
+// Codes 0..3 (lo) and 4..7 (hi) of a word as f32 1 + q/16: each code shifted into the top\n\
+// four bits of the mantissa of 1.0.\n\
+fn m0e4_lo_f32(w: u32) -> vec4<f32> {{\n\
+    return bitcast<vec4<f32>>(((vec4<u32>(w) << vec4<u32>(19u, 15u, 11u, 7u)) & vec4<u32>(0x00780000u)) | vec4<u32>(0x3F800000u));\n\
+}}\n\
+fn word_dot_f32(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {{\n\
+    return dot(m0e4_lo_f32(w), xa) + dot(m0e4_lo_f32(w >> 16u), xb);\n\
+}}\n\
+// Σ (1 + q/16) x = Σ x + (255/16) Σ unorm(q) x, the codes as bytes: even codes, odd codes.\n\
+fn word_dot_unorm(w: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {{\n\
+    let ev = unpack4x8unorm(w & 0x0F0F0F0Fu);\n\
+    let od = unpack4x8unorm((w >> 4u) & 0x0F0F0F0Fu);\n\
+    let s = dot(ev, vec4<f32>(xa.x, xa.z, xb.x, xb.z)) + dot(od, vec4<f32>(xa.y, xa.w, xb.y, xb.w));\n\
+    return dot(xa + xb, vec4<f32>(1.0)) + 15.9375 * s;\n\
+}}\n\
+// Steps in the round that starts at step i: LU while whole rounds remain, then 1, then 0.\n\
+fn round_steps(i: u32, q4: u32) -> u32 {{\n\
+    if (i + (LU - 1u) * LWG < q4) {{\n\
+        return LU;\n\
+    }}\n\
+    return select(0u, 1u, i < q4);\n\
+}}\n\
+struct Round {{\n\
+    w: array<vec4<u32>, LR * LU>,\n\
+    sc: array<vec2<f32>, LR * LU>,\n\
+}}\n\
+fn load_round(i: u32, steps: u32, base: array<u32, LR>, gbase: array<u32, LR>) -> Round {{\n\
+    var rd: Round;\n\
+    for (var u = 0u; u < LU; u++) {{\n\
+        if (u < steps) {{\n\
+            let ii = i + u * LWG;\n\
+            let gi = (ii * 32u) / params.group;\n\
+            for (var r = 0u; r < LR; r++) {{\n\
+                rd.w[u * LR + r] = packed4[base[r] + ii];\n\
+                let g = gbase[r] + gi;\n\
+                rd.sc[u * LR + r] = vec2<f32>(half_at(scales[g >> 1u], g), half_at(biases[g >> 1u], g));\n\
+            }}\n\
+        }}\n\
+    }}\n\
+    return rd;\n\
+}}\n\
+fn compute_round(i: u32, steps: u32, rd: Round, acc: ptr<function, array<f32, LR>>) {{\n\
+    for (var u = 0u; u < LU; u++) {{\n\
+        if (u >= steps) {{\n\
+            break;\n\
+        }}\n\
+        let ii = i + u * LWG;\n\
+        var xv: array<vec4<f32>, 8>;\n\
+        var sxv = vec4<f32>(0.0);\n\
+        for (var j = 0u; j < 8u; j++) {{\n\
+            xv[j] = x4[ii * 8u + j];\n\
+            sxv += xv[j];\n\
+        }}\n\
+        let sx = dot(sxv, vec4<f32>(1.0));\n\
+        for (var r = 0u; r < LR; r++) {{\n\
+            let wv = rd.w[u * LR + r];\n\
+            let d = {dot}(wv.x, xv[0], xv[1]) + {dot}(wv.y, xv[2], xv[3])\n\
+                + {dot}(wv.z, xv[4], xv[5]) + {dot}(wv.w, xv[6], xv[7]);\n\
+            let s = rd.sc[u * LR + r];\n\
+            (*acc)[r] += s.x * d + s.y * sx;\n\
+        }}\n\
+    }}\n\
+}}\n\
 @compute @workgroup_size(LWG)\n\
 fn lab_gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,\n\
     @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_id) sgid: u32,\n\
@@ -1111,50 +1249,7 @@ fn lab_gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }}\n\
     var acc: array<f32, LR>;\n\
     var i = lid;\n\
-    loop {{\n\
-        // Full rounds of LU steps; then single steps (u = 0 only) for the rest.\n\
-        var steps = LU;\n\
-        if (i + (LU - 1u) * LWG >= q4) {{\n\
-            if (i >= q4) {{\n\
-                break;\n\
-            }}\n\
-            steps = 1u;\n\
-        }}\n\
-        var w: array<vec4<u32>, LR * LU>;\n\
-        var sc: array<vec2<f32>, LR * LU>;\n\
-        for (var u = 0u; u < LU; u++) {{\n\
-            if (u < steps) {{\n\
-                let ii = i + u * LWG;\n\
-                let gi = (ii * 32u) / params.group;\n\
-                for (var r = 0u; r < LR; r++) {{\n\
-                    w[u * LR + r] = packed4[base[r] + ii];\n\
-                    let g = gbase[r] + gi;\n\
-                    sc[u * LR + r] = vec2<f32>(half_at(scales[g >> 1u], g), half_at(biases[g >> 1u], g));\n\
-                }}\n\
-            }}\n\
-        }}\n\
-        for (var u = 0u; u < LU; u++) {{\n\
-            if (u >= steps) {{\n\
-                break;\n\
-            }}\n\
-            let ii = i + u * LWG;\n\
-            var xv: array<vec4<f32>, 8>;\n\
-            var sxv = vec4<f32>(0.0);\n\
-            for (var j = 0u; j < 8u; j++) {{\n\
-                xv[j] = x4[ii * 8u + j];\n\
-                sxv += xv[j];\n\
-            }}\n\
-            let sx = dot(sxv, vec4<f32>(1.0));\n\
-            for (var r = 0u; r < LR; r++) {{\n\
-                let wv = w[u * LR + r];\n\
-                let d = word_dot(wv.x, xv[0], xv[1]) + word_dot(wv.y, xv[2], xv[3])\n\
-                    + word_dot(wv.z, xv[4], xv[5]) + word_dot(wv.w, xv[6], xv[7]);\n\
-                let s = sc[u * LR + r];\n\
-                acc[r] += s.x * d + s.y * sx;\n\
-            }}\n\
-        }}\n\
-        i += steps * LWG;\n\
-    }}\n\
+{body}\
     for (var r = 0u; r < LR; r++) {{\n\
         let s = subgroupAdd(acc[r]);\n\
         if (sid == 0u) {{\n\

@@ -133,7 +133,7 @@ fn gemv_lab_times_both_entries_against_the_copy() {
     );
 }
 
-/// The candidate kernels: each computes the GEMV (the lab checks rows against the CPU, within
+/// The candidate kernels (each code decode, with and without prefetch): each computes the GEMV (the lab checks rows against the CPU, within
 /// 1e-4 of Σ|w·x|) over shapes with a ragged last round of
 /// steps and a partial last workgroup of rows; a malformed variant is refused by the parser.
 #[test]
@@ -151,7 +151,7 @@ fn gemv_lab_times_candidate_kernels_that_compute_the_product() {
         assert!(std::env::var_os("CI").is_none(), "lavapipe has both");
         return;
     }
-    let names = ["32x4x3", "64x2x2", "128x1x1", "32x3x8"];
+    let names = ["32x4x3", "64x2x2mp", "128x1x1u", "32x3x8p", "32x2x3up"];
     let variants: Vec<_> = names
         .iter()
         .map(|s| lab::GemvVariant::parse(s).unwrap())
@@ -215,6 +215,10 @@ fn gemv_lab_times_candidate_kernels_that_compute_the_product() {
         "128x0x2",
         "128x4x9",
         "128x4x2h",
+        "128x4x2mu",
+        "128x4x2pp",
+        "128x4x2pm",
+        "128x4mx2",
         "axbxc",
         "128x4x2x1",
     ] {
