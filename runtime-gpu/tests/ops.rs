@@ -22,6 +22,7 @@ use tlite_quantizer::rng::Rng;
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::dequant::halves_to_words;
+use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
 use tlite_runtime_gpu::kernels::params::{
     ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_K, COOP_ROWS, COOP_SMALL_ROWS,
     COOP_SMALL_TOKENS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS,
@@ -39,6 +40,8 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("matmul::gemv_m0e4", 1e-10),
     ("matmul::gemv_m0e4_wide", 1e-10),
     ("matmul::gemv_m0e4_glu", 1e-10),
+    ("matmul::gemv_m0e4_norm", 1e-10),
+    ("matmul::gemv_m0e4_glu_narrow", 1e-10),
     ("matmul::gemv_dense", 1e-11),
     ("matmul::gemm_m0e4", 1e-10),
     ("matmul::gemm_dense", 1e-11),
@@ -615,11 +618,22 @@ fn gemv_blocks(n: usize, per_block: usize) -> usize {
     (n / (per_block * 256)).clamp(1, 4)
 }
 
-/// The plan's decode selector: wide for M0E4 rows of whole GEMV_WIDE_COLS-column groups.
-fn gemv_entry(wt: Wt, k: usize) -> &'static str {
+/// The plan's decode selector (graph/decision.rs): `gemv_m0e4` for M0E4 weights; with the norm
+/// fused, `gemv_m0e4_norm` from NARROW_NORM_MIN_K columns and the wide GEMV (rows of whole
+/// GEMV_WIDE_COLS-column groups, at most NORM_MAX_K columns) below.
+fn gemv_entry(wt: Wt, k: usize, norm: bool) -> &'static str {
     let cols = GEMV_WIDE_COLS as usize;
     match wt {
-        Wt::M0E4(g) if k.is_multiple_of(cols) && g.is_multiple_of(cols) => "gemv_m0e4_wide",
+        Wt::M0E4(g) if norm && k >= NARROW_NORM_MIN_K && k % 8 == 0 && g % 8 == 0 => {
+            "gemv_m0e4_norm"
+        }
+        Wt::M0E4(g) if norm => {
+            assert!(
+                k.is_multiple_of(cols) && g.is_multiple_of(cols) && k <= NORM_MAX_K,
+                "the plan fuses no norm into a GEMV of k={k}, g={g}"
+            );
+            "gemv_m0e4_wide"
+        }
         Wt::M0E4(_) => "gemv_m0e4",
         _ => "gemv_dense",
     }
@@ -674,14 +688,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         Wt::M0E4(g) => g,
         _ => 8,
     };
-    let decode = gemv_entry(s.wt, k);
-    if s.norm.is_some() {
-        assert!(
-            decode == "gemv_m0e4_wide" && k <= NORM_MAX_K,
-            "{}: the plan fuses the norm only into the wide GEMV with k ≤ NORM_MAX_K",
-            s.desc
-        );
-    }
+    let decode = gemv_entry(s.wt, k, s.norm.is_some());
     let prefill = match s.wt {
         Wt::M0E4(_) => "gemm_m0e4",
         _ => "gemm_dense",
@@ -742,6 +749,17 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                         ("eps", P::F(eps)),
                         ("w_offset", P::F(off)),
                         ("blocks", u(blocks)),
+                        ("grid_width", P::U(w)),
+                    ]);
+                    g
+                }
+                "gemv_m0e4_norm" => {
+                    let (eps, off) = fused.unwrap();
+                    let (g, w) = grid_1d(n.div_ceil(GEMV_ROWS as usize));
+                    set.extend([
+                        ("norm", P::U(1)),
+                        ("eps", P::F(eps)),
+                        ("w_offset", P::F(off)),
                         ("grid_width", P::U(w)),
                     ]);
                     g
@@ -892,7 +910,7 @@ fn matmul_specs() -> Vec<MatSpec> {
             seq_prefill: 2,
             ..MAT
         },
-        // gemv_m0e4_wide, without and with the fused norm.
+        // k and groups multiples of 32 (the wide GEMV's), without and with the fused norm.
         MatSpec {
             desc: "wide",
             seed: 105,
@@ -939,7 +957,7 @@ fn matmul_specs() -> Vec<MatSpec> {
             accumulate: true,
             ..MAT
         },
-        // k > NORM_MAX_K: the wide GEMV without the fused norm.
+        // k > NORM_MAX_K.
         MatSpec {
             desc: "k>4096 wide",
             seed: 109,
@@ -948,6 +966,33 @@ fn matmul_specs() -> Vec<MatSpec> {
             tensor_rows: 10,
             rows: 0..10,
             seq_prefill: 2,
+            ..MAT
+        },
+        // gemv_m0e4_norm (k ≥ NARROW_NORM_MIN_K): two tokens, a bias, Gemma's
+        // 1 + w, a ragged last workgroup of rows; and a chunked slice of rows.
+        MatSpec {
+            desc: "narrow fused-norm",
+            seed: 117,
+            k: NARROW_NORM_MIN_K,
+            wt: Wt::M0E4(64),
+            tensor_rows: 13,
+            rows: 0..13,
+            bias: Some(1),
+            norm: Some((1e-5, 1.0)),
+            seq_decode: 2,
+            seq_prefill: 2,
+            ..MAT
+        },
+        MatSpec {
+            desc: "narrow fused-norm chunks g8",
+            seed: 118,
+            k: NARROW_NORM_MIN_K + 8,
+            wt: Wt::M0E4(8),
+            tensor_rows: 30,
+            chunks: &[0, 11],
+            rows: 4..27,
+            accumulate: true,
+            norm: Some((1e-6, 0.0)),
             ..MAT
         },
         // Several row and token tiles of both GEMMs, ragged at both ends, from a chunk's
@@ -1060,8 +1105,8 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
     let mut rng = Rng::new(s.seed);
     let (k, f) = (s.k, s.f);
     let wt = Wt::M0E4(s.group);
-    assert_eq!(gemv_entry(wt, k), "gemv_m0e4_wide");
-    assert!(k <= NORM_MAX_K);
+    // The plan's GLU GEMV follows its norm-fused GEMV.
+    let narrow = gemv_entry(wt, k, true) == "gemv_m0e4_norm";
     let (gate, up, up_row0) = if s.fused_tensor {
         (upload_tensor(h, &mut rng, wt, 2 * f, k, &[0]), None, f)
     } else {
@@ -1076,8 +1121,14 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
     let (x_buf, norm_buf) = (h.f32s(&x), h.f32s(&norm_w));
     let tail = 5;
     let y_buf = h.f32s(&vec![untouched(); f + tail]);
-    let blocks = gemv_blocks(f, GEMV_GLU_OUTPUTS as usize);
-    let (grid, gw) = grid_1d(f.div_ceil(GEMV_GLU_OUTPUTS as usize * blocks));
+    let (blocks, per_wg) = match narrow {
+        true => (1, GEMV_ROWS as usize / 2),
+        false => {
+            let b = gemv_blocks(f, GEMV_GLU_OUTPUTS as usize);
+            (b, GEMV_GLU_OUTPUTS as usize * b)
+        }
+    };
+    let (grid, gw) = grid_1d(f.div_ceil(per_wg));
     let mut set = matmul_base(1, k, f, s.group);
     set.extend([
         ("out_stride", u(f)),
@@ -1089,20 +1140,25 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
         ("eps", P::F(s.eps)),
         ("w_offset", P::F(s.w_offset)),
     ]);
+    use binding::matmul as b;
+    let (entry, x_at, packed_at, up_at) = match narrow {
+        true => ("gemv_m0e4_glu_narrow", b::X, b::PACKED, b::PACKED_UP),
+        false => ("gemv_m0e4_glu", b::X4, b::PACKED4, b::PACKED4_UP),
+    };
     h.run(&[Dispatch {
         kernel: Kernel::Matmul,
-        entry: "gemv_m0e4_glu",
+        entry,
         params: params(Kernel::Matmul, &set),
         bind: vec![
-            (binding::matmul::Y, &y_buf),
-            (binding::matmul::SCALES, &gm.parts[1]),
-            (binding::matmul::BIASES, &gm.parts[2]),
-            (binding::matmul::X4, &x_buf),
-            (binding::matmul::PACKED4, &gm.parts[0]),
-            (binding::matmul::NORM_W4, &norm_buf),
-            (binding::matmul::PACKED4_UP, &um.parts[0]),
-            (binding::matmul::SCALES_UP, &um.parts[1]),
-            (binding::matmul::BIASES_UP, &um.parts[2]),
+            (b::Y, &y_buf),
+            (b::SCALES, &gm.parts[1]),
+            (b::BIASES, &gm.parts[2]),
+            (x_at, &x_buf),
+            (packed_at, &gm.parts[0]),
+            (b::NORM_W4, &norm_buf),
+            (up_at, &um.parts[0]),
+            (b::SCALES_UP, &um.parts[1]),
+            (b::BIASES_UP, &um.parts[2]),
         ],
         grid,
     }]);
@@ -1132,7 +1188,7 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
     );
     r.check(
         h,
-        "matmul::gemv_m0e4_glu",
+        &format!("matmul::{entry}"),
         &desc,
         s.seed,
         &[("y", &got, &want)],
@@ -2312,6 +2368,29 @@ fn all_cases(h: &Harness, r: &mut Report) {
             fused_tensor: false,
             act: 1,
             eps: 1e-6,
+            w_offset: 0.0,
+        },
+        // Inputs of NARROW_NORM_MIN_K columns and more: gemv_m0e4_glu_narrow.
+        GluSpec {
+            desc: "narrow",
+            seed: 205,
+            k: NARROW_NORM_MIN_K,
+            group: 64,
+            f: 11,
+            fused_tensor: true,
+            act: 1,
+            eps: 1e-6,
+            w_offset: 1.0,
+        },
+        GluSpec {
+            desc: "narrow g8 ragged",
+            seed: 206,
+            k: NARROW_NORM_MIN_K + 2056,
+            group: 8,
+            f: 6,
+            fused_tensor: false,
+            act: 0,
+            eps: 1e-5,
             w_offset: 0.0,
         },
         GluSpec {

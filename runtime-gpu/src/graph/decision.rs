@@ -2,9 +2,10 @@
 //! the tensor layouts and the device limits ([`decide`]); the emitters follow the [`Decision`].
 //!
 //! Decode (one token) runs a GEMV, prefill a tiled GEMM, one of each per chunk of the weight
-//! tensor. The GEMV is the wide one where the rows are M0E4 of whole 32-column groups; the wide
-//! GEMV can apply the RMSNorm before it itself (the norm op then runs for prefill only) where
-//! every projection reading that norm can; the gate and up projections of a gated MLP become one
+//! tensor. M0E4 projections run `gemv_m0e4`; the GEMV applies the RMSNorm before it itself (the
+//! norm op then runs for prefill only) where every projection reading that norm can: in
+//! `gemv_m0e4`'s structure from NARROW_NORM_MIN_K input columns, in the wide GEMV (the normalized
+//! row staged in shared memory) below; the gate and up projections of a gated MLP become one
 //! GEMV with the norm and the activation where the weights and the device allow.
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use super::When;
 use crate::kernels::Kernel;
 use crate::kernels::params::{
     COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS,
-    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
+    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WG, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
     NORM_MAX_K,
 };
 use crate::{GpuError, Result};
@@ -73,19 +74,23 @@ pub enum Gemv {
     Dense,
     /// `gemv_m0e4`: GEMV_ROWS rows per workgroup, any group size.
     Narrow,
-    /// `gemv_m0e4_wide`: GEMV_WIDE_ROWS rows per block with vector loads (rows of whole
-    /// GEMV_WIDE_COLS-column groups).
-    Wide,
-    /// `gemv_m0e4_wide` reading the raw residual and applying the RMSNorm ([`Norm::Fused`])
-    /// itself.
+    /// `gemv_m0e4_norm`: `gemv_m0e4` reading the raw residual and applying the RMSNorm
+    /// ([`Norm::Fused`]) itself (inputs of at least NARROW_NORM_MIN_K columns).
+    NarrowNorm,
+    /// `gemv_m0e4_wide` reading the raw residual and applying the RMSNorm itself, staged in
+    /// shared memory (narrower inputs, rows of whole GEMV_WIDE_COLS-column groups):
+    /// GEMV_WIDE_ROWS rows per block with vector loads.
     WideNorm,
-    /// `gemv_m0e4_glu` (this projection is the gate): `act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with
-    /// U the rows from `up_row0` of tensor `up`, `blocks` blocks of GEMV_GLU_OUTPUTS outputs per
+    /// The gate and up projections of a gated MLP with their norm and activation in one GEMV
+    /// (this projection is the gate): `act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with U the rows from
+    /// `up_row0` of tensor `up`. With `narrow`, `gemv_m0e4_glu_narrow` (GEMV_ROWS / 2 outputs per
+    /// workgroup); otherwise `gemv_m0e4_glu` with `blocks` blocks of GEMV_GLU_OUTPUTS outputs per
     /// workgroup.
     Glu {
         up: String,
         up_row0: usize,
         blocks: usize,
+        narrow: bool,
     },
     /// None: the gate's fused GLU GEMV covers this projection.
     Covered,
@@ -98,7 +103,8 @@ impl Gemv {
         match self {
             Gemv::Dense => Some(("gemv_dense", 1)),
             Gemv::Narrow => Some(("gemv_m0e4", GEMV_ROWS as usize)),
-            Gemv::Wide | Gemv::WideNorm => Some(("gemv_m0e4_wide", GEMV_WIDE_ROWS as usize)),
+            Gemv::NarrowNorm => Some(("gemv_m0e4_norm", GEMV_ROWS as usize)),
+            Gemv::WideNorm => Some(("gemv_m0e4_wide", GEMV_WIDE_ROWS as usize)),
             Gemv::Glu { .. } | Gemv::Covered => None,
         }
     }
@@ -106,7 +112,7 @@ impl Gemv {
     /// Whether this GEMV reads `x` and the packed words as vectors (`binding::matmul::X4` and
     /// `PACKED4`).
     pub fn vector_loads(&self) -> bool {
-        matches!(self, Gemv::Wide | Gemv::WideNorm)
+        matches!(self, Gemv::WideNorm)
     }
 
     /// When the gated activation after the gate and up projections runs: the fused GLU GEMV
@@ -271,30 +277,69 @@ fn decode(
     let fused = |norm: &str| Norm::Fused {
         weight: norm.to_owned(),
     };
-    let fusable = |p: &Proj| norm_fusable(layouts.get(p.tensor.as_str()).copied());
+    let fusable = |p: &Proj| fused_gemv(layouts.get(p.tensor.as_str()).copied()).is_some();
+    // Projections reading one norm share its input width, so the fusable ones agree on the kind.
+    let normed = || match fused_gemv(Some(w)) {
+        Some(FusedGemv::Narrow) => Gemv::NarrowNorm,
+        _ => Gemv::WideNorm,
+    };
     match site {
-        Site::Normed { group, norm } if group.iter().all(|p| fusable(p)) => {
-            (Gemv::WideNorm, fused(norm))
-        }
+        Site::Normed { group, norm } if group.iter().all(|p| fusable(p)) => (normed(), fused(norm)),
         Site::Gate { up, norm } if fusable(proj) && fusable(up) => {
             match glu(proj, up, layouts, limits) {
                 Some(g) => (g, fused(norm)),
-                None => (Gemv::WideNorm, fused(norm)),
+                None => (normed(), fused(norm)),
             }
         }
         Site::Up { gate, norm } if fusable(gate) && fusable(proj) => {
             match glu(gate, proj, layouts, limits) {
                 Some(_) => (Gemv::Covered, fused(norm)),
-                None => (Gemv::WideNorm, fused(norm)),
+                None => (normed(), fused(norm)),
             }
         }
         _ if w.storage != Storage::M0E4 => (Gemv::Dense, Norm::Separate),
-        _ if wide_ok(w) => (Gemv::Wide, Norm::Separate),
         _ => (Gemv::Narrow, Norm::Separate),
     }
 }
 
-/// Whether `w` can take the wide GEMV (and with it the fused norm and GLU): M0E4 with rows of
+/// Input widths from which the norm-fused and GLU decode GEMVs take `gemv_m0e4`'s structure: each
+/// of its GEMV_WG threads then reads at least two words of every row, which pays for its
+/// reductions. Measured on an H200 (docs/PERF.md, "Decode GEMVs in gemv_m0e4's structure"): at
+/// k = 4096 the narrow norm and GLU GEMVs took 17-18% off those ops, at k = 2048 they made
+/// decode 2.7% slower than the wide ones.
+pub const NARROW_NORM_MIN_K: usize = 2 * GEMV_WG as usize * M0E4_WORD;
+
+/// Codes per packed word.
+const M0E4_WORD: usize = 8;
+
+/// Which GEMV can apply the RMSNorm before weight `w` itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FusedGemv {
+    /// `gemv_m0e4_norm` (and `gemv_m0e4_glu_narrow`): M0E4 rows of whole words and groups of whole
+    /// words, at least NARROW_NORM_MIN_K columns; the norm is applied on the fly.
+    Narrow,
+    /// `gemv_m0e4_wide` (and `gemv_m0e4_glu`): rows of whole GEMV_WIDE_COLS-column groups, at
+    /// most NORM_MAX_K columns (the normalized row is staged in shared memory).
+    Wide,
+}
+
+fn fused_gemv(w: Option<&TensorLayout>) -> Option<FusedGemv> {
+    let w = w?;
+    let k = w.rows_cols().1;
+    let narrow = w.storage == Storage::M0E4
+        && k >= NARROW_NORM_MIN_K
+        && k.is_multiple_of(M0E4_WORD)
+        && w.group.is_some_and(|g| g.is_multiple_of(M0E4_WORD));
+    if narrow {
+        Some(FusedGemv::Narrow)
+    } else if wide_ok(w) && k <= NORM_MAX_K {
+        Some(FusedGemv::Wide)
+    } else {
+        None
+    }
+}
+
+/// Whether `w` can take the wide GEMV (with the fused norm, and the GLU GEMV): M0E4 with rows of
 /// whole GEMV_WIDE_COLS-column groups.
 fn wide_ok(w: &TensorLayout) -> bool {
     let (_, k) = w.rows_cols();
@@ -304,13 +349,7 @@ fn wide_ok(w: &TensorLayout) -> bool {
         && w.group.is_some_and(|g| g.is_multiple_of(cols))
 }
 
-/// Whether `w` can take the wide GEMV with the preceding norm fused in (its input row staged
-/// in shared memory: at most NORM_MAX_K columns).
-fn norm_fusable(w: Option<&TensorLayout>) -> bool {
-    w.is_some_and(|w| wide_ok(w) && w.rows_cols().1 <= NORM_MAX_K)
-}
-
-/// The fused GLU GEMV of `gate` and `up` (both norm-fusable), where the device binds enough
+/// The fused GLU GEMV of `gate` and `up` (both norm-fusable, so of one kind), where the device binds enough
 /// storage buffers and both are single-chunk M0E4 of the same group size with the gate's rows
 /// from row 0 of its tensor.
 fn glu(gate: &Proj, up: &Proj, layouts: &Layouts, limits: Limits) -> Option<Gemv> {
@@ -323,10 +362,15 @@ fn glu(gate: &Proj, up: &Proj, layouts: &Layouts, limits: Limits) -> Option<Gemv
         && u.chunks.len() == 1
         && g.group == u.group
         && gate.rows.start == 0;
+    let narrow = fused_gemv(Some(g)) == Some(FusedGemv::Narrow);
     fits.then(|| Gemv::Glu {
         up: up.tensor.clone(),
         up_row0: up.rows.start,
-        blocks: gemv_blocks(gate.out(), GEMV_GLU_OUTPUTS as usize),
+        blocks: match narrow {
+            true => 1,
+            false => gemv_blocks(gate.out(), GEMV_GLU_OUTPUTS as usize),
+        },
+        narrow,
     })
 }
 
@@ -463,7 +507,7 @@ mod tests {
         let layouts = index(&ts);
         let site = Site::Plain { accumulate: true };
         let d = |t: &str| decide(&proj(t, 0..64, 64), site, &layouts, WIDE).unwrap();
-        assert_eq!((d("g32").gemv, d("g32").gemm), (Gemv::Wide, Gemm::M0e4));
+        assert_eq!((d("g32").gemv, d("g32").gemm), (Gemv::Narrow, Gemm::M0e4));
         assert_eq!(d("g16").gemv, Gemv::Narrow);
         assert_eq!((d("f16").gemv, d("f16").gemm), (Gemv::Dense, Gemm::Dense));
         assert!(d("g32").accumulate && d("g32").norm == Norm::Separate);
@@ -507,7 +551,32 @@ mod tests {
         assert_eq!(fused.gemv, Gemv::WideNorm);
         assert_eq!(fused.norm.op_when(), When::Prefill);
         let separate = d(&[&q, &k, &v]);
-        assert_eq!((separate.gemv, separate.norm), (Gemv::Wide, Norm::Separate));
+        assert_eq!(
+            (separate.gemv, separate.norm),
+            (Gemv::Narrow, Norm::Separate)
+        );
+        // From NARROW_NORM_MIN_K columns the norm fuses into gemv_m0e4 (any group of whole
+        // words), not past NORM_MAX_K only; a width of no whole words keeps it separate.
+        let kn = NARROW_NORM_MIN_K;
+        let ts = [
+            tensor("a", (8, kn), Storage::M0E4, 64, &[8]),
+            tensor("b", (8, kn), Storage::M0E4, 8, &[8]),
+            tensor("c", (8, 2 * kn), Storage::M0E4, 64, &[8]),
+            tensor("d", (8, kn + 4), Storage::M0E4, 64, &[8]),
+        ];
+        let layouts = index(&ts);
+        let d = |t: &str, cols: usize| {
+            let p = proj(t, 0..8, cols);
+            let site = Site::Normed {
+                group: &[&p],
+                norm: "n",
+            };
+            decide(&p, site, &layouts, WIDE).unwrap().gemv
+        };
+        assert_eq!(d("a", kn), Gemv::NarrowNorm);
+        assert_eq!(d("b", kn), Gemv::NarrowNorm);
+        assert_eq!(d("c", 2 * kn), Gemv::NarrowNorm);
+        assert_eq!(d("d", kn + 4), Gemv::Narrow);
     }
 
     #[test]
@@ -532,13 +601,29 @@ mod tests {
             up: "gu".into(),
             up_row0: 64,
             blocks: 1,
+            narrow: false,
         };
         assert_eq!(both(WIDE), (glu.clone(), Gemv::Covered));
         assert_eq!(glu.activation_when(), When::Prefill);
-        let narrow = Limits {
+        let few = Limits {
             max_storage_buffers: 8,
             ..WIDE
         };
-        assert_eq!(both(narrow), (Gemv::WideNorm, Gemv::WideNorm));
+        assert_eq!(both(few), (Gemv::WideNorm, Gemv::WideNorm));
+        // Inputs of NARROW_NORM_MIN_K columns: the GLU GEMV in gemv_m0e4's structure.
+        let kn = NARROW_NORM_MIN_K;
+        let t = tensor("gu", (128, kn), Storage::M0E4, 64, &[128]);
+        let layouts = index(std::slice::from_ref(&t));
+        let (gate, up) = (proj("gu", 0..64, kn), proj("gu", 64..128, kn));
+        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, WIDE);
+        let want = Gemv::Glu {
+            up: "gu".into(),
+            up_row0: 64,
+            blocks: 1,
+            narrow: true,
+        };
+        assert_eq!(g.unwrap().gemv, want);
+        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, few);
+        assert_eq!(g.unwrap().gemv, Gemv::NarrowNorm);
     }
 }

@@ -90,11 +90,12 @@ impl Builder<'_> {
                 up,
                 up_row0,
                 blocks,
+                narrow,
             },
             Norm::Fused { weight },
         ) = (&d.gemv, &d.norm)
         {
-            self.glu_gemv(p, d, (up, *up_row0, *blocks), weight);
+            self.glu_gemv(p, d, (up, *up_row0, *blocks, *narrow), weight);
         }
         for ch in &d.chunks {
             if let Some((entry, rows)) = d.gemv.per_chunk() {
@@ -160,6 +161,15 @@ impl Builder<'_> {
             _ => (p.x, BufRef::Dummy),
         };
         let mut bindings = weight_bindings(p, d, ch);
+        if g.entry == "gemv_m0e4_norm" {
+            // It reads the residual and the norm weight.
+            for (i, b) in bindings.iter_mut() {
+                if *i == bind::X {
+                    *b = BufRef::Act(gemv_x);
+                }
+            }
+            bindings.push((bind::NORM_W4, norm_w.clone()));
+        }
         if g.vector {
             // x and the packed words as vectors instead of scalars.
             bindings.retain(|(i, _)| ![bind::X, bind::PACKED].contains(i));
@@ -227,18 +237,22 @@ impl Builder<'_> {
         }
     }
 
-    /// Decode op `gemv_m0e4_glu`: `y = act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with G the gate's rows
-    /// (`p`, from row 0 of its single chunk), U those of tensor `up` from `up_row0` and the
-    /// norm's weight `norm_w`.
+    /// Decode op `gemv_m0e4_glu` (`gemv_m0e4_glu_narrow` with `narrow`): `y = act(norm(x) · Gᵀ) ·
+    /// (norm(x) · Uᵀ)` with G the gate's rows (`p`, from row 0 of its single chunk), U those of
+    /// tensor `up` from `up_row0` and the norm's weight `norm_w`.
     fn glu_gemv(
         &mut self,
         p: &Projection,
         d: &Decision,
-        (up, up_row0, blocks): (&str, usize, usize),
+        (up, up_row0, blocks, narrow): (&str, usize, usize, bool),
         norm_w: &str,
     ) {
         let f = p.proj.out();
-        let (grid, gw) = grid_1d(c(f.div_ceil(GEMV_GLU_OUTPUTS as usize * blocks) as u64));
+        let per_wg = match narrow {
+            true => GEMV_ROWS as usize / 2,
+            false => GEMV_GLU_OUTPUTS as usize * blocks,
+        };
+        let (grid, gw) = grid_1d(c(f.div_ceil(per_wg) as u64));
         let ch = ChunkRows {
             chunk: 0,
             rows: 0..f,
@@ -256,15 +270,29 @@ impl Builder<'_> {
         self.push(Op {
             label: format!("{}_up_glu gemv", p.label),
             kernel: Kernel::Matmul,
-            entry: "gemv_m0e4_glu",
+            entry: if narrow {
+                "gemv_m0e4_glu_narrow"
+            } else {
+                "gemv_m0e4_glu"
+            },
             bindings: vec![
                 (bind::Y, BufRef::Act(p.y)),
                 (bind::SCALES, first_chunk(gate, 1)),
                 (bind::BIASES, first_chunk(gate, 2)),
-                (bind::X4, BufRef::Act(x)),
-                (bind::PACKED4, first_chunk(gate, 0)),
+                (if narrow { bind::X } else { bind::X4 }, BufRef::Act(x)),
+                (
+                    if narrow { bind::PACKED } else { bind::PACKED4 },
+                    first_chunk(gate, 0),
+                ),
                 (bind::NORM_W4, first_chunk(norm_w, 0)),
-                (bind::PACKED4_UP, first_chunk(up, 0)),
+                (
+                    if narrow {
+                        bind::PACKED_UP
+                    } else {
+                        bind::PACKED4_UP
+                    },
+                    first_chunk(up, 0),
+                ),
                 (bind::SCALES_UP, first_chunk(up, 1)),
                 (bind::BIASES_UP, first_chunk(up, 2)),
             ],

@@ -54,6 +54,63 @@ fn gv_reduce(lid: u32, acc: ptr<function, array<f32, GV_ROWS>>) -> f32 {
     return tot;
 }
 
+// gemv_m0e4_norm and gemv_m0e4_glu_narrow: x is the raw residual stream and the RMSNorm before
+// the matrix is applied on the fly: each thread scales its activations by the norm weight and
+// sums their squares, which are reduced after the row sums (`norm_inv`); the norm's factor
+// multiplies the row totals. The threads of a workgroup cover every column once, so no staging
+// pass is needed (k a multiple of 8, the host checks).
+fn norm_w_at(c4: u32) -> vec4<f32> {
+    return norm_w4[min(c4, arrayLength(&norm_w4) - 1u)] + vec4<f32>(params.w_offset);
+}
+
+// rsqrt(mean(x²) + eps) from the threads' partial sums of squares; every thread gets it and
+// must call it (barriers). Called after gv_reduce, whose shared arrays it reuses.
+fn norm_inv(lid: u32, ss: f32) -> f32 {
+    red[lid] = ss;
+    workgroupBarrier();
+    if (lid < 32u) {
+        var s = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            s += red[lid + 32u * i];
+        }
+        red2[lid] = s;
+    }
+    workgroupBarrier();
+    var tot = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        tot += red2[i];
+    }
+    return inverseSqrt(tot / f32(params.k) + params.eps);
+}
+
+// Activations of word wi (columns 8 wi ..) of token t times the norm weight; adds their
+// squares to ss (the norm's factor is applied to the row totals).
+struct XWord {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    // Σ of the 8 (normalized) activations.
+    sx: f32,
+}
+
+fn x_word(t: u32, wi: u32, ss: ptr<function, f32>) -> XWord {
+    let col0 = wi * M0E4_PER_WORD;
+    let xi = t * params.k + col0;
+    let lim = t * params.k + params.k;
+    var xa = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
+    var xb = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
+    *ss += dot(xa, xa) + dot(xb, xb);
+    xa *= norm_w_at(col0 / 4u);
+    xb *= norm_w_at(col0 / 4u + 1u);
+    return XWord(xa, xb, dot(xa, vec4<f32>(1.0)) + dot(xb, vec4<f32>(1.0)));
+}
+
+// S · Σ codes·x + B · Σ x of word `w` of group `g` of the weight (scales, biases).
+fn narrow_term(w: u32, g: u32, xw: XWord) -> f32 {
+    let s = half_at(scales[g >> 1u], g);
+    let b = half_at(biases[g >> 1u], g);
+    return s * word_dot(w, xw.a, xw.b) + b * xw.sx;
+}
+
 @compute @workgroup_size(GV_WG)
 fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o0 = (wg.x + wg.y * params.grid_width) * GV_ROWS;
@@ -89,6 +146,81 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         let total = gv_reduce(lid, &acc);
         if (lid < GV_ROWS && o0 + lid < params.n) {
             store(t, o0 + lid, total);
+        }
+        workgroupBarrier();
+    }
+}
+
+// gemv_m0e4 with the RMSNorm before the matrix fused in (separate from gemv_m0e4, which stays
+// free of the norm's code: measured slower with it on every plain projection of the 1.17B body).
+@compute @workgroup_size(GV_WG)
+fn gemv_m0e4_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o0 = (wg.x + wg.y * params.grid_width) * GV_ROWS;
+    if (o0 >= params.n) {
+        return; // uniform over the workgroup
+    }
+    for (var t = 0u; t < params.seq; t++) {
+        var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        var ss = 0.0;
+        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
+            let xw = x_word(t, wi, &ss);
+            let gi = (wi * M0E4_PER_WORD) / params.group;
+            for (var r = 0u; r < GV_ROWS; r++) {
+                // Rows past n load row n - 1 again (never stored): no branch around the loads.
+                let row = params.w_row0 + min(o0 + r, params.n - 1u);
+                let w = packed[row * params.words_per_row + wi];
+                acc[r] += narrow_term(w, row * params.groups_per_row + gi, xw);
+            }
+        }
+        let total = gv_reduce(lid, &acc) * norm_inv(lid, ss);
+        if (lid < GV_ROWS && o0 + lid < params.n) {
+            store(t, o0 + lid, total);
+        }
+        workgroupBarrier();
+    }
+}
+
+// The gate and up projections, their norm and the gated activation in one dispatch, in the
+// structure of gemv_m0e4: a workgroup computes GV_ROWS / 2 = 4 outputs from 4 gate rows
+// (packed, scales, biases) and the 4 matching up rows up_row0 + o (packed_up, scales_up,
+// biases_up, possibly the same tensor), and writes act(gate) · up. The norm is always fused.
+@group(0) @binding(14) var<storage, read> packed_up: array<u32>;
+var<workgroup> glu_rows: array<f32, GV_ROWS>;
+
+@compute @workgroup_size(GV_WG)
+fn gemv_m0e4_glu_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let half_rows = GV_ROWS / 2u;
+    let o0 = (wg.x + wg.y * params.grid_width) * half_rows;
+    if (o0 >= params.n) {
+        return; // uniform over the workgroup
+    }
+    for (var t = 0u; t < params.seq; t++) {
+        var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        var ss = 0.0;
+        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
+            let xw = x_word(t, wi, &ss);
+            let gi = (wi * M0E4_PER_WORD) / params.group;
+            for (var r = 0u; r < half_rows; r++) {
+                // Outputs past n repeat output n - 1 (never stored).
+                let o = min(o0 + r, params.n - 1u);
+                let g_row = params.w_row0 + o;
+                acc[r] += narrow_term(packed[g_row * params.words_per_row + wi],
+                    g_row * params.groups_per_row + gi, xw);
+                let u_row = params.up_row0 + o;
+                let w = packed_up[u_row * params.words_per_row + wi];
+                let g = u_row * params.groups_per_row + gi;
+                let s = half_at(scales_up[g >> 1u], g);
+                let b = half_at(biases_up[g >> 1u], g);
+                acc[half_rows + r] += s * word_dot(w, xw.a, xw.b) + b * xw.sx;
+            }
+        }
+        let total = gv_reduce(lid, &acc) * norm_inv(lid, ss);
+        if (lid < GV_ROWS) {
+            glu_rows[lid] = total;
+        }
+        workgroupBarrier();
+        if (lid < half_rows && o0 + lid < params.n) {
+            y[t * params.out_stride + params.out_col0 + o0 + lid] = glu_act(glu_rows[lid], params.act) * glu_rows[half_rows + lid];
         }
         workgroupBarrier();
     }

@@ -1,9 +1,11 @@
 // y[t, out_col0 + o] (=|+=) Σ_c x[t, c] · W[w_row0 + o, c] (+ bias[bias0 + o]) for o < n.
 // W is M0E4 (packed codes + f16 S/B per group) or dense f32. Per packed word the sum is
 // S·Σ v_k x_k + B·Σ x_k: one FMA-style decode per weight, the group parameters once per word.
-// gemv_m0e4_wide (k, group multiples of 32): 32 lanes per row, vector loads, optional fused
-// RMSNorm; gemv_m0e4_glu: the same for gate + up + activation; gemv_m0e4: 8 rows per
-// 256-thread workgroup for any shape; gemv_dense: one workgroup per output row.
+// gemv_m0e4: 8 rows per 256-thread workgroup for any shape; gemv_m0e4_norm: the same with the
+// RMSNorm fused (applied on the fly), gemv_m0e4_glu_narrow for gate + up + activation; gemv_m0e4_wide (k, group
+// multiples of 32): 32 lanes per row, vector loads, optional fused RMSNorm (the normalized row
+// staged in shared memory), gemv_m0e4_glu the same for gate + up + activation (the plan's choice
+// for fused norms below 4096 columns); gemv_dense: one workgroup per output row.
 // gemm_*: shared-memory tiles of 128 rows × 64 tokens, 8 × 4 outputs per thread (prefill);
 // gemm_m0e4_coop (matmul_coop.wgsl): the same product on cooperative matrices, in f16.
 

@@ -238,13 +238,14 @@ kernel_params! {
         bias0: U,
         /// Workgroups per row of the dispatch grid.
         grid_width: U,
-        /// Fused RMSNorm of x (`gemv_m0e4_wide`, `gemv_m0e4_glu`).
+        /// Fused RMSNorm of x (`gemv_m0e4_wide`, `gemv_m0e4_glu`; `gemv_m0e4_norm` and
+        /// `gemv_m0e4_glu_narrow` always apply it).
         norm: U,
         eps: f32,
         w_offset: f32,
-        /// `gemv_m0e4_glu`: activation of the gate rows (0 SiLU, 1 GELU-tanh).
+        /// `gemv_m0e4_glu*`: activation of the gate rows (0 SiLU, 1 GELU-tanh).
         act: U,
-        /// `gemv_m0e4_glu`: the first up row.
+        /// `gemv_m0e4_glu*`: the first up row.
         up_row0: U,
         /// `gemv_m0e4_wide` / `gemv_m0e4_glu`: row blocks per workgroup.
         blocks: U,
@@ -440,6 +441,8 @@ pub mod binding {
             PACKED4_UP = 11,
             SCALES_UP = 12,
             BIASES_UP = 13,
+            /// `gemv_m0e4_glu_narrow`: the up projection's packed words as scalars.
+            PACKED_UP = 14,
         }
         /// `matmul_coop.wgsl`: the bindings of `matmul_io.wgsl`, as in `matmul`.
         matmul_coop {
@@ -632,7 +635,7 @@ impl Kernel {
     pub fn workgroup_size(self, entry: &str) -> u32 {
         match (self, entry) {
             (Kernel::Dequant, _) => DEQUANT_WG,
-            (Kernel::Matmul, "gemv_m0e4") => GEMV_WG,
+            (Kernel::Matmul, "gemv_m0e4" | "gemv_m0e4_norm" | "gemv_m0e4_glu_narrow") => GEMV_WG,
             (Kernel::Matmul, "gemv_m0e4_wide" | "gemv_m0e4_glu") => GEMV_WIDE_WG,
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
