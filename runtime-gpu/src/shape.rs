@@ -24,6 +24,7 @@ pub enum Expr {
     Add(Box<Expr>, Box<Expr>),
     Mul(Box<Expr>, Box<Expr>),
     CeilDiv(Box<Expr>, Box<Expr>),
+    FloorDiv(Box<Expr>, Box<Expr>),
     Min(Box<Expr>, Box<Expr>),
     Max(Box<Expr>, Box<Expr>),
     /// `a` when `seq == 1` (decode), else `b` (prefill).
@@ -37,6 +38,9 @@ pub fn c(v: u64) -> Expr {
 impl Expr {
     pub fn ceil_div(self, d: impl Into<Expr>) -> Expr {
         Expr::CeilDiv(Box::new(self), Box::new(d.into()))
+    }
+    pub fn floor_div(self, d: impl Into<Expr>) -> Expr {
+        Expr::FloorDiv(Box::new(self), Box::new(d.into()))
     }
     pub fn min(self, o: impl Into<Expr>) -> Expr {
         Expr::Min(Box::new(self), Box::new(o.into()))
@@ -57,6 +61,7 @@ impl Expr {
             Expr::Add(a, b) => a.eval(s) + b.eval(s),
             Expr::Mul(a, b) => a.eval(s) * b.eval(s),
             Expr::CeilDiv(a, b) => a.eval(s).div_ceil(b.eval(s).max(1)),
+            Expr::FloorDiv(a, b) => a.eval(s) / b.eval(s).max(1),
             Expr::Min(a, b) => a.eval(s).min(b.eval(s)),
             Expr::Max(a, b) => a.eval(s).max(b.eval(s)),
             Expr::Decode(a, b) => {
@@ -79,6 +84,7 @@ impl Expr {
             Expr::Add(a, b) => a.checked_eval(s)?.checked_add(b.checked_eval(s)?)?,
             Expr::Mul(a, b) => a.checked_eval(s)?.checked_mul(b.checked_eval(s)?)?,
             Expr::CeilDiv(a, b) => a.checked_eval(s)?.div_ceil(b.checked_eval(s)?.max(1)),
+            Expr::FloorDiv(a, b) => a.checked_eval(s)? / b.checked_eval(s)?.max(1),
             Expr::Min(a, b) => a.checked_eval(s)?.min(b.checked_eval(s)?),
             Expr::Max(a, b) => a.checked_eval(s)?.max(b.checked_eval(s)?),
             Expr::Decode(a, b) => {
@@ -141,6 +147,7 @@ impl fmt::Display for Expr {
             Expr::Add(a, b) => write!(f, "({a} + {b})"),
             Expr::Mul(a, b) => write!(f, "{a}·{b}"),
             Expr::CeilDiv(a, b) => write!(f, "⌈{a}/{b}⌉"),
+            Expr::FloorDiv(a, b) => write!(f, "⌊{a}/{b}⌋"),
             Expr::Min(a, b) => write!(f, "min({a}, {b})"),
             Expr::Max(a, b) => write!(f, "max({a}, {b})"),
             Expr::Decode(a, b) => write!(f, "(seq = 1 ? {a} : {b})"),

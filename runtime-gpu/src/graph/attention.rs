@@ -121,13 +121,14 @@ impl Builder<'_> {
                 (attn_bind::KCACHE, BufRef::KvK(l)),
                 (attn_bind::VCACHE, BufRef::KvV(l)),
                 (attn_bind::PARTS, BufRef::Act(parts)),
+                (attn_bind::OUT, BufRef::Act(attn)),
                 (attn_bind::KCACHE4, BufRef::KvK(l)),
             ],
             params: params.clone(),
             grid: [splits(), c(heads as u64), seq.clone()],
             when: split_when,
             reads: vec![q],
-            writes: vec![parts],
+            writes: vec![parts, attn],
         });
         self.push(Op {
             label: format!("l{l}.attention_combine"),
@@ -138,7 +139,12 @@ impl Builder<'_> {
                 (attn_bind::OUT, BufRef::Act(attn)),
             ],
             params,
-            grid: [c(heads as u64), seq, c(1)],
+            // Not dispatched where one split covers every key: partial writes the output.
+            grid: [
+                c(heads as u64),
+                seq,
+                (splits() + (MAX_SPLITS - 2)).floor_div(c(MAX_SPLITS)),
+            ],
             when: split_when,
             reads: vec![parts],
             writes: vec![attn],
@@ -184,8 +190,21 @@ impl Builder<'_> {
     }
 }
 
-/// Splits of the keys: decode splits them into chunks of 32 (at most 32 splits) for more
-/// workgroups and shorter serial loops per thread; prefill runs one per query.
+/// Most splits of the keys of a decode step.
+const MAX_SPLITS: u64 = 32;
+
+/// Keys per split of a decode step (while at most MAX_SPLITS splits). On an H200 (docs/PERF.md),
+/// 64 and 128 keys per split, which leave one split to more of a short decode, were 1-4% slower
+/// at tg128 than 32: a split's keys are a serial loop.
+const KEYS_PER_SPLIT: u64 = 32;
+
+/// Splits of the keys: decode splits them into chunks of KEYS_PER_SPLIT (at most MAX_SPLITS
+/// splits) for more workgroups and shorter serial loops per thread; prefill runs one per query.
 fn splits() -> Expr {
-    Expr::decode_or((Expr::Past + 1u64).ceil_div(c(32)).min(c(32)), c(1))
+    Expr::decode_or(
+        (Expr::Past + 1u64)
+            .ceil_div(c(KEYS_PER_SPLIT))
+            .min(c(MAX_SPLITS)),
+        c(1),
+    )
 }

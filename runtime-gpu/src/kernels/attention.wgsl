@@ -1,8 +1,9 @@
 // Attention over the cache prefix with an online softmax. partial: workgroup (split, head, t)
 // covers keys [lo + split·kps, …) of query t (position past + t), causal and, when window > 0,
-// limited to the last `window` positions; it writes (max, sum, acc[hd]). combine merges the
-// splits: decode splits the keys across workgroups (split reduction), a prefill whose heads
-// `prefill` cannot take runs one split per query. prefill: workgroup (block, head) computes
+// limited to the last `window` positions; it writes (max, sum, acc[hd]), or with one split
+// the output itself. combine merges the splits: decode splits the keys across workgroups
+// (split reduction; combine is dispatched only where there is more than one), a prefill whose
+// heads `prefill` cannot take runs one split per query (and no combine). prefill: workgroup (block, head) computes
 // the outputs of ATTENTION_PREFILL_QUERIES queries at once, flash-attention style: tiles of
 // keys and values staged in shared memory once for all of them.
 // Grouped-query heads: head h reads kv head h / (heads / kv_heads).
@@ -121,6 +122,17 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         }
         m = nm;
         workgroupBarrier();
+    }
+    // One split: the output itself (combine is not dispatched).
+    if (params.splits == 1u) {
+        let ob = (t * params.heads + h) * params.hd;
+        for (var r = 0u; r < 4u; r++) {
+            let d = lid + r * REDUCE_WG;
+            if (d < params.hd) {
+                out[ob + d] = acc[r] / l;
+            }
+        }
+        return;
     }
     let pb = ((t * params.heads + h) * params.splits + split) * (params.hd + 2u);
     if (lid == 0u) {
