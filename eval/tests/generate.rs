@@ -358,8 +358,10 @@ fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
             max_batch: 64,
         };
         let mut g = GpuModel::load(&gpu, &m, opts).unwrap();
-        let short = tlite_runtime_gpu::graph::When::PrefillSmall;
-        assert!(g.graph.ops.iter().any(|o| o.when == short), "{family:?}");
+        use tlite_runtime_gpu::graph::When;
+        for short in [When::PrefillFew, When::PrefillSmall] {
+            assert!(g.graph.ops.iter().any(|o| o.when == short), "{family:?}");
+        }
         let vocab = g.vocab;
         let n = small + 4;
         let prompt: Vec<u32> = (0..n as u32)
@@ -370,9 +372,11 @@ fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
             .forward(&prompt, 0, &mut cache, Logits::All)
             .unwrap();
         let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-        // one step past the small path (the GEMM), and steps of 2, 5 and `small` tokens (GEMVs)
+        // one step past the small path (the GEMM), and steps of 2, 5 (gemv_m0e4 per token),
+        // 17 and `small` tokens (gemv_m0e4_tokens, 4 tokens per pass)
         let all = |k: usize| (0..k as u32).collect::<Vec<_>>();
-        for chunk in [n, 2, 5, small] {
+        let tokens_min = tlite_runtime_gpu::graph::TOKENS_GEMV_MIN as usize;
+        for chunk in [n, 2, 5, tokens_min + 1, small] {
             let mut got = Vec::new();
             for (i, c) in prompt.chunks(chunk).enumerate() {
                 got.extend(g.step(&gpu, c, i * chunk, &all(c.len())).unwrap());

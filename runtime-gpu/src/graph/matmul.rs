@@ -19,7 +19,9 @@ use crate::shape::{Expr, c};
 enum GemvRun {
     /// The decision's decode GEMV: `entry` with `rows` output rows per block.
     Decode { entry: &'static str, rows: usize },
-    /// `gemv_m0e4` over each token of a step of a few tokens ([`When::PrefillSmall`]).
+    /// `gemv_m0e4` over each token of a step of a few tokens ([`When::PrefillFew`]).
+    FewPrefill,
+    /// `gemv_m0e4_tokens` over the tokens of a short step ([`When::PrefillSmall`]).
     SmallPrefill,
 }
 
@@ -51,15 +53,21 @@ impl GemvRun {
                 tag: "gemv",
             },
             // The norm is a separate op in prefill.
-            GemvRun::SmallPrefill => GemvShape {
-                entry: "gemv_m0e4",
-                rows: GEMV_ROWS as usize,
-                blocks: 1,
-                vector: false,
-                fused: false,
-                when: When::PrefillSmall,
-                tag: "gemv_small",
-            },
+            GemvRun::FewPrefill | GemvRun::SmallPrefill => {
+                let (entry, when, tag) = match self {
+                    GemvRun::FewPrefill => ("gemv_m0e4", When::PrefillFew, "gemv_few"),
+                    _ => ("gemv_m0e4_tokens", When::PrefillSmall, "gemv_small"),
+                };
+                GemvShape {
+                    entry,
+                    rows: GEMV_ROWS as usize,
+                    blocks: 1,
+                    vector: false,
+                    fused: false,
+                    when,
+                    tag,
+                }
+            }
         }
     }
 }
@@ -103,10 +111,12 @@ impl Builder<'_> {
                 self.push(op);
             }
             // M0E4: a few tokens as GEMVs, more through the GEMM
-            let small = (d.gemm.m0e4()).then(|| self.gemv(p, d, ch, GemvRun::SmallPrefill));
             let mut op = self.gemm(p, d, ch);
-            if let Some(s) = small {
-                self.push(s);
+            if d.gemm.m0e4() {
+                for run in [GemvRun::FewPrefill, GemvRun::SmallPrefill] {
+                    let g = self.gemv(p, d, ch, run);
+                    self.push(g);
+                }
                 op.when = When::PrefillLarge;
             }
             self.push(op);
@@ -151,8 +161,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The GEMV op of chunk `ch`: the decision's decode GEMV, or `gemv_m0e4` over the tokens of
-    /// a short prefill.
+    /// The GEMV op of chunk `ch`: the decision's decode GEMV, or a GEMV over the tokens of a
+    /// short prefill.
     fn gemv(&self, p: &Projection, d: &Decision, ch: &ChunkRows, run: GemvRun) -> Op {
         let g = run.shape(d, ch);
         let (grid, width) = grid_1d(c(ch.rows.len().div_ceil(g.rows * g.blocks) as u64));

@@ -85,17 +85,26 @@ pub enum When {
     Decode,
     /// More than one token.
     Prefill,
-    /// 2 to [`SMALL_PREFILL`] tokens: an M0E4 projection as a GEMV over each token, its weights
-    /// read from memory once and reread from cache for the later tokens, instead of the GEMM,
-    /// whose tiles of 64 tokens would mostly be padding and whose few workgroups (one per 128
-    /// rows) would leave most of the GPU idle.
+    /// 2 to [`TOKENS_GEMV_MIN`] − 1 tokens: an M0E4 projection as `gemv_m0e4` over each token,
+    /// its weights read from memory once and reread from cache for the later tokens, instead of
+    /// the GEMM, whose tiles of 64 tokens would mostly be padding and whose few workgroups (one
+    /// per 128 rows) would leave most of the GPU idle.
+    PrefillFew,
+    /// [`TOKENS_GEMV_MIN`] to [`SMALL_PREFILL`] tokens: an M0E4 projection as
+    /// `gemv_m0e4_tokens`, each word decoded once per pass of 4 tokens.
     PrefillSmall,
     /// More than [`SMALL_PREFILL`] tokens (the GEMM).
     PrefillLarge,
 }
 
-/// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillSmall`]).
+/// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillFew`],
+/// [`When::PrefillSmall`]).
 pub const SMALL_PREFILL: u64 = 48;
+
+/// The fewest tokens of a step whose M0E4 projections run as `gemv_m0e4_tokens`. Measured on an
+/// H200 (docs/PERF.md, "Short prefills: each word decoded once per 4 tokens"): against
+/// `gemv_m0e4` per token it was 7-32% slower at 2 and 9 tokens and 3-17% faster at 32 and 48.
+pub const TOKENS_GEMV_MIN: u64 = 16;
 
 impl When {
     /// Whether an op of this kind runs in a step of `seq` tokens.
@@ -104,7 +113,8 @@ impl When {
             When::Always => true,
             When::Decode => seq == 1,
             When::Prefill => seq > 1,
-            When::PrefillSmall => seq > 1 && seq <= SMALL_PREFILL,
+            When::PrefillFew => seq > 1 && seq < TOKENS_GEMV_MIN,
+            When::PrefillSmall => (TOKENS_GEMV_MIN..=SMALL_PREFILL).contains(&seq),
             When::PrefillLarge => seq > SMALL_PREFILL,
         }
     }

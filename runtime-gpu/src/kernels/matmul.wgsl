@@ -151,6 +151,67 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     }
 }
 
+// gemv_m0e4 over the tokens of a short prefill (2 to SMALL_PREFILL): per pass of GV_TOKENS
+// tokens each thread loads and decodes a word of each of its rows once and multiplies it with
+// every token's activations, so the weights are read and decoded once per pass instead of once
+// per token; each token's row sums are then reduced as in gemv_m0e4.
+const GV_TOKENS: u32 = GEMV_TOKENS;
+
+@compute @workgroup_size(GV_WG)
+fn gemv_m0e4_tokens(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o0 = (wg.x + wg.y * params.grid_width) * GV_ROWS;
+    if (o0 >= params.n) {
+        return; // uniform over the workgroup
+    }
+    for (var t0 = 0u; t0 < params.seq; t0 += GV_TOKENS) {
+        let nt = min(GV_TOKENS, params.seq - t0);
+        var acc: array<array<f32, GV_ROWS>, GV_TOKENS>;
+        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
+            let col0 = wi * M0E4_PER_WORD;
+            let gi = col0 / params.group;
+            var xa: array<vec4<f32>, GV_TOKENS>;
+            var xb: array<vec4<f32>, GV_TOKENS>;
+            var sx: array<f32, GV_TOKENS>;
+            for (var j = 0u; j < GV_TOKENS; j++) {
+                // Tokens past the step's last repeat it (never stored): no branch around loads.
+                let t = t0 + min(j, nt - 1u);
+                let xi = t * params.k + col0;
+                let lim = t * params.k + params.k;
+                xa[j] = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
+                xb[j] = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
+                sx[j] = dot(xa[j], vec4<f32>(1.0)) + dot(xb[j], vec4<f32>(1.0));
+            }
+            for (var r = 0u; r < GV_ROWS; r++) {
+                // Rows past n load row n - 1 again (never stored).
+                let row = params.w_row0 + min(o0 + r, params.n - 1u);
+                let w = packed[row * params.words_per_row + wi];
+                let g = row * params.groups_per_row + gi;
+                let s = half_at(scales[g >> 1u], g);
+                let b = half_at(biases[g >> 1u], g);
+                let v0 = m0e4_pair(w, 0u);
+                let v1 = m0e4_pair(w, 1u);
+                let v2 = m0e4_pair(w, 2u);
+                let v3 = m0e4_pair(w, 3u);
+                let lo = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
+                let hi = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
+                for (var j = 0u; j < GV_TOKENS; j++) {
+                    acc[j][r] += s * (dot(lo, xa[j]) + dot(hi, xb[j])) + b * sx[j];
+                }
+            }
+        }
+        for (var j = 0u; j < GV_TOKENS; j++) {
+            if (j < nt) { // uniform
+                var a = acc[j];
+                let total = gv_reduce(lid, &a);
+                if (lid < GV_ROWS && o0 + lid < params.n) {
+                    store(t0 + j, o0 + lid, total);
+                }
+                workgroupBarrier();
+            }
+        }
+    }
+}
+
 // gemv_m0e4 with the RMSNorm before the matrix fused in (separate from gemv_m0e4, which stays
 // free of the norm's code: measured slower with it on every plain projection of the 1.17B body).
 @compute @workgroup_size(GV_WG)

@@ -84,10 +84,11 @@ impl Kernel {
             Kernel::Dequant => &["main"],
             Kernel::Matmul => &[
                 "gemv_m0e4",
+                "gemv_m0e4_tokens",
                 "gemv_m0e4_norm",
+                "gemv_m0e4_glu_narrow",
                 "gemv_m0e4_wide",
                 "gemv_m0e4_glu",
-                "gemv_m0e4_glu_narrow",
                 "gemv_dense",
                 "gemm_m0e4",
                 "gemm_dense",

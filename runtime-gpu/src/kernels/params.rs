@@ -577,6 +577,8 @@ shared_constants! {
     pub const GEMV_WG: u32 = 256;
     /// Output rows per workgroup of `matmul::gemv_m0e4`.
     pub const GEMV_ROWS: u32 = 8;
+    /// Tokens per pass of `matmul::gemv_m0e4_tokens` (each word decoded once for all of them).
+    pub const GEMV_TOKENS: u32 = 4;
     /// Threads per workgroup of `matmul::gemv_m0e4_wide` and `matmul::gemv_m0e4_glu`.
     pub const GEMV_WIDE_WG: u32 = 128;
     /// Output rows per block of `matmul::gemv_m0e4_wide` (`blocks` blocks per workgroup).
@@ -635,7 +637,10 @@ impl Kernel {
     pub fn workgroup_size(self, entry: &str) -> u32 {
         match (self, entry) {
             (Kernel::Dequant, _) => DEQUANT_WG,
-            (Kernel::Matmul, "gemv_m0e4" | "gemv_m0e4_norm" | "gemv_m0e4_glu_narrow") => GEMV_WG,
+            (
+                Kernel::Matmul,
+                "gemv_m0e4" | "gemv_m0e4_norm" | "gemv_m0e4_tokens" | "gemv_m0e4_glu_narrow",
+            ) => GEMV_WG,
             (Kernel::Matmul, "gemv_m0e4_wide" | "gemv_m0e4_glu") => GEMV_WIDE_WG,
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
