@@ -47,8 +47,10 @@ enum What {
         /// each (comma-separated; 1 = the whole matrix).
         #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
         splits: Vec<usize>,
-        /// Candidate kernels to time beside the runtime's, comma-separated WGxROWSxUNROLL, e.g.
-        /// 128x4x2,256x2x4 (needs subgroups).
+        /// Candidate kernels to time beside the runtime's, comma-separated
+        /// WGxROWSxUNROLL[m|u][p], e.g. 128x4x2,256x2x4mp (needs subgroups): m decodes the codes
+        /// straight to f32 bits, u through unpack4x8unorm; p loads the next round before this
+        /// round's products.
         #[arg(long, value_delimiter = ',', value_parser = GemvVariant::parse)]
         variants: Vec<GemvVariant>,
         /// Allocate each shape's buffers this many times (all kept alive) and time every kernel
