@@ -199,3 +199,33 @@ impl Poly {
         self.le(other) || other.le(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The combine pass's grid (graph/attention.rs): 0 with one split of the keys, 1 with more.
+    #[test]
+    fn floor_div_rounds_down_and_a_zero_divisor_counts_as_one() {
+        let splits = (Expr::Past + 1u64).ceil_div(c(32)).min(c(32));
+        let one_if_split = (splits + 30u64).floor_div(c(32));
+        for (past, want) in [(0, 0), (31, 0), (32, 1), (100, 1), (5000, 1)] {
+            let s = Syms {
+                seq: 1,
+                past,
+                out: 0,
+            };
+            assert_eq!(one_if_split.eval(&s), want, "past {past}");
+            assert_eq!(one_if_split.checked_eval(&s), Some(want), "past {past}");
+        }
+        let s = Syms {
+            seq: 7,
+            past: 0,
+            out: 0,
+        };
+        assert_eq!(Expr::Seq.floor_div(c(2)).eval(&s), 3);
+        assert_eq!(Expr::Seq.floor_div(c(0)).eval(&s), 7);
+        assert_eq!(Expr::Seq.floor_div(c(2)).to_string(), "⌊seq/2⌋");
+        assert!(Expr::Seq.floor_div(c(2)).poly().is_none());
+    }
+}
