@@ -67,11 +67,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gpu = Gpu::new(&DeviceOptions {
-        adapter: a.adapter.clone(),
-        pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
-        matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
-    })?;
+    let gpu = Gpu::new(&DeviceOptions::from_env(a.adapter.clone()))?;
     eprintln!("{}", gpu.header());
     let m = DeployedModel::open(&a.model)?;
     let cfg = &m.manifest.config;

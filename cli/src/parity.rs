@@ -38,11 +38,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gpu = Gpu::new(&DeviceOptions {
-        adapter: a.adapter.clone(),
-        pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
-        matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
-    })?;
+    let gpu = Gpu::new(&DeviceOptions::from_env(a.adapter.clone()))?;
     eprintln!("{}", gpu.header());
     ensure!(
         DeployedModel::is_deployable(&a.model),

@@ -89,11 +89,7 @@ impl DeviceArgs {
             );
             return Ok(None);
         }
-        let g = Gpu::new(&DeviceOptions {
-            adapter: self.adapter.clone(),
-            pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
-            matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
-        })?;
+        let g = Gpu::new(&DeviceOptions::from_env(self.adapter.clone()))?;
         eprintln!("{}", g.header());
         Ok(Some(g))
     }

@@ -239,11 +239,7 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     let m = DeployedModel::open(&model_path)?;
     let cfg = &m.manifest.config;
     let max_seq = max_seq(a, cfg.max_position_embeddings)?;
-    let gpu = Gpu::new(&DeviceOptions {
-        adapter: a.adapter.clone(),
-        pipeline_cache: tlite_runtime_gpu::pipeline_cache::dir_from_env(),
-        matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
-    })?;
+    let gpu = Gpu::new(&DeviceOptions::from_env(a.adapter.clone()))?;
     let opts = RunOptions {
         max_seq,
         max_batch: a.max_batch.min(max_seq),

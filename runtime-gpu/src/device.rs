@@ -31,6 +31,19 @@ pub enum MatrixCores {
     Off,
 }
 
+impl DeviceOptions {
+    /// The options the commands that run models open the device with: the adapter asked for,
+    /// the pipeline cache of `TLITE_PIPELINE_CACHE` ([`crate::pipeline_cache::dir_from_env`])
+    /// and the matrix cores of `TLITE_COOPMAT` ([`MatrixCores::from_env`]).
+    pub fn from_env(adapter: Option<String>) -> DeviceOptions {
+        DeviceOptions {
+            adapter,
+            pipeline_cache: crate::pipeline_cache::dir_from_env(),
+            matrix_cores: MatrixCores::from_env(),
+        }
+    }
+}
+
 impl MatrixCores {
     /// `TLITE_COOPMAT=off` (or `0`) turns them off; anything else, or no variable: auto.
     pub fn from_env() -> MatrixCores {
@@ -55,12 +68,8 @@ pub struct Gpu {
     pub priority: PriorityState,
     /// The compiled-pipeline cache on disk, where one was asked for and the backend has one.
     pub pipeline_cache: Option<PipelineCacheFile>,
-    /// The prefill GEMM runs on cooperative matrices: the feature and f16 are enabled, the
-    /// adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly 32
-    /// wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
-    pub coop_gemm: bool,
-    /// Why the adapter's cooperative matrices are not used, where it has them and they are not.
-    coop_unused: &'static str,
+    /// Whether the prefill GEMM runs on cooperative matrices ([`Gpu::coop_gemm`]), or why not.
+    coop: std::result::Result<(), &'static str>,
     /// What the device reported outside an error scope, for the next step to return.
     health: Arc<Health>,
 }
@@ -280,13 +289,11 @@ impl Gpu {
             &limits,
             &adapter.cooperative_matrix_properties(),
         );
-        let coop_gemm = opts.matrix_cores == MatrixCores::Auto && coop_fit.is_ok();
-        let coop_unused = match (opts.matrix_cores, coop_fit) {
-            (_, Err(why)) => why,
-            (MatrixCores::Off, Ok(())) => "TLITE_COOPMAT=off",
-            (MatrixCores::Auto, Ok(())) => "",
+        let coop = match (opts.matrix_cores, coop_fit) {
+            (MatrixCores::Off, Ok(())) => Err("TLITE_COOPMAT=off"),
+            (_, fit) => fit,
         };
-        let experimental_features = if coop_gemm {
+        let experimental_features = if coop.is_ok() {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
             // SAFETY: the one experimental feature asked for is cooperative matrices, used by
             // one kernel (matmul_coop.wgsl) whose every shared-memory access is in bounds by
@@ -323,8 +330,7 @@ impl Gpu {
             queue,
             priority,
             pipeline_cache,
-            coop_gemm,
-            coop_unused,
+            coop,
             health,
         })
     }
@@ -386,10 +392,17 @@ impl Gpu {
         }
     }
 
+    /// Whether the prefill GEMM runs on cooperative matrices: the feature and f16 are enabled,
+    /// the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly
+    /// 32 wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
+    pub fn coop_gemm(&self) -> bool {
+        self.coop.is_ok()
+    }
+
     /// The adapter's name and the precision of the model's matrix products on it, for the
     /// records of a measurement (`tlite ppl --json`, sweeps).
     pub fn compute_label(&self) -> String {
-        let products = match self.coop_gemm {
+        let products = match self.coop_gemm() {
             true => "f16 prefill GEMM on cooperative matrices, f32 accumulation",
             false => "f32",
         };
@@ -440,13 +453,13 @@ impl Gpu {
             " | timestamps {} | cooperative matrix {}",
             yes(self.features.contains(wgpu::Features::TIMESTAMP_QUERY)),
             match (
-                self.coop_gemm,
+                self.coop,
                 self.adapter_features
                     .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
             ) {
-                (true, _) => "yes (f16 prefill GEMM)".to_owned(),
-                (false, true) => format!("yes (unused: {}; f32 GEMM)", self.coop_unused),
-                (false, false) => "no".to_owned(),
+                (Ok(()), _) => "yes (f16 prefill GEMM)".to_owned(),
+                (Err(why), true) => format!("yes (unused: {why}; f32 GEMM)"),
+                (Err(_), false) => "no".to_owned(),
             }
         );
         let _ = write!(
@@ -476,7 +489,7 @@ pub const COOP_GEMM_WORKGROUP_BYTES: u32 = {
 // Within the 48 KiB NVIDIA's Vulkan driver gives a workgroup.
 const _: () = assert!(COOP_GEMM_WORKGROUP_BYTES <= 48 << 10);
 
-/// Whether an adapter can run `matmul_coop::gemm_m0e4_coop` (see [`Gpu::coop_gemm`]): `Ok`, or
+/// Whether an adapter can run `matmul_coop::gemm_m0e4_coop` ([`Gpu::coop_gemm`]): `Ok`, or
 /// why not, for the header line.
 fn coop_gemm_fits(
     features: wgpu::Features,

@@ -706,7 +706,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
     if s.seq_prefill > 0 {
         variants.push((Kernel::Matmul, prefill, s.seq_prefill));
         // The plan's choices on adapters with cooperative matrices (graph/decision.rs).
-        if h.gpu.coop_gemm && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
+        if h.gpu.coop_gemm() && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
             for kernel in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
                 variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
             }
@@ -2736,7 +2736,7 @@ fn every_entry_point_matches_the_cpu() {
     let mut missing: Vec<&String> = all.difference(&r.covered).collect();
     // Only adapters with cooperative matrices run the coop GEMM (lavapipe has none);
     // TLITE_REQUIRE_COOPMAT=1 makes its absence a failure (on the lent GPU).
-    if !h.gpu.coop_gemm && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
+    if !h.gpu.coop_gemm() && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
         for k in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
             let coop = format!("{}::gemm_m0e4_coop", k.name());
             let _ = writeln!(

@@ -44,7 +44,7 @@ impl Limits {
     pub fn of(gpu: &crate::Gpu) -> Limits {
         Limits {
             max_storage_buffers: gpu.limits.max_storage_buffers_per_shader_stage,
-            coop_gemm: gpu.coop_gemm,
+            coop_gemm: gpu.coop_gemm(),
         }
     }
 }
