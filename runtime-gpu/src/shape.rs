@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn floor_div_rounds_down_and_a_zero_divisor_counts_as_one() {
         let splits = (Expr::Past + 1u64).ceil_div(c(32)).min(c(32));
-        let one_if_split = (splits + 30u64).floor_div(c(32));
+        let one_if_split = splits.min(c(2)).floor_div(c(2));
         for (past, want) in [(0, 0), (31, 0), (32, 1), (100, 1), (5000, 1)] {
             let s = Syms {
                 seq: 1,

@@ -139,12 +139,9 @@ impl Builder<'_> {
                 (attn_bind::OUT, BufRef::Act(attn)),
             ],
             params,
-            // Not dispatched where one split covers every key: partial writes the output.
-            grid: [
-                c(heads as u64),
-                seq,
-                (splits() + (MAX_SPLITS - 2)).floor_div(c(MAX_SPLITS)),
-            ],
+            // Not dispatched where one split covers every key (⌊min(splits, 2) / 2⌋ = 0):
+            // partial writes the output.
+            grid: [c(heads as u64), seq, splits().min(c(2)).floor_div(c(2))],
             when: split_when,
             reads: vec![parts],
             writes: vec![attn],

@@ -171,8 +171,8 @@ impl Builder<'_> {
             _ => (p.x, BufRef::Dummy),
         };
         let mut bindings = weight_bindings(p, d, ch);
-        if g.entry == "gemv_m0e4_norm" {
-            // It reads the residual and the norm weight.
+        if g.fused && !g.vector {
+            // gemv_m0e4_norm: it reads the residual and the norm weight.
             for (i, b) in bindings.iter_mut() {
                 if *i == bind::X {
                     *b = BufRef::Act(gemv_x);
@@ -258,9 +258,22 @@ impl Builder<'_> {
         norm_w: &str,
     ) {
         let f = p.proj.out();
-        let per_wg = match narrow {
-            true => GEMV_ROWS as usize / 2,
-            false => GEMV_GLU_OUTPUTS as usize * blocks,
+        // The narrow GEMV reads x and the packed words as scalars, the wide one as vectors.
+        let (entry, per_wg, x_at, packed_at, up_at) = match narrow {
+            true => (
+                "gemv_m0e4_glu_narrow",
+                GEMV_ROWS as usize / 2,
+                bind::X,
+                bind::PACKED,
+                bind::PACKED_UP,
+            ),
+            false => (
+                "gemv_m0e4_glu",
+                GEMV_GLU_OUTPUTS as usize * blocks,
+                bind::X4,
+                bind::PACKED4,
+                bind::PACKED4_UP,
+            ),
         };
         let (grid, gw) = grid_1d(c(f.div_ceil(per_wg) as u64));
         let ch = ChunkRows {
@@ -280,29 +293,15 @@ impl Builder<'_> {
         self.push(Op {
             label: format!("{}_up_glu gemv", p.label),
             kernel: Kernel::Matmul,
-            entry: if narrow {
-                "gemv_m0e4_glu_narrow"
-            } else {
-                "gemv_m0e4_glu"
-            },
+            entry,
             bindings: vec![
                 (bind::Y, BufRef::Act(p.y)),
                 (bind::SCALES, first_chunk(gate, 1)),
                 (bind::BIASES, first_chunk(gate, 2)),
-                (if narrow { bind::X } else { bind::X4 }, BufRef::Act(x)),
-                (
-                    if narrow { bind::PACKED } else { bind::PACKED4 },
-                    first_chunk(gate, 0),
-                ),
+                (x_at, BufRef::Act(x)),
+                (packed_at, first_chunk(gate, 0)),
                 (bind::NORM_W4, first_chunk(norm_w, 0)),
-                (
-                    if narrow {
-                        bind::PACKED_UP
-                    } else {
-                        bind::PACKED4_UP
-                    },
-                    first_chunk(up, 0),
-                ),
+                (up_at, first_chunk(up, 0)),
                 (bind::SCALES_UP, first_chunk(up, 1)),
                 (bind::BIASES_UP, first_chunk(up, 2)),
             ],
