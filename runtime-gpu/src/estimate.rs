@@ -7,7 +7,7 @@
 //! largest `max_seq` / `max_batch` that would pass.
 
 use tlite_model::config::ModelConfig;
-use tlite_model::deploy::{DeployedModel, Storage};
+use tlite_model::deploy::DeployedModel;
 
 use crate::exec::RunOptions;
 use crate::graph::{Field, Graph};
@@ -65,7 +65,7 @@ pub(crate) struct Sizes {
     pub io_small: u64,
     /// The logits readback buffer.
     pub readback: u64,
-    /// Every weight part, in manifest order (tensors, chunks, parts).
+    /// Every weight buffer, in the order of [`crate::graph::join::weight_buffers`].
     pub weights: Vec<u64>,
 }
 
@@ -101,24 +101,22 @@ impl<'a> Sizer<'a> {
     pub fn new(model: &'a DeployedModel, graph: &'a Graph, limits: Limits) -> Result<Sizer<'a>> {
         let man = &model.manifest;
         let mut weights = Vec::new();
-        for t in &man.tensors {
-            for ch in &t.chunks {
-                for part in &ch.parts {
-                    let (_, bytes) = model
-                        .part(part)
-                        .map_err(|e| GpuError::Model(e.to_string()))?;
-                    let len = u(bytes.len());
-                    let len = if t.storage == Storage::F16 {
-                        len / 2 * 4
-                    } else {
-                        len
-                    };
-                    weights.push(WeightPart {
-                        label: part.clone(),
-                        bytes: len.next_multiple_of(4).max(4),
-                    });
-                }
+        for w in crate::graph::join::weight_buffers(&man.tensors, &graph.joined) {
+            let mut len = 0u64;
+            for part in &w.parts {
+                let (_, bytes) = model
+                    .part(part)
+                    .map_err(|e| GpuError::Model(e.to_string()))?;
+                len = len.saturating_add(u(bytes.len()));
             }
+            let len = if w.f16 { len / 2 * 4 } else { len };
+            weights.push(WeightPart {
+                label: match w.parts.as_slice() {
+                    [one] => one.clone(),
+                    _ => w.key.0.clone(),
+                },
+                bytes: len.next_multiple_of(4).max(4),
+            });
         }
         Ok(Sizer {
             cfg: &man.config,
@@ -482,6 +480,7 @@ mod tests {
     const PLAN: crate::graph::PlanLimits = crate::graph::PlanLimits {
         max_storage_buffers: 16,
         coop_gemm: false,
+        max_binding: 128 << 20,
     };
 
     fn tiny(tag: &str) -> (std::path::PathBuf, DeployedModel) {

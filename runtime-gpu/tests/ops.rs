@@ -54,6 +54,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("norm::rmsnorm", 1e-11),
     ("norm::rmsnorm_inplace", 1e-11),
     ("rope_kv::main", 1e-11),
+    ("rope_kv::from_qkv", 1e-11),
     ("attention::partial", 1e-10),
     ("attention::combine", 1e-10),
     ("attention::prefill", 1e-10),
@@ -1494,45 +1495,79 @@ fn rope_case(h: &Harness, r: &mut Report, s: &RopeSpec) {
     let v = rng.gaussian_vec(s.seq * s.kv_heads * hd, 1.0);
     let (cos, sin) = rope_tables(s.max_seq, s.rot, s.theta, s.factor);
     let cache = vec![untouched(); s.kv_heads * s.max_seq * hd];
+    // main: q, k and v apart, q rotated in place; from_qkv: q, k and v of each token side by
+    // side in one buffer, the rotated q written to another.
+    let (qw, kvw) = (s.heads * hd, s.kv_heads * hd);
+    let qkv: Vec<f32> = (0..s.seq)
+        .flat_map(|t| {
+            let (qs, ks) = (&q[t * qw..(t + 1) * qw], &k[t * kvw..(t + 1) * kvw]);
+            qs.iter()
+                .chain(ks)
+                .chain(&v[t * kvw..(t + 1) * kvw])
+                .copied()
+        })
+        .collect();
     let (q_buf, k_buf, v_buf) = (h.f32s(&q), h.f32s(&k), h.f32s(&v));
-    let (kc_buf, vc_buf) = (h.f32s(&cache), h.f32s(&cache));
+    let (qkv_buf, q_out) = (h.f32s(&qkv), h.f32s(&vec![untouched(); q.len()]));
     let (cos_buf, sin_buf) = (h.f32s(&cos), h.f32s(&sin));
-    h.run(&[Dispatch {
-        kernel: Kernel::RopeKv,
-        entry: "main",
-        params: params(
-            Kernel::RopeKv,
-            &[
-                ("seq", u(s.seq)),
-                ("past", u(s.past)),
-                ("heads", u(s.heads)),
-                ("kv_heads", u(s.kv_heads)),
-                ("hd", u(hd)),
-                ("rot", u(s.rot)),
-                ("interleaved", u(usize::from(s.interleaved))),
-                ("max_seq", u(s.max_seq)),
-            ],
-        ),
-        bind: vec![
-            (binding::rope_kv::Q, &q_buf),
-            (binding::rope_kv::K, &k_buf),
-            (binding::rope_kv::V, &v_buf),
+    let mut got = Vec::new();
+    for entry in ["main", "from_qkv"] {
+        let (kc_buf, vc_buf) = (h.f32s(&cache), h.f32s(&cache));
+        let (mut bind, threads, q_got) = match entry {
+            "main" => (
+                vec![
+                    (binding::rope_kv::Q, &q_buf),
+                    (binding::rope_kv::K, &k_buf),
+                    (binding::rope_kv::V, &v_buf),
+                ],
+                (s.heads * half).max(kvw),
+                &q_buf,
+            ),
+            _ => (
+                vec![
+                    (binding::rope_kv::QKV, &qkv_buf),
+                    (binding::rope_kv::Q, &q_out),
+                ],
+                qw + kvw,
+                &q_out,
+            ),
+        };
+        bind.extend([
             (binding::rope_kv::KCACHE, &kc_buf),
             (binding::rope_kv::VCACHE, &vc_buf),
             (binding::rope_kv::COS_T, &cos_buf),
             (binding::rope_kv::SIN_T, &sin_buf),
-        ],
-        grid: [
-            s.seq as u32,
-            (s.heads * half)
-                .max(s.kv_heads * hd)
-                .div_ceil(ROPE_KV_WG as usize) as u32,
-            1,
-        ],
-    }]);
-    let got_q = h.read(&q_buf, q.len());
-    let got_k = h.read(&kc_buf, cache.len());
-    let got_v = h.read(&vc_buf, cache.len());
+        ]);
+        h.run(&[Dispatch {
+            kernel: Kernel::RopeKv,
+            entry,
+            params: params(
+                Kernel::RopeKv,
+                &[
+                    ("seq", u(s.seq)),
+                    ("past", u(s.past)),
+                    ("heads", u(s.heads)),
+                    ("kv_heads", u(s.kv_heads)),
+                    ("hd", u(hd)),
+                    ("rot", u(s.rot)),
+                    ("interleaved", u(usize::from(s.interleaved))),
+                    ("max_seq", u(s.max_seq)),
+                ],
+            ),
+            bind,
+            grid: [
+                s.seq as u32,
+                threads.div_ceil(ROPE_KV_WG as usize) as u32,
+                1,
+            ],
+        }]);
+        got.push((
+            entry,
+            h.read(q_got, q.len()),
+            h.read(&kc_buf, cache.len()),
+            h.read(&vc_buf, cache.len()),
+        ));
+    }
     let pair = |i: usize| {
         if s.interleaved {
             (2 * i, 2 * i + 1)
@@ -1586,17 +1621,19 @@ fn rope_case(h: &Harness, r: &mut Report, s: &RopeSpec) {
         s.theta,
         s.factor
     );
-    r.check(
-        h,
-        "rope_kv::main",
-        &desc,
-        s.seed,
-        &[
-            ("q", &got_q, &want_q),
-            ("kcache", &got_k, &want_k),
-            ("vcache", &got_v, &want_v),
-        ],
-    );
+    for (entry, got_q, got_k, got_v) in &got {
+        r.check(
+            h,
+            &format!("rope_kv::{entry}"),
+            &desc,
+            s.seed,
+            &[
+                ("q", got_q, &want_q),
+                ("kcache", got_k, &want_k),
+                ("vcache", got_v, &want_v),
+            ],
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
-use tlite_model::deploy::{DeployedModel, Storage};
+use tlite_model::deploy::DeployedModel;
 
 use super::{MemoryReport, RunOptions};
 use crate::device;
 use crate::estimate::{MIN_BUFFER, Sizes};
-use crate::graph::Graph;
+use crate::graph::{Graph, join};
 use crate::memory::fmt_bytes;
 use crate::{Gpu, GpuError, Result};
 
@@ -57,7 +57,7 @@ impl Resources {
         opts: RunOptions,
         memory: &mut MemoryReport,
     ) -> Result<Self> {
-        let weights = alloc.weights(model, memory)?;
+        let weights = alloc.weights(model, graph, memory)?;
         let (kv_labels, kv) = alloc.kv_cache(model.manifest.config.num_layers, opts, memory)?;
         let acts = alloc.activations(opts, memory)?;
         let est = &alloc.sizes.estimate;
@@ -121,44 +121,59 @@ impl<'a> Alloc<'a> {
         })
     }
 
-    /// The weights, as stored (f16 widened to f32), written straight into mapped buffers.
-    fn weights(&self, model: &DeployedModel, memory: &mut MemoryReport) -> Result<Weights> {
+    /// The weights, as stored (f16 widened to f32), written straight into mapped buffers; a
+    /// joined weight's parts are its members' parts one after another.
+    fn weights(
+        &self,
+        model: &DeployedModel,
+        graph: &Graph,
+        memory: &mut MemoryReport,
+    ) -> Result<Weights> {
         let mut weights = Weights::new();
         self.scoped("the weights", self.sizes.estimate.weight_bytes, || {
             let mut sized = self.sizes.weights.iter();
-            for t in &model.manifest.tensors {
-                let f16 = t.storage == Storage::F16;
-                for (ci, ch) in t.chunks.iter().enumerate() {
-                    for (pi, part) in ch.parts.iter().enumerate() {
-                        let size = sized.next().copied().unwrap_or(4);
-                        let (_, bytes) = model
-                            .part(part)
-                            .map_err(|e| GpuError::Model(e.to_string()))?;
-                        let buf = self.weight_part(part, size, bytes, f16)?;
-                        memory.buffers.weight_bytes += buf.size();
-                        weights.insert((t.name.clone(), ci, pi), buf);
-                    }
-                }
+            for w in join::weight_buffers(&model.manifest.tensors, &graph.joined) {
+                let size = sized.next().copied().unwrap_or(4);
+                let parts = (w.parts.iter())
+                    .map(|p| model.part(p).map(|(_, bytes)| bytes))
+                    .collect::<std::result::Result<Vec<&[u8]>, _>>()
+                    .map_err(|e| GpuError::Model(e.to_string()))?;
+                let buf = self.weight_buffer(&w.key.0, size, &parts, w.f16)?;
+                memory.buffers.weight_bytes += buf.size();
+                weights.insert(w.key, buf);
             }
             Ok(())
         })?;
         Ok(weights)
     }
 
-    /// The buffer of one weight part: `bytes` as they are, or as f16 widened to f32.
-    fn weight_part(&self, label: &str, size: u64, bytes: &[u8], f16: bool) -> Result<wgpu::Buffer> {
+    /// The buffer of one weight part (or of a joined weight's part): `parts` one after
+    /// another, as they are or as f16 widened to f32.
+    fn weight_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        parts: &[&[u8]],
+        f16: bool,
+    ) -> Result<wgpu::Buffer> {
         upload(
             &self.gpu.device,
             label,
             size,
             wgpu::BufferUsages::STORAGE,
-            |dst| {
-                if f16 {
-                    write_f32(dst, bytes.len() / 2, |i| {
-                        half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32()
-                    });
-                } else {
-                    dst.into_slice(..bytes.len()).copy_from_slice(bytes);
+            |mut dst| {
+                let mut at = 0;
+                for bytes in parts {
+                    if f16 {
+                        let n = bytes.len() / 2;
+                        write_f32(dst.slice(at..at + 4 * n), n, |i| {
+                            half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32()
+                        });
+                        at += 4 * n;
+                    } else {
+                        dst.slice(at..at + bytes.len()).copy_from_slice(bytes);
+                        at += bytes.len();
+                    }
                 }
             },
         )

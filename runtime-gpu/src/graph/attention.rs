@@ -36,11 +36,27 @@ impl Rope {
     }
 }
 
+/// What RoPE and the KV write read.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum QkvActs {
+    /// q, k and v apart: q rotated in place.
+    Apart([usize; 3]),
+    /// One `[seq, q | k | v]` activation; the rotated q goes to `q`.
+    Together { qkv: usize, q: usize },
+}
+
 impl Builder<'_> {
-    /// Layer `l`'s RoPE of `q` and `k` in place and the write of k and `v` into the cache.
-    pub fn rope_kv(&mut self, l: usize, [q, k, v]: [usize; 3], rope: &Rope) {
+    /// Layer `l`'s RoPE of q and k and the write of k and v into the cache.
+    pub fn rope_kv(&mut self, l: usize, acts: QkvActs, rope: &Rope) {
         let cfg = self.cfg;
-        let threads = (cfg.num_heads * (rope.rot / 2)).max(cfg.num_kv_heads * cfg.head_dim) as u64;
+        let (q_el, kv_el) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        let threads = match acts {
+            QkvActs::Apart(_) => (cfg.num_heads * (rope.rot / 2)).max(kv_el),
+            QkvActs::Together { .. } => q_el + kv_el,
+        } as u64;
         let base = rope.base(cfg, l);
         let interleaved = u64::from(self.arch.rope == RopeLayout::Interleaved);
         let [heads, kv_heads, hd, max_seq] = self.head_fields();
@@ -54,23 +70,42 @@ impl Builder<'_> {
             interleaved: c(interleaved),
             max_seq,
         };
+        let (entry, mut bindings, reads, q) = match acts {
+            QkvActs::Apart([q, k, v]) => (
+                "main",
+                vec![
+                    (rope_bind::Q, BufRef::Act(q)),
+                    (rope_bind::K, BufRef::Act(k)),
+                    (rope_bind::V, BufRef::Act(v)),
+                ],
+                vec![q, k, v],
+                q,
+            ),
+            QkvActs::Together { qkv, q } => (
+                "from_qkv",
+                vec![
+                    (rope_bind::QKV, BufRef::Act(qkv)),
+                    (rope_bind::Q, BufRef::Act(q)),
+                ],
+                vec![qkv],
+                q,
+            ),
+        };
+        bindings.extend([
+            (rope_bind::KCACHE, BufRef::KvK(l)),
+            (rope_bind::VCACHE, BufRef::KvV(l)),
+            (rope_bind::COS_T, BufRef::Cos(base)),
+            (rope_bind::SIN_T, BufRef::Sin(base)),
+        ]);
         self.push(Op {
             label: format!("l{l}.rope_kv"),
             kernel: Kernel::RopeKv,
-            entry: "main",
-            bindings: vec![
-                (rope_bind::Q, BufRef::Act(q)),
-                (rope_bind::K, BufRef::Act(k)),
-                (rope_bind::V, BufRef::Act(v)),
-                (rope_bind::KCACHE, BufRef::KvK(l)),
-                (rope_bind::VCACHE, BufRef::KvV(l)),
-                (rope_bind::COS_T, BufRef::Cos(base)),
-                (rope_bind::SIN_T, BufRef::Sin(base)),
-            ],
+            entry,
+            bindings,
             params: fields(params.values()),
             grid: [Expr::Seq, c(threads.div_ceil(u64::from(ROPE_KV_WG))), c(1)],
             when: When::Always,
-            reads: vec![q, k, v],
+            reads,
             writes: vec![q],
         });
     }

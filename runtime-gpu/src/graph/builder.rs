@@ -7,6 +7,7 @@ use tlite_model::deploy::{Manifest, TensorLayout};
 use tlite_quantizer::M0E4Matrix;
 
 use super::decision::{self, Layouts, Limits};
+use super::join::Joined;
 use super::{BufRef, MAX_GRID, Op};
 use crate::Result;
 use crate::shape::{Expr, c};
@@ -22,21 +23,33 @@ pub(super) struct Builder<'a> {
     pub acts: Vec<(String, Expr)>,
     /// The residual stream (`[seq, hidden]`), the first activation.
     pub residual: usize,
+    /// Each layer's projection of q, k and v together, where it has one ([`super::join`]).
+    pub qkv: Vec<Option<tlite_model::layer::Proj>>,
 }
 
 impl<'a> Builder<'a> {
-    /// An empty plan of `man`'s model with its residual stream.
-    pub fn new(man: &'a Manifest, limits: Limits, max_seq: usize) -> Self {
+    /// An empty plan of `man`'s model with its residual stream; `joined` are the weights the
+    /// load joins and `qkv` each layer's q/k/v projection over them ([`super::join`]).
+    pub fn new(
+        man: &'a Manifest,
+        (joined, qkv): (&'a [Joined], Vec<Option<tlite_model::layer::Proj>>),
+        limits: Limits,
+        max_seq: usize,
+    ) -> Self {
         let cfg = &man.config;
+        let stored = man.tensors.iter();
         let mut b = Builder {
             cfg,
             arch: cfg.arch(),
-            layouts: man.tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
+            layouts: (stored.chain(joined.iter().map(|j| &j.layout)))
+                .map(|t| (t.name.as_str(), t))
+                .collect(),
             limits,
             max_seq,
             ops: Vec::new(),
             acts: Vec::new(),
             residual: 0,
+            qkv,
         };
         b.residual = b.act("residual".into(), Expr::Seq * cfg.hidden_size);
         b

@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_storage_buffers: u32,
     /// M0E4 prefill GEMMs on cooperative matrices ([`crate::Gpu::coop_gemm`]).
     pub coop_gemm: bool,
+    /// Bytes of the largest buffer a kernel can bind (the binding and buffer limits and the
+    /// kernels' 32-bit indices): a joined weight ([`super::join`]) is only made below it.
+    pub max_binding: u64,
 }
 
 impl Limits {
@@ -45,6 +48,9 @@ impl Limits {
         Limits {
             max_storage_buffers: gpu.limits.max_storage_buffers_per_shader_stage,
             coop_gemm: gpu.coop_gemm(),
+            max_binding: (gpu.limits.max_storage_buffer_binding_size)
+                .min(gpu.limits.max_buffer_size)
+                .min(crate::memory::MAX_INDEXED_BYTES),
         }
     }
 }
@@ -456,6 +462,7 @@ mod tests {
     const WIDE: Limits = Limits {
         max_storage_buffers: 16,
         coop_gemm: false,
+        max_binding: 128 << 20,
     };
 
     #[test]

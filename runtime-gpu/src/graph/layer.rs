@@ -5,7 +5,7 @@
 use tlite_model::layer::{LayerSpec, Proj};
 
 use super::When;
-use super::attention::Rope;
+use super::attention::{QkvActs, Rope};
 use super::builder::Builder;
 use super::decision::{Decision, Site};
 use super::matmul::Projection;
@@ -13,13 +13,29 @@ use super::norm::{NormIo, NormOp};
 use crate::Result;
 use crate::shape::Expr;
 
+/// The activations of a layer's q, k and v projections.
+enum Qkv {
+    /// Three projections, three activations.
+    Apart([usize; 3]),
+    /// One projection into `qkv` (`[seq, q | k | v]`); `q` is RoPE's output.
+    Together { qkv: usize, q: usize },
+}
+
 impl Builder<'_> {
     /// The ops of layer `lay`.
     pub fn layer(&mut self, lay: &LayerSpec, rope: &Rope) -> Result<()> {
         let l = lay.index;
-        let [q, k, v] = self.qkv(lay)?;
-        self.qk_norms(lay, q, k);
-        self.rope_kv(l, [q, k, v], rope);
+        let q = match self.qkv(lay)? {
+            Qkv::Apart([q, k, v]) => {
+                self.qk_norms(lay, q, k);
+                self.rope_kv(l, QkvActs::Apart([q, k, v]), rope);
+                q
+            }
+            Qkv::Together { qkv, q } => {
+                self.rope_kv(l, QkvActs::Together { qkv, q }, rope);
+                q
+            }
+        };
         let attn = self.attention(l, q);
         let attn_out_norm = (lay.attn_out_norm.as_deref())
             .map(|w| (format!("l{l}.attn_out"), format!("l{l}.post_attn_norm"), w));
@@ -28,13 +44,26 @@ impl Builder<'_> {
     }
 
     /// The input norm and the q, k and v projections; returns their activations.
-    fn qkv(&mut self, lay: &LayerSpec) -> Result<[usize; 3]> {
+    fn qkv(&mut self, lay: &LayerSpec) -> Result<Qkv> {
         let (l, cfg, seq) = (lay.index, self.cfg, Expr::Seq);
         let hn = self.act(format!("l{l}.norm_in"), seq.clone() * cfg.hidden_size);
         let (q_out, kv_out) = (
             cfg.num_heads * cfg.head_dim,
             cfg.num_kv_heads * cfg.head_dim,
         );
+        let norm = (format!("l{l}.input_norm"), lay.input_norm.as_str());
+        if let Some(p) = self.qkv.get(l).cloned().flatten() {
+            // One projection into [seq, q | k | v]; RoPE writes q into its own activation.
+            let qkv = self.act(format!("l{l}.qkv"), seq.clone() * p.out());
+            let q = self.act(format!("l{l}.q"), seq * q_out);
+            let site = Site::Normed {
+                group: &[&p],
+                norm: &lay.input_norm,
+            };
+            let d = self.decide(&p, site)?;
+            self.normed_projections(norm, hn, vec![(format!("l{l}.qkv"), &p, qkv, d)]);
+            return Ok(Qkv::Together { qkv, q });
+        }
         let q = self.act(format!("l{l}.q"), seq.clone() * q_out);
         let k = self.act(format!("l{l}.k"), seq.clone() * kv_out);
         let v = self.act(format!("l{l}.v"), seq * kv_out);
@@ -49,9 +78,8 @@ impl Builder<'_> {
             Ok((format!("l{l}.{name}"), proj, y, self.decide(proj, site)?))
         });
         let projs = projs.collect::<Result<Vec<_>>>()?;
-        let norm = (format!("l{l}.input_norm"), lay.input_norm.as_str());
         self.normed_projections(norm, hn, projs);
-        Ok([q, k, v])
+        Ok(Qkv::Apart([q, k, v]))
     }
 
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read

@@ -14,6 +14,7 @@ mod attention;
 mod builder;
 pub mod decision;
 mod elementwise;
+pub mod join;
 mod layer;
 mod matmul;
 mod norm;
@@ -151,6 +152,8 @@ pub struct Graph {
     pub rot: usize,
     /// Index of the last op of each layer (the residual stream is complete after it).
     pub layer_end: Vec<usize>,
+    /// The weights the load joins from stored tensors ([`join`]).
+    pub joined: Vec<join::Joined>,
 }
 
 /// Largest workgroup count per grid dimension used by the plan (the WebGPU minimum limit).
@@ -165,24 +168,35 @@ pub fn build(man: &Manifest, max_seq: usize, limits: Limits) -> Result<Graph> {
     let cfg = &man.config;
     check_supported(cfg)?;
     let arch = cfg.arch();
-    let mut b = Builder::new(man, limits, max_seq);
+    let layers: Vec<_> = arch.layers(cfg).collect();
+    let (joined, qkv) = {
+        let stored: decision::Layouts = man.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut joined = Vec::new();
+        let qkv = (layers.iter())
+            .map(|lay| join::qkv_proj(lay, &stored, limits, &mut joined))
+            .collect();
+        (joined, qkv)
+    };
+    let mut b = Builder::new(man, (&joined, qkv), limits, max_seq);
     let model = arch.model_spec(cfg);
     b.embed(&model.embed)?;
     let rope = Rope::of(cfg);
     let mut layer_end = Vec::with_capacity(cfg.num_layers);
-    for lay in arch.layers(cfg) {
-        b.layer(&lay, &rope)?;
+    for lay in &layers {
+        b.layer(lay, &rope)?;
         layer_end.push(b.ops.len() - 1);
     }
     let logits = b.head(&model)?;
+    let (ops, acts, residual) = (b.ops, b.acts, b.residual);
     Ok(Graph {
-        ops: b.ops,
-        acts: b.acts,
+        ops,
+        acts,
         logits,
-        residual: b.residual,
+        residual,
         rope_bases: rope.bases,
         rot: rope.rot,
         layer_end,
+        joined,
     })
 }
 

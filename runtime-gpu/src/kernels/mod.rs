@@ -95,7 +95,7 @@ impl Kernel {
             ],
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall => &["gemm_m0e4_coop"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
-            Kernel::RopeKv => &["main"],
+            Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill"],
             Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
             Kernel::Score => &["main", "next_token"],

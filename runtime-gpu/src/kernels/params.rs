@@ -476,6 +476,8 @@ pub mod binding {
             VCACHE = 5,
             COS_T = 6,
             SIN_T = 7,
+            /// `from_qkv`: q, k and v of each token side by side (one fused projection's output).
+            QKV = 8,
         }
         /// `attention.wgsl`.
         attention {

@@ -1,0 +1,422 @@
+//! q, k and v in one projection: a layer's three stored M0E4 tensors joined at load into one
+//! weight ([`Joined`]: their packed words, scales and biases concatenated part by part), so that
+//! one GEMV (decode) or GEMM (prefill) computes all three into one activation, `[seq, q | k |
+//! v]`, which `rope_kv::from_qkv` splits (q rotated into its own activation, k and v into the
+//! cache). A model that stores q, k and v in one tensor (ChatGLM, Phi-3) needs no join. Layers
+//! with QK-norms keep three projections: the norms run between the projections and RoPE.
+
+use std::collections::{HashMap, HashSet};
+
+use tlite_model::arch::Role;
+use tlite_model::deploy::{Chunk, Storage, TensorLayout};
+use tlite_model::layer::{LayerSpec, Proj};
+use tlite_quantizer::M0E4Matrix;
+
+use super::decision::{Layouts, Limits};
+
+/// A weight tensor the load assembles from stored ones: its layout (one chunk, no parts of its
+/// own) and the stored tensors (one chunk each) whose parts it concatenates, part by part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Joined {
+    pub layout: TensorLayout,
+    pub members: Vec<String>,
+}
+
+/// One weight buffer of a load: its key (tensor, chunk, part), the stored parts it holds, in
+/// order, and whether they are f16 (widened to f32 on the GPU).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightBuffer {
+    pub key: (String, usize, usize),
+    pub parts: Vec<String>,
+    pub f16: bool,
+}
+
+/// Every weight buffer of a load of the stored `tensors` (the manifest's) with the joined
+/// tensors `joined`: each stored part that no joined tensor takes, in manifest order, then each
+/// joined tensor's parts.
+pub fn weight_buffers(tensors: &[TensorLayout], joined: &[Joined]) -> Vec<WeightBuffer> {
+    let taken: HashSet<&str> = joined
+        .iter()
+        .flat_map(|j| j.members.iter().map(String::as_str))
+        .collect();
+    let stored: HashMap<&str, &TensorLayout> =
+        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut out = Vec::new();
+    for t in tensors.iter().filter(|t| !taken.contains(t.name.as_str())) {
+        for (ci, ch) in t.chunks.iter().enumerate() {
+            for (pi, part) in ch.parts.iter().enumerate() {
+                out.push(WeightBuffer {
+                    key: (t.name.clone(), ci, pi),
+                    parts: vec![part.clone()],
+                    f16: t.storage == Storage::F16,
+                });
+            }
+        }
+    }
+    for j in joined {
+        let members: Vec<&TensorLayout> = (j.members.iter())
+            .filter_map(|m| stored.get(m.as_str()).copied())
+            .collect();
+        let Some(first) = members.first() else {
+            continue;
+        };
+        for pi in 0..first.chunks[0].parts.len() {
+            out.push(WeightBuffer {
+                key: (j.layout.name.clone(), 0, pi),
+                parts: members
+                    .iter()
+                    .map(|m| m.chunks[0].parts[pi].clone())
+                    .collect(),
+                f16: j.layout.storage == Storage::F16,
+            });
+        }
+    }
+    out
+}
+
+/// The projection of layer `lay` that computes q, k and v together, side by side, and the
+/// joined tensors it needs that are not in `joined` yet (added there); `None` where the layer
+/// keeps three projections.
+pub(super) fn qkv_proj(
+    lay: &LayerSpec,
+    layouts: &Layouts,
+    limits: Limits,
+    joined: &mut Vec<Joined>,
+) -> Option<Proj> {
+    let (q, k, v) = (&lay.q, &lay.k, &lay.v);
+    if lay.q_norm.is_some() || lay.k_norm.is_some() {
+        return None;
+    }
+    if lay.fused_qkv() {
+        // One stored tensor: its rows q | k | v in this order, and their biases likewise.
+        let adjacent = q.rows.end == k.rows.start && k.rows.end == v.rows.start;
+        let tensor = k.tensor == v.tensor;
+        let bias = match (&q.bias, &k.bias, &v.bias) {
+            (None, None, None) => Some(None),
+            (Some((qb, qr)), Some((kb, kr)), Some((vb, vr)))
+                if qb == kb && kb == vb && qr.end == kr.start && kr.end == vr.start =>
+            {
+                Some(Some((qb.clone(), qr.start..vr.end)))
+            }
+            _ => None,
+        };
+        return match (adjacent && tensor, bias) {
+            (true, Some(bias)) => Some(Proj {
+                tensor: q.tensor.clone(),
+                rel: "qkv",
+                rows: q.rows.start..v.rows.end,
+                cols: q.cols,
+                bias,
+            }),
+            _ => None,
+        };
+    }
+    let ws = [q, k, v].map(|p| layouts.get(p.tensor.as_str()).copied());
+    let [Some(wq), Some(wk), Some(wv)] = ws else {
+        return None;
+    };
+    let ws = [wq, wk, wv];
+    let cols = wq.rows_cols().1;
+    let joinable = ws.iter().zip([q, k, v]).all(|(w, p)| {
+        w.storage == Storage::M0E4
+            && w.group.is_some()
+            && w.group == wq.group
+            && w.rows_cols() == (p.out(), cols)
+            && p.rows.start == 0
+            && w.chunks.len() == 1
+    });
+    if !joinable {
+        return None;
+    }
+    let rows: usize = ws.iter().map(|w| w.rows_cols().0).sum();
+    let group = wq.group?;
+    let packed = (rows as u64) * (M0E4Matrix::words_per_row(cols) as u64) * 4;
+    let params = (rows as u64) * (M0E4Matrix::groups_per_row(cols, group) as u64) * 2;
+    if packed.max(params) > limits.max_binding {
+        return None;
+    }
+    let bias = match [&q.bias, &k.bias, &v.bias] {
+        [None, None, None] => None,
+        [Some(qb), Some(kb), Some(vb)] => Some(join_bias([qb, kb, vb], layouts, joined)?),
+        _ => return None,
+    };
+    let name = format!("{}+k+v", q.tensor);
+    if !joined.iter().any(|j| j.layout.name == name) {
+        joined.push(Joined {
+            layout: TensorLayout {
+                name: name.clone(),
+                shape: vec![rows, cols],
+                role: Role::Linear,
+                storage: Storage::M0E4,
+                group: Some(group),
+                chunks: vec![Chunk {
+                    rows: (0, rows),
+                    parts: vec![],
+                }],
+                sha256: String::new(),
+            },
+            members: [q, k, v].map(|p| p.tensor.clone()).to_vec(),
+        });
+    }
+    Some(Proj {
+        tensor: name,
+        rel: "qkv",
+        rows: 0..rows,
+        cols,
+        bias,
+    })
+}
+
+/// The joined bias of q, k and v (each a whole stored vector of one chunk, all stored alike).
+fn join_bias(
+    biases: [&(String, std::ops::Range<usize>); 3],
+    layouts: &Layouts,
+    joined: &mut Vec<Joined>,
+) -> Option<(String, std::ops::Range<usize>)> {
+    let mut total = 0;
+    let mut storage = None;
+    for (t, r) in biases {
+        let l = layouts.get(t.as_str())?;
+        let n = l.shape.iter().product::<usize>();
+        if r.start != 0 || r.end != n || l.chunks.len() != 1 || l.storage == Storage::M0E4 {
+            return None;
+        }
+        if storage.is_some_and(|s| s != l.storage) {
+            return None;
+        }
+        storage = Some(l.storage);
+        total += n;
+    }
+    let name = format!("{}+k+v", biases[0].0);
+    if !joined.iter().any(|j| j.layout.name == name) {
+        joined.push(Joined {
+            layout: TensorLayout {
+                name: name.clone(),
+                shape: vec![total],
+                role: Role::Bias,
+                storage: storage?,
+                group: None,
+                chunks: vec![Chunk {
+                    rows: (0, total),
+                    parts: vec![],
+                }],
+                sha256: String::new(),
+            },
+            members: biases.iter().map(|(t, _)| t.clone()).collect(),
+        });
+    }
+    Some((name, 0..total))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use super::*;
+
+    fn m0e4(name: &str, rows: usize, group: usize, chunks: &[(usize, usize)]) -> TensorLayout {
+        TensorLayout {
+            name: name.into(),
+            shape: vec![rows, 64],
+            role: Role::Linear,
+            storage: Storage::M0E4,
+            group: Some(group),
+            chunks: (chunks.iter())
+                .enumerate()
+                .map(|(i, &rows)| Chunk {
+                    rows,
+                    parts: (0..3).map(|p| format!("{name}.{i}.{p}")).collect(),
+                })
+                .collect(),
+            sha256: String::new(),
+        }
+    }
+
+    fn vector(name: &str, n: usize, storage: Storage) -> TensorLayout {
+        TensorLayout {
+            name: name.into(),
+            shape: vec![n],
+            role: Role::Bias,
+            storage,
+            group: None,
+            chunks: vec![Chunk {
+                rows: (0, n),
+                parts: vec![format!("{name}.0.0")],
+            }],
+            sha256: String::new(),
+        }
+    }
+
+    fn proj(tensor: &str, rows: Range<usize>, bias: Option<&str>) -> Proj {
+        Proj {
+            tensor: tensor.into(),
+            rel: "p",
+            rows: rows.clone(),
+            cols: 64,
+            bias: bias.map(|b| (b.to_owned(), rows)),
+        }
+    }
+
+    /// A layer with q (64 rows), k and v (32 each) in tensors `q`, `k`, `v`.
+    fn layer(q: Proj, k: Proj, v: Proj) -> LayerSpec {
+        let other = proj("o", 0..64, None);
+        LayerSpec {
+            index: 0,
+            input_norm: "n".into(),
+            q,
+            k,
+            v,
+            q_norm: None,
+            k_norm: None,
+            o: other.clone(),
+            attn_out_norm: None,
+            mlp_in_norm: "n2".into(),
+            mlp_out_norm: None,
+            gate: other.clone(),
+            up: other.clone(),
+            down: other,
+            tensors: vec![],
+        }
+    }
+
+    fn apart() -> LayerSpec {
+        layer(
+            proj("q", 0..64, None),
+            proj("k", 0..32, None),
+            proj("v", 0..32, None),
+        )
+    }
+
+    const LIMITS: Limits = Limits {
+        max_storage_buffers: 16,
+        coop_gemm: false,
+        max_binding: 128 << 20,
+    };
+
+    fn join(lay: &LayerSpec, ts: &[TensorLayout], limits: Limits) -> (Option<Proj>, Vec<Joined>) {
+        let layouts: Layouts = ts.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut joined = Vec::new();
+        let p = qkv_proj(lay, &layouts, limits, &mut joined);
+        (p, joined)
+    }
+
+    #[test]
+    fn q_k_and_v_of_one_group_size_are_joined_with_their_biases() {
+        let ts = [
+            m0e4("q", 64, 32, &[(0, 64)]),
+            m0e4("k", 32, 32, &[(0, 32)]),
+            m0e4("v", 32, 32, &[(0, 32)]),
+            vector("qb", 64, Storage::F16),
+            vector("kb", 32, Storage::F16),
+            vector("vb", 32, Storage::F16),
+        ];
+        let (p, joined) = join(&apart(), &ts, LIMITS);
+        let p = p.unwrap();
+        assert_eq!((p.tensor.as_str(), p.rows, p.bias), ("q+k+v", 0..128, None));
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0].members, ["q", "k", "v"]);
+        assert_eq!(joined[0].layout.shape, [128, 64]);
+        assert_eq!(joined[0].layout.group, Some(32));
+
+        let biased = layer(
+            proj("q", 0..64, Some("qb")),
+            proj("k", 0..32, Some("kb")),
+            proj("v", 0..32, Some("vb")),
+        );
+        let (p, joined) = join(&biased, &ts, LIMITS);
+        assert_eq!(p.unwrap().bias, Some(("qb+k+v".into(), 0..128)));
+        let bias = joined.iter().find(|j| j.layout.name == "qb+k+v").unwrap();
+        assert_eq!(bias.members, ["qb", "kb", "vb"]);
+        assert_eq!(
+            (bias.layout.shape.as_slice(), bias.layout.storage),
+            (&[128][..], Storage::F16)
+        );
+
+        // The weight buffers: the members' parts are uploaded only inside the joined ones.
+        let mut with_o = ts.to_vec();
+        with_o.insert(0, m0e4("o", 64, 32, &[(0, 64)]));
+        let bufs = weight_buffers(&with_o, &joined);
+        let keys: Vec<(&str, usize)> = bufs.iter().map(|b| (b.key.0.as_str(), b.key.2)).collect();
+        let want = [("o", 0), ("o", 1), ("o", 2), ("qb+k+v", 0)];
+        assert_eq!(keys[..4], want);
+        assert_eq!(keys[4..], [("q+k+v", 0), ("q+k+v", 1), ("q+k+v", 2)]);
+        assert_eq!(bufs[6].parts, ["q.0.2", "k.0.2", "v.0.2"]);
+        assert_eq!(
+            (bufs[3].parts.len(), bufs[3].f16, bufs[4].f16),
+            (3, true, false)
+        );
+    }
+
+    #[test]
+    fn layers_whose_q_k_and_v_differ_or_are_normed_keep_three_projections() {
+        let good = [
+            m0e4("q", 64, 32, &[(0, 64)]),
+            m0e4("k", 32, 32, &[(0, 32)]),
+            m0e4("v", 32, 32, &[(0, 32)]),
+        ];
+        let none = |lay: &LayerSpec, ts: &[TensorLayout], l: Limits| {
+            let (p, joined) = join(lay, ts, l);
+            assert!(p.is_none() && joined.is_empty());
+        };
+        let mut other_group = good.clone();
+        other_group[2] = m0e4("v", 32, 64, &[(0, 32)]);
+        none(&apart(), &other_group, LIMITS);
+        let mut chunked = good.clone();
+        chunked[0] = m0e4("q", 64, 32, &[(0, 32), (32, 64)]);
+        none(&apart(), &chunked, LIMITS);
+        let mut dense = good.clone();
+        dense[1].storage = Storage::F16;
+        none(&apart(), &dense, LIMITS);
+        let normed = LayerSpec {
+            q_norm: Some("qn".into()),
+            k_norm: Some("kn".into()),
+            ..apart()
+        };
+        none(&normed, &good, LIMITS);
+        // 128 rows × 8 words × 4 B = 4 KiB of packed words.
+        let small = Limits {
+            max_binding: 4095,
+            ..LIMITS
+        };
+        none(&apart(), &good, small);
+        assert!(
+            join(
+                &apart(),
+                &good,
+                Limits {
+                    max_binding: 4096,
+                    ..LIMITS
+                }
+            )
+            .0
+            .is_some()
+        );
+        let one_bias = layer(
+            proj("q", 0..64, Some("qb")),
+            proj("k", 0..32, None),
+            proj("v", 0..32, None),
+        );
+        none(&one_bias, &good, LIMITS);
+    }
+
+    #[test]
+    fn a_stored_qkv_tensor_is_one_projection_without_a_join() {
+        let ts = [m0e4("qkv", 128, 32, &[(0, 128)])];
+        let fused = layer(
+            proj("qkv", 0..64, None),
+            proj("qkv", 64..96, None),
+            proj("qkv", 96..128, None),
+        );
+        let (p, joined) = join(&fused, &ts, LIMITS);
+        let p = p.unwrap();
+        assert_eq!((p.tensor.as_str(), p.rows), ("qkv", 0..128));
+        assert!(joined.is_empty());
+        // Rows not in q | k | v order: three projections.
+        let swapped = layer(
+            proj("qkv", 0..64, None),
+            proj("qkv", 96..128, None),
+            proj("qkv", 64..96, None),
+        );
+        assert!(join(&swapped, &ts, LIMITS).0.is_none());
+    }
+}
