@@ -1101,6 +1101,8 @@ fn matmul_specs() -> Vec<MatSpec> {
 struct GluSpec {
     desc: &'static str,
     seed: u64,
+    /// Tokens (the decode GEMVs also run steps of a few tokens).
+    seq: usize,
     k: usize,
     group: usize,
     f: usize,
@@ -1126,11 +1128,11 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
     };
     let up_t = up.as_ref().unwrap_or(&gate);
     let (gm, um) = (&gate.chunks[0].1, &up_t.chunks[0].1);
-    let x = rng.gaussian_vec(k, 1.0);
+    let x = rng.gaussian_vec(s.seq * k, 1.0);
     let norm_w = rng.gaussian_vec(k, 0.3);
     let (x_buf, norm_buf) = (h.f32s(&x), h.f32s(&norm_w));
     let tail = 5;
-    let y_buf = h.f32s(&vec![untouched(); f + tail]);
+    let y_buf = h.f32s(&vec![untouched(); s.seq * f + tail]);
     let (blocks, per_wg) = match narrow {
         true => (1, GEMV_ROWS as usize / 2),
         false => {
@@ -1139,7 +1141,7 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
         }
     };
     let (grid, gw) = grid_1d(f.div_ceil(per_wg));
-    let mut set = matmul_base(1, k, f, s.group);
+    let mut set = matmul_base(s.seq, k, f, s.group);
     set.extend([
         ("out_stride", u(f)),
         ("grid_width", P::U(gw)),
@@ -1172,20 +1174,22 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
         ],
         grid,
     }]);
-    let got = h.read(&y_buf, f + tail);
+    let got = h.read(&y_buf, s.seq * f + tail);
     let xn = rmsnorm_ref(&x, k, &norm_w, s.eps, s.w_offset);
-    let mut want: Vec<Want> = (0..f)
-        .map(|o| {
-            let g = dot(&xn, &gate.values[o * k..(o + 1) * k]);
+    let mut want: Vec<Want> = (0..s.seq * f)
+        .map(|i| {
+            let (xt, o) = (&xn[i / f * k..(i / f + 1) * k], i % f);
+            let g = dot(xt, &gate.values[o * k..(o + 1) * k]);
             let ur = up_row0 + o;
-            let uv = dot(&xn, &up_t.values[ur * k..(ur + 1) * k]);
+            let uv = dot(xt, &up_t.values[ur * k..(ur + 1) * k]);
             Want::Near(act(s.act, g) * uv)
         })
         .collect();
     want.extend(std::iter::repeat_n(Want::Bits(UNTOUCHED), tail));
     let desc = format!(
-        "{} g{} k={k} f={f} {} act={} blocks={blocks} norm(eps={:e},w_offset={})",
+        "{} seq={} g{} k={k} f={f} {} act={} blocks={blocks} norm(eps={:e},w_offset={})",
         s.desc,
+        s.seq,
         s.group,
         if s.fused_tensor {
             "gate_up-tensor"
@@ -2403,6 +2407,7 @@ fn all_cases(h: &Harness, r: &mut Report) {
         GluSpec {
             desc: "decode",
             seed: 201,
+            seq: 1,
             k: 128,
             group: 32,
             f: 40,
@@ -2414,6 +2419,7 @@ fn all_cases(h: &Harness, r: &mut Report) {
         GluSpec {
             desc: "decode",
             seed: 202,
+            seq: 3,
             k: 192,
             group: 64,
             f: 36,
@@ -2425,6 +2431,7 @@ fn all_cases(h: &Harness, r: &mut Report) {
         GluSpec {
             desc: "g128-ragged",
             seed: 203,
+            seq: 1,
             k: 160,
             group: 128,
             f: 17,
@@ -2437,6 +2444,7 @@ fn all_cases(h: &Harness, r: &mut Report) {
         GluSpec {
             desc: "narrow",
             seed: 205,
+            seq: 1,
             k: NARROW_NORM_MIN_K,
             group: 64,
             f: 11,
@@ -2448,6 +2456,7 @@ fn all_cases(h: &Harness, r: &mut Report) {
         GluSpec {
             desc: "narrow g8 ragged",
             seed: 206,
+            seq: 2,
             k: NARROW_NORM_MIN_K + 2056,
             group: 8,
             f: 6,
@@ -2459,6 +2468,7 @@ fn all_cases(h: &Harness, r: &mut Report) {
         GluSpec {
             desc: "blocks=2",
             seed: 204,
+            seq: 1,
             k: 64,
             group: 64,
             f: 4100,
