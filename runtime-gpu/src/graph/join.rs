@@ -137,27 +137,31 @@ pub(super) fn qkv_proj(
     }
     let bias = match [&q.bias, &k.bias, &v.bias] {
         [None, None, None] => None,
-        [Some(qb), Some(kb), Some(vb)] => Some(join_bias([qb, kb, vb], layouts, joined)?),
+        [Some(qb), Some(kb), Some(vb)] => Some(join_bias([qb, kb, vb], layouts)?),
         _ => return None,
     };
     let name = format!("{}+k+v", q.tensor);
-    if !joined.iter().any(|j| j.layout.name == name) {
-        joined.push(Joined {
-            layout: TensorLayout {
-                name: name.clone(),
-                shape: vec![rows, cols],
-                role: Role::Linear,
-                storage: Storage::M0E4,
-                group: Some(group),
-                chunks: vec![Chunk {
-                    rows: (0, rows),
-                    parts: vec![],
-                }],
-                sha256: String::new(),
-            },
-            members: [q, k, v].map(|p| p.tensor.clone()).to_vec(),
-        });
+    if layouts.contains_key(name.as_str()) {
+        return None; // a stored tensor of that name: nothing is replaced
     }
+    let weight = Joined {
+        layout: whole(
+            &name,
+            vec![rows, cols],
+            Role::Linear,
+            Storage::M0E4,
+            Some(group),
+        ),
+        members: [q, k, v].map(|p| p.tensor.clone()).to_vec(),
+    };
+    // Only now that the layer joins: its weight and its bias.
+    let bias = bias.map(|b| {
+        let range = 0..b.layout.shape[0];
+        let name = b.layout.name.clone();
+        add(joined, b);
+        (name, range)
+    });
+    add(joined, weight);
     Some(Proj {
         tensor: name,
         rel: "qkv",
@@ -167,12 +171,37 @@ pub(super) fn qkv_proj(
     })
 }
 
+/// Adds `j` to `joined` unless a joined tensor of its name is there.
+fn add(joined: &mut Vec<Joined>, j: Joined) {
+    if !joined.iter().any(|o| o.layout.name == j.layout.name) {
+        joined.push(j);
+    }
+}
+
+/// The layout of a joined tensor: one chunk of all its rows, no parts of its own.
+fn whole(
+    name: &str,
+    shape: Vec<usize>,
+    role: Role,
+    storage: Storage,
+    group: Option<usize>,
+) -> TensorLayout {
+    TensorLayout {
+        name: name.to_owned(),
+        chunks: vec![Chunk {
+            rows: (0, shape[0]),
+            parts: vec![],
+        }],
+        shape,
+        role,
+        storage,
+        group,
+        sha256: String::new(),
+    }
+}
+
 /// The joined bias of q, k and v (each a whole stored vector of one chunk, all stored alike).
-fn join_bias(
-    biases: [&(String, std::ops::Range<usize>); 3],
-    layouts: &Layouts,
-    joined: &mut Vec<Joined>,
-) -> Option<(String, std::ops::Range<usize>)> {
+fn join_bias(biases: [&(String, std::ops::Range<usize>); 3], layouts: &Layouts) -> Option<Joined> {
     let mut total = 0;
     let mut storage = None;
     for (t, r) in biases {
@@ -188,24 +217,13 @@ fn join_bias(
         total += n;
     }
     let name = format!("{}+k+v", biases[0].0);
-    if !joined.iter().any(|j| j.layout.name == name) {
-        joined.push(Joined {
-            layout: TensorLayout {
-                name: name.clone(),
-                shape: vec![total],
-                role: Role::Bias,
-                storage: storage?,
-                group: None,
-                chunks: vec![Chunk {
-                    rows: (0, total),
-                    parts: vec![],
-                }],
-                sha256: String::new(),
-            },
-            members: biases.iter().map(|(t, _)| t.clone()).collect(),
-        });
+    if layouts.contains_key(name.as_str()) {
+        return None;
     }
-    Some((name, 0..total))
+    Some(Joined {
+        layout: whole(&name, vec![total], Role::Bias, storage?, None),
+        members: biases.iter().map(|(t, _)| t.clone()).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -391,6 +409,26 @@ mod tests {
             .0
             .is_some()
         );
+        // A stored tensor already has the joined weight's or bias's name: no join.
+        let mut taken = good.to_vec();
+        taken.push(m0e4("q+k+v", 128, 32, &[(0, 128)]));
+        none(&apart(), &taken, LIMITS);
+        let biased = layer(
+            proj("q", 0..64, Some("qb")),
+            proj("k", 0..32, Some("kb")),
+            proj("v", 0..32, Some("vb")),
+        );
+        let mut with_biases = good.to_vec();
+        with_biases.extend(["qb", "kb", "vb"].map(|b| vector(b, 64, Storage::F32)));
+        with_biases[4] = vector("kb", 32, Storage::F32);
+        with_biases[5] = vector("vb", 32, Storage::F32);
+        assert!(join(&biased, &with_biases, LIMITS).0.is_some());
+        // The weight's name taken: neither the weight nor the bias is joined.
+        let mut weight_taken = with_biases.clone();
+        weight_taken.push(m0e4("q+k+v", 128, 32, &[(0, 128)]));
+        none(&biased, &weight_taken, LIMITS);
+        with_biases.push(vector("qb+k+v", 128, Storage::F32));
+        none(&biased, &with_biases, LIMITS);
         let one_bias = layer(
             proj("q", 0..64, Some("qb")),
             proj("k", 0..32, None),
