@@ -3,10 +3,11 @@
 //!
 //! Decode (one token) runs a GEMV, prefill a tiled GEMM, one of each per chunk of the weight
 //! tensor. M0E4 projections run `gemv_m0e4`; the GEMV applies the RMSNorm before it itself (the
-//! norm op then runs for prefill only) where every projection reading that norm can: in
-//! `gemv_m0e4`'s structure from NARROW_NORM_MIN_K input columns, in the wide GEMV (the normalized
-//! row staged in shared memory) below; the gate and up projections of a gated MLP become one
-//! GEMV with the norm and the activation where the weights and the device allow.
+//! norm op then runs for prefill only) where every projection reading that norm can: q, k and v
+//! in `gemv_m0e4`'s structure, the MLP's too except for inputs of MLP_WIDE_K columns, which take
+//! the wide GEMV (the normalized row staged in shared memory); the gate and up projections of a
+//! gated MLP become one GEMV with the norm and the activation where the weights and the device
+//! allow.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -81,11 +82,11 @@ pub enum Gemv {
     /// `gemv_m0e4`: GEMV_ROWS rows per workgroup, any group size.
     Narrow,
     /// `gemv_m0e4_norm`: `gemv_m0e4` reading the raw residual and applying the RMSNorm
-    /// ([`Norm::Fused`]) itself (inputs of at least NARROW_NORM_MIN_K columns).
+    /// ([`Norm::Fused`]) itself.
     NarrowNorm,
     /// `gemv_m0e4_wide` reading the raw residual and applying the RMSNorm itself, staged in
-    /// shared memory (narrower inputs, rows of whole GEMV_WIDE_COLS-column groups):
-    /// GEMV_WIDE_ROWS rows per block with vector loads.
+    /// shared memory (the MLP's inputs of MLP_WIDE_K columns, rows of whole
+    /// GEMV_WIDE_COLS-column groups): GEMV_WIDE_ROWS rows per block with vector loads.
     WideNorm,
     /// The gate and up projections of a gated MLP with their norm and activation in one GEMV
     /// (this projection is the gate): `act(norm(x) · Gᵀ) · (norm(x) · Uᵀ)` with U the rows from
@@ -283,24 +284,26 @@ fn decode(
     let fused = |norm: &str| Norm::Fused {
         weight: norm.to_owned(),
     };
-    let fusable = |p: &Proj| fused_gemv(layouts.get(p.tensor.as_str()).copied()).is_some();
+    let fusable = |p: &Proj| fused_gemv(layouts.get(p.tensor.as_str()).copied(), false).is_some();
     // Projections reading one norm share its input width, so the fusable ones agree on the kind.
-    let normed = || match fused_gemv(Some(w)) {
+    let normed = |mlp: bool| match fused_gemv(Some(w), mlp) {
         Some(FusedGemv::Narrow) => Gemv::NarrowNorm,
         _ => Gemv::WideNorm,
     };
     match site {
-        Site::Normed { group, norm } if group.iter().all(|p| fusable(p)) => (normed(), fused(norm)),
+        Site::Normed { group, norm } if group.iter().all(|p| fusable(p)) => {
+            (normed(false), fused(norm))
+        }
         Site::Gate { up, norm } if fusable(proj) && fusable(up) => {
             match glu(proj, up, layouts, limits) {
                 Some(g) => (g, fused(norm)),
-                None => (normed(), fused(norm)),
+                None => (normed(true), fused(norm)),
             }
         }
         Site::Up { gate, norm } if fusable(gate) && fusable(proj) => {
             match glu(gate, proj, layouts, limits) {
                 Some(_) => (Gemv::Covered, fused(norm)),
-                None => (normed(), fused(norm)),
+                None => (normed(true), fused(norm)),
             }
         }
         _ if w.storage != Storage::M0E4 => (Gemv::Dense, Norm::Separate),
@@ -308,12 +311,17 @@ fn decode(
     }
 }
 
-/// Input widths from which the norm-fused and GLU decode GEMVs take `gemv_m0e4`'s structure: each
-/// of its GEMV_WG threads then reads at least two words of every row, which pays for its
-/// reductions. Measured on an H200 (docs/PERF.md, "Decode GEMVs in gemv_m0e4's structure"): at
-/// k = 4096 the narrow norm and GLU GEMVs took 17-18% off those ops, at k = 2048 they made
-/// decode 2.7% slower than the wide ones.
+/// Input widths from which the MLP's norm-fused GEMVs (the GLU GEMV, or gate and up apart) take
+/// `gemv_m0e4`'s structure again above [`MLP_WIDE_K`]: each of its GEMV_WG threads then reads at
+/// least two words of every row. Measured on an H200 (docs/PERF.md, "Decode GEMVs in
+/// gemv_m0e4's structure"): at k = 4096 the narrow norm and GLU GEMVs took 17-18% off those ops.
 pub const NARROW_NORM_MIN_K: usize = 2 * GEMV_WG as usize * M0E4_WORD;
+
+/// Input widths at which the MLP's norm-fused GEMVs run the wide kernels (`gemv_m0e4_glu`,
+/// `gemv_m0e4_wide`). Measured on an H200 (docs/PERF.md, "The norm-fused GEMVs below 4096
+/// columns"): at k = 2048 the narrow GLU GEMV made decode 2.3% slower, at k = 1536 17% faster;
+/// q, k and v (one GEMV) were faster narrow at both (2% and 4%), so they take it at every width.
+pub const MLP_WIDE_K: Range<usize> = 2048..NARROW_NORM_MIN_K;
 
 /// Codes per packed word.
 const M0E4_WORD: usize = 8;
@@ -322,26 +330,26 @@ const M0E4_WORD: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FusedGemv {
     /// `gemv_m0e4_norm` (and `gemv_m0e4_glu_narrow`): M0E4 rows of whole words and groups of whole
-    /// words, at least NARROW_NORM_MIN_K columns; the norm is applied on the fly.
+    /// words; the norm is applied on the fly.
     Narrow,
     /// `gemv_m0e4_wide` (and `gemv_m0e4_glu`): rows of whole GEMV_WIDE_COLS-column groups, at
     /// most NORM_MAX_K columns (the normalized row is staged in shared memory).
     Wide,
 }
 
-fn fused_gemv(w: Option<&TensorLayout>) -> Option<FusedGemv> {
+/// The GEMV that applies the norm before weight `w` (`mlp`: one of the MLP's projections).
+fn fused_gemv(w: Option<&TensorLayout>, mlp: bool) -> Option<FusedGemv> {
     let w = w?;
     let k = w.rows_cols().1;
     let narrow = w.storage == Storage::M0E4
-        && k >= NARROW_NORM_MIN_K
         && k.is_multiple_of(M0E4_WORD)
         && w.group.is_some_and(|g| g.is_multiple_of(M0E4_WORD));
-    if narrow {
-        Some(FusedGemv::Narrow)
-    } else if wide_ok(w) && k <= NORM_MAX_K {
-        Some(FusedGemv::Wide)
-    } else {
-        None
+    let wide = wide_ok(w) && k <= NORM_MAX_K;
+    match (narrow, wide) {
+        (_, true) if mlp && MLP_WIDE_K.contains(&k) => Some(FusedGemv::Wide),
+        (true, _) => Some(FusedGemv::Narrow),
+        (false, true) => Some(FusedGemv::Wide),
+        (false, false) => None,
     }
 }
 
@@ -368,7 +376,7 @@ fn glu(gate: &Proj, up: &Proj, layouts: &Layouts, limits: Limits) -> Option<Gemv
         && u.chunks.len() == 1
         && g.group == u.group
         && gate.rows.start == 0;
-    let narrow = fused_gemv(Some(g)) == Some(FusedGemv::Narrow);
+    let narrow = fused_gemv(Some(g), true) == Some(FusedGemv::Narrow);
     fits.then(|| Gemv::Glu {
         up: up.tensor.clone(),
         up_row0: up.rows.start,
@@ -542,7 +550,8 @@ mod tests {
         let ts = [
             square("q", Storage::M0E4, 32),
             square("k", Storage::M0E4, 32),
-            square("v", Storage::M0E4, 16),
+            // kept dense: no GEMV of it applies a norm
+            square("v", Storage::F16, 0),
         ];
         let layouts = index(&ts);
         let (q, k, v) = (
@@ -554,16 +563,18 @@ mod tests {
             let site = Site::Normed { group, norm: "n" };
             decide(&q, site, &layouts, WIDE).unwrap()
         };
+        // q, k and v take gemv_m0e4's structure at every width (the wide GEMV's rows of whole
+        // 32-column groups are whole words too).
         let fused = d(&[&q, &k]);
-        assert_eq!(fused.gemv, Gemv::WideNorm);
+        assert_eq!(fused.gemv, Gemv::NarrowNorm);
         assert_eq!(fused.norm.op_when(), When::Prefill);
         let separate = d(&[&q, &k, &v]);
         assert_eq!(
             (separate.gemv, separate.norm),
             (Gemv::Narrow, Norm::Separate)
         );
-        // From NARROW_NORM_MIN_K columns the norm fuses into gemv_m0e4 (any group of whole
-        // words), not past NORM_MAX_K only; a width of no whole words keeps it separate.
+        // The norm fuses into gemv_m0e4 with any group of whole words, also past NORM_MAX_K; a
+        // width of no whole words keeps it separate.
         let kn = NARROW_NORM_MIN_K;
         let ts = [
             tensor("a", (8, kn), Storage::M0E4, 64, &[8]),
@@ -604,11 +615,12 @@ mod tests {
             );
             (g.unwrap().gemv, u.unwrap().gemv)
         };
+        // Below MLP_WIDE_K: the GLU GEMV in gemv_m0e4's structure.
         let glu = Gemv::Glu {
             up: "gu".into(),
             up_row0: 64,
             blocks: 1,
-            narrow: false,
+            narrow: true,
         };
         assert_eq!(both(WIDE), (glu.clone(), Gemv::Covered));
         assert_eq!(glu.activation_when(), When::Prefill);
@@ -616,7 +628,22 @@ mod tests {
             max_storage_buffers: 8,
             ..WIDE
         };
-        assert_eq!(both(few), (Gemv::WideNorm, Gemv::WideNorm));
+        assert_eq!(both(few), (Gemv::NarrowNorm, Gemv::NarrowNorm));
+        // Inputs of MLP_WIDE_K columns: the wide GLU GEMV (and wide norm-fused GEMVs apart).
+        let kw = MLP_WIDE_K.start;
+        let t = tensor("gu", (128, kw), Storage::M0E4, 64, &[128]);
+        let layouts = index(std::slice::from_ref(&t));
+        let (gate, up) = (proj("gu", 0..64, kw), proj("gu", 64..128, kw));
+        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, WIDE);
+        let want = Gemv::Glu {
+            up: "gu".into(),
+            up_row0: 64,
+            blocks: 1,
+            narrow: false,
+        };
+        assert_eq!(g.unwrap().gemv, want);
+        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, few);
+        assert_eq!(g.unwrap().gemv, Gemv::WideNorm);
         // Inputs of NARROW_NORM_MIN_K columns: the GLU GEMV in gemv_m0e4's structure.
         let kn = NARROW_NORM_MIN_K;
         let t = tensor("gu", (128, kn), Storage::M0E4, 64, &[128]);
