@@ -860,8 +860,8 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
         let wide_ok = k.is_multiple_of(GEMV_WIDE_COLS as usize)
             && opts.group.is_multiple_of(GEMV_WIDE_COLS as usize);
         let mut entries = Vec::new();
-        // The plan runs gemv_m0e4 for M0E4 projections (the wide GEMV only with a fused norm,
-        // below NARROW_NORM_MIN_K columns).
+        // The plan runs gemv_m0e4 for M0E4 projections (the wide GEMV only for the MLP's gate
+        // and up apart with a fused norm, at MLP_WIDE_K columns).
         if wide_ok {
             entries.push(LabEntry::runtime(
                 "gemv_m0e4_wide",
