@@ -629,35 +629,23 @@ mod tests {
             ..WIDE
         };
         assert_eq!(both(few), (Gemv::NarrowNorm, Gemv::NarrowNorm));
-        // Inputs of MLP_WIDE_K columns: the wide GLU GEMV (and wide norm-fused GEMVs apart).
-        let kw = MLP_WIDE_K.start;
-        let t = tensor("gu", (128, kw), Storage::M0E4, 64, &[128]);
-        let layouts = index(std::slice::from_ref(&t));
-        let (gate, up) = (proj("gu", 0..64, kw), proj("gu", 64..128, kw));
-        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, WIDE);
-        let want = Gemv::Glu {
+        // The gate's GEMV at k input columns (group 64), with and without the GLU's buffers.
+        let gate_at = |k: usize| {
+            let t = tensor("gu", (128, k), Storage::M0E4, 64, &[128]);
+            let layouts = index(std::slice::from_ref(&t));
+            let (gate, up) = (proj("gu", 0..64, k), proj("gu", 64..128, k));
+            let site = Site::Gate { up: &up, norm: "n" };
+            [WIDE, few].map(|l| decide(&gate, site, &layouts, l).unwrap().gemv)
+        };
+        let glu = |narrow| Gemv::Glu {
             up: "gu".into(),
             up_row0: 64,
             blocks: 1,
-            narrow: false,
+            narrow,
         };
-        assert_eq!(g.unwrap().gemv, want);
-        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, few);
-        assert_eq!(g.unwrap().gemv, Gemv::WideNorm);
-        // Inputs of NARROW_NORM_MIN_K columns: the GLU GEMV in gemv_m0e4's structure.
-        let kn = NARROW_NORM_MIN_K;
-        let t = tensor("gu", (128, kn), Storage::M0E4, 64, &[128]);
-        let layouts = index(std::slice::from_ref(&t));
-        let (gate, up) = (proj("gu", 0..64, kn), proj("gu", 64..128, kn));
-        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, WIDE);
-        let want = Gemv::Glu {
-            up: "gu".into(),
-            up_row0: 64,
-            blocks: 1,
-            narrow: true,
-        };
-        assert_eq!(g.unwrap().gemv, want);
-        let g = decide(&gate, Site::Gate { up: &up, norm: "n" }, &layouts, few);
-        assert_eq!(g.unwrap().gemv, Gemv::NarrowNorm);
+        // Inputs of MLP_WIDE_K columns: the wide GLU GEMV (and wide norm-fused GEMVs apart);
+        // from NARROW_NORM_MIN_K columns gemv_m0e4's structure again.
+        assert_eq!(gate_at(MLP_WIDE_K.start), [glu(false), Gemv::WideNorm]);
+        assert_eq!(gate_at(NARROW_NORM_MIN_K), [glu(true), Gemv::NarrowNorm]);
     }
 }
