@@ -36,12 +36,12 @@ impl Rope {
     }
 }
 
-/// What RoPE and the KV write read.
+/// The activations of a layer's q, k and v projections, which RoPE and the KV write read.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum QkvActs {
-    /// q, k and v apart: q rotated in place.
+    /// Three projections, three activations: q rotated in place.
     Apart([usize; 3]),
-    /// One `[seq, q | k | v]` activation; the rotated q goes to `q`.
+    /// One projection into `qkv` (`[seq, q | k | v]`); the rotated q goes to `q`.
     Together { qkv: usize, q: usize },
 }
 

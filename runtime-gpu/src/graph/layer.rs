@@ -13,29 +13,19 @@ use super::norm::{NormIo, NormOp};
 use crate::Result;
 use crate::shape::Expr;
 
-/// The activations of a layer's q, k and v projections.
-enum Qkv {
-    /// Three projections, three activations.
-    Apart([usize; 3]),
-    /// One projection into `qkv` (`[seq, q | k | v]`); `q` is RoPE's output.
-    Together { qkv: usize, q: usize },
-}
-
 impl Builder<'_> {
     /// The ops of layer `lay`.
     pub fn layer(&mut self, lay: &LayerSpec, rope: &Rope) -> Result<()> {
         let l = lay.index;
-        let q = match self.qkv(lay)? {
-            Qkv::Apart([q, k, v]) => {
+        let acts = self.qkv(lay)?;
+        let q = match acts {
+            QkvActs::Apart([q, k, _]) => {
                 self.qk_norms(lay, q, k);
-                self.rope_kv(l, QkvActs::Apart([q, k, v]), rope);
                 q
             }
-            Qkv::Together { qkv, q } => {
-                self.rope_kv(l, QkvActs::Together { qkv, q }, rope);
-                q
-            }
+            QkvActs::Together { q, .. } => q,
         };
+        self.rope_kv(l, acts, rope);
         let attn = self.attention(l, q);
         let attn_out_norm = (lay.attn_out_norm.as_deref())
             .map(|w| (format!("l{l}.attn_out"), format!("l{l}.post_attn_norm"), w));
@@ -44,7 +34,7 @@ impl Builder<'_> {
     }
 
     /// The input norm and the q, k and v projections; returns their activations.
-    fn qkv(&mut self, lay: &LayerSpec) -> Result<Qkv> {
+    fn qkv(&mut self, lay: &LayerSpec) -> Result<QkvActs> {
         let (l, cfg, seq) = (lay.index, self.cfg, Expr::Seq);
         let hn = self.act(format!("l{l}.norm_in"), seq.clone() * cfg.hidden_size);
         let (q_out, kv_out) = (
@@ -62,7 +52,7 @@ impl Builder<'_> {
             };
             let d = self.decide(&p, site)?;
             self.normed_projections(norm, hn, vec![(format!("l{l}.qkv"), &p, qkv, d)]);
-            return Ok(Qkv::Together { qkv, q });
+            return Ok(QkvActs::Together { qkv, q });
         }
         let q = self.act(format!("l{l}.q"), seq.clone() * q_out);
         let k = self.act(format!("l{l}.k"), seq.clone() * kv_out);
@@ -79,7 +69,7 @@ impl Builder<'_> {
         });
         let projs = projs.collect::<Result<Vec<_>>>()?;
         self.normed_projections(norm, hn, projs);
-        Ok(Qkv::Apart([q, k, v]))
+        Ok(QkvActs::Apart([q, k, v]))
     }
 
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
