@@ -10,6 +10,7 @@ use tlite_model::config::ModelConfig;
 use tlite_model::deploy::DeployedModel;
 
 use crate::exec::RunOptions;
+use crate::graph::join::WeightBuffer;
 use crate::graph::{Field, Graph};
 use crate::memory::{
     DeviceMemory, LimitKind, MAX_INDEXED_BYTES, MAX_POSITIONS, MemoryEstimate, fmt_bytes,
@@ -21,11 +22,23 @@ use crate::{GpuError, Result};
 /// Smallest size of the runtime's small buffers (a zero-size binding is invalid).
 pub(crate) const MIN_BUFFER: u64 = 16;
 
-/// One weight part as it will be uploaded.
+/// One weight buffer as it will be uploaded.
+#[derive(Clone, Debug)]
 pub(crate) struct WeightPart {
-    pub label: String,
+    /// Its key and the stored parts it holds.
+    pub buffer: WeightBuffer,
     /// Bytes on the GPU: f16 widened to f32, padded to a multiple of 4, at least 4.
     pub bytes: u64,
+}
+
+impl WeightPart {
+    /// The name errors give it: its stored part, or the joined tensor's name.
+    fn label(&self) -> &str {
+        match self.buffer.parts.as_slice() {
+            [one] => one,
+            _ => &self.buffer.key.0,
+        }
+    }
 }
 
 /// The device limits a load is checked against.
@@ -65,8 +78,9 @@ pub(crate) struct Sizes {
     pub io_small: u64,
     /// The logits readback buffer.
     pub readback: u64,
-    /// Every weight buffer, in the order of [`crate::graph::join::weight_buffers`].
-    pub weights: Vec<u64>,
+    /// Every weight buffer (what it holds and its size), in the order of
+    /// [`crate::graph::join::weight_buffers`]: the upload writes exactly these.
+    pub weights: Vec<WeightPart>,
 }
 
 /// A size beyond a limit.
@@ -111,10 +125,7 @@ impl<'a> Sizer<'a> {
             }
             let len = if w.f16 { len / 2 * 4 } else { len };
             weights.push(WeightPart {
-                label: match w.parts.as_slice() {
-                    [one] => one.clone(),
-                    _ => w.key.0.clone(),
-                },
+                buffer: w,
                 bytes: len.next_multiple_of(4).max(4),
             });
         }
@@ -182,7 +193,7 @@ impl<'a> Sizer<'a> {
         );
         for w in &self.weights {
             bound(
-                &|| format!("weight part `{}`", w.label),
+                &|| format!("weight part `{}`", w.label()),
                 Some(w.bytes),
                 &reconvert,
             )?;
@@ -363,7 +374,7 @@ impl<'a> Sizer<'a> {
             uniform_slot,
             io_small,
             readback,
-            weights: self.weights.iter().map(|w| w.bytes).collect(),
+            weights: self.weights.clone(),
         })
     }
 
@@ -556,7 +567,10 @@ mod tests {
         assert_eq!(e.io_bytes, 16 + 16 + 16 + s.readback);
         assert_eq!(e.uniform_bytes, s.uniform_slot * graph.ops.len() as u64);
         assert_eq!(s.uniform_slot % 256, 0);
-        assert_eq!(e.weight_bytes, s.weights.iter().sum::<u64>());
+        assert_eq!(
+            e.weight_bytes,
+            s.weights.iter().map(|w| w.bytes).sum::<u64>()
+        );
         assert!(e.weight_bytes >= m.data_bytes());
         assert_eq!(
             e.total(),

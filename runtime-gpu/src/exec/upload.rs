@@ -9,7 +9,7 @@ use tlite_model::deploy::DeployedModel;
 use super::{MemoryReport, RunOptions};
 use crate::device;
 use crate::estimate::{MIN_BUFFER, Sizes};
-use crate::graph::{Graph, join};
+use crate::graph::Graph;
 use crate::memory::fmt_bytes;
 use crate::{Gpu, GpuError, Result};
 
@@ -57,7 +57,7 @@ impl Resources {
         opts: RunOptions,
         memory: &mut MemoryReport,
     ) -> Result<Self> {
-        let weights = alloc.weights(model, graph, memory)?;
+        let weights = alloc.weights(model, memory)?;
         let (kv_labels, kv) = alloc.kv_cache(model.manifest.config.num_layers, opts, memory)?;
         let acts = alloc.activations(opts, memory)?;
         let est = &alloc.sizes.estimate;
@@ -123,24 +123,18 @@ impl<'a> Alloc<'a> {
 
     /// The weights, as stored (f16 widened to f32), written straight into mapped buffers; a
     /// joined weight's parts are its members' parts one after another.
-    fn weights(
-        &self,
-        model: &DeployedModel,
-        graph: &Graph,
-        memory: &mut MemoryReport,
-    ) -> Result<Weights> {
+    fn weights(&self, model: &DeployedModel, memory: &mut MemoryReport) -> Result<Weights> {
         let mut weights = Weights::new();
         self.scoped("the weights", self.sizes.estimate.weight_bytes, || {
-            let mut sized = self.sizes.weights.iter();
-            for w in join::weight_buffers(&model.manifest.tensors, &graph.joined) {
-                let size = sized.next().copied().unwrap_or(4);
-                let parts = (w.parts.iter())
+            for w in &self.sizes.weights {
+                let b = &w.buffer;
+                let parts = (b.parts.iter())
                     .map(|p| model.part(p).map(|(_, bytes)| bytes))
                     .collect::<std::result::Result<Vec<&[u8]>, _>>()
                     .map_err(|e| GpuError::Model(e.to_string()))?;
-                let buf = self.weight_buffer(&w.key.0, size, &parts, w.f16)?;
+                let buf = self.weight_buffer(&b.key.0, w.bytes, &parts, b.f16)?;
                 memory.buffers.weight_bytes += buf.size();
-                weights.insert(w.key, buf);
+                weights.insert(b.key.clone(), buf);
             }
             Ok(())
         })?;
