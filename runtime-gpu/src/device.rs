@@ -296,8 +296,9 @@ impl Gpu {
         let experimental_features = if coop.is_ok() {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
             // SAFETY: the one experimental feature asked for is cooperative matrices, used by
-            // one kernel (matmul_coop.wgsl) whose every shared-memory access is in bounds by
-            // construction and whose output is checked against the f32 GEMM by the tests.
+            // two kernel files (matmul_coop.wgsl, matmul_coop_few.wgsl) whose every
+            // shared-memory access is in bounds by construction and whose output is checked
+            // against the f64 product by the tests.
             unsafe { wgpu::ExperimentalFeatures::enabled() }
         } else {
             wgpu::ExperimentalFeatures::disabled()
@@ -488,6 +489,13 @@ pub const COOP_GEMM_WORKGROUP_BYTES: u32 = {
 };
 // Within the 48 KiB NVIDIA's Vulkan driver gives a workgroup.
 const _: () = assert!(COOP_GEMM_WORKGROUP_BYTES <= 48 << 10);
+// `matmul_coop_few::gemm_m0e4_coop_few` (its subgroups' weight and activation tiles and partial
+// sums) needs no more, so the one check covers both.
+const _: () = {
+    use crate::kernels::params::{COOP_FEW_WG, COOP_K};
+    let few = (COOP_FEW_WG / 32) * (2 * 16 * (COOP_K + 8) * 2 + 256 * 4);
+    assert!(few <= COOP_GEMM_WORKGROUP_BYTES);
+};
 
 /// Whether an adapter can run `matmul_coop::gemm_m0e4_coop` ([`Gpu::coop_gemm`]): `Ok`, or
 /// why not, for the header line.

@@ -25,9 +25,10 @@ use tlite_runtime_gpu::dequant::halves_to_words;
 use tlite_runtime_gpu::graph::SMALL_PREFILL;
 use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
 use tlite_runtime_gpu::kernels::params::{
-    ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_K, COOP_ROWS, COOP_SMALL_ROWS,
-    COOP_SMALL_TOKENS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS,
-    GEMV_GLU_OUTPUTS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
+    ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS, COOP_FEW_TOKENS, COOP_K,
+    COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG,
+    GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
+    NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
 use wgpu::util::DeviceExt;
@@ -51,6 +52,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     // accumulators: an NMSE of ~1e-7; a wrong layout or a lost tile gives ~1.
     ("matmul_coop::gemm_m0e4_coop", 2e-6),
     ("matmul_coop_small::gemm_m0e4_coop", 2e-6),
+    ("matmul_coop_few::gemm_m0e4_coop_few", 2e-6),
     ("norm::rmsnorm", 1e-11),
     ("norm::rmsnorm_inplace", 1e-11),
     ("rope_kv::main", 1e-11),
@@ -711,12 +713,14 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
             for kernel in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
                 variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
             }
+            variants.push((Kernel::MatmulCoopFew, "gemm_m0e4_coop_few", s.seq_prefill));
         }
     }
     for (kernel, entry, seq) in variants {
         let (rows_per_workgroup, tokens_per_workgroup) = match kernel {
             Kernel::MatmulCoopSmall => (COOP_SMALL_ROWS, COOP_SMALL_TOKENS),
             Kernel::MatmulCoop => (COOP_ROWS, COOP_TOKENS),
+            Kernel::MatmulCoopFew => (COOP_FEW_ROWS, COOP_FEW_TOKENS),
             _ => (GEMM_ROWS, GEMM_TOKENS),
         };
         // The decode GEMV applies the norm; a prefill has it as its own op.
@@ -784,7 +788,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                     set.push(("grid_width", P::U(w)));
                     g
                 }
-                "gemm_m0e4_coop" => [
+                "gemm_m0e4_coop" | "gemm_m0e4_coop_few" => [
                     n.div_ceil(rows_per_workgroup as usize) as u32,
                     seq.div_ceil(tokens_per_workgroup as usize) as u32,
                     1,
@@ -2784,8 +2788,12 @@ fn every_entry_point_matches_the_cpu() {
     // Only adapters with cooperative matrices run the coop GEMM (lavapipe has none);
     // TLITE_REQUIRE_COOPMAT=1 makes its absence a failure (on the lent GPU).
     if !h.gpu.coop_gemm() && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
-        for k in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
-            let coop = format!("{}::gemm_m0e4_coop", k.name());
+        for (k, entry) in [
+            (Kernel::MatmulCoop, "gemm_m0e4_coop"),
+            (Kernel::MatmulCoopSmall, "gemm_m0e4_coop"),
+            (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few"),
+        ] {
+            let coop = format!("{}::{entry}", k.name());
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED {coop}: the adapter has no usable cooperative matrices"

@@ -156,6 +156,39 @@ fn plans_of_the_synthetic_models() {
                 true => {
                     assert_eq!(coop + f32_gemms, m0e4_gemms, "{name}: the same GEMMs");
                     assert!(m0e4_gemms == 0 || coop > 0, "{name}: GEMMs on matrix cores");
+                    // Every coop GEMM but the LM head's has a short-prefill twin, which takes
+                    // the steps of 2 to COOP_SHORT_PREFILL tokens from it; the LM head (its
+                    // rows are the step's outputs) keeps the GEMVs.
+                    let head = |o: &graph::Op| o.label.starts_with("lm_head");
+                    for o in plan.ops.iter().filter(|o| o.entry == "gemm_m0e4_coop") {
+                        let twin = o.label.replace(" gemm", " gemm_few");
+                        let few = plan.ops.iter().find(|f| f.label == twin);
+                        match head(o) {
+                            true => assert!(few.is_none(), "{name}: {}", o.label),
+                            false => {
+                                let few = few.unwrap_or_else(|| panic!("{name}: {twin}"));
+                                assert_eq!(few.entry, "gemm_m0e4_coop_few");
+                                assert_eq!(few.when, graph::When::PrefillCoopShort);
+                                assert_eq!(o.when, graph::When::PrefillCoopLarge, "{name}");
+                            }
+                        }
+                    }
+                    let gemvs = plan.ops.iter().filter(|o| {
+                        ["gemv_few", "gemv_small"]
+                            .iter()
+                            .any(|t| o.label.ends_with(t))
+                    });
+                    for o in gemvs {
+                        let coop_twin = o.label.rsplit_once(' ').map(|(l, _)| format!("{l} gemm"));
+                        let on_coop = plan.ops.iter().any(|g| {
+                            Some(&g.label) == coop_twin.as_ref() && g.entry == "gemm_m0e4_coop"
+                        });
+                        assert!(
+                            !on_coop || head(o),
+                            "{name}: {} beside a coop GEMM",
+                            o.label
+                        );
+                    }
                 }
             }
             let suffix = if coop_gemm { " | coop_gemm" } else { "" };

@@ -11,7 +11,9 @@ use super::{BufRef, Op, When, fields};
 use crate::Result;
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::matmul as bind;
-use crate::kernels::params::{GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams};
+use crate::kernels::params::{
+    COOP_FEW_ROWS, COOP_FEW_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams,
+};
 use crate::shape::{Expr, c};
 
 /// Which GEMV [`Builder::gemv`] emits for a chunk.
@@ -110,9 +112,16 @@ impl Builder<'_> {
                 let op = self.gemv(p, d, ch, GemvRun::Decode { entry, rows });
                 self.push(op);
             }
-            // M0E4: a few tokens as GEMVs, more through the GEMM
+            // M0E4: a few tokens as GEMVs (or, on cooperative matrices, in tiles of 16
+            // tokens), more through the GEMM
             let mut op = self.gemm(p, d, ch);
-            if d.gemm.m0e4() {
+            // The LM head's rows are the step's outputs (often 1), not its tokens: it keeps the
+            // GEMVs there.
+            if d.gemm.coop() && p.seq == Expr::Seq {
+                let few = self.coop_few(p, ch, &op);
+                self.push(few);
+                op.when = When::PrefillCoopLarge;
+            } else if d.gemm.m0e4() {
                 for run in [GemvRun::FewPrefill, GemvRun::SmallPrefill] {
                     let g = self.gemv(p, d, ch, run);
                     self.push(g);
@@ -244,6 +253,24 @@ impl Builder<'_> {
             when: When::Prefill,
             reads,
             writes,
+        }
+    }
+
+    /// The short-prefill op of chunk `ch` on cooperative matrices: `gemm_m0e4_coop_few` with
+    /// the bindings and parameters of its coop GEMM op `gemm`.
+    fn coop_few(&self, p: &Projection, ch: &ChunkRows, gemm: &Op) -> Op {
+        let (rows, tokens) = (COOP_FEW_ROWS, COOP_FEW_TOKENS);
+        Op {
+            label: format!("{}[{}] gemm_few", p.label, ch.chunk),
+            kernel: Kernel::MatmulCoopFew,
+            entry: "gemm_m0e4_coop_few",
+            grid: [
+                c(ch.rows.len() as u64).ceil_div(c(u64::from(rows))),
+                p.seq.clone().ceil_div(c(u64::from(tokens))),
+                c(1),
+            ],
+            when: When::PrefillCoopShort,
+            ..gemm.clone()
         }
     }
 

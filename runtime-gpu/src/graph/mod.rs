@@ -96,6 +96,12 @@ pub enum When {
     PrefillSmall,
     /// More than [`SMALL_PREFILL`] tokens (the GEMM).
     PrefillLarge,
+    /// On adapters with cooperative matrices, 2 to [`COOP_SHORT_PREFILL`] tokens: an M0E4
+    /// projection as `gemm_m0e4_coop_few` (16 rows × 16 tokens per workgroup).
+    PrefillCoopShort,
+    /// On adapters with cooperative matrices, more than [`COOP_SHORT_PREFILL`] tokens (the coop
+    /// GEMM).
+    PrefillCoopLarge,
 }
 
 /// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillFew`],
@@ -107,6 +113,12 @@ pub const SMALL_PREFILL: u64 = 48;
 /// `gemv_m0e4` per token it was 7-32% slower at 2 and 9 tokens and 3-17% faster at 32 and 48.
 pub const TOKENS_GEMV_MIN: u64 = 16;
 
+/// The most tokens of a step whose M0E4 projections run as `gemm_m0e4_coop_few` where the
+/// adapter has cooperative matrices ([`When::PrefillCoopShort`]). Measured on an H200
+/// (docs/PERF.md, "Short prefills on cooperative matrices"): against the coop GEMM it was 28%
+/// faster at 32 tokens and 3% slower at 48.
+pub const COOP_SHORT_PREFILL: u64 = 40;
+
 impl When {
     /// Whether an op of this kind runs in a step of `seq` tokens.
     pub fn runs(self, seq: u64) -> bool {
@@ -117,6 +129,8 @@ impl When {
             When::PrefillFew => seq > 1 && seq < TOKENS_GEMV_MIN,
             When::PrefillSmall => (TOKENS_GEMV_MIN..=SMALL_PREFILL).contains(&seq),
             When::PrefillLarge => seq > SMALL_PREFILL,
+            When::PrefillCoopShort => seq > 1 && seq <= COOP_SHORT_PREFILL,
+            When::PrefillCoopLarge => seq > COOP_SHORT_PREFILL,
         }
     }
 }

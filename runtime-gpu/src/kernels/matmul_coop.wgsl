@@ -38,18 +38,11 @@ var<workgroup> cx: array<vec4<f16>, TT * CS4>; // [token][k / 4]
 // One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
 var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
-// f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
-fn h(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
-}
-
 // What a thread loads for one step: 4 packed words (32 weights) of row lid / 2, columns
-// 32 (lid % 2) .., with each word's scale and bias; for u < XU, 16 activations of token
-// (lid + u · CWG) / 4, columns 16 (lid % 4) ...
+// 32 (lid % 2) .., with each word's scale and bias; 4 · XU times 4 activations (columns
+// 4 (e % 16) .. of token e / 16, e = j · CWG + lid for load j).
 struct Fetch {
-    w: vec4<u32>,
-    s: vec4<f32>,
-    b: vec4<f32>,
+    q: Words4,
     x: array<vec4<f32>, 4u * XU>,
 }
 
@@ -57,24 +50,15 @@ fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
     var f: Fetch;
     let o = o0 + lid / 2u;
     if (o < params.n) {
-        let row = params.w_row0 + o;
-        let wi = k0 / M0E4_PER_WORD + (lid % 2u) * 4u;
-        f.w = packed4[(row * params.words_per_row + wi) / 4u];
-        let g = vec4<u32>(row * params.groups_per_row)
-            + (vec4<u32>(wi) + vec4<u32>(0u, 1u, 2u, 3u)) * M0E4_PER_WORD / params.group;
-        let hs = g >> vec4<u32>(1u);
-        f.s = vec4<f32>(half_at(scales[hs.x], g.x), half_at(scales[hs.y], g.y),
-            half_at(scales[hs.z], g.z), half_at(scales[hs.w], g.w));
-        f.b = vec4<f32>(half_at(biases[hs.x], g.x), half_at(biases[hs.y], g.y),
-            half_at(biases[hs.z], g.z), half_at(biases[hs.w], g.w));
+        f.q = load_words4(params.w_row0 + o, k0 / M0E4_PER_WORD + (lid % 2u) * 4u);
     }
-    for (var u = 0u; u < XU; u++) {
-        let t = t0 + (lid + u * CWG) / 4u;
+    // Load j of the workgroup covers tokens j · CWG / 16 .. : 16 threads read a token's 64
+    // columns (256 contiguous bytes).
+    for (var j = 0u; j < 4u * XU; j++) {
+        let e = j * CWG + lid;
+        let t = t0 + e / 16u;
         if (t < params.seq) {
-            let i = (t * params.k + k0 + (lid % 4u) * 16u) / 4u;
-            for (var j = 0u; j < 4u; j++) {
-                f.x[4u * u + j] = x4[i + j];
-            }
+            f.x[j] = x4[(t * params.k + k0) / 4u + e % 16u];
         }
     }
     return f;
@@ -85,21 +69,13 @@ fn stash(lid: u32, f: Fetch) {
     // Word i: codes 0..3 and 4..7 (the pairs' first and second halves) as two vec4.
     let wb = (lid / 2u) * CS4 + (lid % 2u) * 8u;
     for (var i = 0u; i < 4u; i++) {
-        let w = f.w[i];
-        let s = vec2<f32>(f.s[i]);
-        let b = vec2<f32>(f.b[i]);
-        let p0 = fma(m0e4_pair(w, 0u), s, b);
-        let p1 = fma(m0e4_pair(w, 1u), s, b);
-        let p2 = fma(m0e4_pair(w, 2u), s, b);
-        let p3 = fma(m0e4_pair(w, 3u), s, b);
-        cw[wb + 2u * i] = vec4<f16>(vec4<f32>(p0.x, p1.x, p2.x, p3.x));
-        cw[wb + 2u * i + 1u] = vec4<f16>(vec4<f32>(p0.y, p1.y, p2.y, p3.y));
+        let d = word_f16(f.q, i);
+        cw[wb + 2u * i] = d.lo;
+        cw[wb + 2u * i + 1u] = d.hi;
     }
-    for (var u = 0u; u < XU; u++) {
-        let xb = ((lid + u * CWG) / 4u) * CS4 + (lid % 4u) * 4u;
-        for (var j = 0u; j < 4u; j++) {
-            cx[xb + j] = h(f.x[4u * u + j]);
-        }
+    for (var j = 0u; j < 4u * XU; j++) {
+        let e = j * CWG + lid;
+        cx[(e / 16u) * CS4 + e % 16u] = h(f.x[j]);
     }
 }
 

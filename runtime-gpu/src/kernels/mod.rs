@@ -26,6 +26,9 @@ pub enum Kernel {
     /// The same on workgroups of half the rows, for projections whose output is too narrow to
     /// give every multiprocessor several of the larger ones.
     MatmulCoopSmall,
+    /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
+    /// workgroup, k split between its subgroups.
+    MatmulCoopFew,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
     /// RoPE fused with the KV-cache write.
@@ -39,11 +42,12 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::MatmulCoopSmall,
+        Kernel::MatmulCoopFew,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -57,6 +61,7 @@ impl Kernel {
             Kernel::Matmul => "matmul",
             Kernel::MatmulCoop => "matmul_coop",
             Kernel::MatmulCoopSmall => "matmul_coop_small",
+            Kernel::MatmulCoopFew => "matmul_coop_few",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -70,6 +75,7 @@ impl Kernel {
             Kernel::Dequant => include_str!("dequant.wgsl"),
             Kernel::Matmul => include_str!("matmul.wgsl"),
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall => include_str!("matmul_coop.wgsl"),
+            Kernel::MatmulCoopFew => include_str!("matmul_coop_few.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
@@ -94,6 +100,7 @@ impl Kernel {
                 "gemm_dense",
             ],
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall => &["gemm_m0e4_coop"],
+            Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill"],
@@ -107,7 +114,10 @@ impl Kernel {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             Kernel::Dequant => DequantParams::NAMES,
-            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => MatmulParams::NAMES,
+            Kernel::Matmul
+            | Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopFew => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention => AttentionParams::NAMES,
@@ -130,11 +140,16 @@ impl Kernel {
                  const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
+            Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
             _ => "",
         };
         let io = match self {
-            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => {
-                include_str!("matmul_io.wgsl")
+            Kernel::Matmul => include_str!("matmul_io.wgsl"),
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
+                concat!(
+                    include_str!("matmul_io.wgsl"),
+                    include_str!("coop_common.wgsl")
+                )
             }
             _ => "",
         };

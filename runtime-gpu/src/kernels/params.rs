@@ -354,7 +354,10 @@ impl Kernel {
     pub fn members(self) -> &'static [Member] {
         match self {
             Kernel::Dequant => DequantParams::MEMBERS,
-            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => MatmulParams::MEMBERS,
+            Kernel::Matmul
+            | Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopFew => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention => AttentionParams::MEMBERS,
@@ -367,9 +370,10 @@ impl Kernel {
     pub fn params_size(self) -> usize {
         match self {
             Kernel::Dequant => size_of::<DequantParams>(),
-            Kernel::Matmul | Kernel::MatmulCoop | Kernel::MatmulCoopSmall => {
-                size_of::<MatmulParams>()
-            }
+            Kernel::Matmul
+            | Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopFew => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention => size_of::<AttentionParams>(),
@@ -444,7 +448,7 @@ pub mod binding {
             /// `gemv_m0e4_glu_narrow`: the up projection's packed words as scalars.
             PACKED_UP = 14,
         }
-        /// `matmul_coop.wgsl`: the bindings of `matmul_io.wgsl`, as in `matmul`.
+        /// `matmul_coop.wgsl`, `matmul_coop_few.wgsl`: the bindings of `matmul_io.wgsl`, as in `matmul`.
         matmul_coop {
             PARAMS = super::PARAMS,
             X = super::matmul::X,
@@ -530,7 +534,9 @@ impl Kernel {
         match self {
             Kernel::Dequant => binding::dequant::ALL,
             Kernel::Matmul => binding::matmul::ALL,
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => binding::matmul_coop::ALL,
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
+                binding::matmul_coop::ALL
+            }
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
@@ -610,7 +616,15 @@ shared_constants! {
     pub const COOP_SMALL_ROWS: u32 = 64;
     /// Tokens per workgroup of `matmul_coop_small::gemm_m0e4_coop` (grid y).
     pub const COOP_SMALL_TOKENS: u32 = 64;
-    /// Columns per step of `matmul_coop::gemm_m0e4_coop`: its `k` must be a multiple of it.
+    /// Threads per workgroup of `matmul_coop_few::gemm_m0e4_coop_few`: 4 subgroups of 32, which
+    /// split k.
+    pub const COOP_FEW_WG: u32 = 128;
+    /// Output rows per workgroup of `matmul_coop_few::gemm_m0e4_coop_few` (grid x).
+    pub const COOP_FEW_ROWS: u32 = 16;
+    /// Tokens per workgroup of `matmul_coop_few::gemm_m0e4_coop_few` (grid y).
+    pub const COOP_FEW_TOKENS: u32 = 16;
+    /// Columns per step of `matmul_coop::gemm_m0e4_coop` (and of `gemm_m0e4_coop_few`'s
+    /// subgroups): their `k` must be a multiple of it.
     pub const COOP_K: u32 = 64;
     /// Words written per row by `score::main`.
     pub const SCORE_OUT: u32 = 8;
@@ -648,6 +662,7 @@ impl Kernel {
             (Kernel::Matmul, _) => GEMM_WG,
             (Kernel::MatmulCoop, _) => COOP_WG,
             (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
+            (Kernel::MatmulCoopFew, _) => COOP_FEW_WG,
             (Kernel::Norm, "rmsnorm") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,

@@ -1,0 +1,53 @@
+// What the cooperative-matrix kernels (matmul_coop.wgsl, matmul_coop_few.wgsl) share: the f16
+// conversion of activations and the load and f16 decode of 4 packed words of a weight row.
+
+// f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
+fn h(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+}
+
+// 4 consecutive packed words (32 weights) of a row, with each word's scale and bias.
+struct Words4 {
+    w: vec4<u32>,
+    s: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// Words wi .. wi + 3 of weight row `row` (wi a multiple of 4; words_per_row too).
+fn load_words4(row: u32, wi: u32) -> Words4 {
+    var q: Words4;
+    q.w = packed4[(row * params.words_per_row + wi) / 4u];
+    if (params.group % 32u == 0u) {
+        // The 32 columns are in one group (wi is a multiple of 4): one scale and one bias.
+        let g = row * params.groups_per_row + wi * M0E4_PER_WORD / params.group;
+        q.s = vec4<f32>(half_at(scales[g >> 1u], g));
+        q.b = vec4<f32>(half_at(biases[g >> 1u], g));
+        return q;
+    }
+    let g = vec4<u32>(row * params.groups_per_row)
+        + (vec4<u32>(wi) + vec4<u32>(0u, 1u, 2u, 3u)) * M0E4_PER_WORD / params.group;
+    let hs = g >> vec4<u32>(1u);
+    q.s = vec4<f32>(half_at(scales[hs.x], g.x), half_at(scales[hs.y], g.y),
+        half_at(scales[hs.z], g.z), half_at(scales[hs.w], g.w));
+    q.b = vec4<f32>(half_at(biases[hs.x], g.x), half_at(biases[hs.y], g.y),
+        half_at(biases[hs.z], g.z), half_at(biases[hs.w], g.w));
+    return q;
+}
+
+// Word i of q decoded (S · (1 + q/16) + B) to f16: columns 0..3 and 4..7 of the word.
+struct WordF16 {
+    lo: vec4<f16>,
+    hi: vec4<f16>,
+}
+
+fn word_f16(q: Words4, i: u32) -> WordF16 {
+    let w = q.w[i];
+    let s = vec2<f32>(q.s[i]);
+    let b = vec2<f32>(q.b[i]);
+    let p0 = fma(m0e4_pair(w, 0u), s, b);
+    let p1 = fma(m0e4_pair(w, 1u), s, b);
+    let p2 = fma(m0e4_pair(w, 2u), s, b);
+    let p3 = fma(m0e4_pair(w, 3u), s, b);
+    return WordF16(vec4<f16>(vec4<f32>(p0.x, p1.x, p2.x, p3.x)),
+        vec4<f16>(vec4<f32>(p0.y, p1.y, p2.y, p3.y)));
+}
