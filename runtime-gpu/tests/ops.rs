@@ -1157,9 +1157,10 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
         ("w_offset", P::F(s.w_offset)),
     ]);
     use binding::matmul as b;
-    let (entry, x_at, packed_at, up_at) = match narrow {
-        true => ("gemv_m0e4_glu_narrow", b::X, b::PACKED, b::PACKED_UP),
-        false => ("gemv_m0e4_glu", b::X4, b::PACKED4, b::PACKED4_UP),
+    // Both read x as vectors; the narrow one the packed words as scalars.
+    let (entry, packed_at, up_at) = match narrow {
+        true => ("gemv_m0e4_glu_narrow", b::PACKED, b::PACKED_UP),
+        false => ("gemv_m0e4_glu", b::PACKED4, b::PACKED4_UP),
     };
     h.run(&[Dispatch {
         kernel: Kernel::Matmul,
@@ -1169,7 +1170,7 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
             (b::Y, &y_buf),
             (b::SCALES, &gm.parts[1]),
             (b::BIASES, &gm.parts[2]),
-            (x_at, &x_buf),
+            (b::X4, &x_buf),
             (packed_at, &gm.parts[0]),
             (b::NORM_W4, &norm_buf),
             (up_at, &um.parts[0]),

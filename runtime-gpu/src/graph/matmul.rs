@@ -181,13 +181,17 @@ impl Builder<'_> {
         };
         let mut bindings = weight_bindings(p, d, ch);
         if g.fused && !g.vector {
-            // gemv_m0e4_norm: it reads the residual and the norm weight.
+            // gemv_m0e4_norm: it reads the residual (as vectors: k is a multiple of 8) and the
+            // norm weight.
             for (i, b) in bindings.iter_mut() {
                 if *i == bind::X {
-                    *b = BufRef::Act(gemv_x);
+                    (*i, *b) = (bind::X4, BufRef::Act(gemv_x));
                 }
             }
             bindings.push((bind::NORM_W4, norm_w.clone()));
+        } else if !g.vector && d.gemm.m0e4() {
+            // gemv_m0e4 and gemv_m0e4_tokens read x as vectors too where k is a multiple of 8.
+            bindings.push((bind::X4, BufRef::Act(gemv_x)));
         }
         if g.vector {
             // x and the packed words as vectors instead of scalars.
@@ -285,19 +289,18 @@ impl Builder<'_> {
         norm_w: &str,
     ) {
         let f = p.proj.out();
-        // The narrow GEMV reads x and the packed words as scalars, the wide one as vectors.
-        let (entry, per_wg, x_at, packed_at, up_at) = match narrow {
+        // The narrow GEMV reads the packed words as scalars, the wide one as vectors; both read
+        // x as vectors.
+        let (entry, per_wg, packed_at, up_at) = match narrow {
             true => (
                 "gemv_m0e4_glu_narrow",
                 GEMV_ROWS as usize / 2,
-                bind::X,
                 bind::PACKED,
                 bind::PACKED_UP,
             ),
             false => (
                 "gemv_m0e4_glu",
                 GEMV_GLU_OUTPUTS as usize * blocks,
-                bind::X4,
                 bind::PACKED4,
                 bind::PACKED4_UP,
             ),
@@ -325,7 +328,7 @@ impl Builder<'_> {
                 (bind::Y, BufRef::Act(p.y)),
                 (bind::SCALES, first_chunk(gate, 1)),
                 (bind::BIASES, first_chunk(gate, 2)),
-                (x_at, BufRef::Act(x)),
+                (bind::X4, BufRef::Act(x)),
                 (packed_at, first_chunk(gate, 0)),
                 (bind::NORM_W4, first_chunk(norm_w, 0)),
                 (up_at, first_chunk(up, 0)),

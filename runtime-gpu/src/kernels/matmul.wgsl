@@ -19,6 +19,25 @@ fn x_at(i: u32, lim: u32) -> f32 {
     return select(0.0, x[min(i, lim - 1u)], i < lim);
 }
 
+// Activations 8 wi .. 8 wi + 7 of token t, zeros past k: where k is a multiple of 8 (every row
+// starts on a vec4, and word wi is whole) two vector loads through `x4` (the same buffer), else
+// eight scalar loads.
+struct XOct {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn x_oct(t: u32, wi: u32) -> XOct {
+    if (params.k % 8u == 0u) {
+        let i = t * (params.k / 4u) + 2u * wi;
+        return XOct(x4[i], x4[i + 1u]);
+    }
+    let xi = t * params.k + wi * M0E4_PER_WORD;
+    let lim = t * params.k + params.k;
+    return XOct(vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim)),
+        vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim)));
+}
+
 // Thread r < GV_ROWS gets the total of row r; every thread must call it (barriers).
 fn gv_reduce(lid: u32, acc: ptr<function, array<f32, GV_ROWS>>) -> f32 {
     for (var r = 0u; r < GV_ROWS; r++) {
@@ -94,10 +113,10 @@ struct XWord {
 
 fn x_word(t: u32, wi: u32, ss: ptr<function, f32>) -> XWord {
     let col0 = wi * M0E4_PER_WORD;
-    let xi = t * params.k + col0;
-    let lim = t * params.k + params.k;
-    var xa = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
-    var xb = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
+    // k is a multiple of 8 here: two vector loads.
+    let i = t * (params.k / 4u) + 2u * wi;
+    var xa = x4[i];
+    var xb = x4[i + 1u];
     *ss += dot(xa, xa) + dot(xb, xb);
     xa *= norm_w_at(col0 / 4u);
     xb *= norm_w_at(col0 / 4u + 1u);
@@ -119,12 +138,11 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     }
     for (var t = 0u; t < params.seq; t++) {
         var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        let lim = t * params.k + params.k;
         for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
             let col0 = wi * M0E4_PER_WORD;
-            let xi = t * params.k + col0;
-            let xa = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
-            let xb = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
+            let xo = x_oct(t, wi);
+            let xa = xo.a;
+            let xb = xo.b;
             let sx = dot(xa, vec4<f32>(1.0)) + dot(xb, vec4<f32>(1.0));
             let gi = col0 / params.group;
             for (var r = 0u; r < GV_ROWS; r++) {
@@ -175,10 +193,9 @@ fn gemv_m0e4_tokens(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
             for (var j = 0u; j < GV_TOKENS; j++) {
                 // Tokens past the step's last repeat it (never stored): no branch around loads.
                 let t = t0 + min(j, nt - 1u);
-                let xi = t * params.k + col0;
-                let lim = t * params.k + params.k;
-                xa[j] = vec4<f32>(x_at(xi, lim), x_at(xi + 1u, lim), x_at(xi + 2u, lim), x_at(xi + 3u, lim));
-                xb[j] = vec4<f32>(x_at(xi + 4u, lim), x_at(xi + 5u, lim), x_at(xi + 6u, lim), x_at(xi + 7u, lim));
+                let xo = x_oct(t, wi);
+                xa[j] = xo.a;
+                xb[j] = xo.b;
                 sx[j] = dot(xa[j], vec4<f32>(1.0)) + dot(xb[j], vec4<f32>(1.0));
             }
             for (var r = 0u; r < GV_ROWS; r++) {
