@@ -956,7 +956,8 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                                     let y = &y_b[ys(c)];
                                     for (params, grid) in &uniforms {
                                         // Vector kernels read x and the packed words as vec4; the
-                                        // runtime's also bind a norm weight and a bias (unused here).
+                                        // runtime's also bind a norm weight and a bias (unused here),
+                                        // and the narrow one x as vec4 too (k a multiple of 8).
                                         let (xb, pb) = match vector {
                                             true => (b::X4, b::PACKED4),
                                             false => (b::X, b::PACKED),
@@ -971,8 +972,9 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                                         ];
                                         if ent.runtime {
                                             e.push((b::BIAS, &dummy));
-                                            if vector {
-                                                e.push((b::NORM_W4, &dummy));
+                                            match vector {
+                                                true => e.push((b::NORM_W4, &dummy)),
+                                                false => e.push((b::X4, &x_b)),
                                             }
                                         }
                                         out.push((bind_group(gpu, pipe, &e), *grid));
