@@ -279,3 +279,24 @@ impl Graph {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each family of prefill ops (the GEMV and GEMM path, the cooperative-matrix path) has
+    /// exactly one op kind for every step of more than one token, and none for decode.
+    #[test]
+    fn prefill_whens_partition_the_steps() {
+        let gemv = [When::PrefillFew, When::PrefillSmall, When::PrefillLarge];
+        let coop = [When::PrefillCoopShort, When::PrefillCoopLarge];
+        for seq in 1..=4 * (SMALL_PREFILL + COOP_SHORT_PREFILL) {
+            let want = usize::from(seq > 1);
+            assert_eq!(gemv.iter().filter(|w| w.runs(seq)).count(), want, "{seq}");
+            assert_eq!(coop.iter().filter(|w| w.runs(seq)).count(), want, "{seq}");
+            assert_eq!(When::Prefill.runs(seq), seq > 1);
+        }
+        assert!(When::PrefillCoopShort.runs(COOP_SHORT_PREFILL));
+        assert!(When::PrefillCoopLarge.runs(COOP_SHORT_PREFILL + 1));
+    }
+}
