@@ -384,7 +384,8 @@ fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
             .unwrap();
         let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
         // one step past the small path (the GEMM), and steps of 2, 5 (gemv_m0e4 per token),
-        // 17 and `small` tokens (gemv_m0e4_tokens, 4 tokens per pass)
+        // 17 and `small` tokens (gemv_m0e4_tokens, 4 tokens per pass); with cooperative
+        // matrices all four take gemm_m0e4_coop_few
         let all = |k: usize| (0..k as u32).collect::<Vec<_>>();
         let tokens_min = TOKENS_GEMV_MIN as usize;
         for chunk in [n, 2, 5, tokens_min + 1, small] {
