@@ -312,7 +312,9 @@ impl<'a> Sizer<'a> {
                             v,
                             l.max_workgroups,
                             LimitKind::Workgroups,
-                            lower_both,
+                            // Where even one token is too many, it is the model's shapes.
+                            "the model's matrices need more workgroups than this adapter \
+                             dispatches in one dimension; no --max-seq or --max-batch helps",
                         ));
                     }
                 }
@@ -530,6 +532,26 @@ mod tests {
         let pat = format!("{flag} (at most ");
         let rest = &msg[msg.find(&pat).unwrap_or_else(|| panic!("{msg}")) + pat.len()..];
         rest[..rest.find(' ').unwrap()].parse().unwrap()
+    }
+
+    #[test]
+    fn grids_beyond_the_adapter_name_the_model_when_no_option_helps() {
+        let (dir, m) = tiny("grid");
+        let graph = crate::graph::build(&m.manifest, 1000, PLAN).unwrap();
+        let l = Limits {
+            max_workgroups: 1,
+            ..limits(None)
+        };
+        let sizer = Sizer::new(&m, &graph, l).unwrap();
+        let o = RunOptions {
+            max_seq: 64,
+            max_batch: 8,
+        };
+        let v = sizer.size(o).unwrap_err();
+        let msg = sizer.error(o, v).to_string();
+        assert!(msg.contains("workgroups in one grid dimension"), "{msg}");
+        assert!(msg.contains("no --max-seq or --max-batch helps"), "{msg}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -158,7 +158,8 @@ fn plans_of_the_synthetic_models() {
                     assert!(m0e4_gemms == 0 || coop > 0, "{name}: GEMMs on matrix cores");
                     // Every coop GEMM but the LM head's has a short-prefill twin, which takes
                     // the steps of 2 to COOP_SHORT_PREFILL tokens from it; the LM head (its
-                    // rows are the step's outputs) keeps the GEMVs.
+                    // rows are the step's outputs) keeps the GEMVs (so would a chunk of more
+                    // rows than 16-row workgroups cover: none here, decision.rs tests it).
                     let head = |o: &graph::Op| o.label.starts_with("lm_head");
                     for o in plan.ops.iter().filter(|o| o.entry == "gemm_m0e4_coop") {
                         let twin = o.label.replace(" gemm", " gemm_few");

@@ -15,12 +15,12 @@ use std::ops::Range;
 use tlite_model::deploy::{Storage, TensorLayout};
 use tlite_model::layer::Proj;
 
-use super::When;
+use super::{MAX_GRID, When};
 use crate::kernels::Kernel;
 use crate::kernels::params::{
-    COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS,
-    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WG, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
-    NORM_MAX_K,
+    COOP_FEW_ROWS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS,
+    GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WG, GEMV_WIDE_COLS,
+    GEMV_WIDE_ROWS, NORM_MAX_K,
 };
 use crate::{GpuError, Result};
 
@@ -225,6 +225,9 @@ pub struct ChunkRows {
 pub struct Decision {
     pub gemv: Gemv,
     pub gemm: Gemm,
+    /// Steps of 2 to `COOP_SHORT_PREFILL` tokens run `gemm_m0e4_coop_few` (with the coop GEMM,
+    /// where each chunk's rows fit its grid of 16-row workgroups), not the GEMVs.
+    pub coop_short: bool,
     pub norm: Norm,
     /// Input width.
     pub k: usize,
@@ -252,17 +255,24 @@ pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Res
     let (gemv, norm) = decode(proj, site, w, layouts, limits);
     let chunks = chunk_rows(proj, w, &gemv);
     let k = w.rows_cols().1;
-    Ok(Decision {
-        gemm: match w.storage {
-            Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => {
-                match proj.rows.len() <= COOP_SMALL_MAX_ROWS {
-                    true => Gemm::M0e4CoopSmall,
-                    false => Gemm::M0e4Coop,
-                }
+    let gemm = match w.storage {
+        Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => {
+            match proj.rows.len() <= COOP_SMALL_MAX_ROWS {
+                true => Gemm::M0e4CoopSmall,
+                false => Gemm::M0e4Coop,
             }
-            Storage::M0E4 => Gemm::M0e4,
-            _ => Gemm::Dense,
-        },
+        }
+        Storage::M0E4 => Gemm::M0e4,
+        _ => Gemm::Dense,
+    };
+    // A chunk of more than MAX_GRID · 16 rows keeps the GEMVs (their grids fold into two
+    // dimensions).
+    let few_rows = COOP_FEW_ROWS as usize;
+    let coop_short = gemm.coop()
+        && (chunks.iter()).all(|ch| ch.rows.len().div_ceil(few_rows) as u64 <= MAX_GRID);
+    Ok(Decision {
+        gemm,
+        coop_short,
         k,
         group: w.group.unwrap_or(8),
         chunks,
@@ -503,6 +513,16 @@ mod tests {
         let rows = 0..COOP_SMALL_MAX_ROWS + 1;
         let dw = decide(&proj("wide", rows, 64), site, &l, coop).unwrap();
         assert_eq!(dw.gemm, Gemm::M0e4Coop);
+        // Short steps on the matrix cores where the coop GEMM runs, unless a chunk has more
+        // rows than a grid of 16-row workgroups can cover.
+        assert!(dw.coop_short && d("g32", 64, coop).coop_short);
+        assert!(!d("g32", 64, WIDE).coop_short && !d("f16", 64, coop).coop_short);
+        let tall_rows = MAX_GRID as usize * COOP_FEW_ROWS as usize + 1;
+        let tall = tensor("tall", (tall_rows, 64), Storage::M0E4, 32, &[tall_rows]);
+        let lt = index(std::slice::from_ref(&tall));
+        let dt = decide(&proj("tall", 0..tall_rows, 64), site, &lt, coop).unwrap();
+        assert_eq!(dt.gemm, Gemm::M0e4Coop);
+        assert!(!dt.coop_short);
         for (c, k) in [
             (Gemm::M0e4Coop, Kernel::MatmulCoop),
             (Gemm::M0e4CoopSmall, Kernel::MatmulCoopSmall),

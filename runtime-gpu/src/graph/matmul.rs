@@ -117,7 +117,7 @@ impl Builder<'_> {
             let mut op = self.gemm(p, d, ch);
             // The LM head's rows are the step's outputs (often 1), not its tokens: it keeps the
             // GEMVs there.
-            if d.gemm.coop() && p.seq == Expr::Seq {
+            if d.coop_short && p.seq == Expr::Seq {
                 let few = self.coop_few(p, ch, &op);
                 self.push(few);
                 op.when = When::PrefillCoopLarge;
