@@ -134,7 +134,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.buffers.weight_bytes,
-                "pp_tokens": a.prompt, "pp_tok_s": pp, "tg_tokens": a.gen_tokens, "tg_tok_s": tg,
+                "pp_tokens": a.prompt, "pp_tok_s": pp, "pp_ms": 1e3 * a.prompt as f64 / pp,
+                "tg_tokens": a.gen_tokens, "tg_tok_s": tg,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
                 "dispatches_per_decode_step": g.last_step.dispatches, "tg_steps_in_flight": a.lead,
             })
@@ -147,11 +148,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             g.memory.buffers.weight_bytes as f64 / (1 << 20) as f64,
             g.last_step.dispatches
         );
+        // A pp step ends when its last position's logits are on the host: its time is the
+        // time to the first token's logits for a prompt of that length.
         println!(
-            "pp{:<5} {:>10.1} tok/s  ({:.2} TFLOP/s)",
+            "pp{:<5} {:>10.1} tok/s  ({:.2} TFLOP/s, {:.1} ms to the first token's logits)",
             a.prompt,
             pp,
-            pp * 2.0 * params / 1e12
+            pp * 2.0 * params / 1e12,
+            1e3 * a.prompt as f64 / pp
         );
         println!(
             "tg{:<5} {:>10.1} tok/s  ({:.1} GB/s of weights)",

@@ -116,3 +116,41 @@ fn run_generates_on_a_tiny_model() {
         r.stderr
     );
 }
+
+/// `tlite bench` on a tiny model: the pp line gives the prompt's time to its first token's
+/// logits, and `--json` the same figure as `pp_ms`, consistent with `pp_tok_s`.
+#[test]
+fn bench_reports_the_time_to_the_first_token() {
+    let t = tempfile::tempdir().unwrap();
+    let (ck, model) = (tmp(&t, "ck"), tmp(&t, "m"));
+    assert!(tlite(&["synth", "tiny-llama", "-o", &ck]).ok);
+    let r = tlite(&["convert", &ck, "-o", &model, "-g", "32"]);
+    assert!(r.ok, "{}", r.stderr);
+    let args = ["bench", &model, "-p", "9", "-n", "4", "-r", "1"];
+    let r = tlite(&args);
+    if !r.ok && r.stderr.contains("no GPU adapter") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no GPU adapter under CI: {}",
+            r.stderr
+        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", r.stderr);
+        return;
+    }
+    assert!(r.ok, "{}", r.stderr);
+    let pp = r.stdout.lines().find(|l| l.starts_with("pp9 "));
+    assert!(
+        pp.is_some_and(|l| l.contains("ms to the first token's logits")),
+        "{}",
+        r.stdout
+    );
+    let r = tlite(&[&args[..], &["--json"]].concat());
+    assert!(r.ok, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let (tok_s, ms) = (
+        v["pp_tok_s"].as_f64().unwrap(),
+        v["pp_ms"].as_f64().unwrap(),
+    );
+    assert!(tok_s > 0.0 && ms > 0.0, "{v}");
+    assert!((ms * tok_s / 1e3 - 9.0).abs() < 1e-6, "{v}");
+}
