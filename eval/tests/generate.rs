@@ -15,7 +15,7 @@ use tlite_model::arch::{Family, families};
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::device::gpu_for_test;
-use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, MAX_LEAD, RunOptions};
+use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuLm, GpuModel, KvCache, MAX_LEAD, RunOptions};
 use tlite_text::sample::argmax as cpu_argmax;
 use tlite_text::{
     GenerateError, GenerateOptions, Generator, SamplerConfig, StopReason, TextCodec, TextError,
@@ -407,5 +407,68 @@ fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
                 assert_eq!(rows(&got), rows(&want), "{family:?} steps of {chunk}");
             }
         }
+    }
+}
+
+/// An f16 KV cache (`TLITE_KV_CACHE=f16`): half the KV memory, and every position's logits
+/// (a prefill step, then decode steps) within an f16 tolerance of the CPU reference, as the f32
+/// cache is within the f32 one.
+#[test]
+fn an_f16_kv_cache_halves_its_memory_and_matches_the_reference() {
+    let Some(probe) = gpu_for_test("f16 kv cache") else {
+        return;
+    };
+    if !probe.has_f16() {
+        let _ = writeln!(std::io::stderr(), "SKIPPED: the adapter has no f16");
+        return;
+    }
+    drop(probe);
+    let open = |kv_cache| {
+        Gpu::new(&DeviceOptions {
+            adapter: std::env::var("TLITE_ADAPTER").ok(),
+            kv_cache,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let (gpu32, gpu16) = (open(KvCache::F32), open(KvCache::F16));
+    assert!(!gpu32.kv_f16() && gpu16.kv_f16());
+    assert!(gpu16.header().contains("KV cache f16"));
+    for family in [Family::Llama, Family::Gemma3, Family::ChatGlm] {
+        let (_dir, m) = tiny(family);
+        let reference = ReferenceModel::load(&WeightSource::Deployed(&m)).unwrap();
+        let n = 20;
+        let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 5) % 300).collect();
+        let mut cache = reference.new_cache(n).unwrap();
+        let want = reference
+            .forward(&prompt, 0, &mut cache, Logits::All)
+            .unwrap();
+        let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
+        // A prefill step of 12 tokens, then one token per step; every position's logits.
+        let run = |gpu: &Gpu| {
+            let opts = RunOptions {
+                max_seq: 64,
+                max_batch: 16,
+            };
+            let mut g = GpuModel::load(gpu, &m, opts).unwrap();
+            let mut got = Vec::new();
+            let rows: Vec<u32> = (0..12).collect();
+            got.extend(g.step(gpu, &prompt[..12], 0, &rows).unwrap());
+            for p in 12..n {
+                got.extend(g.step(gpu, &prompt[p..p + 1], p, &[0]).unwrap());
+            }
+            let worst = (got.iter().zip(&want)).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            (g.memory.buffers.kv_bytes, worst / scale)
+        };
+        let ((kv32, err32), (kv16, err16)) = (run(&gpu32), run(&gpu16));
+        let _ = writeln!(
+            std::io::stderr(),
+            "{family:?}: KV {kv32} B f32, {kv16} B f16 | max |Δlogit| / scale {err32:.2e} f32, \
+             {err16:.2e} f16"
+        );
+        assert_eq!(kv16 * 2, kv32, "{family:?}");
+        assert!(err32 <= 1e-4, "{family:?}: f32 cache {err32}");
+        assert!(err16 <= 2e-3, "{family:?}: f16 cache {err16}");
     }
 }

@@ -34,6 +34,7 @@ fn open(dir: &Path) -> Gpu {
         adapter: std::env::var("TLITE_ADAPTER").ok(),
         pipeline_cache: Some(dir.to_owned()),
         matrix_cores: tlite_runtime_gpu::MatrixCores::from_env(),
+        kv_cache: tlite_runtime_gpu::KvCache::from_env(),
     })
     .unwrap()
 }

@@ -18,6 +18,28 @@ pub struct DeviceOptions {
     pub pipeline_cache: Option<std::path::PathBuf>,
     /// Whether the prefill GEMM may run on cooperative matrices where the adapter has them.
     pub matrix_cores: MatrixCores,
+    /// The KV cache's element type.
+    pub kv_cache: KvCache,
+}
+
+/// The KV cache's element type: f32, or f16 (half the memory and the attention's reads; the
+/// keys and values rounded to f16, clamped to its finite range) where the adapter has
+/// `SHADER_F16`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvCache {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvCache {
+    /// `TLITE_KV_CACHE=f16` asks for an f16 cache; anything else, or no variable: f32.
+    pub fn from_env() -> KvCache {
+        match std::env::var("TLITE_KV_CACHE").as_deref() {
+            Ok("f16") => KvCache::F16,
+            _ => KvCache::F32,
+        }
+    }
 }
 
 /// Whether the prefill GEMM may run on the adapter's cooperative matrices (tensor cores), in
@@ -40,6 +62,7 @@ impl DeviceOptions {
             adapter,
             pipeline_cache: crate::pipeline_cache::dir_from_env(),
             matrix_cores: MatrixCores::from_env(),
+            kv_cache: KvCache::from_env(),
         }
     }
 }
@@ -70,6 +93,8 @@ pub struct Gpu {
     pub pipeline_cache: Option<PipelineCacheFile>,
     /// Whether the prefill GEMM runs on cooperative matrices ([`Gpu::coop_gemm`]), or why not.
     coop: std::result::Result<(), &'static str>,
+    /// Whether the KV cache holds f16 ([`Gpu::kv_f16`]).
+    kv_f16: bool,
     /// What the device reported outside an error scope, for the next step to return.
     health: Arc<Health>,
 }
@@ -332,6 +357,7 @@ impl Gpu {
             priority,
             pipeline_cache,
             coop,
+            kv_f16: opts.kv_cache == KvCache::F16 && features.contains(wgpu::Features::SHADER_F16),
             health,
         })
     }
@@ -410,6 +436,11 @@ impl Gpu {
         format!("{} ({products})", self.info.name)
     }
 
+    /// Whether the KV cache holds f16 ([`KvCache`]): asked for, and the adapter has f16.
+    pub fn kv_f16(&self) -> bool {
+        self.kv_f16
+    }
+
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
     }
@@ -463,6 +494,9 @@ impl Gpu {
                 (Err(_), false) => "no".to_owned(),
             }
         );
+        if self.kv_f16 {
+            s.push_str(" | KV cache f16");
+        }
         let _ = write!(
             s,
             " | max storage binding {:.0} MiB | max buffer {:.0} MiB | workgroup storage {} KiB",
@@ -550,6 +584,7 @@ pub fn gpu_for_test(test: &str) -> Option<Gpu> {
     match Gpu::new(&DeviceOptions {
         adapter,
         matrix_cores: MatrixCores::from_env(),
+        kv_cache: KvCache::from_env(),
         ..Default::default()
     }) {
         Ok(gpu) => {

@@ -201,16 +201,19 @@ impl<'a> Sizer<'a> {
         }
 
         let (kvh, hd) = (u(cfg.num_kv_heads), u(cfg.head_dim));
+        // f16: 2 bytes an element, the buffer rounded up to 16 bytes (its vec4 view).
+        let kv_elem = if self.graph.kv_f16 { 2 } else { 4 };
         let kv_buffer = bound(
             &|| {
                 format!(
                     "the KV cache for --max-seq {seq} (one K or V buffer of a layer: {kvh} kv \
-                     heads × {seq} positions × {hd} head dim × 4 B)"
+                     heads × {seq} positions × {hd} head dim × {kv_elem} B)"
                 )
             },
             mul(kvh, hd)
                 .and_then(|x| mul(x, seq))
-                .and_then(|x| mul(x, 4)),
+                .and_then(|x| mul(x, kv_elem))
+                .and_then(|x| x.checked_next_multiple_of(16)),
             lower_both,
         )?;
         let kv_bytes = mul(kv_buffer, mul(u(cfg.num_layers), 2).unwrap_or(u64::MAX));
@@ -494,6 +497,7 @@ mod tests {
         max_storage_buffers: 16,
         coop_gemm: false,
         max_binding: 128 << 20,
+        kv_f16: false,
     };
 
     fn tiny(tag: &str) -> (std::path::PathBuf, DeployedModel) {

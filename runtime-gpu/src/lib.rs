@@ -20,7 +20,7 @@ pub mod priority;
 pub mod readback;
 pub mod shape;
 
-pub use device::{DeviceOptions, Gpu, MatrixCores};
+pub use device::{DeviceOptions, Gpu, KvCache, MatrixCores};
 pub use exec::{
     Baseline, DecodeRun, GpuModel, LoadTimes, MAX_LEAD, MAX_TOP_K, MemoryReport, Profiler,
     RowScore, RunOptions, Scored, ShaderChecks,

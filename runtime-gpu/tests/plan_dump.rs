@@ -143,6 +143,7 @@ fn plans_of_the_synthetic_models() {
                 max_storage_buffers,
                 coop_gemm,
                 max_binding: 128 << 20,
+                kv_f16: false,
             };
             let plan = graph::build(&m.manifest, 1000, limits).unwrap();
             // Cooperative matrices change which kernel runs M0E4 prefill GEMMs, nothing else.

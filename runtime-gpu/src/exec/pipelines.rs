@@ -25,7 +25,7 @@ impl Alloc<'_> {
                 let idx = *index.entry((op.kernel, op.entry)).or_insert_with(|| {
                     let module = modules
                         .entry(op.kernel)
-                        .or_insert_with(|| shader_module(dev, op.kernel, checks));
+                        .or_insert_with(|| shader_module(dev, op.kernel, checks, graph.kv_f16));
                     pipelines.push(
                         dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                             label: Some(&format!("{}::{}", op.kernel.name(), op.entry)),
@@ -45,11 +45,17 @@ impl Alloc<'_> {
     }
 }
 
-/// The shader module of `kernel`, with or without naga's runtime checks.
-fn shader_module(dev: &wgpu::Device, kernel: Kernel, checks: ShaderChecks) -> wgpu::ShaderModule {
+/// The shader module of `kernel` (for an f16 KV cache with `kv_f16`), with or without naga's
+/// runtime checks.
+fn shader_module(
+    dev: &wgpu::Device,
+    kernel: Kernel,
+    checks: ShaderChecks,
+    kv_f16: bool,
+) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(kernel.name()),
-        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source_for(kv_f16).into()),
     };
     match checks {
         ShaderChecks::Checked => dev.create_shader_module(desc),

@@ -42,6 +42,8 @@ pub struct Limits {
     /// Bytes of the largest buffer a kernel can bind (the binding and buffer limits and the
     /// kernels' 32-bit indices): a joined weight ([`super::join`]) is only made below it.
     pub max_binding: u64,
+    /// The KV cache holds f16 ([`crate::Gpu::kv_f16`]).
+    pub kv_f16: bool,
 }
 
 impl Limits {
@@ -52,6 +54,7 @@ impl Limits {
             max_binding: (gpu.limits.max_storage_buffer_binding_size)
                 .min(gpu.limits.max_buffer_size)
                 .min(crate::memory::MAX_INDEXED_BYTES),
+            kv_f16: gpu.kv_f16(),
         }
     }
 }
@@ -481,6 +484,7 @@ mod tests {
         max_storage_buffers: 16,
         coop_gemm: false,
         max_binding: 128 << 20,
+        kv_f16: false,
     };
 
     #[test]

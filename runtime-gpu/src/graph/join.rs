@@ -309,6 +309,7 @@ mod tests {
         max_storage_buffers: 16,
         coop_gemm: false,
         max_binding: 128 << 20,
+        kv_f16: false,
     };
 
     fn join(lay: &LayerSpec, ts: &[TensorLayout], limits: Limits) -> (Option<Proj>, Vec<Joined>) {

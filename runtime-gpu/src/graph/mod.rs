@@ -168,6 +168,9 @@ pub struct Graph {
     pub layer_end: Vec<usize>,
     /// The weights the load joins from stored tensors ([`join`]).
     pub joined: Vec<join::Joined>,
+    /// The KV cache holds f16: `attention` and `rope_kv` are built for it
+    /// ([`crate::kernels::Kernel::source_for`]).
+    pub kv_f16: bool,
 }
 
 /// Largest workgroup count per grid dimension used by the plan (the WebGPU minimum limit).
@@ -211,6 +214,7 @@ pub fn build(man: &Manifest, max_seq: usize, limits: Limits) -> Result<Graph> {
         rot: rope.rot,
         layer_end,
         joined,
+        kv_f16: limits.kv_f16,
     })
 }
 

@@ -25,14 +25,14 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kcache: array<f32>;
-@group(0) @binding(3) var<storage, read> vcache: array<f32>;
+@group(0) @binding(2) var<storage, read> kcache: array<kv_t>;
+@group(0) @binding(3) var<storage, read> vcache: array<kv_t>;
 @group(0) @binding(4) var<storage, read_write> parts: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 // The K cache again, as vectors (hd % 4 == 0): a key's dot product in hd / 4 loads.
-@group(0) @binding(6) var<storage, read> kcache4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> kcache4: array<vec4<kv_t>>;
 // The V cache again, as vectors (prefill).
-@group(0) @binding(7) var<storage, read> vcache4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> vcache4: array<vec4<kv_t>>;
 
 const MAX_HD: u32 = ATTENTION_MAX_HD;
 // A thread stages q as one vector and accumulates up to 4 output dimensions (acc).
@@ -86,12 +86,12 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             if (vec) {
                 var d4 = vec4<f32>(0.0);
                 for (var d = 0u; d < params.hd / 4u; d++) {
-                    d4 += qv4[d] * kcache4[kb / 4u + d];
+                    d4 += qv4[d] * vec4<f32>(kcache4[kb / 4u + d]);
                 }
                 dot = d4.x + d4.y + d4.z + d4.w;
             } else {
                 for (var d = 0u; d < params.hd; d++) {
-                    dot += qv[d] * kcache[kb + d];
+                    dot += qv[d] * f32(kcache[kb + d]);
                 }
             }
             s = dot * params.scale;
@@ -115,7 +115,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
             if (d < params.hd) {
                 var a = acc[r] * corr;
                 for (var jj = 0u; jj < n; jj++) {
-                    a += sc[jj] * vcache[(kvh * params.max_seq + j0 + jj) * params.hd + d];
+                    a += sc[jj] * f32(vcache[(kvh * params.max_seq + j0 + jj) * params.hd + d]);
                 }
                 acc[r] = a;
             }
@@ -205,8 +205,8 @@ fn kv_load(lid: u32, j0: u32, last: u32, kvh: u32, hd4: u32) -> KvTile {
         let jj = e / hd4;
         if (e < PK * hd4 && j0 + jj <= last) {
             let b = (kvh * params.max_seq + j0 + jj) * hd4 + e % hd4;
-            r.k[i] = kcache4[b];
-            r.v[i] = vcache4[b];
+            r.k[i] = vec4<f32>(kcache4[b]);
+            r.v[i] = vec4<f32>(vcache4[b]);
         }
     }
     return r;

@@ -126,9 +126,16 @@ impl Kernel {
         }
     }
 
-    /// The complete WGSL of this kernel: its `enable` directives, the M0E4 prelude and the
-    /// shared constants, followed by the shared functions it uses and its file.
+    /// The complete WGSL of this kernel with an f32 KV cache ([`Kernel::source_for`]).
     pub fn source(self) -> String {
+        self.source_for(false)
+    }
+
+    /// The complete WGSL of this kernel: its `enable` directives, the M0E4 prelude and the
+    /// shared constants, followed by the shared functions it uses and its file. The kernels
+    /// that touch the KV cache (`attention`, `rope_kv`) store it as `kv_t`: f16 with `kv_f16`
+    /// (written through `to_kv`, which clamps to the finite f16 range), f32 otherwise.
+    pub fn source_for(self, kv_f16: bool) -> String {
         // The directives, then the rows and threads per workgroup the coop file is built for.
         let enables = match self {
             Kernel::MatmulCoop => {
@@ -141,6 +148,13 @@ impl Kernel {
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
             Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::Attention | Kernel::RopeKv if kv_f16 => {
+                "enable f16;\nalias kv_t = f16;\n\
+                 fn to_kv(x: f32) -> kv_t { return kv_t(clamp(x, -65504.0, 65504.0)); }\n"
+            }
+            Kernel::Attention | Kernel::RopeKv => {
+                "alias kv_t = f32;\nfn to_kv(x: f32) -> kv_t { return x; }\n"
+            }
             _ => "",
         };
         let io = match self {

@@ -20,8 +20,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> kcache: array<f32>;
-@group(0) @binding(5) var<storage, read_write> vcache: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kcache: array<kv_t>;
+@group(0) @binding(5) var<storage, read_write> vcache: array<kv_t>;
 @group(0) @binding(6) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(7) var<storage, read> sin_t: array<f32>;
 // `from_qkv`: q, k and v of each token, side by side.
@@ -97,8 +97,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let d = j % params.hd;
         let src = t * params.kv_heads * params.hd + h * params.hd;
         let dst = (h * params.max_seq + pos) * params.hd;
-        vcache[dst + d] = v[src + d];
-        kcache[dst + d] = rotated(k[src + d], k[src + partner_of(d)], d, tb);
+        vcache[dst + d] = to_kv(v[src + d]);
+        kcache[dst + d] = to_kv(rotated(k[src + d], k[src + partner_of(d)], d, tb));
     }
 }
 
@@ -126,7 +126,7 @@ fn from_qkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         let d = e % params.hd;
         let src = row + qw + h * params.hd;
         let dst = (h * params.max_seq + pos) * params.hd;
-        kcache[dst + d] = rotated(qkv[src + d], qkv[src + partner_of(d)], d, tb);
-        vcache[dst + d] = qkv[src + kvw + d];
+        kcache[dst + d] = to_kv(rotated(qkv[src + d], qkv[src + partner_of(d)], d, tb));
+        vcache[dst + d] = to_kv(qkv[src + kvw + d]);
     }
 }
