@@ -326,10 +326,12 @@ fn print_memory(model: &GpuModel, m: &DeployedModel) {
     let mem = &model.memory;
     let c = &m.manifest.config;
     let max_seq = model.opts.max_seq;
-    let kv_formula = (c.num_layers * 2 * c.num_kv_heads * max_seq * c.head_dim * 4) as u64;
+    // f32, or f16 with TLITE_KV_CACHE=f16.
+    let elem = if model.graph.kv_f16 { 2 } else { 4 };
+    let kv_formula = (c.num_layers * 2 * c.num_kv_heads * max_seq * c.head_dim * elem) as u64;
     eprintln!("memory: weights {}", bytes(mem.buffers.weight_bytes));
     eprintln!(
-        "memory: KV cache {} = {} layers × 2 (K, V) × {} kv heads × {} positions × {} head dim × 4 B{}",
+        "memory: KV cache {} = {} layers × 2 (K, V) × {} kv heads × {} positions × {} head dim × {elem} B{}",
         bytes(mem.buffers.kv_bytes),
         c.num_layers,
         c.num_kv_heads,

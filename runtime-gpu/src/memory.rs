@@ -132,7 +132,8 @@ impl fmt::Display for DeviceMemory {
 pub struct MemoryEstimate {
     /// Every weight part as uploaded (f16 parts widened to f32, padded to 4 bytes).
     pub weight_bytes: u64,
-    /// The KV cache: layers × 2 (K, V) × kv heads × max_seq × head dim × 4 B.
+    /// The KV cache: layers × 2 (K, V) × kv heads × max_seq × head dim × 4 B (2 B for an f16
+    /// cache).
     pub kv_bytes: u64,
     /// Activations with the planner's sharing.
     pub activation_bytes: u64,
