@@ -161,3 +161,28 @@ mod tests {
         }
     }
 }
+
+/// `--kv-cache`: the KV cache's element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheArg {
+    F32,
+    /// Half the memory, where the adapter has f16 (f32 otherwise; the header line says which).
+    F16,
+}
+
+/// The device options of a command that runs a model: the environment's
+/// ([`tlite_runtime_gpu::DeviceOptions::from_env`]), with `--kv-cache` over `TLITE_KV_CACHE`.
+pub fn device_options(
+    adapter: Option<String>,
+    kv_cache: Option<KvCacheArg>,
+) -> tlite_runtime_gpu::DeviceOptions {
+    use tlite_runtime_gpu::KvCache;
+    let mut o = tlite_runtime_gpu::DeviceOptions::from_env(adapter);
+    if let Some(k) = kv_cache {
+        o.kv_cache = match k {
+            KvCacheArg::F32 => KvCache::F32,
+            KvCacheArg::F16 => KvCache::F16,
+        };
+    }
+    o
+}

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuError, GpuModel, RunOptions, ShaderChecks};
+use tlite_runtime_gpu::{Gpu, GpuError, GpuModel, RunOptions, ShaderChecks};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +23,10 @@ pub struct Args {
     /// Pick the adapter whose name contains this.
     #[arg(long)]
     adapter: Option<String>,
+    /// The KV cache's element type (default: f32, or TLITE_KV_CACHE); f16 where the adapter
+    /// has it.
+    #[arg(long, value_enum)]
+    kv_cache: Option<crate::args::KvCacheArg>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -67,7 +71,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gpu = Gpu::new(&DeviceOptions::from_env(a.adapter.clone()))?;
+    let gpu = Gpu::new(&crate::args::device_options(a.adapter.clone(), a.kv_cache))?;
     eprintln!("{}", gpu.header());
     let m = DeployedModel::open(&a.model)?;
     let cfg = &m.manifest.config;

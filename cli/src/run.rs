@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail, ensure};
 use tlite_eval::load::{Opened, Weights};
 use tlite_model::LanguageModel;
 use tlite_model::deploy::DeployedModel;
-use tlite_runtime_gpu::{DeviceOptions, Gpu, GpuLm, GpuModel, RunOptions};
+use tlite_runtime_gpu::{Gpu, GpuLm, GpuModel, RunOptions};
 use tlite_text::chat::conversation;
 use tlite_text::{
     GenerateError, GenerateOptions, GenerationStats, Generator, SamplerConfig, TextCodec,
@@ -65,6 +65,10 @@ pub struct Args {
     /// Pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
+    /// The KV cache's element type (default: f32, or TLITE_KV_CACHE); f16 where the adapter
+    /// has it.
+    #[arg(long, value_enum)]
+    kv_cache: Option<crate::args::KvCacheArg>,
     /// Also print the prompt's tokens, and on the GPU the memory report and the dispatches per
     /// step.
     #[arg(long, short = 'v')]
@@ -239,7 +243,7 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     let m = DeployedModel::open(&model_path)?;
     let cfg = &m.manifest.config;
     let max_seq = max_seq(a, cfg.max_position_embeddings)?;
-    let gpu = Gpu::new(&DeviceOptions::from_env(a.adapter.clone()))?;
+    let gpu = Gpu::new(&crate::args::device_options(a.adapter.clone(), a.kv_cache))?;
     let opts = RunOptions {
         max_seq,
         max_batch: a.max_batch.min(max_seq),

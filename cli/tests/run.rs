@@ -65,6 +65,33 @@ fn run_generates_on_a_tiny_model() {
     }
     // 2 layers × 2 × 2 kv heads × 64 positions × 16 head dim × 4 B.
     assert!(r.stderr.contains("KV cache 32.0 KiB"), "{}", r.stderr);
+    // --kv-cache f16: half of it where the adapter has f16 (the header says so).
+    let r = tlite(&[
+        "run",
+        &model,
+        "-p",
+        prompt,
+        "-n",
+        "8",
+        "--max-seq",
+        "64",
+        "--verbose",
+        "--kv-cache",
+        "f16",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let want = match r.stderr.contains("| KV cache f16") {
+        true => {
+            "KV cache 16.0 KiB = 2 layers × 2 (K, V) × 2 kv heads × 64 positions × 16 head dim × 2 B"
+        }
+        false => "KV cache 32.0 KiB",
+    };
+    assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    assert!(
+        r.stderr.contains("f16 no") || r.stderr.contains("| KV cache f16"),
+        "an adapter with f16 takes the f16 cache: {}",
+        r.stderr
+    );
 
     let r = tlite(&[
         "run",

@@ -433,7 +433,8 @@ impl Gpu {
             true => "f16 prefill GEMM on cooperative matrices, f32 accumulation",
             false => "f32",
         };
-        format!("{} ({products})", self.info.name)
+        let kv = if self.kv_f16 { ", f16 KV cache" } else { "" };
+        format!("{} ({products}{kv})", self.info.name)
     }
 
     /// Whether the KV cache holds f16 ([`KvCache`]): asked for, and the adapter has f16.
