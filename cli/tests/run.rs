@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{tlite, tmp};
+use common::{no_gpu, tlite, tmp};
 
 use std::io::Write as _;
 
@@ -19,24 +19,13 @@ fn run_generates_on_a_tiny_model() {
     assert!(r.ok, "{}", r.stderr);
 
     let prompt = "the cat is on the mat, then";
-    let r = tlite(&[
-        "run",
-        &model,
-        "-p",
-        prompt,
-        "-n",
-        "8",
-        "--max-seq",
-        "64",
-        "--verbose",
-    ]);
-    if !r.ok && r.stderr.contains("no GPU adapter") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no GPU adapter under CI: {}",
-            r.stderr
-        );
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", r.stderr);
+    // 8 tokens of `prompt` with a context of 64 and `extra` flags.
+    let run = |extra: &[&str]| {
+        let base = ["run", &model, "-p", prompt, "-n", "8", "--max-seq", "64"];
+        tlite(&[&base[..], extra].concat())
+    };
+    let r = run(&["--verbose"]);
+    if no_gpu(&r) {
         return;
     }
     assert!(r.ok, "{}", r.stderr);
@@ -66,19 +55,7 @@ fn run_generates_on_a_tiny_model() {
     // 2 layers × 2 × 2 kv heads × 64 positions × 16 head dim × 4 B.
     assert!(r.stderr.contains("KV cache 32.0 KiB"), "{}", r.stderr);
     // --kv-cache f16: half of it where the adapter has f16 (the header says so).
-    let r = tlite(&[
-        "run",
-        &model,
-        "-p",
-        prompt,
-        "-n",
-        "8",
-        "--max-seq",
-        "64",
-        "--verbose",
-        "--kv-cache",
-        "f16",
-    ]);
+    let r = run(&["--verbose", "--kv-cache", "f16"]);
     assert!(r.ok, "{}", r.stderr);
     let want = match r.stderr.contains("| KV cache f16") {
         true => {
@@ -93,17 +70,7 @@ fn run_generates_on_a_tiny_model() {
         r.stderr
     );
 
-    let r = tlite(&[
-        "run",
-        &model,
-        "-p",
-        prompt,
-        "-n",
-        "8",
-        "--max-seq",
-        "64",
-        "--json",
-    ]);
+    let r = run(&["--json"]);
     assert!(r.ok, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
     let tokens = v["tokens"].as_array().unwrap();
@@ -114,7 +81,7 @@ fn run_generates_on_a_tiny_model() {
         Some(2 * 2 * 2 * 64 * 16 * 4)
     );
     // The same greedy run streams the same text.
-    let streamed = tlite(&["run", &model, "-p", prompt, "-n", "8", "--max-seq", "64"]);
+    let streamed = run(&[]);
     assert_eq!(
         streamed.stdout,
         format!("{}\n", v["text"].as_str().unwrap())
@@ -155,13 +122,7 @@ fn bench_reports_the_time_to_the_first_token() {
     assert!(r.ok, "{}", r.stderr);
     let args = ["bench", &model, "-p", "9", "-n", "4", "-r", "1"];
     let r = tlite(&args);
-    if !r.ok && r.stderr.contains("no GPU adapter") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no GPU adapter under CI: {}",
-            r.stderr
-        );
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", r.stderr);
+    if no_gpu(&r) {
         return;
     }
     assert!(r.ok, "{}", r.stderr);

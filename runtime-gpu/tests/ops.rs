@@ -788,11 +788,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                     set.push(("grid_width", P::U(w)));
                     g
                 }
-                "gemm_m0e4_coop" | "gemm_m0e4_coop_few" => [
-                    n.div_ceil(rows_per_workgroup as usize) as u32,
-                    seq.div_ceil(tokens_per_workgroup as usize) as u32,
-                    1,
-                ],
+                // The GEMMs (f32, coop, coop short): tiles of rows × tokens.
                 _ => [
                     n.div_ceil(rows_per_workgroup as usize) as u32,
                     seq.div_ceil(tokens_per_workgroup as usize) as u32,

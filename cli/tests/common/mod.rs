@@ -31,6 +31,22 @@ pub fn tlite_text(args: &[&str]) -> (bool, String) {
     (r.ok, format!("{}{}", r.stdout, r.stderr))
 }
 
+/// Whether `r` failed for want of a GPU adapter (then the caller skips): a failure under CI,
+/// which always has one, and a printed `SKIPPED` elsewhere.
+pub fn no_gpu(r: &Out) -> bool {
+    use std::io::Write as _;
+    if r.ok || !r.stderr.contains("no GPU adapter") {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no GPU adapter under CI: {}",
+        r.stderr
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {}", r.stderr);
+    true
+}
+
 /// A path `name` inside the temporary folder `dir` (nothing there yet).
 pub fn tmp(dir: &tempfile::TempDir, name: &str) -> String {
     dir.path().join(name).to_string_lossy().into_owned()

@@ -242,18 +242,13 @@ impl Builder<'_> {
                 };
             }
         }
-        let (rows, tokens) = d.gemm.tile();
         Op {
             label: format!("{}[{}] gemm", p.label, ch.chunk),
             kernel: d.gemm.kernel(),
             entry: d.gemm.entry(),
             bindings,
             params: fields(self.matmul_params(p, d, &unblocked, c(0), false).values()),
-            grid: [
-                c(ch.rows.len() as u64).ceil_div(c(u64::from(rows))),
-                p.seq.clone().ceil_div(c(u64::from(tokens))),
-                c(1),
-            ],
+            grid: tile_grid(p, ch, d.gemm.tile()),
             when: When::Prefill,
             reads,
             writes,
@@ -263,16 +258,11 @@ impl Builder<'_> {
     /// The short-prefill op of chunk `ch` on cooperative matrices: `gemm_m0e4_coop_few` with
     /// the bindings and parameters of its coop GEMM op `gemm`.
     fn coop_few(&self, p: &Projection, ch: &ChunkRows, gemm: &Op) -> Op {
-        let (rows, tokens) = (COOP_FEW_ROWS, COOP_FEW_TOKENS);
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
             kernel: Kernel::MatmulCoopFew,
             entry: "gemm_m0e4_coop_few",
-            grid: [
-                c(ch.rows.len() as u64).ceil_div(c(u64::from(rows))),
-                p.seq.clone().ceil_div(c(u64::from(tokens))),
-                c(1),
-            ],
+            grid: tile_grid(p, ch, (COOP_FEW_ROWS, COOP_FEW_TOKENS)),
             when: When::PrefillCoopShort,
             ..gemm.clone()
         }
@@ -408,6 +398,16 @@ fn weight_bindings(p: &Projection, d: &Decision, ch: &ChunkRows) -> Vec<(u32, Bu
         b.push((bind::DENSE, w(0)));
     }
     b
+}
+
+/// The grid of a GEMM-shaped op on chunk `ch`: workgroups of `rows` weight rows × `tokens` of
+/// the step's rows.
+fn tile_grid(p: &Projection, ch: &ChunkRows, (rows, tokens): (u32, u32)) -> [Expr; 3] {
+    [
+        c(ch.rows.len() as u64).ceil_div(c(u64::from(rows))),
+        p.seq.clone().ceil_div(c(u64::from(tokens))),
+        c(1),
+    ]
 }
 
 /// The activations `p`'s ops read and write.
