@@ -411,8 +411,8 @@ fn short_prefills_run_as_gemvs_and_agree_with_the_gemm_and_the_reference() {
 }
 
 /// An f16 KV cache (`TLITE_KV_CACHE=f16`): half the KV memory, and every position's logits
-/// (a prefill step, then decode steps) within an f16 tolerance of the CPU reference, as the f32
-/// cache is within the f32 one.
+/// (a prefill step, then decode steps) within an f16 tolerance of the f32 cache's and of the
+/// CPU reference, as the f32 cache is within the f32 one.
 #[test]
 fn an_f16_kv_cache_halves_its_memory_and_matches_the_reference() {
     let Some(probe) = gpu_for_test("f16 kv cache") else {
@@ -433,6 +433,9 @@ fn an_f16_kv_cache_halves_its_memory_and_matches_the_reference() {
     };
     let (gpu32, gpu16) = (open(KvCache::F32), open(KvCache::F16));
     assert!(!gpu32.kv_f16() && gpu16.kv_f16());
+    // The 12-token prefill runs gemm_m0e4_coop_few where the adapter has cooperative matrices
+    // (f16 operands: the short-prefill test's tolerance), the f32 GEMVs otherwise.
+    let tol32 = if gpu32.coop_gemm() { 2e-2 } else { 1e-4 };
     assert!(gpu16.header().contains("KV cache f16"));
     for family in [Family::Llama, Family::Gemma3, Family::ChatGlm] {
         let (_dir, m) = tiny(family);
@@ -458,17 +461,23 @@ fn an_f16_kv_cache_halves_its_memory_and_matches_the_reference() {
             for p in 12..n {
                 got.extend(g.step(gpu, &prompt[p..p + 1], p, &[0]).unwrap());
             }
-            let worst = (got.iter().zip(&want)).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-            (g.memory.buffers.kv_bytes, worst / scale)
+            (g.memory.buffers.kv_bytes, got)
         };
-        let ((kv32, err32), (kv16, err16)) = (run(&gpu32), run(&gpu16));
+        let worst = |a: &[f32], b: &[f32]| {
+            (a.iter().zip(b)).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        };
+        let ((kv32, got32), (kv16, got16)) = (run(&gpu32), run(&gpu16));
+        let (err32, err16) = (worst(&got32, &want), worst(&got16, &want));
+        // What the cache alone changes: the same kernels otherwise.
+        let cache = worst(&got16, &got32);
         let _ = writeln!(
             std::io::stderr(),
-            "{family:?}: KV {kv32} B f32, {kv16} B f16 | max |Δlogit| / scale {err32:.2e} f32, \
-             {err16:.2e} f16"
+            "{family:?}: KV {kv32} B f32, {kv16} B f16 | max |Δlogit| / scale against the \
+             reference {err32:.2e} f32, {err16:.2e} f16; f16 against f32 cache {cache:.2e}"
         );
         assert_eq!(kv16 * 2, kv32, "{family:?}");
-        assert!(err32 <= 1e-4, "{family:?}: f32 cache {err32}");
-        assert!(err16 <= 2e-3, "{family:?}: f16 cache {err16}");
+        assert!(err32 <= tol32, "{family:?}: f32 cache {err32}");
+        assert!(err16 <= tol32.max(2e-3), "{family:?}: f16 cache {err16}");
+        assert!(cache <= 2e-3, "{family:?}: f16 against f32 cache {cache}");
     }
 }
