@@ -27,9 +27,9 @@ use crate::{GpuError, Result};
 /// The deployable model's tensors by name.
 pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
 
-/// Projections of at most this many rows run the small-workgroup coop GEMM: at 512 tokens a
-/// 4096-row projection is 256 workgroups of 128 rows, about two per multiprocessor of a large
-/// GPU, too few to hide their latency.
+/// Projections of at most this many rows run the coop GEMM on tiles of half the tokens: at 512
+/// tokens a 4096-row projection is 128 workgroups of 128 × 128, about one per multiprocessor
+/// of a large GPU, too few to hide their latency (256 of 128 × 64).
 pub const COOP_SMALL_MAX_ROWS: usize = 4096;
 
 /// What the plan depends on of the device.

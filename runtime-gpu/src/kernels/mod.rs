@@ -23,7 +23,7 @@ pub enum Kernel {
     /// The M0E4 prefill GEMM on cooperative matrices (f16 operands, f32 accumulators), for
     /// adapters that have them ([`crate::Gpu::coop_gemm`]).
     MatmulCoop,
-    /// The same on workgroups of half the rows, for projections whose output is too narrow to
+    /// The same on workgroups of half the tokens, for projections whose output is too narrow to
     /// give every multiprocessor several of the larger ones.
     MatmulCoopSmall,
     /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
