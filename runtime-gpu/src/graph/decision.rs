@@ -27,10 +27,12 @@ use crate::{GpuError, Result};
 /// The deployable model's tensors by name.
 pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
 
-/// Projections of at most this many rows run the coop GEMM on tiles of half the tokens: at 512
-/// tokens a 4096-row projection is 128 workgroups of 128 × 128, about one per multiprocessor
-/// of a large GPU, too few to hide their latency (256 of 128 × 64).
-pub const COOP_SMALL_MAX_ROWS: usize = 4096;
+/// Projections of fewer rows than this run the coop GEMM on tiles of half the tokens: at 512
+/// tokens a 2048-row projection is 64 workgroups of 128 × 128, half a large GPU's
+/// multiprocessors (128 of 128 × 64). From this many rows on, the 128 × 128 tiles: at 4096
+/// rows and 512 tokens about one workgroup per multiprocessor, measured 3% faster than twice
+/// as many 128 × 64 ones on the Llama-3-8B body (PERF.md).
+pub const COOP_LARGE_MIN_ROWS: usize = 4096;
 
 /// What the plan depends on of the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,8 +146,8 @@ pub enum Gemm {
     /// `matmul_coop::gemm_m0e4_coop`: on cooperative matrices, f16 operands (k a multiple of
     /// `COOP_K`).
     M0e4Coop,
-    /// `matmul_coop_small::gemm_m0e4_coop`: the same on half as many rows per workgroup, for
-    /// projections of at most `COOP_SMALL_MAX_ROWS` rows.
+    /// `matmul_coop_small::gemm_m0e4_coop`: the same on half as many tokens per workgroup, for
+    /// projections of fewer than `COOP_LARGE_MIN_ROWS` rows.
     M0e4CoopSmall,
     /// `gemm_dense` (f16 or f32 weights).
     Dense,
@@ -260,7 +262,7 @@ pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Res
     let k = w.rows_cols().1;
     let gemm = match w.storage {
         Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => {
-            match proj.rows.len() <= COOP_SMALL_MAX_ROWS {
+            match proj.rows.len() < COOP_LARGE_MIN_ROWS {
                 true => Gemm::M0e4CoopSmall,
                 false => Gemm::M0e4Coop,
             }
@@ -508,13 +510,13 @@ mod tests {
         assert_eq!(d("f16", 64, coop).gemm, Gemm::Dense);
         let wide = tensor(
             "wide",
-            (COOP_SMALL_MAX_ROWS + 1, 64),
+            (COOP_LARGE_MIN_ROWS, 64),
             Storage::M0E4,
             32,
-            &[COOP_SMALL_MAX_ROWS + 1],
+            &[COOP_LARGE_MIN_ROWS],
         );
         let l = index(std::slice::from_ref(&wide));
-        let rows = 0..COOP_SMALL_MAX_ROWS + 1;
+        let rows = 0..COOP_LARGE_MIN_ROWS;
         let dw = decide(&proj("wide", rows, 64), site, &l, coop).unwrap();
         assert_eq!(dw.gemm, Gemm::M0e4Coop);
         // Short steps on the matrix cores where the coop GEMM runs, unless a chunk has more
