@@ -13,6 +13,7 @@ use tlite_model::arch::Family;
 use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph;
+use tlite_runtime_gpu::kernels::Kernel;
 use tlite_runtime_gpu::shape::Syms;
 
 const FAMILIES: [Family; 6] = [
@@ -148,7 +149,13 @@ fn plans_of_the_synthetic_models() {
             let plan = graph::build(&m.manifest, 1000, limits).unwrap();
             // Cooperative matrices change which kernel runs M0E4 prefill GEMMs, nothing else.
             let count = |e: &str| plan.ops.iter().filter(|o| o.entry == e).count();
-            let (f32_gemms, coop) = (count("gemm_m0e4"), count("gemm_m0e4_coop"));
+            // A projection on the 128 × 128 tiles has a twin on the 128 × 64 ones for steps
+            // below COOP_WIDE_PREFILL tokens (checked below): one GEMM of the projection.
+            let mid = |o: &graph::Op| o.when == graph::When::PrefillCoopMid;
+            let coop = (plan.ops.iter())
+                .filter(|o| o.entry == "gemm_m0e4_coop" && !mid(o))
+                .count();
+            let f32_gemms = count("gemm_m0e4");
             match coop_gemm {
                 false => {
                     assert_eq!(coop, 0, "{name}: no cooperative matrices asked for");
@@ -162,7 +169,11 @@ fn plans_of_the_synthetic_models() {
                     // rows are the step's outputs) keeps the GEMVs (so would a chunk of more
                     // rows than 16-row workgroups cover: none here, decision.rs tests it).
                     let head = |o: &graph::Op| o.label.starts_with("lm_head");
-                    for o in plan.ops.iter().filter(|o| o.entry == "gemm_m0e4_coop") {
+                    for o in plan
+                        .ops
+                        .iter()
+                        .filter(|o| o.entry == "gemm_m0e4_coop" && !mid(o))
+                    {
                         let twin = o.label.replace(" gemm", " gemm_few");
                         let few = plan.ops.iter().find(|f| f.label == twin);
                         match head(o) {
@@ -171,10 +182,24 @@ fn plans_of_the_synthetic_models() {
                                 let few = few.unwrap_or_else(|| panic!("{name}: {twin}"));
                                 assert_eq!(few.entry, "gemm_m0e4_coop_few");
                                 assert_eq!(few.when, graph::When::PrefillCoopShort);
-                                assert_eq!(o.when, graph::When::PrefillCoopLarge, "{name}");
+                                let twin = plan.ops.iter().find(|m| m.label == o.label && mid(m));
+                                match (o.kernel, o.when) {
+                                    (Kernel::MatmulCoopSmall, graph::When::PrefillCoopLarge) => {
+                                        assert!(twin.is_none(), "{name}: {}", o.label)
+                                    }
+                                    (Kernel::MatmulCoop, graph::When::PrefillCoopWide) => {
+                                        let twin = twin.unwrap_or_else(|| panic!("{name}"));
+                                        assert_eq!(twin.kernel, Kernel::MatmulCoopSmall);
+                                    }
+                                    other => panic!("{name}: {}: {other:?}", o.label),
+                                }
                             }
                         }
                     }
+                    // The 4160-wide variant's projections of 4160 rows take both tiles.
+                    let wide = |o: &graph::Op| o.when == graph::When::PrefillCoopWide;
+                    let both = plan.ops.iter().any(wide) && plan.ops.iter().any(mid);
+                    assert_eq!(both, name.contains("h4160"), "{name}");
                     let gemvs = plan.ops.iter().filter(|o| {
                         ["gemv_few", "gemv_small"]
                             .iter()

@@ -5,7 +5,7 @@ use tlite_model::arch::Activation as Act;
 use tlite_model::layer::Proj;
 
 use super::builder::{Builder, first_chunk, grid_1d, m0e4_row, part};
-use super::decision::{self, ChunkRows, Decision, Gemv, Norm, Site};
+use super::decision::{self, ChunkRows, Decision, Gemm, Gemv, Norm, Site};
 use super::norm::{NormIo, NormOp};
 use super::{BufRef, Op, When, fields};
 use crate::Result;
@@ -121,6 +121,18 @@ impl Builder<'_> {
                 let few = self.coop_few(p, ch, &op);
                 self.push(few);
                 op.when = When::PrefillCoopLarge;
+                // Projections on the 128 × 128 tiles take the 128 × 64 ones below
+                // COOP_WIDE_PREFILL tokens, where the larger tiles leave the GPU half idle.
+                if d.gemm == Gemm::M0e4Coop {
+                    let narrow = Decision {
+                        gemm: Gemm::M0e4CoopSmall,
+                        ..d.clone()
+                    };
+                    let mut mid = self.gemm(p, &narrow, ch);
+                    mid.when = When::PrefillCoopMid;
+                    self.push(mid);
+                    op.when = When::PrefillCoopWide;
+                }
             } else if d.gemm.m0e4() {
                 for run in [GemvRun::FewPrefill, GemvRun::SmallPrefill] {
                     let g = self.gemv(p, d, ch, run);

@@ -102,6 +102,11 @@ pub enum When {
     /// On adapters with cooperative matrices, more than [`COOP_SHORT_PREFILL`] tokens (the coop
     /// GEMM).
     PrefillCoopLarge,
+    /// [`When::PrefillCoopLarge`]'s steps of fewer than [`COOP_WIDE_PREFILL`] tokens, for a
+    /// projection of `COOP_LARGE_MIN_ROWS` rows or more: the coop GEMM on 128 × 64 tiles.
+    PrefillCoopMid,
+    /// The rest of them, [`COOP_WIDE_PREFILL`] tokens or more: the 128 × 128 tiles.
+    PrefillCoopWide,
 }
 
 /// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillFew`],
@@ -119,6 +124,12 @@ pub const TOKENS_GEMV_MIN: u64 = 16;
 /// faster at 32 tokens and 3% slower at 48.
 pub const COOP_SHORT_PREFILL: u64 = 40;
 
+/// The fewest tokens of a step whose projections of `COOP_LARGE_MIN_ROWS` rows or more run the
+/// coop GEMM on its 128 × 128 tiles ([`When::PrefillCoopWide`]); shorter steps take the 128 × 64
+/// tiles. Measured on an H200 (docs/PERF.md, "Coop GEMM tiles"): on the Llama-3-8B shapes the
+/// 128 × 64 tiles were 22-24% faster at 64-256 tokens and 3% slower at 512.
+pub const COOP_WIDE_PREFILL: u64 = 512;
+
 impl When {
     /// Whether an op of this kind runs in a step of `seq` tokens.
     pub fn runs(self, seq: u64) -> bool {
@@ -131,6 +142,8 @@ impl When {
             When::PrefillLarge => seq > SMALL_PREFILL,
             When::PrefillCoopShort => seq > 1 && seq <= COOP_SHORT_PREFILL,
             When::PrefillCoopLarge => seq > COOP_SHORT_PREFILL,
+            When::PrefillCoopMid => seq > COOP_SHORT_PREFILL && seq < COOP_WIDE_PREFILL,
+            When::PrefillCoopWide => seq >= COOP_WIDE_PREFILL,
         }
     }
 }
@@ -294,13 +307,25 @@ mod tests {
     fn prefill_whens_partition_the_steps() {
         let gemv = [When::PrefillFew, When::PrefillSmall, When::PrefillLarge];
         let coop = [When::PrefillCoopShort, When::PrefillCoopLarge];
-        for seq in 1..=4 * (SMALL_PREFILL + COOP_SHORT_PREFILL) {
+        let coop_wide = [
+            When::PrefillCoopShort,
+            When::PrefillCoopMid,
+            When::PrefillCoopWide,
+        ];
+        for seq in 1..=2 * COOP_WIDE_PREFILL {
             let want = usize::from(seq > 1);
             assert_eq!(gemv.iter().filter(|w| w.runs(seq)).count(), want, "{seq}");
             assert_eq!(coop.iter().filter(|w| w.runs(seq)).count(), want, "{seq}");
+            assert_eq!(
+                coop_wide.iter().filter(|w| w.runs(seq)).count(),
+                want,
+                "{seq}"
+            );
             assert_eq!(When::Prefill.runs(seq), seq > 1);
         }
         assert!(When::PrefillCoopShort.runs(COOP_SHORT_PREFILL));
         assert!(When::PrefillCoopLarge.runs(COOP_SHORT_PREFILL + 1));
+        assert!(When::PrefillCoopMid.runs(COOP_WIDE_PREFILL - 1));
+        assert!(When::PrefillCoopWide.runs(COOP_WIDE_PREFILL));
     }
 }
