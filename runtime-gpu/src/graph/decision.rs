@@ -148,7 +148,8 @@ pub enum Gemm {
     /// `COOP_K`).
     M0e4Coop,
     /// `matmul_coop_small::gemm_m0e4_coop`: the same on half as many tokens per workgroup, for
-    /// projections of fewer than `COOP_LARGE_MIN_ROWS` rows.
+    /// projections of fewer than `COOP_LARGE_MIN_ROWS` rows (and, as the twin op of the others,
+    /// for their steps of fewer than `COOP_WIDE_PREFILL` tokens).
     M0e4CoopSmall,
     /// `gemm_dense` (f16 or f32 weights).
     Dense,

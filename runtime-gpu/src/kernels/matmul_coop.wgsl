@@ -4,9 +4,9 @@
 // Two kernels are built from this file, with CR (rows per workgroup), CWG = 2 · CR threads and
 // TT (tokens per workgroup) set before it: `matmul_coop` (CR = COOP_ROWS = 128, TT =
 // COOP_TOKENS = 128) and `matmul_coop_small` (CR = COOP_SMALL_ROWS = 128, TT =
-// COOP_SMALL_TOKENS = 64: twice the workgroups, for the plan's projections of < 4096 rows,
-// which would otherwise leave many of a large GPU's multiprocessors idle; 128 × 64 beat 64 × 64
-// and 64 × 128 there, PERF.md). A workgroup of CWG / 32 subgroups computes CR weight rows × TT
+// COOP_SMALL_TOKENS = 64: twice the workgroups, for the plan's projections of < 4096 rows and
+// the others' steps of < 512 tokens, which would otherwise leave many of a large GPU's
+// multiprocessors idle; 128 × 64 beat 64 × 64 and 64 × 128 there, PERF.md). A workgroup of CWG / 32 subgroups computes CR weight rows × TT
 // tokens; subgroup s the rows 32 (s % (CR / 32)) .. + 31 and tokens (TT / 2) (s / (CR / 32)) .. as 2 × FT tiles of
 // 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ; FT = TT / 32). Per
 // step of COOP_K = 64 columns the workgroup decodes a CR × 64 M0E4 tile into f16 in shared

@@ -24,7 +24,8 @@ pub enum Kernel {
     /// adapters that have them ([`crate::Gpu::coop_gemm`]).
     MatmulCoop,
     /// The same on workgroups of half the tokens, for projections whose output is too narrow to
-    /// give every multiprocessor several of the larger ones.
+    /// give every multiprocessor several of the larger ones, and for the other projections'
+    /// steps of fewer than `COOP_WIDE_PREFILL` tokens.
     MatmulCoopSmall,
     /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
     /// workgroup, k split between its subgroups.

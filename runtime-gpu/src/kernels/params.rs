@@ -610,11 +610,11 @@ shared_constants! {
     pub const COOP_ROWS: u32 = 128;
     /// Tokens per workgroup of `matmul_coop::gemm_m0e4_coop` (grid y).
     pub const COOP_TOKENS: u32 = 128;
-    /// Threads per workgroup of `matmul_coop_small::gemm_m0e4_coop`: 8 subgroups of 32.
-    pub const COOP_SMALL_WG: u32 = 256;
+    /// Threads per workgroup of `matmul_coop_small::gemm_m0e4_coop`: the large kernel's.
+    pub const COOP_SMALL_WG: u32 = COOP_WG;
     /// Output rows per workgroup of `matmul_coop_small::gemm_m0e4_coop` (grid x): the large
     /// kernel's rows over half its tokens (measured against 64 × 64 and 64 × 128 tiles).
-    pub const COOP_SMALL_ROWS: u32 = 128;
+    pub const COOP_SMALL_ROWS: u32 = COOP_ROWS;
     /// Tokens per workgroup of `matmul_coop_small::gemm_m0e4_coop` (grid y).
     pub const COOP_SMALL_TOKENS: u32 = 64;
     /// Threads per workgroup of `matmul_coop_few::gemm_m0e4_coop_few`: 4 subgroups of 32, which
