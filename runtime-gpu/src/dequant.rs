@@ -20,6 +20,14 @@ pub fn halves_to_words(h: &[u16]) -> Vec<u32> {
         .collect()
 }
 
+/// An M0E4 matrix's group parameters as the runtime's kernels read them: each group's scale
+/// (low half) and bias (high half) in one word.
+pub fn group_words(scales: &[u16], biases: &[u16]) -> Vec<u32> {
+    (scales.iter().zip(biases))
+        .map(|(&s, &b)| u32::from(s) | (u32::from(b) << 16))
+        .collect()
+}
+
 /// Splits `workgroups` into an (x, y) grid within the device's per-dimension limit.
 pub fn dispatch_grid(workgroups: u32, max_per_dim: u32) -> (u32, u32) {
     if workgroups <= max_per_dim {

@@ -116,12 +116,28 @@ impl<'a> Sizer<'a> {
         let man = &model.manifest;
         let mut weights = Vec::new();
         for w in crate::graph::join::weight_buffers(&man.tensors, &graph.joined) {
-            let mut len = 0u64;
-            for part in &w.parts {
-                let (_, bytes) = model
-                    .part(part)
-                    .map_err(|e| GpuError::Model(e.to_string()))?;
-                len = len.saturating_add(u(bytes.len()));
+            let stored = |parts: &[String]| -> Result<u64> {
+                let mut len = 0u64;
+                for part in parts {
+                    let (_, bytes) = model
+                        .part(part)
+                        .map_err(|e| GpuError::Model(e.to_string()))?;
+                    len = len.saturating_add(u(bytes.len()));
+                }
+                Ok(len)
+            };
+            let mut len = stored(&w.parts)?;
+            if !w.high.is_empty() {
+                // Scales and biases, one f16 each per group, interleaved.
+                let high = stored(&w.high)?;
+                if high != len || len % 2 != 0 {
+                    return Err(GpuError::Model(format!(
+                        "`{}`: its scales ({len} bytes) and biases ({high} bytes) must be f16 \
+                         values, one of each per group",
+                        w.key.0
+                    )));
+                }
+                len = len.saturating_add(high);
             }
             let len = if w.f16 { len / 2 * 4 } else { len };
             weights.push(WeightPart {

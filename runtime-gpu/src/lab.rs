@@ -13,7 +13,7 @@ use tlite_quantizer::rng::Rng;
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use wgpu::util::DeviceExt;
 
-use crate::dequant::halves_to_words;
+use crate::dequant::group_words;
 use crate::kernels::params::{GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, MatmulParams};
 use crate::kernels::{Kernel, binding};
 use crate::readback::{map_read, wait_for};
@@ -852,9 +852,8 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
         let m = M0E4Matrix::quantize(&data, n, k, &QuantOptions::new(opts.group, Method::MinMax))
             .map_err(|e| GpuError::InvalidOptions(format!("gemv lab: {n}×{k}: {e}")))?;
         drop(data);
-        let scales = halves_to_words(&m.scales);
-        let biases = halves_to_words(&m.biases);
-        let weight_bytes = 4 * (m.packed.len() + scales.len() + biases.len()) as u64;
+        let groups = group_words(&m.scales, &m.biases);
+        let weight_bytes = 4 * (m.packed.len() + groups.len()) as u64;
         let copies = (opts.rotate_bytes / weight_bytes + 1) as usize;
         let x: Vec<f32> = rng.gaussian_vec(k, 1.0);
         let wide_ok = k.is_multiple_of(GEMV_WIDE_COLS as usize)
@@ -894,11 +893,8 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                 let packed_b: Vec<wgpu::Buffer> = (0..copies)
                     .map(|_| storage(gpu, bytemuck::cast_slice(&m.packed)))
                     .collect();
-                let scales_b: Vec<wgpu::Buffer> = (0..copies)
-                    .map(|_| storage(gpu, bytemuck::cast_slice(&scales)))
-                    .collect();
-                let biases_b: Vec<wgpu::Buffer> = (0..copies)
-                    .map(|_| storage(gpu, bytemuck::cast_slice(&biases)))
+                let groups_b: Vec<wgpu::Buffer> = (0..copies)
+                    .map(|_| storage(gpu, bytemuck::cast_slice(&groups)))
                     .collect();
                 let x_b = storage(gpu, bytemuck::cast_slice(&x));
                 let y_b: Vec<wgpu::Buffer> = (0..copies)
@@ -966,8 +962,7 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                                             (b::PARAMS, params),
                                             (xb, &x_b),
                                             (pb, &packed_b[c]),
-                                            (b::SCALES, &scales_b[c]),
-                                            (b::BIASES, &biases_b[c]),
+                                            (b::GROUPS, &groups_b[c]),
                                             (b::Y, y),
                                         ];
                                         if ent.runtime {
@@ -1012,8 +1007,7 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                     }
                 }
                 let mut kept = packed_b;
-                kept.extend(scales_b);
-                kept.extend(biases_b);
+                kept.extend(groups_b);
                 Ok((out, kept))
             })?;
             rows.extend(rows_of);
@@ -1114,7 +1108,7 @@ impl GemvVariant {
     }
 
     /// The variant's WGSL (entry point `lab_gemv`): matmul's parameter struct, bindings and
-    /// word decoder (`half_at`, `word_dot`, taken from matmul_io.wgsl and matmul.wgsl
+    /// word decoder (`word_dot`, taken from matmul_io.wgsl and matmul.wgsl
     /// themselves) around its own loop.
     pub fn source(&self) -> String {
         let matmul = concat!(
@@ -1162,11 +1156,10 @@ impl GemvVariant {
              \x20   }\n"
         };
         format!(
-            "{prelude}\n{consts}\n{params}\n{half_at}\n{word_dot}\n\
+            "{prelude}\n{consts}\n{params}\n{word_dot}\n\
 @group(0) @binding(0) var<uniform> params: Params;\n\
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;\n\
-@group(0) @binding(5) var<storage, read> scales: array<u32>;\n\
-@group(0) @binding(6) var<storage, read> biases: array<u32>;\n\
+@group(0) @binding(5) var<storage, read> groups: array<u32>;\n\
 @group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;\n\
 @group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;\n\
 const LWG: u32 = {wg}u;\n\
@@ -1205,7 +1198,7 @@ fn load_round(i: u32, steps: u32, base: array<u32, LR>, gbase: array<u32, LR>) -
             for (var r = 0u; r < LR; r++) {{\n\
                 rd.w[u * LR + r] = packed4[base[r] + ii];\n\
                 let g = gbase[r] + gi;\n\
-                rd.sc[u * LR + r] = vec2<f32>(half_at(scales[g >> 1u], g), half_at(biases[g >> 1u], g));\n\
+                rd.sc[u * LR + r] = unpack2x16float(groups[g]);\n\
             }}\n\
         }}\n\
     }}\n\
@@ -1270,7 +1263,6 @@ fn lab_gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
             prelude = crate::kernels::m0e4_prelude(),
             consts = crate::kernels::params::constants_prelude(),
             params = item("struct Params {"),
-            half_at = item("fn half_at("),
             word_dot = item("fn word_dot("),
             wg = self.wg,
             rows = self.rows,

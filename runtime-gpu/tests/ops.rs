@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use tlite_quantizer::rng::Rng;
 use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use tlite_runtime_gpu::Gpu;
-use tlite_runtime_gpu::dequant::halves_to_words;
+use tlite_runtime_gpu::dequant::{group_words, halves_to_words};
 use tlite_runtime_gpu::graph::SMALL_PREFILL;
 use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
 use tlite_runtime_gpu::kernels::params::{
@@ -526,7 +526,9 @@ enum Wt {
 
 /// One chunk of a weight tensor on the GPU, with the values the kernels decode.
 struct GpuMat {
-    /// M0E4: packed, scales, biases; dense: the f32 values.
+    /// M0E4: packed, the group words the runtime's kernels read (scale and bias in one word),
+    /// then scales and biases apart (two halves per word, as `dequant.wgsl` reads them); dense:
+    /// the f32 values.
     parts: Vec<wgpu::Buffer>,
     /// Row-major `[rows, k]`: dequantized, or the (widened) dense values.
     values: Vec<f32>,
@@ -540,6 +542,7 @@ fn upload_weight(h: &Harness, wt: Wt, data: &[f32], rows: usize, k: usize) -> Gp
             GpuMat {
                 parts: vec![
                     h.u32s(&m.packed),
+                    h.u32s(&group_words(&m.scales, &m.biases)),
                     h.u32s(&halves_to_words(&m.scales)),
                     h.u32s(&halves_to_words(&m.biases)),
                 ],
@@ -815,8 +818,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
             match s.wt {
                 Wt::M0E4(_) => bind.extend([
                     (binding::matmul::PACKED, &m.parts[0]),
-                    (binding::matmul::SCALES, &m.parts[1]),
-                    (binding::matmul::BIASES, &m.parts[2]),
+                    (binding::matmul::GROUPS, &m.parts[1]),
                     (binding::matmul::PACKED4, &m.parts[0]),
                 ]),
                 _ => bind.push((binding::matmul::DENSE, &m.parts[0])),
@@ -1164,14 +1166,12 @@ fn glu_fused_case(h: &Harness, r: &mut Report, s: &GluSpec) {
         params: params(Kernel::Matmul, &set),
         bind: vec![
             (b::Y, &y_buf),
-            (b::SCALES, &gm.parts[1]),
-            (b::BIASES, &gm.parts[2]),
+            (b::GROUPS, &gm.parts[1]),
             (b::X4, &x_buf),
             (packed_at, &gm.parts[0]),
             (b::NORM_W4, &norm_buf),
             (up_at, &um.parts[0]),
-            (b::SCALES_UP, &um.parts[1]),
-            (b::BIASES_UP, &um.parts[2]),
+            (b::GROUPS_UP, &um.parts[1]),
         ],
         grid,
     }]);
@@ -1241,8 +1241,7 @@ fn glu_separate_case(h: &Harness, r: &mut Report, seed: u64, act_kind: u32) {
             bind: vec![
                 (binding::matmul::Y, y),
                 (binding::matmul::BIAS, &h.dummy),
-                (binding::matmul::SCALES, &m.parts[1]),
-                (binding::matmul::BIASES, &m.parts[2]),
+                (binding::matmul::GROUPS, &m.parts[1]),
                 (binding::matmul::X4, &x_buf),
                 (binding::matmul::PACKED4, &m.parts[0]),
                 (binding::matmul::NORM_W4, &norm_buf),
@@ -1331,8 +1330,8 @@ fn dequant_case(h: &Harness, r: &mut Report, seed: u64, rows: usize, cols: usize
         ),
         bind: vec![
             (binding::dequant::PACKED, &m.parts[0]),
-            (binding::dequant::SCALES, &m.parts[1]),
-            (binding::dequant::BIASES, &m.parts[2]),
+            (binding::dequant::SCALES, &m.parts[2]),
+            (binding::dequant::BIASES, &m.parts[3]),
             (binding::dequant::OUT, &out),
         ],
         grid,
@@ -2038,8 +2037,7 @@ fn embed_case(
                     ]);
                     bind.extend([
                         (binding::elementwise::PACKED, &m.parts[0]),
-                        (binding::elementwise::SCALES, &m.parts[1]),
-                        (binding::elementwise::BIASES, &m.parts[2]),
+                        (binding::elementwise::GROUPS, &m.parts[1]),
                     ]);
                 }
                 _ => bind.push((binding::elementwise::DENSE, &m.parts[0])),

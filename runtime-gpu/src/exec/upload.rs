@@ -128,11 +128,14 @@ impl<'a> Alloc<'a> {
         self.scoped("the weights", self.sizes.estimate.weight_bytes, || {
             for w in &self.sizes.weights {
                 let b = &w.buffer;
-                let parts = (b.parts.iter())
-                    .map(|p| model.part(p).map(|(_, bytes)| bytes))
-                    .collect::<std::result::Result<Vec<&[u8]>, _>>()
-                    .map_err(|e| GpuError::Model(e.to_string()))?;
-                let buf = self.weight_buffer(&b.key.0, w.bytes, &parts, b.f16)?;
+                let stored = |names: &[String]| {
+                    (names.iter())
+                        .map(|p| model.part(p).map(|(_, bytes)| bytes))
+                        .collect::<std::result::Result<Vec<&[u8]>, _>>()
+                        .map_err(|e| GpuError::Model(e.to_string()))
+                };
+                let (parts, high) = (stored(&b.parts)?, stored(&b.high)?);
+                let buf = self.weight_buffer(&b.key.0, w.bytes, (&parts, &high), b.f16)?;
                 memory.buffers.weight_bytes += buf.size();
                 weights.insert(b.key.clone(), buf);
             }
@@ -142,12 +145,13 @@ impl<'a> Alloc<'a> {
     }
 
     /// The buffer of one weight part (or of a joined weight's part): `parts` one after
-    /// another, as they are or as f16 widened to f32.
+    /// another, as they are or as f16 widened to f32; with `high` (an M0E4 tensor's biases, as
+    /// long as `parts`, its scales), word i holds half i of `parts` and half i of `high`.
     fn weight_buffer(
         &self,
         label: &str,
         size: u64,
-        parts: &[&[u8]],
+        (parts, high): (&[&[u8]], &[&[u8]]),
         f16: bool,
     ) -> Result<wgpu::Buffer> {
         upload(
@@ -156,6 +160,11 @@ impl<'a> Alloc<'a> {
             size,
             wgpu::BufferUsages::STORAGE,
             |mut dst| {
+                if !high.is_empty() {
+                    let words = halves(parts).zip(halves(high));
+                    write_words(dst, words.map(|(l, h)| [l[0], l[1], h[0], h[1]]));
+                    return;
+                }
                 let mut at = 0;
                 for bytes in parts {
                     if f16 {
@@ -241,19 +250,25 @@ pub(super) fn upload(
 }
 
 /// Writes `f(0..n)` as little-endian f32 to the start of `dst`, a block at a time.
-pub(super) fn write_f32(
-    mut dst: wgpu::WriteOnly<'_, [u8]>,
-    n: usize,
-    mut f: impl FnMut(usize) -> f32,
-) {
+pub(super) fn write_f32(dst: wgpu::WriteOnly<'_, [u8]>, n: usize, f: impl FnMut(usize) -> f32) {
+    write_words(dst, (0..n).map(f).map(f32::to_le_bytes));
+}
+
+/// The 2-byte values of `parts`, one after another.
+fn halves<'a>(parts: &'a [&'a [u8]]) -> impl Iterator<Item = [u8; 2]> + 'a {
+    (parts.iter()).flat_map(|b| b.chunks_exact(2).map(|h| [h[0], h[1]]))
+}
+
+/// Writes the 4-byte words of `words` to the start of `dst`, a block at a time.
+fn write_words(mut dst: wgpu::WriteOnly<'_, [u8]>, words: impl Iterator<Item = [u8; 4]>) {
     const BLOCK: usize = 16 << 10;
-    let mut tmp: Vec<u8> = Vec::with_capacity(4 * BLOCK.min(n));
-    let mut i = 0;
-    while i < n {
-        let end = (i + BLOCK).min(n);
+    let mut tmp: Vec<u8> = Vec::with_capacity(4 * BLOCK);
+    let mut at = 0;
+    let mut words = words.peekable();
+    while words.peek().is_some() {
         tmp.clear();
-        tmp.extend((i..end).flat_map(|j| f(j).to_le_bytes()));
-        dst.slice(4 * i..4 * end).copy_from_slice(&tmp);
-        i = end;
+        tmp.extend(words.by_ref().take(BLOCK).flatten());
+        dst.slice(at..at + tmp.len()).copy_from_slice(&tmp);
+        at += tmp.len();
     }
 }

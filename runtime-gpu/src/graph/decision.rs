@@ -653,7 +653,7 @@ mod tests {
         assert_eq!(both(WIDE), (glu.clone(), Gemv::Covered));
         assert_eq!(glu.activation_when(), When::Prefill);
         let few = Limits {
-            max_storage_buffers: 8,
+            max_storage_buffers: GEMV_GLU_STORAGE_BUFFERS - 1,
             ..WIDE
         };
         assert_eq!(both(few), (Gemv::NarrowNorm, Gemv::NarrowNorm));

@@ -8,6 +8,7 @@ use tlite_quantizer::M0E4Matrix;
 
 use super::builder::{Builder, grid_1d, m0e4_row, part};
 use super::decision::Site;
+use super::join::GROUPS_PART;
 use super::matmul::Projection;
 use super::norm::{NormIo, NormOp};
 use super::{BufRef, Op, When, fields};
@@ -36,11 +37,7 @@ impl Builder<'_> {
             let p = |i: usize| part(embed, ci, i);
             let mut bindings = vec![(bind::TOKENS, BufRef::Tokens), (bind::Y, BufRef::Act(x))];
             let threads = if m0e4 {
-                bindings.extend([
-                    (bind::PACKED, p(0)),
-                    (bind::SCALES, p(1)),
-                    (bind::BIASES, p(2)),
-                ]);
+                bindings.extend([(bind::PACKED, p(0)), (bind::GROUPS, p(GROUPS_PART))]);
                 seq.clone() * M0E4Matrix::words_per_row(h)
             } else {
                 bindings.push((bind::DENSE, p(0)));

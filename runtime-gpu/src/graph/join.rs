@@ -23,12 +23,59 @@ pub struct Joined {
 }
 
 /// One weight buffer of a load: its key (tensor, chunk, part), the stored parts it holds, in
-/// order, and whether they are f16 (widened to f32 on the GPU).
+/// order, and whether they are f16 (widened to f32 on the GPU). An M0E4 tensor has two: its
+/// packed words (part 0) and its groups' parameters (part [`GROUPS_PART`]): each group's scale
+/// and bias as one word, the scale's f16 in the low half and the bias's in the high half, so that
+/// a kernel reads both with one load. Such a buffer interleaves the halves of `parts` (the stored
+/// scales) with those of `high` (the stored biases); `high` is empty for every other buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeightBuffer {
     pub key: (String, usize, usize),
     pub parts: Vec<String>,
+    pub high: Vec<String>,
     pub f16: bool,
+}
+
+/// The buffer part of an M0E4 tensor that holds its groups' scales and biases, word by word.
+pub const GROUPS_PART: usize = 1;
+
+/// The stored parts of an M0E4 chunk: packed words, scales, biases.
+const M0E4_PARTS: usize = 3;
+
+/// The weight buffers of one stored chunk, or of the joined chunks of several tensors: `parts`
+/// gives each member's stored part names in order.
+fn chunk_buffers(
+    key: impl Fn(usize) -> (String, usize, usize),
+    storage: Storage,
+    parts: &[&[String]],
+) -> Vec<WeightBuffer> {
+    let of = |pi: usize| parts.iter().map(|p| p[pi].clone()).collect::<Vec<_>>();
+    let n = parts.first().map_or(0, |p| p.len());
+    let f16 = storage == Storage::F16;
+    if storage == Storage::M0E4 && n == M0E4_PARTS {
+        return vec![
+            WeightBuffer {
+                key: key(0),
+                parts: of(0),
+                high: vec![],
+                f16,
+            },
+            WeightBuffer {
+                key: key(GROUPS_PART),
+                parts: of(1),
+                high: of(2),
+                f16,
+            },
+        ];
+    }
+    (0..n)
+        .map(|pi| WeightBuffer {
+            key: key(pi),
+            parts: of(pi),
+            high: vec![],
+            f16,
+        })
+        .collect()
 }
 
 /// Every weight buffer of a load of the stored `tensors` (the manifest's) with the joined
@@ -44,32 +91,17 @@ pub fn weight_buffers(tensors: &[TensorLayout], joined: &[Joined]) -> Vec<Weight
     let mut out = Vec::new();
     for t in tensors.iter().filter(|t| !taken.contains(t.name.as_str())) {
         for (ci, ch) in t.chunks.iter().enumerate() {
-            for (pi, part) in ch.parts.iter().enumerate() {
-                out.push(WeightBuffer {
-                    key: (t.name.clone(), ci, pi),
-                    parts: vec![part.clone()],
-                    f16: t.storage == Storage::F16,
-                });
-            }
+            let key = |pi| (t.name.clone(), ci, pi);
+            out.extend(chunk_buffers(key, t.storage, &[&ch.parts]));
         }
     }
     for j in joined {
-        let members: Vec<&TensorLayout> = (j.members.iter())
-            .filter_map(|m| stored.get(m.as_str()).copied())
+        let members: Vec<&[String]> = (j.members.iter())
+            .filter_map(|m| stored.get(m.as_str()))
+            .map(|m| m.chunks[0].parts.as_slice())
             .collect();
-        let Some(first) = members.first() else {
-            continue;
-        };
-        for pi in 0..first.chunks[0].parts.len() {
-            out.push(WeightBuffer {
-                key: (j.layout.name.clone(), 0, pi),
-                parts: members
-                    .iter()
-                    .map(|m| m.chunks[0].parts[pi].clone())
-                    .collect(),
-                f16: j.layout.storage == Storage::F16,
-            });
-        }
+        let key = |pi| (j.layout.name.clone(), 0, pi);
+        out.extend(chunk_buffers(key, j.layout.storage, &members));
     }
     out
 }
@@ -356,12 +388,19 @@ mod tests {
         with_o.insert(0, m0e4("o", 64, 32, &[(0, 64)]));
         let bufs = weight_buffers(&with_o, &joined);
         let keys: Vec<(&str, usize)> = bufs.iter().map(|b| (b.key.0.as_str(), b.key.2)).collect();
-        let want = [("o", 0), ("o", 1), ("o", 2), ("qb+k+v", 0)];
-        assert_eq!(keys[..4], want);
-        assert_eq!(keys[4..], [("q+k+v", 0), ("q+k+v", 1), ("q+k+v", 2)]);
-        assert_eq!(bufs[6].parts, ["q.0.2", "k.0.2", "v.0.2"]);
+        // An M0E4 tensor's scales and biases share one buffer (part 1).
+        let want = [("o", 0), ("o", 1), ("qb+k+v", 0)];
+        assert_eq!(keys[..3], want);
         assert_eq!(
-            (bufs[3].parts.len(), bufs[3].f16, bufs[4].f16),
+            (&bufs[1].parts, &bufs[1].high),
+            (&vec!["o.0.1".to_owned()], &vec!["o.0.2".to_owned()])
+        );
+        assert_eq!(keys[3..], [("q+k+v", 0), ("q+k+v", 1)]);
+        assert_eq!(bufs[4].parts, ["q.0.1", "k.0.1", "v.0.1"]);
+        assert_eq!(bufs[4].high, ["q.0.2", "k.0.2", "v.0.2"]);
+        assert!(bufs[3].high.is_empty() && bufs[2].high.is_empty());
+        assert_eq!(
+            (bufs[2].parts.len(), bufs[2].f16, bufs[3].f16),
             (3, true, false)
         );
     }

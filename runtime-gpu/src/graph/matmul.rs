@@ -6,6 +6,7 @@ use tlite_model::layer::Proj;
 
 use super::builder::{Builder, first_chunk, grid_1d, m0e4_row, part};
 use super::decision::{self, ChunkRows, Decision, Gemm, Gemv, Norm, Site};
+use super::join::GROUPS_PART;
 use super::norm::{NormIo, NormOp};
 use super::{BufRef, Op, When, fields};
 use crate::Result;
@@ -328,14 +329,12 @@ impl Builder<'_> {
             entry,
             bindings: vec![
                 (bind::Y, BufRef::Act(p.y)),
-                (bind::SCALES, first_chunk(gate, 1)),
-                (bind::BIASES, first_chunk(gate, 2)),
+                (bind::GROUPS, first_chunk(gate, GROUPS_PART)),
                 (bind::X4, BufRef::Act(x)),
                 (packed_at, first_chunk(gate, 0)),
                 (bind::NORM_W4, first_chunk(norm_w, 0)),
                 (up_at, first_chunk(up, 0)),
-                (bind::SCALES_UP, first_chunk(up, 1)),
-                (bind::BIASES_UP, first_chunk(up, 2)),
+                (bind::GROUPS_UP, first_chunk(up, GROUPS_PART)),
             ],
             params: fields(params.values()),
             grid,
@@ -401,11 +400,7 @@ fn weight_bindings(p: &Projection, d: &Decision, ch: &ChunkRows) -> Vec<(u32, Bu
     ];
     let w = |i: usize| part(&p.proj.tensor, ch.chunk, i);
     if d.gemm.m0e4() {
-        b.extend([
-            (bind::PACKED, w(0)),
-            (bind::SCALES, w(1)),
-            (bind::BIASES, w(2)),
-        ]);
+        b.extend([(bind::PACKED, w(0)), (bind::GROUPS, w(GROUPS_PART))]);
     } else {
         b.push((bind::DENSE, w(0)));
     }

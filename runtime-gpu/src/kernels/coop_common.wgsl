@@ -20,17 +20,16 @@ fn load_words4(row: u32, wi: u32) -> Words4 {
     if (params.group % 32u == 0u) {
         // The 32 columns are in one group (wi is a multiple of 4): one scale and one bias.
         let g = row * params.groups_per_row + wi * M0E4_PER_WORD / params.group;
-        q.s = vec4<f32>(half_at(scales[g >> 1u], g));
-        q.b = vec4<f32>(half_at(biases[g >> 1u], g));
+        let sb = group_at(g);
+        q.s = vec4<f32>(sb.x);
+        q.b = vec4<f32>(sb.y);
         return q;
     }
     let g = vec4<u32>(row * params.groups_per_row)
         + (vec4<u32>(wi) + vec4<u32>(0u, 1u, 2u, 3u)) * M0E4_PER_WORD / params.group;
-    let hs = g >> vec4<u32>(1u);
-    q.s = vec4<f32>(half_at(scales[hs.x], g.x), half_at(scales[hs.y], g.y),
-        half_at(scales[hs.z], g.z), half_at(scales[hs.w], g.w));
-    q.b = vec4<f32>(half_at(biases[hs.x], g.x), half_at(biases[hs.y], g.y),
-        half_at(biases[hs.z], g.z), half_at(biases[hs.w], g.w));
+    let p = mat4x2<f32>(group_at(g.x), group_at(g.y), group_at(g.z), group_at(g.w));
+    q.s = vec4<f32>(p[0].x, p[1].x, p[2].x, p[3].x);
+    q.b = vec4<f32>(p[0].y, p[1].y, p[2].y, p[3].y);
     return q;
 }
 

@@ -20,15 +20,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> packed: array<u32>;
-@group(0) @binding(4) var<storage, read> scales: array<u32>;
-@group(0) @binding(5) var<storage, read> biases: array<u32>;
+// M0E4: each group's scale (low half) and bias (high half) as f16, one word per group.
+@group(0) @binding(4) var<storage, read> groups: array<u32>;
 @group(0) @binding(6) var<storage, read> dense: array<f32>;
 @group(0) @binding(7) var<storage, read> up: array<f32>;
 
-fn half_at(a: u32, i: u32) -> f32 {
-    let v = unpack2x16float(a);
-    return select(v.x, v.y, (i & 1u) == 1u);
-}
 
 // One thread per (token, packed word) of the rows this weight chunk holds.
 @compute @workgroup_size(ELEMENTWISE_WG)
@@ -47,8 +43,9 @@ fn embed_m0e4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w = packed[row * params.words_per_row + wi];
     let col0 = wi * M0E4_PER_WORD;
     let g = row * params.groups_per_row + col0 / params.group;
-    let s = half_at(scales[g >> 1u], g);
-    let b = half_at(biases[g >> 1u], g);
+    let sb = unpack2x16float(groups[g]);
+    let s = sb.x;
+    let b = sb.y;
     for (var kk = 0u; kk < 4u; kk++) {
         let v = m0e4_pair(w, kk);
         if (col0 + kk < params.n) {

@@ -123,11 +123,10 @@ fn x_word(t: u32, wi: u32, ss: ptr<function, f32>) -> XWord {
     return XWord(xa, xb, dot(xa, vec4<f32>(1.0)) + dot(xb, vec4<f32>(1.0)));
 }
 
-// S · Σ codes·x + B · Σ x of word `w` of group `g` of the weight (scales, biases).
+// S · Σ codes·x + B · Σ x of word `w` of group `g` of the weight (`groups`).
 fn narrow_term(w: u32, g: u32, xw: XWord) -> f32 {
-    let s = half_at(scales[g >> 1u], g);
-    let b = half_at(biases[g >> 1u], g);
-    return s * word_dot(w, xw.a, xw.b) + b * xw.sx;
+    let sb = group_at(g);
+    return sb.x * word_dot(w, xw.a, xw.b) + sb.y * xw.sx;
 }
 
 @compute @workgroup_size(GV_WG)
@@ -150,8 +149,9 @@ fn gemv_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 let row = params.w_row0 + min(o0 + r, params.n - 1u);
                 let w = packed[row * params.words_per_row + wi];
                 let g = row * params.groups_per_row + gi;
-                let s = half_at(scales[g >> 1u], g);
-                let b = half_at(biases[g >> 1u], g);
+                let sb = group_at(g);
+                let s = sb.x;
+                let b = sb.y;
                 let v0 = m0e4_pair(w, 0u);
                 let v1 = m0e4_pair(w, 1u);
                 let v2 = m0e4_pair(w, 2u);
@@ -203,8 +203,9 @@ fn gemv_m0e4_tokens(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
                 let row = params.w_row0 + min(o0 + r, params.n - 1u);
                 let w = packed[row * params.words_per_row + wi];
                 let g = row * params.groups_per_row + gi;
-                let s = half_at(scales[g >> 1u], g);
-                let b = half_at(biases[g >> 1u], g);
+                let sb = group_at(g);
+                let s = sb.x;
+                let b = sb.y;
                 let v0 = m0e4_pair(w, 0u);
                 let v1 = m0e4_pair(w, 1u);
                 let v2 = m0e4_pair(w, 2u);
@@ -260,8 +261,8 @@ fn gemv_m0e4_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 
 // The gate and up projections, their norm and the gated activation in one dispatch, in the
 // structure of gemv_m0e4: a workgroup computes GV_ROWS / 2 = 4 outputs from 4 gate rows
-// (packed, scales, biases) and the 4 matching up rows up_row0 + o (packed_up, scales_up,
-// biases_up, possibly the same tensor), and writes act(gate) · up. The norm is always fused.
+// (packed, groups) and the 4 matching up rows up_row0 + o (packed_up, groups_up, possibly the
+// same tensor), and writes act(gate) · up. The norm is always fused.
 @group(0) @binding(14) var<storage, read> packed_up: array<u32>;
 var<workgroup> glu_rows: array<f32, GV_ROWS>;
 
@@ -287,9 +288,8 @@ fn gemv_m0e4_glu_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
                 let u_row = params.up_row0 + o;
                 let w = packed_up[u_row * params.words_per_row + wi];
                 let g = u_row * params.groups_per_row + gi;
-                let s = half_at(scales_up[g >> 1u], g);
-                let b = half_at(biases_up[g >> 1u], g);
-                acc[half_rows + r] += s * word_dot(w, xw.a, xw.b) + b * xw.sx;
+                let sb = group_up_at(g);
+                acc[half_rows + r] += sb.x * word_dot(w, xw.a, xw.b) + sb.y * xw.sx;
             }
         }
         let total = gv_reduce(lid, &acc) * norm_inv(lid, ss);
@@ -314,10 +314,14 @@ fn gemv_m0e4_glu_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
 // that precedes the matrix is applied on the fly (each workgroup stages the normalized row in
 // shared memory): one dispatch instead of two.
 @group(0) @binding(10) var<storage, read> norm_w4: array<vec4<f32>>;
-// gemv_m0e4_glu: the up projection's packed words, scales and biases.
+// gemv_m0e4_glu: the up projection's packed words and group parameters (as `groups`).
 @group(0) @binding(11) var<storage, read> packed4_up: array<vec4<u32>>;
-@group(0) @binding(12) var<storage, read> scales_up: array<u32>;
-@group(0) @binding(13) var<storage, read> biases_up: array<u32>;
+@group(0) @binding(12) var<storage, read> groups_up: array<u32>;
+
+// (scale, bias) of group g of the up projection.
+fn group_up_at(g: u32) -> vec2<f32> {
+    return unpack2x16float(groups_up[g]);
+}
 // The lane groups: GEMV_WIDE_WG / 32 of 32 lanes, 4 rows each; a step reads 4 packed words.
 const_assert GEMV_WIDE_WG == 128u && GEMV_WIDE_ROWS == 4u * (GEMV_WIDE_WG / 32u);
 const_assert GEMV_GLU_OUTPUTS * 2u == GEMV_WIDE_ROWS && GEMV_WIDE_COLS == 4u * M0E4_PER_WORD;
@@ -398,21 +402,14 @@ fn quad_dot(w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4<u32>, t: u32, 
     return Dot4(d, dot(sx, vec4<f32>(1.0)));
 }
 
-fn half4(buf_words: vec4<u32>, g: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(half_at(buf_words.x, g.x), half_at(buf_words.y, g.y), half_at(buf_words.z, g.z),
-        half_at(buf_words.w, g.w));
-}
-
 // Step i (columns 32 i .. 32 i + 31) of the 4 rows `rows` of the matrix, against token t.
 fn wide_step(rows: vec4<u32>, t: u32, i: u32) -> vec4<f32> {
     let q4 = params.words_per_row / 4u;
     let g = rows * params.groups_per_row + vec4<u32>((i * GEMV_WIDE_COLS) / params.group);
-    let h = g >> vec4<u32>(1u);
     let r = quad_dot(packed4[rows.x * q4 + i], packed4[rows.y * q4 + i], packed4[rows.z * q4 + i],
         packed4[rows.w * q4 + i], t, i);
-    let s = half4(vec4<u32>(scales[h.x], scales[h.y], scales[h.z], scales[h.w]), g);
-    let b = half4(vec4<u32>(biases[h.x], biases[h.y], biases[h.z], biases[h.w]), g);
-    return s * r.d + b * r.sx;
+    let p = mat4x2<f32>(group_at(g.x), group_at(g.y), group_at(g.z), group_at(g.w));
+    return vec4<f32>(p[0].x, p[1].x, p[2].x, p[3].x) * r.d + vec4<f32>(p[0].y, p[1].y, p[2].y, p[3].y) * r.sx;
 }
 
 // Sums each lane group's 4 row partials over its 32 lanes: thread r < 16 gets the total of
@@ -451,11 +448,8 @@ fn glu_step(g: vec2<u32>, u: vec2<u32>, t: u32, i: u32) -> vec4<f32> {
     let gu = u * params.groups_per_row + vec2<u32>(gi);
     let r = quad_dot(packed4[g.x * q4 + i], packed4_up[u.x * q4 + i], packed4[g.y * q4 + i],
         packed4_up[u.y * q4 + i], t, i);
-    let idx = vec4<u32>(gg.x, gu.x, gg.y, gu.y);
-    let h = idx >> vec4<u32>(1u);
-    let s = half4(vec4<u32>(scales[h.x], scales_up[h.y], scales[h.z], scales_up[h.w]), idx);
-    let b = half4(vec4<u32>(biases[h.x], biases_up[h.y], biases[h.z], biases_up[h.w]), idx);
-    return s * r.d + b * r.sx;
+    let p = mat4x2<f32>(group_at(gg.x), group_up_at(gu.x), group_at(gg.y), group_up_at(gu.y));
+    return vec4<f32>(p[0].x, p[1].x, p[2].x, p[3].x) * r.d + vec4<f32>(p[0].y, p[1].y, p[2].y, p[3].y) * r.sx;
 }
 
 // A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of GEMV_WIDE_ROWS = 16 rows
@@ -501,7 +495,7 @@ fn gemv_m0e4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 
 // Gate and up projections and the gated activation in one dispatch: lane group g of the
 // 128-thread workgroup computes outputs o0 + 2g and o0 + 2g + 1 of a block of 8, each from a
-// gate row (packed4/scales/biases) and an up row up_row0 + o (the *_up buffers, possibly the
+// gate row (packed4/groups) and an up row up_row0 + o (the *_up buffers, possibly the
 // same tensor), and writes act(gate) · up.
 @compute @workgroup_size(GEMV_WIDE_WG)
 fn gemv_m0e4_glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -641,8 +635,9 @@ fn gemm_m0e4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
                 let row = params.w_row0 + o;
                 let w = packed[row * params.words_per_row + wi];
                 let g = row * params.groups_per_row + (wi * M0E4_PER_WORD) / params.group;
-                let s = half_at(scales[g >> 1u], g);
-                let b = half_at(biases[g >> 1u], g);
+                let sb = group_at(g);
+                let s = sb.x;
+                let b = sb.y;
                 for (var kk = 0u; kk < 4u; kk++) {
                     let v = m0e4_pair(w, kk);
                     let c = wi * M0E4_PER_WORD + kk;

@@ -40,18 +40,20 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> packed: array<u32>;
-@group(0) @binding(5) var<storage, read> scales: array<u32>;
-@group(0) @binding(6) var<storage, read> biases: array<u32>;
+// M0E4: each group's scale and bias as f16, one word per group (scale in the low half): the
+// two in one load.
+@group(0) @binding(5) var<storage, read> groups: array<u32>;
 // `x` viewed as vectors (the same buffer).
 @group(0) @binding(8) var<storage, read> x4: array<vec4<f32>>;
 // `packed` viewed as vectors (the same buffer).
 @group(0) @binding(9) var<storage, read> packed4: array<vec4<u32>>;
 
 
-fn half_at(a: u32, i: u32) -> f32 {
-    let v = unpack2x16float(a);
-    return select(v.x, v.y, (i & 1u) == 1u);
+// (scale, bias) of group g.
+fn group_at(g: u32) -> vec2<f32> {
+    return unpack2x16float(groups[g]);
 }
+
 
 fn store(t: u32, o: u32, acc: f32) {
     var v = acc;

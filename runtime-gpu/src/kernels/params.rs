@@ -428,10 +428,9 @@ pub mod binding {
             X = 1,
             Y = 2,
             BIAS = 3,
-            /// M0E4 weight: packed words, f16 scales and biases (two per word).
+            /// M0E4 weight: packed words, and each group's f16 scale and bias in one word.
             PACKED = 4,
-            SCALES = 5,
-            BIASES = 6,
+            GROUPS = 5,
             /// Dense f32 weight.
             DENSE = 7,
             /// `x` as vectors (`gemv_m0e4_wide`, `gemv_m0e4_glu`; the raw residual with a fused
@@ -441,10 +440,9 @@ pub mod binding {
             PACKED4 = 9,
             /// The fused norm's weight.
             NORM_W4 = 10,
-            /// `gemv_m0e4_glu`: the up projection's packed words, scales and biases.
+            /// `gemv_m0e4_glu`: the up projection's packed words and group parameters.
             PACKED4_UP = 11,
-            SCALES_UP = 12,
-            BIASES_UP = 13,
+            GROUPS_UP = 12,
             /// `gemv_m0e4_glu_narrow`: the up projection's packed words as scalars.
             PACKED_UP = 14,
         }
@@ -455,8 +453,7 @@ pub mod binding {
             Y = super::matmul::Y,
             BIAS = super::matmul::BIAS,
             PACKED = super::matmul::PACKED,
-            SCALES = super::matmul::SCALES,
-            BIASES = super::matmul::BIASES,
+            GROUPS = super::matmul::GROUPS,
             X4 = super::matmul::X4,
             PACKED4 = super::matmul::PACKED4,
         }
@@ -503,8 +500,8 @@ pub mod binding {
             TOKENS = 1,
             Y = 2,
             PACKED = 3,
-            SCALES = 4,
-            BIASES = 5,
+            /// Each group's f16 scale and bias in one word.
+            GROUPS = 4,
             DENSE = 6,
             /// The up projection of the gated activation.
             UP = 7,
@@ -631,9 +628,10 @@ shared_constants! {
     pub const SCORE_OUT: u32 = 8;
 }
 
-/// Storage buffers `matmul::gemv_m0e4_glu` binds (gate and up: 3 each; x, norm weight, y): the
-/// fused GLU GEMV needs a device limit of at least this many per shader stage.
-pub const GEMV_GLU_STORAGE_BUFFERS: u32 = 9;
+/// Storage buffers `matmul::gemv_m0e4_glu` binds (gate and up: packed words and group
+/// parameters each; x, norm weight, y): the fused GLU GEMV needs a device limit of at least this
+/// many per shader stage (WebGPU's default is 8).
+pub const GEMV_GLU_STORAGE_BUFFERS: u32 = 7;
 
 const _: () = assert!(NORM_MAX_K.is_multiple_of(4) && ATTENTION_MAX_HD.is_multiple_of(4));
 
