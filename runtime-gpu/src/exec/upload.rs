@@ -161,8 +161,7 @@ impl<'a> Alloc<'a> {
             wgpu::BufferUsages::STORAGE,
             |mut dst| {
                 if !high.is_empty() {
-                    let words = halves(parts).zip(halves(high));
-                    write_words(dst, words.map(|(l, h)| [l[0], l[1], h[0], h[1]]));
+                    write_words(dst, group_words(parts, high));
                     return;
                 }
                 let mut at = 0;
@@ -257,6 +256,45 @@ pub(super) fn write_f32(dst: wgpu::WriteOnly<'_, [u8]>, n: usize, f: impl FnMut(
 /// The 2-byte values of `parts`, one after another.
 fn halves<'a>(parts: &'a [&'a [u8]]) -> impl Iterator<Item = [u8; 2]> + 'a {
     (parts.iter()).flat_map(|b| b.chunks_exact(2).map(|h| [h[0], h[1]]))
+}
+
+/// The words of an M0E4 tensor's group buffer: half i of `lo` (its stored scales, part after
+/// part) in the low half of word i, half i of `hi` (its biases) in the high half.
+fn group_words<'a>(lo: &'a [&'a [u8]], hi: &'a [&'a [u8]]) -> impl Iterator<Item = [u8; 4]> + 'a {
+    halves(lo)
+        .zip(halves(hi))
+        .map(|(l, h)| [l[0], l[1], h[0], h[1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_words;
+
+    #[test]
+    fn group_words_interleave_scales_and_biases_across_parts() {
+        // A joined weight: the members' scales and biases, each split where its member ends
+        // (not on a word boundary of the result).
+        let (s0, s1) = ([1u8, 2, 3, 4, 5, 6], [7u8, 8]);
+        let (b0, b1) = ([11u8, 12], [13u8, 14, 15, 16, 17, 18]);
+        let words: Vec<[u8; 4]> = group_words(&[&s0, &s1], &[&b0, &b1]).collect();
+        assert_eq!(
+            words,
+            [
+                [1, 2, 11, 12],
+                [3, 4, 13, 14],
+                [5, 6, 15, 16],
+                [7, 8, 17, 18]
+            ]
+        );
+        // The same words as the kernels' tests build from f16 bits.
+        let (s, b) = (
+            [0x0201u16, 0x0403, 0x0605, 0x0807],
+            [0x0c0bu16, 0x0e0d, 0x100f, 0x1211],
+        );
+        let want = crate::dequant::group_words(&s, &b);
+        let got: Vec<u32> = words.iter().map(|w| u32::from_le_bytes(*w)).collect();
+        assert_eq!(got, want);
+    }
 }
 
 /// Writes the 4-byte words of `words` to the start of `dst`, a block at a time.
