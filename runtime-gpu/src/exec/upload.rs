@@ -266,6 +266,20 @@ fn group_words<'a>(lo: &'a [&'a [u8]], hi: &'a [&'a [u8]]) -> impl Iterator<Item
         .map(|(l, h)| [l[0], l[1], h[0], h[1]])
 }
 
+/// Writes the 4-byte words of `words` to the start of `dst`, a block at a time.
+fn write_words(mut dst: wgpu::WriteOnly<'_, [u8]>, words: impl Iterator<Item = [u8; 4]>) {
+    const BLOCK: usize = 16 << 10;
+    let mut tmp: Vec<u8> = Vec::with_capacity(4 * BLOCK);
+    let mut at = 0;
+    let mut words = words.peekable();
+    while words.peek().is_some() {
+        tmp.clear();
+        tmp.extend(words.by_ref().take(BLOCK).flatten());
+        dst.slice(at..at + tmp.len()).copy_from_slice(&tmp);
+        at += tmp.len();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::group_words;
@@ -294,19 +308,5 @@ mod tests {
         let want = crate::dequant::group_words(&s, &b);
         let got: Vec<u32> = words.iter().map(|w| u32::from_le_bytes(*w)).collect();
         assert_eq!(got, want);
-    }
-}
-
-/// Writes the 4-byte words of `words` to the start of `dst`, a block at a time.
-fn write_words(mut dst: wgpu::WriteOnly<'_, [u8]>, words: impl Iterator<Item = [u8; 4]>) {
-    const BLOCK: usize = 16 << 10;
-    let mut tmp: Vec<u8> = Vec::with_capacity(4 * BLOCK);
-    let mut at = 0;
-    let mut words = words.peekable();
-    while words.peek().is_some() {
-        tmp.clear();
-        tmp.extend(words.by_ref().take(BLOCK).flatten());
-        dst.slice(at..at + tmp.len()).copy_from_slice(&tmp);
-        at += tmp.len();
     }
 }
