@@ -163,7 +163,8 @@ pub(super) fn qkv_proj(
     let rows: usize = ws.iter().map(|w| w.rows_cols().0).sum();
     let group = wq.group?;
     let packed = (rows as u64) * (M0E4Matrix::words_per_row(cols) as u64) * 4;
-    let params = (rows as u64) * (M0E4Matrix::groups_per_row(cols, group) as u64) * 2;
+    // One word per group on the GPU: its scale and bias (GROUPS_PART).
+    let params = (rows as u64) * (M0E4Matrix::groups_per_row(cols, group) as u64) * 4;
     if packed.max(params) > limits.max_binding {
         return None;
     }
