@@ -54,7 +54,6 @@ fn group_at(g: u32) -> vec2<f32> {
     return unpack2x16float(groups[g]);
 }
 
-
 fn store(t: u32, o: u32, acc: f32) {
     var v = acc;
     if (params.has_bias != 0u) {
