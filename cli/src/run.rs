@@ -81,6 +81,11 @@ pub struct Args {
     /// each token's logits read back and picked on the host.
     #[arg(long, default_value_t = GpuLm::DEFAULT_LEAD, value_parser = crate::args::lead)]
     lead: usize,
+    /// GPU: skip the warm-up after the load (two decode steps whose results are discarded:
+    /// without them the prompt and the first tokens run slower while the device touches the
+    /// weights for the first time).
+    #[arg(long)]
+    no_warmup: bool,
 }
 
 /// Where a model runs.
@@ -272,9 +277,15 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     }
     let mut lm = GpuLm::new(&gpu, model);
     lm.decode_lead = (a.lead > 0).then_some(a.lead);
+    let started = std::time::Instant::now();
+    if !a.no_warmup {
+        lm.warm_up()?;
+    }
+    let warmup_seconds = started.elapsed().as_secs_f64();
     let mut g = Generator::new(lm, text);
     let extra = serde_json::json!({
         "device": gpu.info.name, "model": m.dir, "load_seconds": g.model.model.load_times,
+        "warmup_seconds": warmup_seconds,
     });
     let s = generate(a, &mut g, &prompt, sampler, max_seq, extra, |lm| {
         serde_json::to_value(&lm.model.memory).unwrap_or_default()

@@ -25,6 +25,26 @@ impl<'g> GpuLm<'g> {
             decode_lead: Some(Self::DEFAULT_LEAD),
         }
     }
+
+    /// Runs two decode steps from token 0 at position 0 and discards them, as llama.cpp's
+    /// warm-up does: the first passes over freshly allocated weights run at a fraction of the
+    /// memory bandwidth (docs/PERF.md), which the first prompt and the first generated tokens
+    /// would otherwise pay. The cache rows it writes are the prompt's, which overwrites them
+    /// before anything reads them.
+    pub fn warm_up(&mut self) -> Result<(), GpuError> {
+        let steps = self.model.opts.max_seq.min(2);
+        match self.decode_lead {
+            Some(lead) => {
+                (self.model).decode_greedy(self.gpu, 0, 0, steps, lead, &mut |_| true)?;
+            }
+            None => {
+                for past in 0..steps {
+                    self.model.step(self.gpu, &[0], past, &[0])?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl LanguageModel for GpuLm<'_> {
