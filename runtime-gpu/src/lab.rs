@@ -938,7 +938,15 @@ pub fn gemv(gpu: &Gpu, opts: &GemvOptions) -> Result<GemvReport> {
                                     act: 0,
                                     up_row0: 0,
                                     blocks: 1,
+                                    rope_past: 0,
+                                    rope_rot: 0,
+                                    rope_hd: 0,
+                                    rope_q_rows: 0,
+                                    rope_kv_rows: 0,
+                                    rope_max_seq: 0,
+                                    rope_interleaved: 0,
                                     _pad0: 0,
+                                    _pad1: 0,
                                 };
                                 (uniform(gpu, &params), grid)
                             })

@@ -43,6 +43,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("matmul::gemv_m0e4_wide", 1e-10),
     ("matmul::gemv_m0e4_glu", 1e-10),
     ("matmul::gemv_m0e4_norm", 1e-10),
+    ("matmul::gemv_m0e4_norm_rope", 1e-10),
     ("matmul::gemv_m0e4_tokens", 1e-10),
     ("matmul::gemv_m0e4_glu_narrow", 1e-10),
     ("matmul::gemv_dense", 1e-11),
@@ -618,6 +619,13 @@ fn matmul_base(seq: usize, k: usize, n: usize, group: usize) -> Vec<(&'static st
         ("act", P::U(0)),
         ("up_row0", P::U(0)),
         ("blocks", P::U(1)),
+        ("rope_past", P::U(0)),
+        ("rope_rot", P::U(0)),
+        ("rope_hd", P::U(0)),
+        ("rope_q_rows", P::U(0)),
+        ("rope_kv_rows", P::U(0)),
+        ("rope_max_seq", P::U(0)),
+        ("rope_interleaved", P::U(0)),
     ]
 }
 
@@ -1464,6 +1472,7 @@ fn norm_case(h: &Harness, r: &mut Report, s: &NormSpec) {
 // ---------------------------------------------------------------------------------------------
 // rope_kv
 
+#[derive(Clone, Copy)]
 struct RopeSpec {
     seed: u64,
     seq: usize,
@@ -1638,6 +1647,134 @@ fn rope_case(h: &Harness, r: &mut Report, s: &RopeSpec) {
             ],
         );
     }
+}
+
+/// `gemv_m0e4_norm_rope`: a joined q/k/v projection's decode (norm, product, bias) with RoPE
+/// and the KV write in its epilogue, as graph/matmul.rs emits it for one token at position
+/// `s.past`; the input width `k` and group `group`, bias or none.
+fn qkv_rope_case(
+    h: &Harness,
+    r: &mut Report,
+    s: &RopeSpec,
+    (k, group, bias): (usize, usize, bool),
+) {
+    let mut rng = Rng::new(s.seed);
+    let (hd, half) = (s.hd, s.rot / 2);
+    let (qw, kvw) = (s.heads * hd, s.kv_heads * hd);
+    let n = qw + 2 * kvw;
+    let t = upload_tensor(h, &mut rng, Wt::M0E4(group), n, k, &[0]);
+    let m = &t.chunks[0].1;
+    let x = rng.gaussian_vec(k, 1.0);
+    let norm_w = rng.gaussian_vec(k, 0.3);
+    let bias_vals = rng.gaussian_vec(n, 0.5);
+    let (eps, off) = (1e-5f32, 1.0f32);
+    let (cos, sin) = rope_tables(s.max_seq, s.rot, s.theta, s.factor);
+    let cache = vec![untouched(); s.kv_heads * s.max_seq * hd];
+    let tail = 5;
+    let y_buf = h.f32s(&vec![untouched(); qw + tail]);
+    let (kc_buf, vc_buf) = (h.f32s(&cache), h.f32s(&cache));
+    let (x_buf, norm_buf, bias_buf) = (h.f32s(&x), h.f32s(&norm_w), h.f32s(&bias_vals));
+    let (cos_buf, sin_buf) = (h.f32s(&cos), h.f32s(&sin));
+    let (grid, w) = grid_1d(n.div_ceil(GEMV_ROWS as usize));
+    let mut set = matmul_base(1, k, n, group);
+    set.extend([
+        ("out_stride", u(qw)),
+        ("has_bias", u(usize::from(bias))),
+        ("norm", P::U(1)),
+        ("eps", P::F(eps)),
+        ("w_offset", P::F(off)),
+        ("grid_width", P::U(w)),
+        ("rope_past", u(s.past)),
+        ("rope_rot", u(s.rot)),
+        ("rope_hd", u(hd)),
+        ("rope_q_rows", u(qw)),
+        ("rope_kv_rows", u(kvw)),
+        ("rope_max_seq", u(s.max_seq)),
+        ("rope_interleaved", u(usize::from(s.interleaved))),
+    ]);
+    use binding::matmul as b;
+    h.run(&[Dispatch {
+        kernel: Kernel::Matmul,
+        entry: "gemv_m0e4_norm_rope",
+        params: params(Kernel::Matmul, &set),
+        bind: vec![
+            (b::Y, &y_buf),
+            (b::BIAS, if bias { &bias_buf } else { &h.dummy }),
+            (b::X4, &x_buf),
+            (b::NORM_W4, &norm_buf),
+            (b::PACKED, &m.parts[0]),
+            (b::GROUPS, &m.parts[1]),
+            (b::KCACHE, &kc_buf),
+            (b::VCACHE, &vc_buf),
+            (b::COS_T, &cos_buf),
+            (b::SIN_T, &sin_buf),
+        ],
+        grid,
+    }]);
+    let got_q = h.read(&y_buf, qw + tail);
+    let (got_k, got_v) = (h.read(&kc_buf, cache.len()), h.read(&vc_buf, cache.len()));
+
+    let xe = rmsnorm_ref(&x, k, &norm_w, eps, off);
+    let vals: Vec<f64> = (0..n)
+        .map(|row| {
+            let v = dot(&xe, &t.values[row * k..(row + 1) * k]);
+            v + if bias { f64::from(bias_vals[row]) } else { 0.0 }
+        })
+        .collect();
+    let pos = s.past;
+    let rotate = |head: &[f64]| -> Vec<f64> {
+        let mut o = head.to_vec();
+        for i in 0..half {
+            let (a, bb) = if s.interleaved {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + half)
+            };
+            let (c, sn) = (
+                f64::from(cos[pos * half + i]),
+                f64::from(sin[pos * half + i]),
+            );
+            o[a] = head[a] * c - head[bb] * sn;
+            o[bb] = head[bb] * c + head[a] * sn;
+        }
+        o
+    };
+    let mut want_q = Vec::new();
+    for hh in 0..s.heads {
+        want_q.extend(nears(rotate(&vals[hh * hd..(hh + 1) * hd])));
+    }
+    want_q.extend(std::iter::repeat_n(Want::Bits(UNTOUCHED), tail));
+    let mut want_k = vec![Want::Bits(UNTOUCHED); cache.len()];
+    let mut want_v = want_k.clone();
+    for hh in 0..s.kv_heads {
+        let (kb, vb) = (qw + hh * hd, qw + kvw + hh * hd);
+        let dst = (hh * s.max_seq + pos) * hd;
+        for (d, val) in rotate(&vals[kb..kb + hd]).into_iter().enumerate() {
+            want_k[dst + d] = Want::Near(val);
+            want_v[dst + d] = Want::Near(vals[vb + d]);
+        }
+    }
+    let desc = format!(
+        "{} heads={}/{} hd={hd} rot={} k={k} g={group} past={} max_seq={}{}",
+        if s.interleaved { "interleaved" } else { "half" },
+        s.heads,
+        s.kv_heads,
+        s.rot,
+        s.past,
+        s.max_seq,
+        if bias { " bias" } else { "" }
+    );
+    r.check(
+        h,
+        "matmul::gemv_m0e4_norm_rope",
+        &desc,
+        s.seed,
+        &[
+            ("q", &got_q, &want_q),
+            ("kcache", &got_k, &want_k),
+            ("vcache", &got_v, &want_v),
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2714,6 +2851,67 @@ fn all_cases(h: &Harness, r: &mut Report) {
         attention_case(h, r, &s);
     }
     combine_case(h, r, 509);
+
+    // The joined q/k/v decode with RoPE and the KV write: rotated everywhere, partly (half
+    // and interleaved pairs), with and without bias, at the cache's first and last position.
+    let qkv_rope = RopeSpec {
+        seed: 0,
+        seq: 1,
+        past: 5,
+        heads: 4,
+        kv_heads: 2,
+        hd: 32,
+        rot: 32,
+        interleaved: false,
+        max_seq: 12,
+        theta: 10000.0,
+        factor: 1.0,
+    };
+    for (s, k) in [
+        (
+            RopeSpec {
+                seed: 451,
+                ..qkv_rope
+            },
+            (128, 32, false),
+        ),
+        (
+            RopeSpec {
+                seed: 452,
+                past: 0,
+                heads: 6,
+                hd: 16,
+                rot: 16,
+                max_seq: 4,
+                ..qkv_rope
+            },
+            (64, 64, true),
+        ),
+        (
+            RopeSpec {
+                seed: 453,
+                past: 9,
+                kv_heads: 1,
+                rot: 16,
+                interleaved: true,
+                max_seq: 10,
+                ..qkv_rope
+            },
+            (96, 32, true),
+        ),
+        (
+            RopeSpec {
+                seed: 454,
+                rot: 16,
+                factor: 4.0,
+                theta: 500000.0,
+                ..qkv_rope
+            },
+            (256, 128, false),
+        ),
+    ] {
+        qkv_rope_case(h, r, &s, k);
+    }
 
     embed_case(
         h,

@@ -14,6 +14,7 @@ use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph;
 use tlite_runtime_gpu::kernels::Kernel;
+use tlite_runtime_gpu::kernels::params::GEMV_ROPE_STORAGE_BUFFERS;
 use tlite_runtime_gpu::shape::Syms;
 
 const FAMILIES: [Family; 6] = [
@@ -217,6 +218,29 @@ fn plans_of_the_synthetic_models() {
                         );
                     }
                 }
+            }
+            // RoPE and the KV write of a joined q/k/v projection run in its decode GEMV where the
+            // device has the storage buffers; rope_kv then runs for prefill only. Layers with
+            // QK-norms (Gemma 3) keep three projections and rope_kv.
+            let fused = count("gemv_m0e4_norm_rope");
+            let rope_prefill = (plan.ops.iter())
+                .filter(|o| o.label.ends_with(".rope_kv") && o.when == graph::When::Prefill)
+                .count();
+            assert_eq!(
+                fused, rope_prefill,
+                "{name}: rope_kv for prefill only where fused"
+            );
+            let expect_fused = max_storage_buffers >= GEMV_ROPE_STORAGE_BUFFERS
+                && ["llama g32", "qwen2 g32", "chatglm g32"].contains(&name.as_str());
+            match expect_fused {
+                true => assert_eq!(fused, spec.layers, "{name}: every layer's q/k/v"),
+                false
+                    if max_storage_buffers < GEMV_ROPE_STORAGE_BUFFERS
+                        || name.contains("gemma3") =>
+                {
+                    assert_eq!(fused, 0, "{name}")
+                }
+                false => {}
             }
             let suffix = if coop_gemm { " | coop_gemm" } else { "" };
             out.push_str(&format!(

@@ -68,14 +68,14 @@ fn uniform_members(k: Kernel, module: &naga::Module) -> (Vec<WgslMember>, u32) {
 #[test]
 fn every_kernel_validates_with_all_its_entry_points() {
     for k in Kernel::ALL {
-        // With the f32 and the f16 KV cache (only attention and rope_kv differ).
+        // With the f32 and the f16 KV cache (only attention, rope_kv and matmul differ).
         for kv_f16 in [false, true] {
             let (m, _) = validate(&k.source_for(kv_f16), k.name());
             let names: Vec<&str> = m.entry_points.iter().map(|e| e.name.as_str()).collect();
             assert_eq!(names, k.entries(), "{}: entry points", k.name());
         }
     }
-    for k in [Kernel::Attention, Kernel::RopeKv] {
+    for k in [Kernel::Attention, Kernel::RopeKv, Kernel::Matmul] {
         assert!(k.source_for(true).contains("alias kv_t = f16;"));
         assert!(k.source_for(false).contains("alias kv_t = f32;"));
     }

@@ -31,7 +31,7 @@ impl Rope {
     }
 
     /// The base (table index) of layer `l`.
-    fn base(&self, cfg: &ModelConfig, l: usize) -> usize {
+    pub fn base(&self, cfg: &ModelConfig, l: usize) -> usize {
         usize::from(cfg.sliding_layers[l] && self.bases.len() > 1)
     }
 }
@@ -46,8 +46,9 @@ pub(super) enum QkvActs {
 }
 
 impl Builder<'_> {
-    /// Layer `l`'s RoPE of q and k and the write of k and v into the cache.
-    pub fn rope_kv(&mut self, l: usize, acts: QkvActs, rope: &Rope) {
+    /// Layer `l`'s RoPE of q and k and the write of k and v into the cache, in the steps `when`
+    /// says (prefill only where the q/k/v GEMV does it for decode).
+    pub fn rope_kv(&mut self, l: usize, acts: QkvActs, rope: &Rope, when: When) {
         let cfg = self.cfg;
         let (q_el, kv_el) = (
             cfg.num_heads * cfg.head_dim,
@@ -104,7 +105,7 @@ impl Builder<'_> {
             bindings,
             params: fields(params.values()),
             grid: [Expr::Seq, c(threads.div_ceil(u64::from(ROPE_KV_WG))), c(1)],
-            when: When::Always,
+            when,
             reads,
             writes: vec![q],
         });

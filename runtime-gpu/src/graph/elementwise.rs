@@ -109,6 +109,7 @@ impl Builder<'_> {
             x: hf,
             y: logits,
             seq: Expr::Out,
+            rope: None,
         };
         self.project(&p, &d);
         if let Some(cap) = self.cfg.final_logit_softcapping {

@@ -2,22 +2,24 @@
 //! output projection into the residual, then the MLP (pre-norm, gate and up, the gated
 //! activation, down into the residual).
 
+use tlite_model::arch::RopeLayout;
 use tlite_model::layer::{LayerSpec, Proj};
 
 use super::When;
 use super::attention::{QkvActs, Rope};
 use super::builder::Builder;
-use super::decision::{Decision, Site};
-use super::matmul::Projection;
+use super::decision::{Decision, Gemv, Site};
+use super::matmul::{Projection, RopeWrite};
 use super::norm::{NormIo, NormOp};
 use crate::Result;
+use crate::kernels::params::GEMV_ROPE_STORAGE_BUFFERS;
 use crate::shape::Expr;
 
 impl Builder<'_> {
     /// The ops of layer `lay`.
     pub fn layer(&mut self, lay: &LayerSpec, rope: &Rope) -> Result<()> {
         let l = lay.index;
-        let acts = self.qkv(lay)?;
+        let (acts, rope_in_gemv) = self.qkv(lay, rope)?;
         let q = match acts {
             QkvActs::Apart([q, k, _]) => {
                 self.qk_norms(lay, q, k);
@@ -25,7 +27,12 @@ impl Builder<'_> {
             }
             QkvActs::Together { q, .. } => q,
         };
-        self.rope_kv(l, acts, rope);
+        let rope_when = if rope_in_gemv {
+            When::Prefill
+        } else {
+            When::Always
+        };
+        self.rope_kv(l, acts, rope, rope_when);
         let attn = self.attention(l, q);
         let attn_out_norm = (lay.attn_out_norm.as_deref())
             .map(|w| (format!("l{l}.attn_out"), format!("l{l}.post_attn_norm"), w));
@@ -33,8 +40,9 @@ impl Builder<'_> {
         self.mlp(lay)
     }
 
-    /// The input norm and the q, k and v projections; returns their activations.
-    fn qkv(&mut self, lay: &LayerSpec) -> Result<QkvActs> {
+    /// The input norm and the q, k and v projections; returns their activations, and whether
+    /// the decode GEMV of a joined q/k/v applies RoPE and writes the cache itself.
+    fn qkv(&mut self, lay: &LayerSpec, rope: &Rope) -> Result<(QkvActs, bool)> {
         let (l, cfg, seq) = (lay.index, self.cfg, Expr::Seq);
         let hn = self.act(format!("l{l}.norm_in"), seq.clone() * cfg.hidden_size);
         let (q_out, kv_out) = (
@@ -51,8 +59,10 @@ impl Builder<'_> {
                 norm: &lay.input_norm,
             };
             let d = self.decide(&p, site)?;
-            self.normed_projections(norm, hn, vec![(format!("l{l}.qkv"), &p, qkv, d)]);
-            return Ok(QkvActs::Together { qkv, q });
+            let rope = self.rope_write(&p, &d, rope, l, q);
+            let projs = vec![(format!("l{l}.qkv"), &p, qkv, d)];
+            self.normed_projections(norm, hn, projs, rope);
+            return Ok((QkvActs::Together { qkv, q }, rope.is_some()));
         }
         let q = self.act(format!("l{l}.q"), seq.clone() * q_out);
         let k = self.act(format!("l{l}.k"), seq.clone() * kv_out);
@@ -68,8 +78,38 @@ impl Builder<'_> {
             Ok((format!("l{l}.{name}"), proj, y, self.decide(proj, site)?))
         });
         let projs = projs.collect::<Result<Vec<_>>>()?;
-        self.normed_projections(norm, hn, projs);
-        Ok(QkvActs::Apart([q, k, v]))
+        self.normed_projections(norm, hn, projs, None);
+        Ok((QkvActs::Apart([q, k, v]), false))
+    }
+
+    /// RoPE and the KV write in the decode GEMV of the joined q/k/v projection `p` of layer `l`
+    /// (rotated q into activation `q`), where it runs `gemv_m0e4_norm_rope`'s loop on one
+    /// chunk, the device has the storage buffers, and every block of 8 rows lies in one head and
+    /// one side of the rotated dimensions.
+    fn rope_write(
+        &self,
+        p: &Proj,
+        d: &Decision,
+        rope: &Rope,
+        l: usize,
+        q: usize,
+    ) -> Option<RopeWrite> {
+        let cfg = self.cfg;
+        let (hd, rot) = (cfg.head_dim, rope.rot);
+        let fits = d.gemv == Gemv::NarrowNorm
+            && d.chunks.len() == 1
+            && self.limits.max_storage_buffers >= GEMV_ROPE_STORAGE_BUFFERS
+            && hd.is_multiple_of(8)
+            && rot.is_multiple_of(8)
+            && rot <= hd
+            && p.out() == (cfg.num_heads + 2 * cfg.num_kv_heads) * hd;
+        fits.then(|| RopeWrite {
+            layer: l,
+            q,
+            base: rope.base(cfg, l),
+            rot,
+            interleaved: self.arch.rope == RopeLayout::Interleaved,
+        })
     }
 
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
@@ -80,6 +120,7 @@ impl Builder<'_> {
         (label, weight): (String, &str),
         hn: usize,
         projs: Vec<(String, &Proj, usize, Decision)>,
+        rope: Option<RopeWrite>,
     ) {
         let when = projs.first().map_or(When::Always, |p| p.3.norm.op_when());
         self.norm(NormOp {
@@ -100,6 +141,7 @@ impl Builder<'_> {
                     x: hn,
                     y,
                     seq,
+                    rope,
                 },
                 &d,
             );
@@ -148,7 +190,7 @@ impl Builder<'_> {
             (format!("l{l}.gate"), &lay.gate, gate, dg),
             (format!("l{l}.up"), &lay.up, up, du),
         ];
-        self.normed_projections((format!("l{l}.pre_mlp_norm"), norm), hn, projs);
+        self.normed_projections((format!("l{l}.pre_mlp_norm"), norm), hn, projs, None);
         self.glu(l, (gate, up), glu_when);
         let mlp_out_norm = (lay.mlp_out_norm.as_deref())
             .map(|w| (format!("l{l}.mlp_out"), format!("l{l}.post_mlp_norm"), w));

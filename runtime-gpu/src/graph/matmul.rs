@@ -84,6 +84,22 @@ pub(super) struct Projection<'a> {
     pub y: usize,
     /// Rows of the step: `seq`, or `out` for the LM head.
     pub seq: Expr,
+    /// A joined q/k/v projection whose decode GEMV applies RoPE and writes k and v into the
+    /// cache itself (`gemv_m0e4_norm_rope`).
+    pub rope: Option<RopeWrite>,
+}
+
+/// What `gemv_m0e4_norm_rope` needs besides the projection: where the rotated q goes, the
+/// layer's cache and RoPE tables, and the rotation.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RopeWrite {
+    pub layer: usize,
+    /// The activation of the rotated q.
+    pub q: usize,
+    /// The RoPE tables' index (`BufRef::Cos`, `BufRef::Sin`).
+    pub base: usize,
+    pub rot: usize,
+    pub interleaved: bool,
 }
 
 impl Builder<'_> {
@@ -167,6 +183,7 @@ impl Builder<'_> {
             x: input,
             y,
             seq: seq.clone(),
+            rope: None,
         };
         self.project(&p, &d);
         if let Some((_, norm_label, weight)) = out_norm {
@@ -216,7 +233,7 @@ impl Builder<'_> {
                 (bind::NORM_W4, norm_w),
             ]);
         }
-        let (mut reads, writes) = reads_writes(p, d);
+        let (mut reads, mut writes) = reads_writes(p, d);
         if !reads.contains(&gemv_x) {
             reads.push(gemv_x);
         }
@@ -224,12 +241,48 @@ impl Builder<'_> {
             blocks: g.blocks,
             ..ch.clone()
         };
+        let mut params = self.matmul_params(p, d, &blocked, width, g.fused);
+        let mut entry = g.entry;
+        if let (GemvRun::Decode { .. }, Some(r), "gemv_m0e4_norm") = (run, p.rope, g.entry) {
+            // RoPE and the KV write in the epilogue: the rotated q into its own activation.
+            let cfg = self.cfg;
+            let (q_rows, kv_rows) = (
+                cfg.num_heads * cfg.head_dim,
+                cfg.num_kv_heads * cfg.head_dim,
+            );
+            entry = "gemv_m0e4_norm_rope";
+            for (i, b) in bindings.iter_mut() {
+                if *i == bind::Y {
+                    *b = BufRef::Act(r.q);
+                }
+            }
+            bindings.extend([
+                (bind::KCACHE, BufRef::KvK(r.layer)),
+                (bind::VCACHE, BufRef::KvV(r.layer)),
+                (bind::COS_T, BufRef::Cos(r.base)),
+                (bind::SIN_T, BufRef::Sin(r.base)),
+            ]);
+            let n = |v: usize| c(v as u64);
+            params = MatmulParams {
+                out_stride: n(q_rows),
+                out_col0: c(0),
+                rope_past: Expr::Past,
+                rope_rot: n(r.rot),
+                rope_hd: n(cfg.head_dim),
+                rope_q_rows: n(q_rows),
+                rope_kv_rows: n(kv_rows),
+                rope_max_seq: n(self.max_seq),
+                rope_interleaved: c(u64::from(r.interleaved)),
+                ..params
+            };
+            writes = vec![r.q];
+        }
         Op {
             label: format!("{}[{}] {}", p.label, ch.chunk, g.tag),
             kernel: Kernel::Matmul,
-            entry: g.entry,
+            entry,
             bindings,
-            params: fields(self.matmul_params(p, d, &blocked, width, g.fused).values()),
+            params: fields(params.values()),
             grid,
             when: g.when,
             reads,
@@ -381,7 +434,15 @@ impl Builder<'_> {
             act: c(0),
             up_row0: c(0),
             blocks: c(ch.blocks as u64),
+            rope_past: c(0),
+            rope_rot: c(0),
+            rope_hd: c(0),
+            rope_q_rows: c(0),
+            rope_kv_rows: c(0),
+            rope_max_seq: c(0),
+            rope_interleaved: c(0),
             _pad0: c(0),
+            _pad1: c(0),
         }
     }
 }

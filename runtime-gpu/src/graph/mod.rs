@@ -181,7 +181,7 @@ pub struct Graph {
     pub layer_end: Vec<usize>,
     /// The weights the load joins from stored tensors ([`join`]).
     pub joined: Vec<join::Joined>,
-    /// The KV cache holds f16: `attention` and `rope_kv` are built for it
+    /// The KV cache holds f16: `attention`, `rope_kv` and `matmul` are built for it
     /// ([`crate::kernels::Kernel::source_for`]).
     pub kv_f16: bool,
 }

@@ -259,6 +259,107 @@ fn gemv_m0e4_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     }
 }
 
+// The decode of a joined q/k/v projection with RoPE and the KV-cache write in its epilogue
+// (gemv_m0e4_norm's loop; rope_kv.wgsl's arithmetic): rows [0, rope_q_rows) are q, then k and v
+// (rope_kv_rows each; head size rope_hd, a multiple of 8, as are rope_rot and so every block of
+// 8 rows lies in one head and one side of rope_rot). In a rotated block of a q or k head with
+// pairs (i, i + rot/2) the workgroup's 8 rows are pairs i0 .. i0 + 3 and their partners, so that
+// each pair meets in one workgroup; elsewhere (pairs (2i, 2i + 1), unrotated dimensions, v) 8
+// consecutive rows. The rotated q goes to y ([seq, rope_q_rows], out_stride), k and v into the
+// layer's caches at position rope_past + t, as rope_kv's from_qkv writes them.
+@group(0) @binding(15) var<storage, read_write> kcache: array<kv_t>;
+@group(0) @binding(16) var<storage, read_write> vcache: array<kv_t>;
+@group(0) @binding(17) var<storage, read> cos_t: array<f32>;
+@group(0) @binding(18) var<storage, read> sin_t: array<f32>;
+var<workgroup> rope_vals: array<f32, GV_ROWS>;
+
+// Row r (< GV_ROWS) of the workgroup whose block starts at row o0.
+fn rope_row(o0: u32, r: u32) -> u32 {
+    let d0 = o0 % params.rope_hd;
+    if (o0 >= params.rope_q_rows + params.rope_kv_rows || params.rope_interleaved != 0u
+        || d0 >= params.rope_rot) {
+        return o0 + r;
+    }
+    // Block d0 / 8 of a head's rotated dimensions: pairs 4 (d0 / 8) .. + 3 and their partners.
+    return o0 - d0 + (d0 / 8u) * 4u + r % 4u + (r / 4u) * (params.rope_rot / 2u);
+}
+
+@compute @workgroup_size(GV_WG)
+fn gemv_m0e4_norm_rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o0 = (wg.x + wg.y * params.grid_width) * GV_ROWS;
+    if (o0 >= params.n) {
+        return; // uniform over the workgroup
+    }
+    let hd = params.rope_hd;
+    let half = params.rope_rot / 2u;
+    let qk = params.rope_q_rows + params.rope_kv_rows;
+    // The weight rows of the block (rows past n, none where n is a multiple of 8 as the plan
+    // ensures, load row n - 1 again), and thread lid < GV_ROWS's output row: its dimension d of
+    // a head, whether it is rotated, its pair's index i, whether it is the pair's first, and the
+    // thread holding its partner.
+    var rows: array<u32, GV_ROWS>;
+    for (var r = 0u; r < GV_ROWS; r++) {
+        rows[r] = params.w_row0 + min(rope_row(o0, r), params.n - 1u);
+    }
+    let lr = lid % GV_ROWS;
+    let row = rope_row(o0, lr);
+    let d = row % hd;
+    let rotated = row < qk && d < params.rope_rot;
+    var first = lr < 4u;
+    var i = select(d - half, d, first);
+    var partner = lr ^ 4u;
+    if (params.rope_interleaved != 0u) {
+        first = (d & 1u) == 0u;
+        i = d / 2u;
+        partner = lr ^ 1u;
+    }
+    var b = 0.0;
+    if (params.has_bias != 0u && lid < GV_ROWS) {
+        b = bias[params.bias0 + min(row, params.n - 1u)];
+    }
+    for (var t = 0u; t < params.seq; t++) {
+        let pos = params.rope_past + t;
+        // The epilogue's table entries, loaded before the loop so that it hides their latency.
+        var c = 1.0;
+        var sn = 0.0;
+        if (rotated && lid < GV_ROWS) {
+            c = cos_t[pos * half + i];
+            sn = sin_t[pos * half + i];
+        }
+        var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        var ss = 0.0;
+        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
+            let xw = x_word(t, wi, &ss);
+            let gi = (wi * M0E4_PER_WORD) / params.group;
+            for (var r = 0u; r < GV_ROWS; r++) {
+                let w = packed[rows[r] * params.words_per_row + wi];
+                acc[r] += narrow_term(w, rows[r] * params.groups_per_row + gi, xw);
+            }
+        }
+        var v = gv_reduce(lid, &acc) * norm_inv(lid, ss) + b;
+        if (lid < GV_ROWS) {
+            rope_vals[lid] = v;
+        }
+        workgroupBarrier();
+        if (lid < GV_ROWS && row < params.n) {
+            if (rotated) {
+                let other = rope_vals[partner];
+                v = select(v * c + other * sn, v * c - other * sn, first);
+            }
+            if (row < params.rope_q_rows) {
+                y[t * params.out_stride + params.out_col0 + row] = v;
+            } else if (row < qk) {
+                let e = row - params.rope_q_rows;
+                kcache[((e / hd) * params.rope_max_seq + pos) * hd + d] = to_kv(v);
+            } else {
+                let e = row - qk;
+                vcache[((e / hd) * params.rope_max_seq + pos) * hd + d] = to_kv(v);
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
 // The gate and up projections, their norm and the gated activation in one dispatch, in the
 // structure of gemv_m0e4: a workgroup computes GV_ROWS / 2 = 4 outputs from 4 gate rows
 // (packed, groups) and the 4 matching up rows up_row0 + o (packed_up, groups_up, possibly the

@@ -2,7 +2,8 @@
 // W is M0E4 (packed codes + f16 S/B per group) or dense f32. Per packed word the sum is
 // S·Σ v_k x_k + B·Σ x_k: one FMA-style decode per weight, the group parameters once per word.
 // gemv_m0e4: 8 rows per 256-thread workgroup for any shape; gemv_m0e4_norm: the same with the
-// RMSNorm fused (applied on the fly), gemv_m0e4_glu_narrow for gate + up + activation; gemv_m0e4_wide (k, group
+// RMSNorm fused (applied on the fly), gemv_m0e4_norm_rope: that for a joined q/k/v with RoPE and
+// the KV write in its epilogue, gemv_m0e4_glu_narrow for gate + up + activation; gemv_m0e4_wide (k, group
 // multiples of 32): 32 lanes per row, vector loads, optional fused RMSNorm (the normalized row
 // staged in shared memory), gemv_m0e4_glu the same for gate + up + activation (the plan's choice
 // for fused norms below 4096 columns); gemv_dense: one workgroup per output row.
@@ -32,7 +33,17 @@ struct Params {
     up_row0: u32,
     // gemv_m0e4_wide / gemv_m0e4_glu: row blocks per workgroup.
     blocks: u32,
+    // gemv_m0e4_norm_rope: the step's first position, rotated dimensions per head, head size, q
+    // rows, k (= v) rows, the cache's positions, the layout (1: pairs (2i, 2i + 1)).
+    rope_past: u32,
+    rope_rot: u32,
+    rope_hd: u32,
+    rope_q_rows: u32,
+    rope_kv_rows: u32,
+    rope_max_seq: u32,
+    rope_interleaved: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -93,6 +93,7 @@ impl Kernel {
                 "gemv_m0e4",
                 "gemv_m0e4_tokens",
                 "gemv_m0e4_norm",
+                "gemv_m0e4_norm_rope",
                 "gemv_m0e4_glu_narrow",
                 "gemv_m0e4_wide",
                 "gemv_m0e4_glu",
@@ -134,7 +135,7 @@ impl Kernel {
 
     /// The complete WGSL of this kernel: its `enable` directives, the M0E4 prelude and the
     /// shared constants, followed by the shared functions it uses and its file. The kernels
-    /// that touch the KV cache (`attention`, `rope_kv`) store it as `kv_t`: f16 with `kv_f16`
+    /// that touch the KV cache (`attention`, `rope_kv`, `matmul`'s `gemv_m0e4_norm_rope`) store it as `kv_t`: f16 with `kv_f16`
     /// (written through `to_kv`, which clamps to the finite f16 range), f32 otherwise.
     pub fn source_for(self, kv_f16: bool) -> String {
         // The directives, then the rows and threads per workgroup the coop file is built for.
@@ -149,11 +150,11 @@ impl Kernel {
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
             Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
-            Kernel::Attention | Kernel::RopeKv if kv_f16 => {
+            Kernel::Matmul | Kernel::Attention | Kernel::RopeKv if kv_f16 => {
                 "enable f16;\nalias kv_t = f16;\n\
                  fn to_kv(x: f32) -> kv_t { return kv_t(clamp(x, -65504.0, 65504.0)); }\n"
             }
-            Kernel::Attention | Kernel::RopeKv => {
+            Kernel::Matmul | Kernel::Attention | Kernel::RopeKv => {
                 "alias kv_t = f32;\nfn to_kv(x: f32) -> kv_t { return x; }\n"
             }
             _ => "",

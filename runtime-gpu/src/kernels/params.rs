@@ -249,7 +249,18 @@ kernel_params! {
         up_row0: U,
         /// `gemv_m0e4_wide` / `gemv_m0e4_glu`: row blocks per workgroup.
         blocks: U,
+        /// `gemv_m0e4_norm_rope`: the step's first position, the rotated dimensions of a head,
+        /// the head size, the q rows and the k (= v) rows, the cache's positions, and the RoPE
+        /// layout (1: pairs (2i, 2i + 1); 0: pairs (i, i + rot/2)).
+        rope_past: U,
+        rope_rot: U,
+        rope_hd: U,
+        rope_q_rows: U,
+        rope_kv_rows: U,
+        rope_max_seq: U,
+        rope_interleaved: U,
         _pad0: U,
+        _pad1: U,
     }
 }
 
@@ -445,6 +456,11 @@ pub mod binding {
             GROUPS_UP = 12,
             /// `gemv_m0e4_glu_narrow`: the up projection's packed words as scalars.
             PACKED_UP = 14,
+            /// `gemv_m0e4_norm_rope`: the layer's K and V caches and the RoPE tables.
+            KCACHE = 15,
+            VCACHE = 16,
+            COS_T = 17,
+            SIN_T = 18,
         }
         /// `matmul_coop.wgsl`, `matmul_coop_few.wgsl`: the bindings of `matmul_io.wgsl`, as in `matmul`.
         matmul_coop {
@@ -633,6 +649,11 @@ shared_constants! {
 /// many per shader stage (WebGPU's default is 8).
 pub const GEMV_GLU_STORAGE_BUFFERS: u32 = 7;
 
+/// Storage buffers `matmul::gemv_m0e4_norm_rope` binds (y, bias, packed words, group
+/// parameters, x, norm weight, the K and V caches, the cos and sin tables): the q/k/v GEMV takes
+/// RoPE and the KV write only where the device allows this many per shader stage.
+pub const GEMV_ROPE_STORAGE_BUFFERS: u32 = 10;
+
 const _: () = assert!(NORM_MAX_K.is_multiple_of(4) && ATTENTION_MAX_HD.is_multiple_of(4));
 
 /// The WGSL declarations of [`WGSL_CONSTANTS`], part of every kernel's prelude.
@@ -654,7 +675,11 @@ impl Kernel {
             (Kernel::Dequant, _) => DEQUANT_WG,
             (
                 Kernel::Matmul,
-                "gemv_m0e4" | "gemv_m0e4_norm" | "gemv_m0e4_tokens" | "gemv_m0e4_glu_narrow",
+                "gemv_m0e4"
+                | "gemv_m0e4_norm"
+                | "gemv_m0e4_norm_rope"
+                | "gemv_m0e4_tokens"
+                | "gemv_m0e4_glu_narrow",
             ) => GEMV_WG,
             (Kernel::Matmul, "gemv_m0e4_wide" | "gemv_m0e4_glu") => GEMV_WIDE_WG,
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
