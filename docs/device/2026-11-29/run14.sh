@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call: knock-outs of the decode attention (branch exp/attn-ko on main 2a…; TLITE_EXP_KO
+# One call: knock-outs of the decode attention (branch exp/attn-ko 9746e96 on main 2106f89; TLITE_EXP_KO
 # rewrites the WGSL at load or drops a dispatch; results wrong by design, timings not): anoqk (the
 # q·k loads from the K cache), anov (the value loads), anored (the max and sum reductions),
 # anopart (the whole partial kernel: zeros written), anocomb (the combine kernel's work, the
