@@ -232,26 +232,35 @@ fn gemv_m0e4_tokens(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 
 // gemv_m0e4 with the RMSNorm before the matrix fused in (separate from gemv_m0e4, which stays
 // free of the norm's code: measured slower with it on every plain projection of the 1.17B body).
+// gemv_m0e4_norm's product for token t over the block's weight rows `rows`: thread r < GV_ROWS
+// gets row r's total, normalized; every thread must call it (barriers).
+fn norm_rows_total(t: u32, lid: u32, rows: array<u32, GV_ROWS>) -> f32 {
+    var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    var ss = 0.0;
+    for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
+        let xw = x_word(t, wi, &ss);
+        let gi = (wi * M0E4_PER_WORD) / params.group;
+        for (var r = 0u; r < GV_ROWS; r++) {
+            let w = packed[rows[r] * params.words_per_row + wi];
+            acc[r] += narrow_term(w, rows[r] * params.groups_per_row + gi, xw);
+        }
+    }
+    return gv_reduce(lid, &acc) * norm_inv(lid, ss);
+}
+
 @compute @workgroup_size(GV_WG)
 fn gemv_m0e4_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o0 = (wg.x + wg.y * params.grid_width) * GV_ROWS;
     if (o0 >= params.n) {
         return; // uniform over the workgroup
     }
+    // Rows past n load row n - 1 again (never stored): no branch around the loads.
+    var rows: array<u32, GV_ROWS>;
+    for (var r = 0u; r < GV_ROWS; r++) {
+        rows[r] = params.w_row0 + min(o0 + r, params.n - 1u);
+    }
     for (var t = 0u; t < params.seq; t++) {
-        var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        var ss = 0.0;
-        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
-            let xw = x_word(t, wi, &ss);
-            let gi = (wi * M0E4_PER_WORD) / params.group;
-            for (var r = 0u; r < GV_ROWS; r++) {
-                // Rows past n load row n - 1 again (never stored): no branch around the loads.
-                let row = params.w_row0 + min(o0 + r, params.n - 1u);
-                let w = packed[row * params.words_per_row + wi];
-                acc[r] += narrow_term(w, row * params.groups_per_row + gi, xw);
-            }
-        }
-        let total = gv_reduce(lid, &acc) * norm_inv(lid, ss);
+        let total = norm_rows_total(t, lid, rows);
         if (lid < GV_ROWS && o0 + lid < params.n) {
             store(t, o0 + lid, total);
         }
@@ -326,17 +335,7 @@ fn gemv_m0e4_norm_rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
             c = cos_t[pos * half + i];
             sn = sin_t[pos * half + i];
         }
-        var acc = array<f32, GV_ROWS>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        var ss = 0.0;
-        for (var wi = lid; wi < params.words_per_row; wi += GV_WG) {
-            let xw = x_word(t, wi, &ss);
-            let gi = (wi * M0E4_PER_WORD) / params.group;
-            for (var r = 0u; r < GV_ROWS; r++) {
-                let w = packed[rows[r] * params.words_per_row + wi];
-                acc[r] += narrow_term(w, rows[r] * params.groups_per_row + gi, xw);
-            }
-        }
-        var v = gv_reduce(lid, &acc) * norm_inv(lid, ss) + b;
+        var v = norm_rows_total(t, lid, rows) + b;
         if (lid < GV_ROWS) {
             rope_vals[lid] = v;
         }
