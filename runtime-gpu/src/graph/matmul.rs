@@ -244,37 +244,8 @@ impl Builder<'_> {
         let mut params = self.matmul_params(p, d, &blocked, width, g.fused);
         let mut entry = g.entry;
         if let (GemvRun::Decode { .. }, Some(r), "gemv_m0e4_norm") = (run, p.rope, g.entry) {
-            // RoPE and the KV write in the epilogue: the rotated q into its own activation.
-            let cfg = self.cfg;
-            let (q_rows, kv_rows) = (
-                cfg.num_heads * cfg.head_dim,
-                cfg.num_kv_heads * cfg.head_dim,
-            );
             entry = "gemv_m0e4_norm_rope";
-            for (i, b) in bindings.iter_mut() {
-                if *i == bind::Y {
-                    *b = BufRef::Act(r.q);
-                }
-            }
-            bindings.extend([
-                (bind::KCACHE, BufRef::KvK(r.layer)),
-                (bind::VCACHE, BufRef::KvV(r.layer)),
-                (bind::COS_T, BufRef::Cos(r.base)),
-                (bind::SIN_T, BufRef::Sin(r.base)),
-            ]);
-            let n = |v: usize| c(v as u64);
-            params = MatmulParams {
-                out_stride: n(q_rows),
-                out_col0: c(0),
-                rope_past: Expr::Past,
-                rope_rot: n(r.rot),
-                rope_hd: n(cfg.head_dim),
-                rope_q_rows: n(q_rows),
-                rope_kv_rows: n(kv_rows),
-                rope_max_seq: n(self.max_seq),
-                rope_interleaved: c(u64::from(r.interleaved)),
-                ..params
-            };
+            params = self.with_rope(r, &mut bindings, params);
             writes = vec![r.q];
         }
         Op {
@@ -287,6 +258,45 @@ impl Builder<'_> {
             when: g.when,
             reads,
             writes,
+        }
+    }
+
+    /// `gemv_m0e4_norm`'s bindings and parameters turned into `gemv_m0e4_norm_rope`'s: the
+    /// rotated q into its own activation, k and v into layer `r.layer`'s cache.
+    fn with_rope(
+        &self,
+        r: RopeWrite,
+        bindings: &mut Vec<(u32, BufRef)>,
+        params: MatmulParams<Expr>,
+    ) -> MatmulParams<Expr> {
+        let cfg = self.cfg;
+        let (q_rows, kv_rows) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        for (i, b) in bindings.iter_mut() {
+            if *i == bind::Y {
+                *b = BufRef::Act(r.q);
+            }
+        }
+        bindings.extend([
+            (bind::KCACHE, BufRef::KvK(r.layer)),
+            (bind::VCACHE, BufRef::KvV(r.layer)),
+            (bind::COS_T, BufRef::Cos(r.base)),
+            (bind::SIN_T, BufRef::Sin(r.base)),
+        ]);
+        let n = |v: usize| c(v as u64);
+        MatmulParams {
+            out_stride: n(q_rows),
+            out_col0: c(0),
+            rope_past: Expr::Past,
+            rope_rot: n(r.rot),
+            rope_hd: n(cfg.head_dim),
+            rope_q_rows: n(q_rows),
+            rope_kv_rows: n(kv_rows),
+            rope_max_seq: n(self.max_seq),
+            rope_interleaved: c(u64::from(r.interleaved)),
+            ..params
         }
     }
 
