@@ -2,8 +2,9 @@
 //! weight ([`Joined`]: their packed words, scales and biases concatenated part by part), so that
 //! one GEMV (decode) or GEMM (prefill) computes all three into one activation, `[seq, q | k |
 //! v]`, which `rope_kv::from_qkv` splits (q rotated into its own activation, k and v into the
-//! cache; in decode the GEMV does it itself, `gemv_m0e4_norm_rope`). A model that stores q, k and v in one tensor (ChatGLM, Phi-3) needs no join. Layers
-//! with QK-norms keep three projections: the norms run between the projections and RoPE.
+//! cache; in decode the GEMV does it itself, `gemv_m0e4_norm_rope`). A model that stores q, k
+//! and v in one tensor (ChatGLM, Phi-3) needs no join. Layers with QK-norms keep three
+//! projections: the norms run between the projections and RoPE.
 
 use std::collections::{HashMap, HashSet};
 

@@ -27,9 +27,9 @@ fn load_words4(row: u32, wi: u32) -> Words4 {
     }
     let g = vec4<u32>(row * params.groups_per_row)
         + (vec4<u32>(wi) + vec4<u32>(0u, 1u, 2u, 3u)) * M0E4_PER_WORD / params.group;
-    let p = mat4x2<f32>(group_at(g.x), group_at(g.y), group_at(g.z), group_at(g.w));
-    q.s = vec4<f32>(p[0].x, p[1].x, p[2].x, p[3].x);
-    q.b = vec4<f32>(p[0].y, p[1].y, p[2].y, p[3].y);
+    let sb = groups4(g);
+    q.s = sb[0];
+    q.b = sb[1];
     return q;
 }
 

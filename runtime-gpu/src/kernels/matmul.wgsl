@@ -508,8 +508,8 @@ fn wide_step(rows: vec4<u32>, t: u32, i: u32) -> vec4<f32> {
     let g = rows * params.groups_per_row + vec4<u32>((i * GEMV_WIDE_COLS) / params.group);
     let r = quad_dot(packed4[rows.x * q4 + i], packed4[rows.y * q4 + i], packed4[rows.z * q4 + i],
         packed4[rows.w * q4 + i], t, i);
-    let p = mat4x2<f32>(group_at(g.x), group_at(g.y), group_at(g.z), group_at(g.w));
-    return vec4<f32>(p[0].x, p[1].x, p[2].x, p[3].x) * r.d + vec4<f32>(p[0].y, p[1].y, p[2].y, p[3].y) * r.sx;
+    let sb = groups4(g);
+    return sb[0] * r.d + sb[1] * r.sx;
 }
 
 // Sums each lane group's 4 row partials over its 32 lanes: thread r < 16 gets the total of
@@ -548,8 +548,10 @@ fn glu_step(g: vec2<u32>, u: vec2<u32>, t: u32, i: u32) -> vec4<f32> {
     let gu = u * params.groups_per_row + vec2<u32>(gi);
     let r = quad_dot(packed4[g.x * q4 + i], packed4_up[u.x * q4 + i], packed4[g.y * q4 + i],
         packed4_up[u.y * q4 + i], t, i);
-    let p = mat4x2<f32>(group_at(gg.x), group_up_at(gu.x), group_at(gg.y), group_up_at(gu.y));
-    return vec4<f32>(p[0].x, p[1].x, p[2].x, p[3].x) * r.d + vec4<f32>(p[0].y, p[1].y, p[2].y, p[3].y) * r.sx;
+    // Scales (column 0) and biases (column 1) of gate, up, gate, up.
+    let sb = transpose(mat4x2<f32>(group_at(gg.x), group_up_at(gu.x), group_at(gg.y),
+        group_up_at(gu.y)));
+    return sb[0] * r.d + sb[1] * r.sx;
 }
 
 // A workgroup of gemv_m0e4_wide covers `blocks` consecutive blocks of GEMV_WIDE_ROWS = 16 rows

@@ -65,6 +65,11 @@ fn group_at(g: u32) -> vec2<f32> {
     return unpack2x16float(groups[g]);
 }
 
+// The scales (column 0) and biases (column 1) of groups g.x .. g.w.
+fn groups4(g: vec4<u32>) -> mat2x4<f32> {
+    return transpose(mat4x2<f32>(group_at(g.x), group_at(g.y), group_at(g.z), group_at(g.w)));
+}
+
 fn store(t: u32, o: u32, acc: f32) {
     var v = acc;
     if (params.has_bias != 0u) {
