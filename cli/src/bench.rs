@@ -17,6 +17,10 @@ pub struct Args {
     /// Generated tokens for the decode test (tg).
     #[arg(long, short = 'n', default_value_t = 128, value_parser = crate::args::count)]
     gen_tokens: usize,
+    /// Tokens already in the cache when tg starts (as llama-bench's -d): the decode test runs
+    /// from position d, after an untimed prefill of d tokens (in batches of at most -p).
+    #[arg(long, short = 'd', default_value_t = 0, value_parser = crate::args::count_from::<0>)]
+    depth: usize,
     /// Timed repetitions (after one warm-up); the median is reported.
     #[arg(long, short = 'r', default_value_t = 3, value_parser = crate::args::count)]
     reps: usize,
@@ -45,22 +49,43 @@ pub struct Args {
     lead: usize,
 }
 
-/// `tokens.len()` decode steps from an empty cache: with `lead` > 0 greedy decoding on the GPU
-/// from `tokens[0]` (the model picks the rest), else the given tokens one step at a time, each
-/// synchronized by reading its logits back.
-fn decode(gpu: &Gpu, g: &mut GpuModel, tokens: &[u32], lead: usize) -> anyhow::Result<()> {
+/// `tokens.len()` decode steps from position `past` (the cache's first `past` rows already
+/// written): with `lead` > 0 greedy decoding on the GPU from `tokens[0]` (the model picks the
+/// rest), else the given tokens one step at a time, each synchronized by reading its logits back.
+fn decode(
+    gpu: &Gpu,
+    g: &mut GpuModel,
+    tokens: &[u32],
+    past: usize,
+    lead: usize,
+) -> anyhow::Result<()> {
     if lead == 0 {
         for (i, &tok) in tokens.iter().enumerate() {
-            g.step(gpu, &[tok], i, &[0])?;
+            g.step(gpu, &[tok], past + i, &[0])?;
         }
     } else {
-        let run = g.decode_greedy(gpu, tokens[0], 0, tokens.len(), lead, &mut |_| true)?;
+        let run = g.decode_greedy(gpu, tokens[0], past, tokens.len(), lead, &mut |_| true)?;
         anyhow::ensure!(
             run.steps == tokens.len(),
             "{} of {} steps ran",
             run.steps,
             tokens.len()
         );
+    }
+    Ok(())
+}
+
+/// Writes the cache's first `tokens.len()` rows by prefill steps of at most `batch` tokens,
+/// waiting for the last.
+fn fill(gpu: &Gpu, g: &mut GpuModel, tokens: &[u32], batch: usize) -> anyhow::Result<()> {
+    let mut chunks = tokens.chunks(batch).enumerate().peekable();
+    while let Some((i, chunk)) = chunks.next() {
+        // The last chunk reads its last row's logits back, so the fill is done before tg starts.
+        let rows: &[u32] = match chunks.peek() {
+            None => &[chunk.len() as u32 - 1],
+            Some(_) => &[],
+        };
+        g.step(gpu, chunk, i * batch, rows)?;
     }
     Ok(())
 }
@@ -75,7 +100,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!("{}", gpu.header());
     let m = DeployedModel::open(&a.model)?;
     let cfg = &m.manifest.config;
-    let max_seq = a.prompt.max(a.gen_tokens + 1);
+    let max_seq = a
+        .prompt
+        .max(a.depth.saturating_add(a.gen_tokens).saturating_add(1));
     let checks = if a.shader_checks {
         ShaderChecks::Checked
     } else {
@@ -94,8 +121,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // The sizes come from -p and -n here, not from --max-seq / --max-batch.
         GpuError::TooLarge { .. } | GpuError::InvalidOptions(_) | GpuError::OutOfMemory { .. } => {
             anyhow::anyhow!(
-                "{e} (tlite bench uses a context of max(-p, -n + 1) = {max_seq} and a batch of \
-                 -p = {}: lower -p or -n instead)",
+                "{e} (tlite bench uses a context of max(-p, -d + -n + 1) = {max_seq} and a batch \
+                 of -p = {}: lower -p, -d or -n instead)",
                 a.prompt.max(1)
             )
         }
@@ -103,7 +130,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     })?;
     let vocab = cfg.vocab_size as u64;
     let mut rng = Rng::new(0x5eed);
-    let tokens: Vec<u32> = (0..a.prompt.max(a.gen_tokens))
+    let tokens: Vec<u32> = (0..a.prompt.max(a.depth + a.gen_tokens))
         .map(|_| rng.below(vocab) as u32)
         .collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
@@ -112,9 +139,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let t = Instant::now();
         g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
         let pp_s = t.elapsed().as_secs_f64();
-        // Decode: one token per step from an empty cache.
+        // Decode: one token per step from a cache of `depth` tokens.
+        fill(&gpu, &mut g, &tokens[..a.depth], a.prompt)?;
         let t = Instant::now();
-        decode(&gpu, &mut g, &tokens[..a.gen_tokens], a.lead)?;
+        decode(&gpu, &mut g, &tokens[a.depth..][..a.gen_tokens], a.depth, a.lead)?;
         let tg_s = t.elapsed().as_secs_f64();
         if rep > 0 {
             pp.push(a.prompt as f64 / pp_s);
@@ -126,7 +154,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         g.enable_profiling(&gpu)?;
         g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
         // profiled steps one at a time (the timestamps are read back per step)
-        decode(&gpu, &mut g, &tokens[..a.gen_tokens], 0)?;
+        fill(&gpu, &mut g, &tokens[..a.depth], a.prompt)?;
+        decode(&gpu, &mut g, &tokens[a.depth..][..a.gen_tokens], a.depth, 0)?;
         if let Some(p) = &g.profiler {
             print_profile(p);
         }
@@ -139,7 +168,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             serde_json::json!({
                 "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.buffers.weight_bytes,
                 "pp_tokens": a.prompt, "pp_tok_s": pp, "pp_ms": 1e3 * a.prompt as f64 / pp,
-                "tg_tokens": a.gen_tokens, "tg_tok_s": tg,
+                "tg_tokens": a.gen_tokens, "tg_depth": a.depth, "tg_tok_s": tg,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
                 "dispatches_per_decode_step": g.last_step.dispatches, "tg_steps_in_flight": a.lead,
             })
@@ -161,9 +190,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             pp * 2.0 * params / 1e12,
             1e3 * a.prompt as f64 / pp
         );
+        // As llama-bench names a test at depth: tg128 @ d512.
+        let label = match a.depth {
+            0 => format!("tg{}", a.gen_tokens),
+            d => format!("tg{} @ d{d}", a.gen_tokens),
+        };
         println!(
-            "tg{:<5} {:>10.1} tok/s  ({:.1} GB/s of weights)",
-            a.gen_tokens,
+            "{label:<7} {:>10.1} tok/s  ({:.1} GB/s of weights)",
             tg,
             tg * weight_gb
         );

@@ -141,4 +141,21 @@ fn bench_reports_the_time_to_the_first_token() {
     );
     assert!(tok_s > 0.0 && ms > 0.0, "{v}");
     assert!((ms * tok_s / 1e3 - 9.0).abs() < 1e-6, "{v}");
+    // At depth: tg from position 9, after a fill in prefill steps of at most -p = 4 tokens
+    // (4 + 4 + 1), both with the steps in flight and one at a time.
+    for lead in ["4", "0"] {
+        let deep = ["bench", &model, "-p", "4", "-d", "9", "-n", "3", "-r", "1"];
+        let r = tlite(&[&deep[..], &["--lead", lead]].concat());
+        assert!(r.ok, "{}", r.stderr);
+        assert!(
+            r.stdout.lines().any(|l| l.starts_with("tg3 @ d9 ")),
+            "{}",
+            r.stdout
+        );
+    }
+    let r = tlite(&["bench", &model, "-p", "4", "-d", "9", "-n", "3", "-r", "1", "--json"]);
+    assert!(r.ok, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["tg_depth"].as_u64(), Some(9), "{v}");
+    assert!(v["tg_tok_s"].as_f64().is_some_and(|t| t > 0.0), "{v}");
 }
