@@ -25,10 +25,10 @@ use tlite_runtime_gpu::dequant::{group_words, halves_to_words};
 use tlite_runtime_gpu::graph::SMALL_PREFILL;
 use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
 use tlite_runtime_gpu::kernels::params::{
-    ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS, COOP_FEW_TOKENS, COOP_K,
-    COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG,
-    GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
-    NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
+    ATTENTION_DECODE_WG, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS,
+    COOP_FEW_TOKENS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS,
+    DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
+    GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
 use wgpu::util::DeviceExt;
@@ -61,6 +61,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("attention::partial", 1e-10),
     ("attention::combine", 1e-10),
     ("attention::prefill", 1e-10),
+    ("attention::decode", 1e-10),
     ("elementwise::embed_m0e4", 1e-13),
     ("elementwise::embed_dense", 1e-13),
     ("elementwise::glu", 1e-10),
@@ -2003,6 +2004,33 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
             &[("out", &out2, &want_out)],
         );
     }
+    // The plan's one-pass decode (graph/attention.rs): one token over at most
+    // ATTENTION_DECODE_WG keys, heads of a multiple of 4.
+    let keys = if s.window > 0 {
+        (s.past + 1).min(s.window)
+    } else {
+        s.past + 1
+    };
+    if s.seq == 1 && hd.is_multiple_of(4) && keys <= ATTENTION_DECODE_WG as usize {
+        let out3_buf = h.f32s(&vec![untouched(); heads * hd + tail]);
+        let mut bind3 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
+        bind3.push((binding::attention::OUT, &out3_buf));
+        h.run(&[Dispatch {
+            kernel: Kernel::Attention,
+            entry: "decode",
+            params: params(Kernel::Attention, &set),
+            bind: bind3,
+            grid: [heads as u32, 1, 1],
+        }]);
+        let out3 = h.read(&out3_buf, heads * hd + tail);
+        r.check(
+            h,
+            "attention::decode",
+            &format!("{desc} keys={keys}"),
+            s.seed,
+            &[("out", &out3, &want_out)],
+        );
+    }
 }
 
 /// The inputs `attention::prefill` binds (q and the caches as vectors).
@@ -2804,6 +2832,26 @@ fn all_cases(h: &Harness, r: &mut Report) {
             kv_heads: 1,
             hd: 128,
             max_seq: 1200,
+            ..attn
+        },
+        // The one-pass decode's most keys (256), grouped-query heads.
+        AttnSpec {
+            seed: 513,
+            past: 255,
+            heads: 8,
+            kv_heads: 2,
+            hd: 128,
+            max_seq: 260,
+            ..attn
+        },
+        // A head of 20 vectors (Phi-2's 80): slices of the keys that do not divide the workgroup.
+        AttnSpec {
+            seed: 514,
+            past: 30,
+            heads: 2,
+            kv_heads: 1,
+            hd: 80,
+            max_seq: 40,
             ..attn
         },
         // A sliding window far behind the query: most splits are empty.

@@ -14,7 +14,7 @@ use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph;
 use tlite_runtime_gpu::kernels::Kernel;
-use tlite_runtime_gpu::kernels::params::GEMV_ROPE_STORAGE_BUFFERS;
+use tlite_runtime_gpu::kernels::params::{ATTENTION_DECODE_WG, GEMV_ROPE_STORAGE_BUFFERS};
 use tlite_runtime_gpu::shape::Syms;
 
 const FAMILIES: [Family; 6] = [
@@ -241,6 +241,32 @@ fn plans_of_the_synthetic_models() {
                     assert_eq!(fused, 0, "{name}")
                 }
                 false => {}
+            }
+            // Decode attention: `decode` over at most ATTENTION_DECODE_WG keys, `partial` (and
+            // `combine`) past that; exactly one of the two runs at every position.
+            let one_pass: Vec<&graph::Op> =
+                (plan.ops.iter()).filter(|o| o.entry == "decode").collect();
+            assert_eq!(
+                one_pass.len(),
+                spec.layers,
+                "{name}: a one-pass decode per layer"
+            );
+            for o in one_pass {
+                let layer = o.label.split('.').next().unwrap_or_default();
+                let partial = (plan.ops.iter())
+                    .find(|p| p.entry == "partial" && p.label == format!("{layer}.attention"))
+                    .unwrap_or_else(|| panic!("{name}: {layer}'s partial"));
+                for past in [0, 100, 255, 256, 999] {
+                    let at = Syms {
+                        seq: 1,
+                        past,
+                        out: 1,
+                    };
+                    let runs = |op: &graph::Op| op.grid.iter().all(|g| g.eval(&at) > 0);
+                    assert_ne!(runs(o), runs(partial), "{name}: {layer} at {past}");
+                    let few = past < ATTENTION_DECODE_WG as u64;
+                    assert!(!few || runs(o), "{name}: {layer} at {past}: one pass");
+                }
             }
             let suffix = if coop_gemm { " | coop_gemm" } else { "" };
             out.push_str(&format!(

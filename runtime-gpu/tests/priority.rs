@@ -120,9 +120,10 @@ fn profiling_times_every_dispatch_and_changes_no_logit() {
             "{ops:?}"
         );
     }
+    // A few positions: the one-pass decode attention.
     assert!(
         prof.ops
-            .contains_key(&("decode".to_owned(), "attention".to_owned()))
+            .contains_key(&("decode".to_owned(), "attention_decode".to_owned()))
     );
 }
 

@@ -9,7 +9,8 @@ use super::{BufRef, Field, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
 use crate::kernels::params::{
-    ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams, ROPE_KV_WG, RopeKvParams,
+    ATTENTION_DECODE_WG, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams,
+    ROPE_KV_WG, RopeKvParams,
 };
 use crate::shape::{Expr, c};
 
@@ -125,6 +126,43 @@ impl Builder<'_> {
         // prefill of wider heads, through split partials and their combination.
         let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
         let split_when = if blocked { When::Decode } else { When::Always };
+        // Decode over at most ATTENTION_DECODE_WG keys in one pass (`decode`, heads of a
+        // multiple of 4), `partial` and `combine` past that: grid factors of 1 and 0.
+        let keys = match self.attention_window(l) {
+            0 => Expr::Past + 1u64,
+            w => (Expr::Past + 1u64).min(c(w as u64)),
+        };
+        let one_pass = hd.is_multiple_of(4);
+        let (split_on, one_pass_on) = match one_pass {
+            true => (
+                Expr::decode_or(
+                    keys.clone()
+                        .floor_div(c(u64::from(ATTENTION_DECODE_WG) + 1))
+                        .min(c(1)),
+                    c(1),
+                ),
+                c(u64::from(ATTENTION_DECODE_WG)).floor_div(keys).min(c(1)),
+            ),
+            false => (c(1), c(0)),
+        };
+        if one_pass {
+            self.push(Op {
+                label: format!("l{l}.attention_decode"),
+                kernel: Kernel::Attention,
+                entry: "decode",
+                bindings: vec![
+                    (attn_bind::Q, BufRef::Act(q)),
+                    (attn_bind::KCACHE4, BufRef::KvK(l)),
+                    (attn_bind::VCACHE4, BufRef::KvV(l)),
+                    (attn_bind::OUT, BufRef::Act(attn)),
+                ],
+                params: params.clone(),
+                grid: [c(heads as u64), one_pass_on, c(1)],
+                when: When::Decode,
+                reads: vec![q],
+                writes: vec![attn],
+            });
+        }
         if blocked {
             self.push(Op {
                 label: format!("l{l}.attention_prefill"),
@@ -161,7 +199,7 @@ impl Builder<'_> {
                 (attn_bind::KCACHE4, BufRef::KvK(l)),
             ],
             params: params.clone(),
-            grid: [splits(), c(heads as u64), seq.clone()],
+            grid: [splits() * split_on.clone(), c(heads as u64), seq.clone()],
             when: split_when,
             reads: vec![q],
             writes: vec![parts, attn],
@@ -177,7 +215,11 @@ impl Builder<'_> {
             params,
             // Not dispatched where one split covers every key (⌊min(splits, 2) / 2⌋ = 0):
             // partial writes the output.
-            grid: [c(heads as u64), seq, splits().min(c(2)).floor_div(c(2))],
+            grid: [
+                c(heads as u64),
+                seq,
+                splits().min(c(2)).floor_div(c(2)) * split_on,
+            ],
             when: split_when,
             reads: vec![parts],
             writes: vec![attn],
@@ -185,15 +227,21 @@ impl Builder<'_> {
         attn
     }
 
-    /// The attention parameters of layer `l` (both entry points).
-    fn attention_params(&self, l: usize) -> Vec<Field> {
+    /// Layer `l`'s sliding window (0: none).
+    fn attention_window(&self, l: usize) -> usize {
         let cfg = self.cfg;
-        let hd = cfg.head_dim;
-        let window = if cfg.sliding_layers[l] {
+        if cfg.sliding_layers[l] {
             cfg.sliding_window.unwrap_or(0)
         } else {
             0
-        };
+        }
+    }
+
+    /// The attention parameters of layer `l` (every entry point).
+    fn attention_params(&self, l: usize) -> Vec<Field> {
+        let cfg = self.cfg;
+        let hd = cfg.head_dim;
+        let window = self.attention_window(l);
         let scale = cfg.query_pre_attn_scalar.unwrap_or(hd as f64).powf(-0.5) as f32;
         let softcap = cfg.attn_logit_softcapping.unwrap_or(0.0) as f32;
         let kps = (Expr::Past + Expr::Seq).ceil_div(splits());

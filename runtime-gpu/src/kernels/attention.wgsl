@@ -320,3 +320,91 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         }
     }
 }
+
+// decode: the whole attention of a one-token step in one workgroup per head, where the keys it
+// attends to (from the window start to the query) number at most DWG; the plan then dispatches
+// neither `partial` nor `combine`. Thread j computes key j's score; the workgroup reduces their
+// maximum and the sum of the exponentials; then DWG / (hd / 4) slices of the keys (thread
+// (slice, quad): every slices-th key, dims 4 quad .. + 3, one vector load each) accumulate the
+// weighted values, added across slices through shared memory. Needs hd % 4 == 0.
+const DWG: u32 = ATTENTION_DECODE_WG;
+const_assert DWG >= MAX_HD / 4u && (DWG & (DWG - 1u)) == 0u;
+var<workgroup> dsc: array<f32, DWG>;
+var<workgroup> dacc: array<vec4<f32>, DWG>;
+
+// The maximum (take_max) or the sum of v over the DWG threads; every thread must call it.
+fn d_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
+    dsc[lid] = v;
+    workgroupBarrier();
+    for (var s = DWG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            if (take_max) {
+                dsc[lid] = max(dsc[lid], dsc[lid + s]);
+            } else {
+                dsc[lid] += dsc[lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = dsc[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(DWG)
+fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let qi = params.past;
+    let start = window_start(qi);
+    // At most DWG keys (the plan's condition; a wrong one loses keys, never reads past them).
+    let n = min(qi + 1u - start, DWG);
+    let kvh = h / (params.heads / params.kv_heads);
+    let hd4 = params.hd / 4u;
+    let qb = h * params.hd;
+    if (lid < hd4) {
+        let d = 4u * lid;
+        qv4[lid] = vec4<f32>(q[qb + d], q[qb + d + 1u], q[qb + d + 2u], q[qb + d + 3u]);
+    }
+    workgroupBarrier();
+    var s = -3.0e38;
+    if (lid < n) {
+        let kb4 = (kvh * params.max_seq + start + lid) * hd4;
+        var d4 = vec4<f32>(0.0);
+        for (var d = 0u; d < hd4; d++) {
+            d4 += qv4[d] * vec4<f32>(kcache4[kb4 + d]);
+        }
+        s = (d4.x + d4.y + d4.z + d4.w) * params.scale;
+        if (params.softcap > 0.0) {
+            s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+        }
+    }
+    let m = d_reduce(lid, s, true);
+    var e = 0.0;
+    if (lid < n) {
+        e = exp(s - m);
+    }
+    let l = d_reduce(lid, e, false);
+    dsc[lid] = e;
+    workgroupBarrier();
+    let slices = DWG / hd4;
+    let quad = lid % hd4;
+    let slice = lid / hd4;
+    var a = vec4<f32>(0.0);
+    if (slice < slices) {
+        for (var j = slice; j < n; j += slices) {
+            a += dsc[j] * vec4<f32>(vcache4[(kvh * params.max_seq + start + j) * hd4 + quad]);
+        }
+    }
+    dacc[lid] = a;
+    workgroupBarrier();
+    if (slice == 0u) {
+        for (var i = 1u; i < slices; i++) {
+            a += dacc[i * hd4 + quad];
+        }
+        let ob = h * params.hd + 4u * quad;
+        out[ob] = a.x / l;
+        out[ob + 1u] = a.y / l;
+        out[ob + 2u] = a.z / l;
+        out[ob + 3u] = a.w / l;
+    }
+}

@@ -584,6 +584,9 @@ shared_constants! {
     pub const ROPE_KV_WG: u32 = 64;
     /// Largest head dimension of the attention kernel (its staged query).
     pub const ATTENTION_MAX_HD: usize = 256;
+    /// Threads per workgroup of `attention::decode`, and the most keys it attends to: the plan
+    /// takes it for a one-token step whose keys number at most this many.
+    pub const ATTENTION_DECODE_WG: u32 = 256;
     /// Largest head dimension of `attention::prefill` (its registers per thread); it also needs
     /// a multiple of 4. Wider heads prefill through `partial` and `combine`.
     pub const ATTENTION_PREFILL_MAX_HD: usize = 128;
@@ -691,6 +694,7 @@ impl Kernel {
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
             (Kernel::Attention, "prefill") => ATTENTION_PREFILL_WG,
+            (Kernel::Attention, "decode") => ATTENTION_DECODE_WG,
             (Kernel::Attention, _) => REDUCE_WG,
             (Kernel::Elementwise, _) => ELEMENTWISE_WG,
             (Kernel::Score, _) => REDUCE_WG,
