@@ -25,7 +25,7 @@ use tlite_runtime_gpu::dequant::{group_words, halves_to_words};
 use tlite_runtime_gpu::graph::SMALL_PREFILL;
 use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
 use tlite_runtime_gpu::kernels::params::{
-    ATTENTION_DECODE_WG, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS,
+    ATTENTION_DECODE_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS,
     COOP_FEW_TOKENS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS,
     DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
     GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
@@ -2005,13 +2005,13 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
         );
     }
     // The plan's one-pass decode (graph/attention.rs): one token over at most
-    // ATTENTION_DECODE_WG keys, heads of a multiple of 4.
+    // ATTENTION_DECODE_KEYS keys, heads of a multiple of 4.
     let keys = if s.window > 0 {
         (s.past + 1).min(s.window)
     } else {
         s.past + 1
     };
-    if s.seq == 1 && hd.is_multiple_of(4) && keys <= ATTENTION_DECODE_WG as usize {
+    if s.seq == 1 && hd.is_multiple_of(4) && keys <= ATTENTION_DECODE_KEYS as usize {
         let out3_buf = h.f32s(&vec![untouched(); heads * hd + tail]);
         let mut bind3 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
         bind3.push((binding::attention::OUT, &out3_buf));
@@ -2834,7 +2834,8 @@ fn all_cases(h: &Harness, r: &mut Report) {
             max_seq: 1200,
             ..attn
         },
-        // The one-pass decode's most keys (256), grouped-query heads.
+        // The one-pass decode over one workgroup's worth of keys (256) and over its most (512,
+        // two per thread), grouped-query heads.
         AttnSpec {
             seed: 513,
             past: 255,
@@ -2842,6 +2843,16 @@ fn all_cases(h: &Harness, r: &mut Report) {
             kv_heads: 2,
             hd: 128,
             max_seq: 260,
+            ..attn
+        },
+        AttnSpec {
+            seed: 515,
+            past: 511,
+            heads: 4,
+            kv_heads: 1,
+            hd: 64,
+            max_seq: 520,
+            softcap: 30.0,
             ..attn
         },
         // A head of 20 vectors (Phi-2's 80): slices of the keys that do not divide the workgroup.

@@ -14,7 +14,7 @@ use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph;
 use tlite_runtime_gpu::kernels::Kernel;
-use tlite_runtime_gpu::kernels::params::{ATTENTION_DECODE_WG, GEMV_ROPE_STORAGE_BUFFERS};
+use tlite_runtime_gpu::kernels::params::{ATTENTION_DECODE_KEYS, GEMV_ROPE_STORAGE_BUFFERS};
 use tlite_runtime_gpu::shape::Syms;
 
 const FAMILIES: [Family; 6] = [
@@ -242,7 +242,7 @@ fn plans_of_the_synthetic_models() {
                 }
                 false => {}
             }
-            // Decode attention: `decode` over at most ATTENTION_DECODE_WG keys, `partial` (and
+            // Decode attention: `decode` over at most ATTENTION_DECODE_KEYS keys, `partial` (and
             // `combine`) past that; exactly one of the two runs at every position.
             let one_pass: Vec<&graph::Op> =
                 (plan.ops.iter()).filter(|o| o.entry == "decode").collect();
@@ -256,7 +256,7 @@ fn plans_of_the_synthetic_models() {
                 let partial = (plan.ops.iter())
                     .find(|p| p.entry == "partial" && p.label == format!("{layer}.attention"))
                     .unwrap_or_else(|| panic!("{name}: {layer}'s partial"));
-                for past in [0, 100, 255, 256, 999] {
+                for past in [0, 100, 255, 256, 511, 512, 999] {
                     let at = Syms {
                         seq: 1,
                         past,
@@ -264,7 +264,7 @@ fn plans_of_the_synthetic_models() {
                     };
                     let runs = |op: &graph::Op| op.grid.iter().all(|g| g.eval(&at) > 0);
                     assert_ne!(runs(o), runs(partial), "{name}: {layer} at {past}");
-                    let few = past < ATTENTION_DECODE_WG as u64;
+                    let few = past < u64::from(ATTENTION_DECODE_KEYS);
                     assert!(!few || runs(o), "{name}: {layer} at {past}: one pass");
                 }
             }

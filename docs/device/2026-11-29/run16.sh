@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # For the next session (branch next/attention-onepass; not run yet): the one-pass decode
-# attention (`attention::decode`, one workgroup per head over at most 256 keys; no combine
-# dispatch) against main (base), alternated over two rounds: tg128 and tg512 on the 1.17B and
-# 7.38B bodies, tg128 on the 8L body; then new's decode-path parity (1.17B, Qwen2.5-1.5B), its
-# profile, and the ops test. Prediction from run14's knock-outs: +3-7% (the combine dispatch)
-# where the one pass is no slower than `partial`; tg512 on 1.17B crosses 256 positions, where
-# `partial` and `combine` take over. Build: base from main, new from the branch (cargo build
+# attention (`attention::decode`, one 256-thread workgroup per head over at most
+# ATTENTION_DECODE_KEYS = 512 keys; no combine dispatch) against main (base), alternated over two
+# rounds: tg128 and tg512 on the 1.17B and 7.38B bodies, tg128 on the 8L body; then new's
+# decode-path parity (1.17B, Qwen2.5-1.5B), its profile, and the ops test. Prediction from
+# run14's knock-outs: +3-7% (the combine dispatch) where the one pass is no slower than
+# `partial`; tg512 (positions 16-528) tells whether 257-512 keys in one workgroup still win (if
+# not: ATTENTION_DECODE_KEYS = 256, one constant). Build: base from main, new from the branch (cargo build
 # --release -p tlite-cli, strip, gzip into target/car3/{base,new}.gz), ops from the branch
 # (cargo test --release -p tlite-runtime-gpu --test ops --no-run). Carry [".gl", "target/car3"].
 source .gl/enter.sh; export XDG_RUNTIME_DIR=/tmp

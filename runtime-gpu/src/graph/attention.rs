@@ -9,7 +9,7 @@ use super::{BufRef, Field, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
 use crate::kernels::params::{
-    ATTENTION_DECODE_WG, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams,
+    ATTENTION_DECODE_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams,
     ROPE_KV_WG, RopeKvParams,
 };
 use crate::shape::{Expr, c};
@@ -126,7 +126,7 @@ impl Builder<'_> {
         // prefill of wider heads, through split partials and their combination.
         let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
         let split_when = if blocked { When::Decode } else { When::Always };
-        // Decode over at most ATTENTION_DECODE_WG keys in one pass (`decode`, heads of a
+        // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (`decode`, heads of a
         // multiple of 4), `partial` and `combine` past that: grid factors of 1 and 0.
         let keys = match self.attention_window(l) {
             0 => Expr::Past + 1u64,
@@ -137,11 +137,13 @@ impl Builder<'_> {
             true => (
                 Expr::decode_or(
                     keys.clone()
-                        .floor_div(c(u64::from(ATTENTION_DECODE_WG) + 1))
+                        .floor_div(c(u64::from(ATTENTION_DECODE_KEYS) + 1))
                         .min(c(1)),
                     c(1),
                 ),
-                c(u64::from(ATTENTION_DECODE_WG)).floor_div(keys).min(c(1)),
+                c(u64::from(ATTENTION_DECODE_KEYS))
+                    .floor_div(keys)
+                    .min(c(1)),
             ),
             false => (c(1), c(0)),
         };

@@ -322,31 +322,34 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 }
 
 // decode: the whole attention of a one-token step in one workgroup per head, where the keys it
-// attends to (from the window start to the query) number at most DWG; the plan then dispatches
-// neither `partial` nor `combine`. Thread j computes key j's score; the workgroup reduces their
-// maximum and the sum of the exponentials; then DWG / (hd / 4) slices of the keys (thread
-// (slice, quad): every slices-th key, dims 4 quad .. + 3, one vector load each) accumulate the
-// weighted values, added across slices through shared memory. Needs hd % 4 == 0.
+// attends to (from the window start to the query) number at most DK; the plan then dispatches
+// neither `partial` nor `combine`. Thread j computes the scores of keys j, j + DWG, ..; the
+// workgroup reduces their maximum and the sum of the exponentials; then DWG / (hd / 4) slices of
+// the keys (thread (slice, quad): every slices-th key, dims 4 quad .. + 3, one vector load each)
+// accumulate the weighted values, added across slices through shared memory. Needs hd % 4 == 0.
 const DWG: u32 = ATTENTION_DECODE_WG;
-const_assert DWG >= MAX_HD / 4u && (DWG & (DWG - 1u)) == 0u;
-var<workgroup> dsc: array<f32, DWG>;
+const DK: u32 = ATTENTION_DECODE_KEYS;
+const_assert DWG >= MAX_HD / 4u && (DWG & (DWG - 1u)) == 0u && DK % DWG == 0u;
+// Each key's score, then its weight exp(score - max).
+var<workgroup> dsc: array<f32, DK>;
+var<workgroup> dred: array<f32, DWG>;
 var<workgroup> dacc: array<vec4<f32>, DWG>;
 
 // The maximum (take_max) or the sum of v over the DWG threads; every thread must call it.
 fn d_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
-    dsc[lid] = v;
+    dred[lid] = v;
     workgroupBarrier();
     for (var s = DWG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             if (take_max) {
-                dsc[lid] = max(dsc[lid], dsc[lid + s]);
+                dred[lid] = max(dred[lid], dred[lid + s]);
             } else {
-                dsc[lid] += dsc[lid + s];
+                dred[lid] += dred[lid + s];
             }
         }
         workgroupBarrier();
     }
-    let r = dsc[0];
+    let r = dred[0];
     workgroupBarrier();
     return r;
 }
@@ -356,8 +359,8 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let h = wg.x;
     let qi = params.past;
     let start = window_start(qi);
-    // At most DWG keys (the plan's condition; a wrong one loses keys, never reads past them).
-    let n = min(qi + 1u - start, DWG);
+    // At most DK keys (the plan's condition; a wrong one loses keys, never reads past them).
+    let n = min(qi + 1u - start, DK);
     let kvh = h / (params.heads / params.kv_heads);
     let hd4 = params.hd / 4u;
     let qb = h * params.hd;
@@ -366,26 +369,28 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         qv4[lid] = vec4<f32>(q[qb + d], q[qb + d + 1u], q[qb + d + 2u], q[qb + d + 3u]);
     }
     workgroupBarrier();
-    var s = -3.0e38;
-    if (lid < n) {
-        let kb4 = (kvh * params.max_seq + start + lid) * hd4;
+    var mx = -3.0e38;
+    for (var j = lid; j < n; j += DWG) {
+        let kb4 = (kvh * params.max_seq + start + j) * hd4;
         var d4 = vec4<f32>(0.0);
         for (var d = 0u; d < hd4; d++) {
             d4 += qv4[d] * vec4<f32>(kcache4[kb4 + d]);
         }
-        s = (d4.x + d4.y + d4.z + d4.w) * params.scale;
+        var s = (d4.x + d4.y + d4.z + d4.w) * params.scale;
         if (params.softcap > 0.0) {
             s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
         }
+        dsc[j] = s;
+        mx = max(mx, s);
     }
-    let m = d_reduce(lid, s, true);
-    var e = 0.0;
-    if (lid < n) {
-        e = exp(s - m);
+    let m = d_reduce(lid, mx, true);
+    var sum = 0.0;
+    for (var j = lid; j < n; j += DWG) {
+        let e = exp(dsc[j] - m);
+        dsc[j] = e;
+        sum += e;
     }
-    let l = d_reduce(lid, e, false);
-    dsc[lid] = e;
-    workgroupBarrier();
+    let l = d_reduce(lid, sum, false);
     let slices = DWG / hd4;
     let quad = lid % hd4;
     let slice = lid / hd4;

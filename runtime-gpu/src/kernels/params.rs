@@ -584,9 +584,11 @@ shared_constants! {
     pub const ROPE_KV_WG: u32 = 64;
     /// Largest head dimension of the attention kernel (its staged query).
     pub const ATTENTION_MAX_HD: usize = 256;
-    /// Threads per workgroup of `attention::decode`, and the most keys it attends to: the plan
-    /// takes it for a one-token step whose keys number at most this many.
+    /// Threads per workgroup of `attention::decode`.
     pub const ATTENTION_DECODE_WG: u32 = 256;
+    /// The most keys `attention::decode` attends to (a multiple of its workgroup): the plan takes
+    /// it for a one-token step whose keys number at most this many.
+    pub const ATTENTION_DECODE_KEYS: u32 = 512;
     /// Largest head dimension of `attention::prefill` (its registers per thread); it also needs
     /// a multiple of 4. Wider heads prefill through `partial` and `combine`.
     pub const ATTENTION_PREFILL_MAX_HD: usize = 128;
