@@ -402,10 +402,16 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     dacc[lid] = a;
     workgroupBarrier();
-    if (slice == 0u) {
-        for (var i = 1u; i < slices; i++) {
-            a += dacc[i * hd4 + quad];
+    // Slices added pairwise: the upper half of the remaining ones onto the lower.
+    for (var cnt = slices; cnt > 1u; cnt = (cnt + 1u) / 2u) {
+        let half = (cnt + 1u) / 2u;
+        if (slice + half < cnt) {
+            a += dacc[lid + half * hd4];
+            dacc[lid] = a;
         }
+        workgroupBarrier();
+    }
+    if (slice == 0u) {
         let ob = h * params.hd + 4u * quad;
         out[ob] = a.x / l;
         out[ob + 1u] = a.y / l;
