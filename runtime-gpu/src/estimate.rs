@@ -514,6 +514,7 @@ mod tests {
         coop_gemm: false,
         max_binding: 128 << 20,
         kv_f16: false,
+        one_pass_decode: true,
     };
 
     fn tiny(tag: &str) -> (std::path::PathBuf, DeployedModel) {

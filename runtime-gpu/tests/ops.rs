@@ -62,6 +62,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("attention::combine", 1e-10),
     ("attention::prefill", 1e-10),
     ("attention::decode", 1e-10),
+    ("attention::decode_wide", 1e-10),
     ("elementwise::embed_m0e4", 1e-13),
     ("elementwise::embed_dense", 1e-13),
     ("elementwise::glu", 1e-10),
@@ -2011,25 +2012,31 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
     } else {
         s.past + 1
     };
+    // Both entry points (the plan picks by the count of keys; each is right for any count).
     if s.seq == 1 && hd.is_multiple_of(4) && keys <= ATTENTION_DECODE_KEYS as usize {
-        let out3_buf = h.f32s(&vec![untouched(); heads * hd + tail]);
-        let mut bind3 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
-        bind3.push((binding::attention::OUT, &out3_buf));
-        h.run(&[Dispatch {
-            kernel: Kernel::Attention,
-            entry: "decode",
-            params: params(Kernel::Attention, &set),
-            bind: bind3,
-            grid: [heads as u32, 1, 1],
-        }]);
-        let out3 = h.read(&out3_buf, heads * hd + tail);
-        r.check(
-            h,
-            "attention::decode",
-            &format!("{desc} keys={keys}"),
-            s.seed,
-            &[("out", &out3, &want_out)],
-        );
+        for (entry, name) in [
+            ("decode", "attention::decode"),
+            ("decode_wide", "attention::decode_wide"),
+        ] {
+            let out3_buf = h.f32s(&vec![untouched(); heads * hd + tail]);
+            let mut bind3 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
+            bind3.push((binding::attention::OUT, &out3_buf));
+            h.run(&[Dispatch {
+                kernel: Kernel::Attention,
+                entry,
+                params: params(Kernel::Attention, &set),
+                bind: bind3,
+                grid: [heads as u32, 1, 1],
+            }]);
+            let out3 = h.read(&out3_buf, heads * hd + tail);
+            r.check(
+                h,
+                name,
+                &format!("{desc} keys={keys}"),
+                s.seed,
+                &[("out", &out3, &want_out)],
+            );
+        }
     }
 }
 

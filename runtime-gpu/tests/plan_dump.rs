@@ -14,7 +14,9 @@ use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph;
 use tlite_runtime_gpu::kernels::Kernel;
-use tlite_runtime_gpu::kernels::params::{ATTENTION_DECODE_KEYS, GEMV_ROPE_STORAGE_BUFFERS};
+use tlite_runtime_gpu::kernels::params::{
+    ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, GEMV_ROPE_STORAGE_BUFFERS,
+};
 use tlite_runtime_gpu::shape::Syms;
 
 const FAMILIES: [Family; 6] = [
@@ -140,12 +142,15 @@ fn plans_of_the_synthetic_models() {
         let dir = root.join(format!("v{i}"));
         let m = convert_variant(&dir, &spec, g, limit, &keep);
         let mut m0e4_gemms = 0;
+        // The small device (8 storage buffers) also lacks the one-pass decode's workgroups.
         for (max_storage_buffers, coop_gemm) in [(16, false), (8, false), (16, true)] {
+            let one_pass_decode = max_storage_buffers > 8;
             let limits = graph::PlanLimits {
                 max_storage_buffers,
                 coop_gemm,
                 max_binding: 128 << 20,
                 kv_f16: false,
+                one_pass_decode,
             };
             let plan = graph::build(&m.manifest, 1000, limits).unwrap();
             // Cooperative matrices change which kernel runs M0E4 prefill GEMMs, nothing else.
@@ -242,30 +247,51 @@ fn plans_of_the_synthetic_models() {
                 }
                 false => {}
             }
-            // Decode attention: `decode` over at most ATTENTION_DECODE_KEYS keys, `partial` (and
-            // `combine`) past that; exactly one of the two runs at every position.
-            let one_pass: Vec<&graph::Op> =
-                (plan.ops.iter()).filter(|o| o.entry == "decode").collect();
-            assert_eq!(
-                one_pass.len(),
-                spec.layers,
-                "{name}: a one-pass decode per layer"
-            );
-            for o in one_pass {
-                let layer = o.label.split('.').next().unwrap_or_default();
+            // Decode attention: `decode` over at most ATTENTION_DECODE_NARROW_KEYS keys,
+            // `decode_wide` over at most ATTENTION_DECODE_KEYS, `partial` (and `combine`) past
+            // that, or always where the device lacks the workgroups; exactly one of the three
+            // runs at every position.
+            let entries = |e: &str| -> Vec<&graph::Op> {
+                plan.ops.iter().filter(|o| o.entry == e).collect()
+            };
+            let (narrow, wide) = (entries("decode"), entries("decode_wide"));
+            let cfg = &m.manifest.config;
+            match one_pass_decode {
+                false => assert_eq!(narrow.len() + wide.len(), 0, "{name}: no one pass"),
+                true => {
+                    assert_eq!(narrow.len(), spec.layers, "{name}: `decode` per layer");
+                    assert_eq!(wide.len(), spec.layers, "{name}: `decode_wide` per layer");
+                }
+            }
+            for (l, (o, w)) in narrow.iter().zip(&wide).enumerate() {
                 let partial = (plan.ops.iter())
-                    .find(|p| p.entry == "partial" && p.label == format!("{layer}.attention"))
-                    .unwrap_or_else(|| panic!("{name}: {layer}'s partial"));
-                for past in [0, 100, 255, 256, 511, 512, 999] {
+                    .find(|p| p.entry == "partial" && p.label == format!("l{l}.attention"))
+                    .unwrap_or_else(|| panic!("{name}: l{l}'s partial"));
+                let window = match cfg.sliding_layers[l] {
+                    true => cfg.sliding_window.unwrap_or(0) as u64,
+                    false => 0,
+                };
+                for past in [0, 63, 64, 100, 255, 256, 511, 512, 999] {
                     let at = Syms {
                         seq: 1,
                         past,
                         out: 1,
                     };
+                    let keys = match window {
+                        0 => past + 1,
+                        w => (past + 1).min(w),
+                    };
                     let runs = |op: &graph::Op| op.grid.iter().all(|g| g.eval(&at) > 0);
-                    assert_ne!(runs(o), runs(partial), "{name}: {layer} at {past}");
-                    let few = past < u64::from(ATTENTION_DECODE_KEYS);
-                    assert!(!few || runs(o), "{name}: {layer} at {past}: one pass");
+                    let want = match keys {
+                        k if k <= u64::from(ATTENTION_DECODE_NARROW_KEYS) => [true, false, false],
+                        k if k <= u64::from(ATTENTION_DECODE_KEYS) => [false, true, false],
+                        _ => [false, false, true],
+                    };
+                    assert_eq!(
+                        [runs(o), runs(w), runs(partial)],
+                        want,
+                        "{name}: l{l} at {past} ({keys} keys)"
+                    );
                 }
             }
             let suffix = if coop_gemm { " | coop_gemm" } else { "" };

@@ -9,7 +9,7 @@ use super::{BufRef, Field, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
 use crate::kernels::params::{
-    ATTENTION_DECODE_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams,
+    ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams,
     ROPE_KV_WG, RopeKvParams,
 };
 use crate::shape::{Expr, c};
@@ -126,44 +126,42 @@ impl Builder<'_> {
         // prefill of wider heads, through split partials and their combination.
         let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
         let split_when = if blocked { When::Decode } else { When::Always };
-        // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (`decode`, heads of a
-        // multiple of 4), `partial` and `combine` past that: grid factors of 1 and 0.
+        // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (heads of a multiple of 4,
+        // where the device has the workgroups): `decode` over at most
+        // ATTENTION_DECODE_NARROW_KEYS, `decode_wide` over more; `partial` and `combine` past
+        // that. Grid factors of 1 and 0: ⌊a / b⌋ min 1 is 1 where b ≤ a, else 0.
         let keys = match self.attention_window(l) {
             0 => Expr::Past + 1u64,
             w => (Expr::Past + 1u64).min(c(w as u64)),
         };
-        let one_pass = hd.is_multiple_of(4);
-        let (split_on, one_pass_on) = match one_pass {
-            true => (
-                Expr::decode_or(
-                    keys.clone()
-                        .floor_div(c(u64::from(ATTENTION_DECODE_KEYS) + 1))
-                        .min(c(1)),
-                    c(1),
-                ),
-                c(u64::from(ATTENTION_DECODE_KEYS))
-                    .floor_div(keys)
-                    .min(c(1)),
-            ),
-            false => (c(1), c(0)),
+        let at_most = |n: u32| c(u64::from(n)).floor_div(keys.clone()).min(c(1));
+        let more_than = |n: u32| keys.clone().floor_div(c(u64::from(n) + 1)).min(c(1));
+        let one_pass = hd.is_multiple_of(4) && self.limits.one_pass_decode;
+        let split_on = match one_pass {
+            true => Expr::decode_or(more_than(ATTENTION_DECODE_KEYS), c(1)),
+            false => c(1),
         };
         if one_pass {
-            self.push(Op {
-                label: format!("l{l}.attention_decode"),
-                kernel: Kernel::Attention,
-                entry: "decode",
-                bindings: vec![
-                    (attn_bind::Q, BufRef::Act(q)),
-                    (attn_bind::KCACHE4, BufRef::KvK(l)),
-                    (attn_bind::VCACHE4, BufRef::KvV(l)),
-                    (attn_bind::OUT, BufRef::Act(attn)),
-                ],
-                params: params.clone(),
-                grid: [c(heads as u64), one_pass_on, c(1)],
-                when: When::Decode,
-                reads: vec![q],
-                writes: vec![attn],
-            });
+            let narrow = at_most(ATTENTION_DECODE_NARROW_KEYS);
+            let wide = more_than(ATTENTION_DECODE_NARROW_KEYS) * at_most(ATTENTION_DECODE_KEYS);
+            for (entry, on) in [("decode", narrow), ("decode_wide", wide)] {
+                self.push(Op {
+                    label: format!("l{l}.attention_{entry}"),
+                    kernel: Kernel::Attention,
+                    entry,
+                    bindings: vec![
+                        (attn_bind::Q, BufRef::Act(q)),
+                        (attn_bind::KCACHE4, BufRef::KvK(l)),
+                        (attn_bind::VCACHE4, BufRef::KvV(l)),
+                        (attn_bind::OUT, BufRef::Act(attn)),
+                    ],
+                    params: params.clone(),
+                    grid: [c(heads as u64), on, c(1)],
+                    when: When::Decode,
+                    reads: vec![q],
+                    writes: vec![attn],
+                });
+            }
         }
         if blocked {
             self.push(Op {

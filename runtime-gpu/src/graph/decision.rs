@@ -18,7 +18,7 @@ use tlite_model::layer::Proj;
 use super::{MAX_GRID, When};
 use crate::kernels::Kernel;
 use crate::kernels::params::{
-    COOP_FEW_ROWS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS,
+    ATTENTION_DECODE_BYTES, ATTENTION_DECODE_WIDE_WG, COOP_FEW_ROWS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS,
     GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WG, GEMV_WIDE_COLS,
     GEMV_WIDE_ROWS, NORM_MAX_K,
 };
@@ -47,6 +47,9 @@ pub struct Limits {
     pub max_binding: u64,
     /// The KV cache holds f16 ([`crate::Gpu::kv_f16`]).
     pub kv_f16: bool,
+    /// Workgroups of `ATTENTION_DECODE_WIDE_WG` threads and `ATTENTION_DECODE_BYTES` of shared
+    /// memory: decode attention in one pass over few keys (`attention::decode`, `decode_wide`).
+    pub one_pass_decode: bool,
 }
 
 impl Limits {
@@ -58,6 +61,10 @@ impl Limits {
                 .min(gpu.limits.max_buffer_size)
                 .min(crate::memory::MAX_INDEXED_BYTES),
             kv_f16: gpu.kv_f16(),
+            one_pass_decode: gpu.limits.max_compute_invocations_per_workgroup
+                >= ATTENTION_DECODE_WIDE_WG
+                && gpu.limits.max_compute_workgroup_size_x >= ATTENTION_DECODE_WIDE_WG
+                && gpu.limits.max_compute_workgroup_storage_size >= ATTENTION_DECODE_BYTES,
         }
     }
 }
@@ -489,6 +496,7 @@ mod tests {
         coop_gemm: false,
         max_binding: 128 << 20,
         kv_f16: false,
+        one_pass_decode: true,
     };
 
     #[test]

@@ -321,25 +321,29 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
-// decode: the whole attention of a one-token step in one workgroup per head, where the keys it
-// attends to (from the window start to the query) number at most DK; the plan then dispatches
-// neither `partial` nor `combine`. Thread j computes the scores of keys j, j + DWG, ..; the
-// workgroup reduces their maximum and the sum of the exponentials; then DWG / (hd / 4) slices of
-// the keys (thread (slice, quad): every slices-th key, dims 4 quad .. + 3, one vector load each)
-// accumulate the weighted values, added across slices through shared memory. Needs hd % 4 == 0.
+// decode, decode_wide: the whole attention of a one-token step in one workgroup per head, where
+// the keys it attends to (from the window start to the query) number at most DK; the plan then
+// dispatches neither `partial` nor `combine`. `decode` has DWG threads (for few keys), and
+// `decode_wide` DWG_WIDE (more keys per workgroup in flight). Thread j computes the scores of
+// keys j, j + wgs, ..; the workgroup reduces their maximum and the sum of the exponentials; then
+// wgs / (hd / 4) slices of the keys (thread (slice, quad): every slices-th key, dims 4 quad .. +
+// 3, one vector load each) accumulate the weighted values, added pairwise across slices through
+// shared memory. Needs hd % 4 == 0.
 const DWG: u32 = ATTENTION_DECODE_WG;
+const DWG_WIDE: u32 = ATTENTION_DECODE_WIDE_WG;
 const DK: u32 = ATTENTION_DECODE_KEYS;
 const_assert DWG >= MAX_HD / 4u && (DWG & (DWG - 1u)) == 0u && DK % DWG == 0u;
+const_assert DWG_WIDE >= DWG && (DWG_WIDE & (DWG_WIDE - 1u)) == 0u;
 // Each key's score, then its weight exp(score - max).
 var<workgroup> dsc: array<f32, DK>;
-var<workgroup> dred: array<f32, DWG>;
-var<workgroup> dacc: array<vec4<f32>, DWG>;
+var<workgroup> dred: array<f32, DWG_WIDE>;
+var<workgroup> dacc: array<vec4<f32>, DWG_WIDE>;
 
-// The maximum (take_max) or the sum of v over the DWG threads; every thread must call it.
-fn d_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
+// The maximum (take_max) or the sum of v over the wgs threads; every thread must call it.
+fn d_reduce(lid: u32, wgs: u32, v: f32, take_max: bool) -> f32 {
     dred[lid] = v;
     workgroupBarrier();
-    for (var s = DWG / 2u; s > 0u; s >>= 1u) {
+    for (var s = wgs / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             if (take_max) {
                 dred[lid] = max(dred[lid], dred[lid + s]);
@@ -356,7 +360,16 @@ fn d_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
 
 @compute @workgroup_size(DWG)
 fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let h = wg.x;
+    decode_head(wg.x, lid, DWG);
+}
+
+@compute @workgroup_size(DWG_WIDE)
+fn decode_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    decode_head(wg.x, lid, DWG_WIDE);
+}
+
+// Head h's attention by the wgs threads of a workgroup (lid < wgs ≤ DWG_WIDE).
+fn decode_head(h: u32, lid: u32, wgs: u32) {
     let qi = params.past;
     let start = window_start(qi);
     // At most DK keys (the plan's condition; a wrong one loses keys, never reads past them).
@@ -370,7 +383,7 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
     workgroupBarrier();
     var mx = -3.0e38;
-    for (var j = lid; j < n; j += DWG) {
+    for (var j = lid; j < n; j += wgs) {
         let kb4 = (kvh * params.max_seq + start + j) * hd4;
         var d4 = vec4<f32>(0.0);
         for (var d = 0u; d < hd4; d++) {
@@ -383,15 +396,15 @@ fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         dsc[j] = s;
         mx = max(mx, s);
     }
-    let m = d_reduce(lid, mx, true);
+    let m = d_reduce(lid, wgs, mx, true);
     var sum = 0.0;
-    for (var j = lid; j < n; j += DWG) {
+    for (var j = lid; j < n; j += wgs) {
         let e = exp(dsc[j] - m);
         dsc[j] = e;
         sum += e;
     }
-    let l = d_reduce(lid, sum, false);
-    let slices = DWG / hd4;
+    let l = d_reduce(lid, wgs, sum, false);
+    let slices = wgs / hd4;
     let quad = lid % hd4;
     let slice = lid / hd4;
     var a = vec4<f32>(0.0);

@@ -105,7 +105,7 @@ impl Kernel {
             Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
-            Kernel::Attention => &["partial", "combine", "prefill", "decode"],
+            Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
             Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
             Kernel::Score => &["main", "next_token"],
         }

@@ -559,6 +559,12 @@ impl Kernel {
     }
 }
 
+/// Shared memory of `attention::decode` and `decode_wide` (the module's variables they use:
+/// the staged query, the scores, the reductions' and the slices' arrays).
+pub const ATTENTION_DECODE_BYTES: u32 = (ATTENTION_MAX_HD as u32 / 4) * 16
+    + ATTENTION_DECODE_KEYS * 4
+    + ATTENTION_DECODE_WIDE_WG * (4 + 16);
+
 // ---------------------------------------------------------------------------------------------
 // Shared constants
 
@@ -586,9 +592,13 @@ shared_constants! {
     pub const ATTENTION_MAX_HD: usize = 256;
     /// Threads per workgroup of `attention::decode`.
     pub const ATTENTION_DECODE_WG: u32 = 256;
-    /// The most keys `attention::decode` attends to (a multiple of its workgroup): the plan takes
-    /// it for a one-token step whose keys number at most this many.
+    /// Threads per workgroup of `attention::decode_wide`.
+    pub const ATTENTION_DECODE_WIDE_WG: u32 = 1024;
+    /// The most keys `attention::decode` and `decode_wide` attend to (a multiple of the first's
+    /// workgroup): the plan takes them for a one-token step whose keys number at most this many.
     pub const ATTENTION_DECODE_KEYS: u32 = 512;
+    /// The most keys of a step the plan gives `attention::decode`; `decode_wide` takes more.
+    pub const ATTENTION_DECODE_NARROW_KEYS: u32 = 64;
     /// Largest head dimension of `attention::prefill` (its registers per thread); it also needs
     /// a multiple of 4. Wider heads prefill through `partial` and `combine`.
     pub const ATTENTION_PREFILL_MAX_HD: usize = 128;
@@ -697,6 +707,7 @@ impl Kernel {
             (Kernel::RopeKv, _) => ROPE_KV_WG,
             (Kernel::Attention, "prefill") => ATTENTION_PREFILL_WG,
             (Kernel::Attention, "decode") => ATTENTION_DECODE_WG,
+            (Kernel::Attention, "decode_wide") => ATTENTION_DECODE_WIDE_WG,
             (Kernel::Attention, _) => REDUCE_WG,
             (Kernel::Elementwise, _) => ELEMENTWISE_WG,
             (Kernel::Score, _) => REDUCE_WG,
