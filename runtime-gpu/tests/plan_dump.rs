@@ -251,9 +251,8 @@ fn plans_of_the_synthetic_models() {
             // `decode_wide` over at most ATTENTION_DECODE_KEYS, `partial` (and `combine`) past
             // that, or always where the device lacks the workgroups; exactly one of the three
             // runs at every position.
-            let entries = |e: &str| -> Vec<&graph::Op> {
-                plan.ops.iter().filter(|o| o.entry == e).collect()
-            };
+            let entries =
+                |e: &str| -> Vec<&graph::Op> { plan.ops.iter().filter(|o| o.entry == e).collect() };
             let (narrow, wide) = (entries("decode"), entries("decode_wide"));
             let cfg = &m.manifest.config;
             match one_pass_decode {

@@ -9,8 +9,8 @@ use super::{BufRef, Field, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
 use crate::kernels::params::{
-    ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, AttentionParams,
-    ROPE_KV_WG, RopeKvParams,
+    ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, ATTENTION_PREFILL_MAX_HD,
+    ATTENTION_PREFILL_QUERIES, AttentionParams, ROPE_KV_WG, RopeKvParams,
 };
 use crate::shape::{Expr, c};
 

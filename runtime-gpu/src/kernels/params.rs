@@ -598,7 +598,7 @@ shared_constants! {
     /// workgroup): the plan takes them for a one-token step whose keys number at most this many.
     pub const ATTENTION_DECODE_KEYS: u32 = 512;
     /// The most keys of a step the plan gives `attention::decode`; `decode_wide` takes more.
-    pub const ATTENTION_DECODE_NARROW_KEYS: u32 = 64;
+    pub const ATTENTION_DECODE_NARROW_KEYS: u32 = 128;
     /// Largest head dimension of `attention::prefill` (its registers per thread); it also needs
     /// a multiple of 4. Wider heads prefill through `partial` and `combine`.
     pub const ATTENTION_PREFILL_MAX_HD: usize = 128;
