@@ -165,24 +165,28 @@ mod tests {
 /// `--kv-cache`: the KV cache's element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KvCacheArg {
+    /// Keys and values as the model computes them.
     F32,
     /// Half the memory, where the adapter has f16 (f32 otherwise; the header line says which).
     F16,
 }
 
-/// The device options of a command that runs a model: the environment's
-/// ([`tlite_runtime_gpu::DeviceOptions::from_env`]), with `--kv-cache` over `TLITE_KV_CACHE`.
+/// The device options of `run` and `bench`: the environment's
+/// ([`tlite_runtime_gpu::DeviceOptions::from_env`]), with `--kv-cache` over `TLITE_KV_CACHE`,
+/// and with neither the f16 cache (where the adapter has f16), as llama.cpp's default cache.
+/// The measuring commands (`parity`, `ppl`, `compare`, `sweep`) keep the f32 cache unless
+/// `TLITE_KV_CACHE=f16` asks.
 pub fn device_options(
     adapter: Option<String>,
     kv_cache: Option<KvCacheArg>,
 ) -> tlite_runtime_gpu::DeviceOptions {
     use tlite_runtime_gpu::KvCache;
     let mut o = tlite_runtime_gpu::DeviceOptions::from_env(adapter);
-    if let Some(k) = kv_cache {
-        o.kv_cache = match k {
-            KvCacheArg::F32 => KvCache::F32,
-            KvCacheArg::F16 => KvCache::F16,
-        };
-    }
+    o.kv_cache = match (kv_cache, std::env::var_os("TLITE_KV_CACHE")) {
+        (Some(KvCacheArg::F32), _) => KvCache::F32,
+        (Some(KvCacheArg::F16), _) => KvCache::F16,
+        (None, Some(_)) => o.kv_cache,
+        (None, None) => KvCache::F16,
+    };
     o
 }

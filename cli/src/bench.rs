@@ -27,8 +27,8 @@ pub struct Args {
     /// Pick the adapter whose name contains this.
     #[arg(long)]
     adapter: Option<String>,
-    /// The KV cache's element type (default: f32, or TLITE_KV_CACHE); f16 where the adapter
-    /// has it.
+    /// The KV cache's element type (default: TLITE_KV_CACHE, else f16 as llama.cpp's default
+    /// cache); f16 where the adapter has it, f32 otherwise.
     #[arg(long, value_enum)]
     kv_cache: Option<crate::args::KvCacheArg>,
     /// Print JSON.
@@ -142,7 +142,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // Decode: one token per step from a cache of `depth` tokens.
         fill(&gpu, &mut g, &tokens[..a.depth], a.prompt)?;
         let t = Instant::now();
-        decode(&gpu, &mut g, &tokens[a.depth..][..a.gen_tokens], a.depth, a.lead)?;
+        decode(
+            &gpu,
+            &mut g,
+            &tokens[a.depth..][..a.gen_tokens],
+            a.depth,
+            a.lead,
+        )?;
         let tg_s = t.elapsed().as_secs_f64();
         if rep > 0 {
             pp.push(a.prompt as f64 / pp_s);

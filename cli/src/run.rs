@@ -65,8 +65,8 @@ pub struct Args {
     /// Pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
-    /// The KV cache's element type (default: f32, or TLITE_KV_CACHE); f16 where the adapter
-    /// has it.
+    /// The KV cache's element type (default: TLITE_KV_CACHE, else f16 as llama.cpp's default
+    /// cache); f16 where the adapter has it, f32 otherwise.
     #[arg(long, value_enum)]
     kv_cache: Option<crate::args::KvCacheArg>,
     /// Also print the prompt's tokens, and on the GPU the memory report and the dispatches per

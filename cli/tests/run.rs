@@ -24,7 +24,7 @@ fn run_generates_on_a_tiny_model() {
         let base = ["run", &model, "-p", prompt, "-n", "8", "--max-seq", "64"];
         tlite(&[&base[..], extra].concat())
     };
-    let r = run(&["--verbose"]);
+    let r = run(&["--verbose", "--kv-cache", "f32"]);
     if no_gpu(&r) {
         return;
     }
@@ -54,21 +54,29 @@ fn run_generates_on_a_tiny_model() {
     }
     // 2 layers × 2 × 2 kv heads × 64 positions × 16 head dim × 4 B.
     assert!(r.stderr.contains("KV cache 32.0 KiB"), "{}", r.stderr);
-    // --kv-cache f16: half of it where the adapter has f16 (the header says so).
-    let r = run(&["--verbose", "--kv-cache", "f16"]);
-    assert!(r.ok, "{}", r.stderr);
-    let want = match r.stderr.contains("| KV cache f16") {
-        true => {
-            "KV cache 16.0 KiB = 2 layers × 2 (K, V) × 2 kv heads × 64 positions × 16 head dim × 2 B"
-        }
-        false => "KV cache 32.0 KiB",
-    };
-    assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
-    assert!(
-        r.stderr.contains("f16 no") || r.stderr.contains("| KV cache f16"),
-        "an adapter with f16 takes the f16 cache: {}",
-        r.stderr
-    );
+    assert!(!r.stderr.contains("| KV cache f16"), "{}", r.stderr);
+    // By default, as with --kv-cache f16: half of it where the adapter has f16 (the header says
+    // so), the f32 cache where it has not.
+    let mut f16 = None;
+    for extra in [&["--verbose"][..], &["--verbose", "--kv-cache", "f16"]] {
+        let r = run(extra);
+        assert!(r.ok, "{}", r.stderr);
+        let half = r.stderr.contains("| KV cache f16");
+        let want = match half {
+            true => {
+                "KV cache 16.0 KiB = 2 layers × 2 (K, V) × 2 kv heads × 64 positions × 16 head dim × 2 B"
+            }
+            false => "KV cache 32.0 KiB",
+        };
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("f16 no") || half,
+            "an adapter with f16 takes the f16 cache: {}",
+            r.stderr
+        );
+        f16 = Some(half);
+    }
+    let bytes = if f16 == Some(true) { 2 } else { 4 };
 
     let r = run(&["--json"]);
     assert!(r.ok, "{}", r.stderr);
@@ -78,7 +86,7 @@ fn run_generates_on_a_tiny_model() {
     assert_eq!(v["stats"]["generated"].as_u64(), Some(tokens.len() as u64));
     assert_eq!(
         v["memory"]["kv_bytes"].as_u64(),
-        Some(2 * 2 * 2 * 64 * 16 * 4)
+        Some(2 * 2 * 2 * 64 * 16 * bytes)
     );
     // The same greedy run streams the same text.
     let streamed = run(&[]);
@@ -153,7 +161,9 @@ fn bench_reports_the_time_to_the_first_token() {
             r.stdout
         );
     }
-    let r = tlite(&["bench", &model, "-p", "4", "-d", "9", "-n", "3", "-r", "1", "--json"]);
+    let r = tlite(&[
+        "bench", &model, "-p", "4", "-d", "9", "-n", "3", "-r", "1", "--json",
+    ]);
     assert!(r.ok, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["tg_depth"].as_u64(), Some(9), "{v}");
