@@ -137,6 +137,13 @@ impl Builder<'_> {
         let at_most = |n: u32| c(u64::from(n)).floor_div(keys.clone()).min(c(1));
         let more_than = |n: u32| keys.clone().floor_div(c(u64::from(n) + 1)).min(c(1));
         let one_pass = hd.is_multiple_of(4) && self.limits.one_pass_decode;
+        // The one-pass and the prefill kernels' bindings: q, the caches as vectors, the output.
+        let vectors = vec![
+            (attn_bind::Q, BufRef::Act(q)),
+            (attn_bind::KCACHE4, BufRef::KvK(l)),
+            (attn_bind::VCACHE4, BufRef::KvV(l)),
+            (attn_bind::OUT, BufRef::Act(attn)),
+        ];
         let split_on = match one_pass {
             true => Expr::decode_or(more_than(ATTENTION_DECODE_KEYS), c(1)),
             false => c(1),
@@ -149,12 +156,7 @@ impl Builder<'_> {
                     label: format!("l{l}.attention_{entry}"),
                     kernel: Kernel::Attention,
                     entry,
-                    bindings: vec![
-                        (attn_bind::Q, BufRef::Act(q)),
-                        (attn_bind::KCACHE4, BufRef::KvK(l)),
-                        (attn_bind::VCACHE4, BufRef::KvV(l)),
-                        (attn_bind::OUT, BufRef::Act(attn)),
-                    ],
+                    bindings: vectors.clone(),
                     params: params.clone(),
                     grid: [c(heads as u64), on, c(1)],
                     when: When::Decode,
@@ -168,12 +170,7 @@ impl Builder<'_> {
                 label: format!("l{l}.attention_prefill"),
                 kernel: Kernel::Attention,
                 entry: "prefill",
-                bindings: vec![
-                    (attn_bind::Q, BufRef::Act(q)),
-                    (attn_bind::KCACHE4, BufRef::KvK(l)),
-                    (attn_bind::VCACHE4, BufRef::KvV(l)),
-                    (attn_bind::OUT, BufRef::Act(attn)),
-                ],
+                bindings: vectors,
                 params: params.clone(),
                 grid: [
                     seq.clone()
