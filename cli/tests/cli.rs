@@ -266,6 +266,7 @@ fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
         (&["bench", "m", "-r", "0"][..], "--reps", "at least 1"),
         (&["bench", "m", "-p", "0"], "--prompt", "at least 1"),
         (&["bench", "m", "--lead", "17"], "--lead", "at most 16"),
+        (&["bench", "m", "-d", "99999999999"], "--depth", "at most"),
         (
             &["run", "m", "-p", "hi", "--lead", "99"],
             "--lead",
