@@ -514,7 +514,7 @@ mod tests {
         coop_gemm: false,
         max_binding: 128 << 20,
         kv_f16: false,
-        one_pass_decode: true,
+        one_pass_decode: crate::graph::OnePass::Both,
     };
 
     fn tiny(tag: &str) -> (std::path::PathBuf, DeployedModel) {

@@ -10,9 +10,10 @@ use tlite_converter::checkpoint::Checkpoint;
 use tlite_converter::deploy::{ConvertOptions, convert};
 use tlite_converter::synth::{SynthSpec, write_checkpoint};
 use tlite_model::arch::Family;
+use tlite_model::config::ModelConfig;
 use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
-use tlite_runtime_gpu::graph;
+use tlite_runtime_gpu::graph::{self, OnePass};
 use tlite_runtime_gpu::kernels::Kernel;
 use tlite_runtime_gpu::kernels::params::{
     ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, GEMV_ROPE_STORAGE_BUFFERS,
@@ -144,7 +145,10 @@ fn plans_of_the_synthetic_models() {
         let mut m0e4_gemms = 0;
         // The small device (8 storage buffers) also lacks the one-pass decode's workgroups.
         for (max_storage_buffers, coop_gemm) in [(16, false), (8, false), (16, true)] {
-            let one_pass_decode = max_storage_buffers > 8;
+            let one_pass_decode = match max_storage_buffers > 8 {
+                true => OnePass::Both,
+                false => OnePass::None,
+            };
             let limits = graph::PlanLimits {
                 max_storage_buffers,
                 coop_gemm,
@@ -247,63 +251,91 @@ fn plans_of_the_synthetic_models() {
                 }
                 false => {}
             }
-            // Decode attention: `decode` over at most ATTENTION_DECODE_NARROW_KEYS keys,
-            // `decode_wide` over at most ATTENTION_DECODE_KEYS, `partial` (and `combine`) past
-            // that, or always where the device lacks the workgroups; exactly one of the three
-            // runs at every position.
-            let entries =
-                |e: &str| -> Vec<&graph::Op> { plan.ops.iter().filter(|o| o.entry == e).collect() };
-            let (narrow, wide) = (entries("decode"), entries("decode_wide"));
-            let cfg = &m.manifest.config;
-            match one_pass_decode {
-                false => assert_eq!(narrow.len() + wide.len(), 0, "{name}: no one pass"),
-                true => {
-                    assert_eq!(narrow.len(), spec.layers, "{name}: `decode` per layer");
-                    assert_eq!(wide.len(), spec.layers, "{name}: `decode_wide` per layer");
-                }
-            }
-            for (l, (o, w)) in narrow.iter().zip(&wide).enumerate() {
-                let partial = (plan.ops.iter())
-                    .find(|p| p.entry == "partial" && p.label == format!("l{l}.attention"))
-                    .unwrap_or_else(|| panic!("{name}: l{l}'s partial"));
-                let window = match cfg.sliding_layers[l] {
-                    true => cfg.sliding_window.unwrap_or(0) as u64,
-                    false => 0,
-                };
-                for past in [0, 63, 64, 100, 255, 256, 511, 512, 999] {
-                    let at = Syms {
-                        seq: 1,
-                        past,
-                        out: 1,
-                    };
-                    let keys = match window {
-                        0 => past + 1,
-                        w => (past + 1).min(w),
-                    };
-                    let runs = |op: &graph::Op| op.grid.iter().all(|g| g.eval(&at) > 0);
-                    let want = match keys {
-                        k if k <= u64::from(ATTENTION_DECODE_NARROW_KEYS) => [true, false, false],
-                        k if k <= u64::from(ATTENTION_DECODE_KEYS) => [false, true, false],
-                        _ => [false, false, true],
-                    };
-                    assert_eq!(
-                        [runs(o), runs(w), runs(partial)],
-                        want,
-                        "{name}: l{l} at {past} ({keys} keys)"
-                    );
-                }
-            }
+            check_one_pass(&name, &plan, &m.manifest.config, one_pass_decode);
             let suffix = if coop_gemm { " | coop_gemm" } else { "" };
             out.push_str(&format!(
                 "==== {name} | max_storage_buffers {max_storage_buffers}{suffix}\n"
             ));
             out.push_str(&plan.dump(&points));
         }
+        // A device with 256-thread but not 1024-thread workgroups: `decode`, then the split.
+        let narrow = graph::PlanLimits {
+            max_storage_buffers: 16,
+            coop_gemm: false,
+            max_binding: 128 << 20,
+            kv_f16: false,
+            one_pass_decode: OnePass::Narrow,
+        };
+        let plan = graph::build(&m.manifest, 1000, narrow).unwrap();
+        check_one_pass(&name, &plan, &m.manifest.config, OnePass::Narrow);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&root);
     if let Some(path) = std::env::var_os("TLITE_PLAN_DUMP") {
         std::fs::write(&path, &out).unwrap();
+    }
+}
+
+/// Decode attention: `decode` over at most ATTENTION_DECODE_NARROW_KEYS keys, `decode_wide` over
+/// at most ATTENTION_DECODE_KEYS, `partial` (and `combine`) past the entries the device runs
+/// (`one_pass`); exactly one of the three runs at every position, windows included.
+fn check_one_pass(name: &str, plan: &graph::Graph, cfg: &ModelConfig, one_pass: OnePass) {
+    let entries =
+        |e: &str| -> Vec<&graph::Op> { plan.ops.iter().filter(|o| o.entry == e).collect() };
+    let (narrow, wide) = (entries("decode"), entries("decode_wide"));
+    let layers = cfg.num_layers;
+    let (has_narrow, has_wide) = match one_pass {
+        OnePass::None => (false, false),
+        OnePass::Narrow => (true, false),
+        OnePass::Both => (true, true),
+    };
+    assert_eq!(
+        narrow.len(),
+        usize::from(has_narrow) * layers,
+        "{name}: `decode`"
+    );
+    assert_eq!(
+        wide.len(),
+        usize::from(has_wide) * layers,
+        "{name}: `decode_wide`"
+    );
+    for l in 0..layers {
+        let find =
+            |e: &str, label: String| plan.ops.iter().find(|p| p.entry == e && p.label == label);
+        let o = find("decode", format!("l{l}.attention_decode"));
+        let w = find("decode_wide", format!("l{l}.attention_decode_wide"));
+        let partial = find("partial", format!("l{l}.attention"))
+            .unwrap_or_else(|| panic!("{name}: l{l}'s partial"));
+        let window = match cfg.sliding_layers[l] {
+            true => cfg.sliding_window.unwrap_or(0) as u64,
+            false => 0,
+        };
+        for past in [0, 63, 64, 100, 127, 128, 255, 256, 511, 512, 999] {
+            let at = Syms {
+                seq: 1,
+                past,
+                out: 1,
+            };
+            let keys = match window {
+                0 => past + 1,
+                w => (past + 1).min(w),
+            };
+            let runs = |op: Option<&graph::Op>| {
+                op.is_some_and(|op| op.grid.iter().all(|g| g.eval(&at) > 0))
+            };
+            let few = keys <= u64::from(ATTENTION_DECODE_NARROW_KEYS);
+            let some = keys <= u64::from(ATTENTION_DECODE_KEYS);
+            let want = match (has_narrow && few, has_wide && !few && some) {
+                (true, _) => [true, false, false],
+                (false, true) => [false, true, false],
+                (false, false) => [false, false, true],
+            };
+            assert_eq!(
+                [runs(o), runs(w), runs(Some(partial))],
+                want,
+                "{name} ({one_pass:?}): l{l} at {past} ({keys} keys)"
+            );
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use tlite_model::arch::RopeLayout;
 use tlite_model::config::ModelConfig;
 
 use super::builder::Builder;
-use super::{BufRef, Field, Op, When, fields};
+use super::{BufRef, Field, OnePass, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
 use crate::kernels::params::{
@@ -127,16 +127,16 @@ impl Builder<'_> {
         let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
         let split_when = if blocked { When::Decode } else { When::Always };
         // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (heads of a multiple of 4,
-        // where the device has the workgroups): `decode` over at most
+        // where the device has the workgroups, [`OnePass`]): `decode` over at most
         // ATTENTION_DECODE_NARROW_KEYS, `decode_wide` over more; `partial` and `combine` past
-        // that. Grid factors of 1 and 0: ⌊a / b⌋ min 1 is 1 where b ≤ a, else 0.
+        // the entries the device runs. Grid factors of 1 and 0: ⌊a / b⌋ min 1 is 1 where b ≤ a,
+        // else 0.
         let keys = match self.attention_window(l) {
             0 => Expr::Past + 1u64,
             w => (Expr::Past + 1u64).min(c(w as u64)),
         };
         let at_most = |n: u32| c(u64::from(n)).floor_div(keys.clone()).min(c(1));
         let more_than = |n: u32| keys.clone().floor_div(c(u64::from(n) + 1)).min(c(1));
-        let one_pass = hd.is_multiple_of(4) && self.limits.one_pass_decode;
         // The one-pass and the prefill kernels' bindings: q, the caches as vectors, the output.
         let vectors = vec![
             (attn_bind::Q, BufRef::Act(q)),
@@ -144,26 +144,34 @@ impl Builder<'_> {
             (attn_bind::VCACHE4, BufRef::KvV(l)),
             (attn_bind::OUT, BufRef::Act(attn)),
         ];
-        let split_on = match one_pass {
-            true => Expr::decode_or(more_than(ATTENTION_DECODE_KEYS), c(1)),
-            false => c(1),
+        let narrow = ("decode", at_most(ATTENTION_DECODE_NARROW_KEYS));
+        let wide = (
+            "decode_wide",
+            more_than(ATTENTION_DECODE_NARROW_KEYS) * at_most(ATTENTION_DECODE_KEYS),
+        );
+        // The one-pass entries the device runs, and the most keys they cover.
+        let (passes, most) = match self.limits.one_pass_decode {
+            _ if !hd.is_multiple_of(4) => (vec![], 0),
+            OnePass::None => (vec![], 0),
+            OnePass::Narrow => (vec![narrow], ATTENTION_DECODE_NARROW_KEYS),
+            OnePass::Both => (vec![narrow, wide], ATTENTION_DECODE_KEYS),
         };
-        if one_pass {
-            let narrow = at_most(ATTENTION_DECODE_NARROW_KEYS);
-            let wide = more_than(ATTENTION_DECODE_NARROW_KEYS) * at_most(ATTENTION_DECODE_KEYS);
-            for (entry, on) in [("decode", narrow), ("decode_wide", wide)] {
-                self.push(Op {
-                    label: format!("l{l}.attention_{entry}"),
-                    kernel: Kernel::Attention,
-                    entry,
-                    bindings: vectors.clone(),
-                    params: params.clone(),
-                    grid: [c(heads as u64), on, c(1)],
-                    when: When::Decode,
-                    reads: vec![q],
-                    writes: vec![attn],
-                });
-            }
+        let split_on = match most {
+            0 => c(1),
+            n => Expr::decode_or(more_than(n), c(1)),
+        };
+        for (entry, on) in passes {
+            self.push(Op {
+                label: format!("l{l}.attention_{entry}"),
+                kernel: Kernel::Attention,
+                entry,
+                bindings: vectors.clone(),
+                params: params.clone(),
+                grid: [c(heads as u64), on, c(1)],
+                when: When::Decode,
+                reads: vec![q],
+                writes: vec![attn],
+            });
         }
         if blocked {
             self.push(Op {

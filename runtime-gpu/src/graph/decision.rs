@@ -18,9 +18,10 @@ use tlite_model::layer::Proj;
 use super::{MAX_GRID, When};
 use crate::kernels::Kernel;
 use crate::kernels::params::{
-    ATTENTION_DECODE_BYTES, ATTENTION_DECODE_WIDE_WG, COOP_FEW_ROWS, COOP_K, COOP_ROWS,
-    COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS,
-    GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WG, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K,
+    ATTENTION_DECODE_BYTES, ATTENTION_DECODE_WG, ATTENTION_DECODE_WIDE_WG, COOP_FEW_ROWS, COOP_K,
+    COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS, GEMM_ROWS, GEMM_TOKENS,
+    GEMV_GLU_OUTPUTS, GEMV_GLU_STORAGE_BUFFERS, GEMV_ROWS, GEMV_WG, GEMV_WIDE_COLS, GEMV_WIDE_ROWS,
+    NORM_MAX_K,
 };
 use crate::{GpuError, Result};
 
@@ -47,9 +48,34 @@ pub struct Limits {
     pub max_binding: u64,
     /// The KV cache holds f16 ([`crate::Gpu::kv_f16`]).
     pub kv_f16: bool,
-    /// Workgroups of `ATTENTION_DECODE_WIDE_WG` threads and `ATTENTION_DECODE_BYTES` of shared
-    /// memory: decode attention in one pass over few keys (`attention::decode`, `decode_wide`).
-    pub one_pass_decode: bool,
+    /// Which of the one-pass decode attention's entry points the device's workgroups allow.
+    pub one_pass_decode: OnePass,
+}
+
+/// The entry points of decode attention in one pass that a device runs: both need
+/// `ATTENTION_DECODE_BYTES` of shared memory (they share the module's arrays), `attention::decode`
+/// `ATTENTION_DECODE_WG` threads per workgroup and `decode_wide` `ATTENTION_DECODE_WIDE_WG`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnePass {
+    /// Neither: every decode step splits its keys (`partial`, `combine`).
+    None,
+    /// `decode` up to `ATTENTION_DECODE_NARROW_KEYS` keys, the split past them.
+    Narrow,
+    /// `decode`, then `decode_wide` up to `ATTENTION_DECODE_KEYS` keys, the split past them.
+    Both,
+}
+
+impl OnePass {
+    /// What a device with these workgroup limits runs.
+    pub fn of(invocations: u32, size_x: u32, shared_bytes: u32) -> OnePass {
+        let threads = invocations.min(size_x);
+        match shared_bytes >= ATTENTION_DECODE_BYTES {
+            false => OnePass::None,
+            true if threads >= ATTENTION_DECODE_WIDE_WG => OnePass::Both,
+            true if threads >= ATTENTION_DECODE_WG => OnePass::Narrow,
+            true => OnePass::None,
+        }
+    }
 }
 
 impl Limits {
@@ -61,10 +87,11 @@ impl Limits {
                 .min(gpu.limits.max_buffer_size)
                 .min(crate::memory::MAX_INDEXED_BYTES),
             kv_f16: gpu.kv_f16(),
-            one_pass_decode: gpu.limits.max_compute_invocations_per_workgroup
-                >= ATTENTION_DECODE_WIDE_WG
-                && gpu.limits.max_compute_workgroup_size_x >= ATTENTION_DECODE_WIDE_WG
-                && gpu.limits.max_compute_workgroup_storage_size >= ATTENTION_DECODE_BYTES,
+            one_pass_decode: OnePass::of(
+                gpu.limits.max_compute_invocations_per_workgroup,
+                gpu.limits.max_compute_workgroup_size_x,
+                gpu.limits.max_compute_workgroup_storage_size,
+            ),
         }
     }
 }
@@ -496,8 +523,23 @@ mod tests {
         coop_gemm: false,
         max_binding: 128 << 20,
         kv_f16: false,
-        one_pass_decode: true,
+        one_pass_decode: OnePass::Both,
     };
+
+    #[test]
+    fn one_pass_decode_follows_the_workgroup_limits() {
+        let bytes = ATTENTION_DECODE_BYTES;
+        assert_eq!(OnePass::of(1024, 1024, bytes), OnePass::Both);
+        assert_eq!(OnePass::of(1024, 1024, 48 << 10), OnePass::Both);
+        // Too little shared memory for the module's arrays: neither entry.
+        assert_eq!(OnePass::of(1024, 1024, bytes - 1), OnePass::None);
+        // 256 to 1023 threads (on either limit): the 256-thread entry only.
+        assert_eq!(OnePass::of(512, 1024, bytes), OnePass::Narrow);
+        assert_eq!(OnePass::of(1024, 256, bytes), OnePass::Narrow);
+        // WebGPU's defaults (256 threads, 16 KiB): neither.
+        assert_eq!(OnePass::of(256, 256, 16 << 10), OnePass::None);
+        assert_eq!(OnePass::of(128, 128, bytes), OnePass::None);
+    }
 
     #[test]
     fn prefill_runs_on_cooperative_matrices_where_the_device_and_k_allow() {

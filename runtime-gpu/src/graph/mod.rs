@@ -29,8 +29,8 @@ use crate::{GpuError, Result};
 
 use attention::Rope;
 use builder::Builder;
-pub use decision::Limits as PlanLimits;
 use decision::Limits;
+pub use decision::{Limits as PlanLimits, OnePass};
 
 /// A buffer an op binds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
