@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tlite_model::deploy::DeployedModel;
 use tlite_quantizer::rng::Rng;
+use tlite_runtime_gpu::lab::median;
 use tlite_runtime_gpu::{Gpu, GpuError, GpuModel, RunOptions, ShaderChecks};
 
 #[derive(clap::Args)]
@@ -90,9 +91,14 @@ fn fill(gpu: &Gpu, g: &mut GpuModel, tokens: &[u32], batch: usize) -> anyhow::Re
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// `  [min-max of N]` in tok/s for more than one repetition, else nothing.
+fn range(reps: &[f64]) -> String {
+    let min = reps.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = reps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match reps.len() {
+        0 | 1 => String::new(),
+        n => format!("  [{min:.1}-{max:.1} of {n}]"),
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -155,7 +161,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             tg.push(a.gen_tokens as f64 / tg_s);
         }
     }
-    let (pp, tg) = (median(pp), median(tg));
+    // Every repetition's figure is kept: the median is reported, the range beside it (one slow
+    // process or repetition shows there, not in the median alone).
+    let (pp_reps, tg_reps) = (pp, tg);
+    let (pp, tg) = (median(pp_reps.clone()), median(tg_reps.clone()));
     if a.profile {
         g.enable_profiling(&gpu)?;
         g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
@@ -175,6 +184,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.buffers.weight_bytes,
                 "pp_tokens": a.prompt, "pp_tok_s": pp, "pp_ms": 1e3 * a.prompt as f64 / pp,
                 "tg_tokens": a.gen_tokens, "tg_depth": a.depth, "tg_tok_s": tg,
+                "pp_tok_s_reps": pp_reps, "tg_tok_s_reps": tg_reps,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
                 "dispatches_per_decode_step": g.last_step.dispatches, "tg_steps_in_flight": a.lead,
             })
@@ -190,11 +200,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // A pp step ends when its last position's logits are on the host: its time is the
         // time to the first token's logits for a prompt of that length.
         println!(
-            "pp{:<5} {:>10.1} tok/s  ({:.2} TFLOP/s, {:.1} ms to the first token's logits)",
+            "pp{:<5} {:>10.1} tok/s  ({:.2} TFLOP/s, {:.1} ms to the first token's logits){}",
             a.prompt,
             pp,
             pp * 2.0 * params / 1e12,
-            1e3 * a.prompt as f64 / pp
+            1e3 * a.prompt as f64 / pp,
+            range(&pp_reps)
         );
         // As llama-bench names a test at depth: tg128 @ d512.
         let label = match a.depth {
@@ -202,9 +213,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             d => format!("tg{} @ d{d}", a.gen_tokens),
         };
         println!(
-            "{label:<7} {:>10.1} tok/s  ({:.1} GB/s of weights)",
+            "{label:<7} {:>10.1} tok/s  ({:.1} GB/s of weights){}",
             tg,
-            tg * weight_gb
+            tg * weight_gb,
+            range(&tg_reps)
         );
     }
     Ok(())
@@ -240,5 +252,21 @@ fn print_profile(p: &tlite_runtime_gpu::Profiler) {
                 100.0 * secs / gpu_s.max(1e-12)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, range};
+
+    #[test]
+    fn median_of_odd_and_even_counts_and_the_range() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        // Even: the middle two's mean, not the upper one (with -r 2 that was the best run).
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![10.0, 20.0]), 15.0);
+        assert!(median(Vec::new()).is_nan());
+        assert_eq!(range(&[12.5, 28.6, 13.0]), "  [12.5-28.6 of 3]");
+        assert_eq!(range(&[5.0]), "");
     }
 }

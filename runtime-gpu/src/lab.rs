@@ -188,12 +188,15 @@ fn pass_desc<'a>(
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of timed repetitions (of an even count, the mean of the middle two; NaN for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
+    let n = v.len();
+    match (v.get(n / 2), n % 2) {
+        (Some(&hi), 0) => (v[n / 2 - 1] + hi) / 2.0,
+        (Some(&mid), _) => mid,
+        (None, _) => f64::NAN,
     }
-    v[v.len() / 2]
 }
 
 /// The plan's 1-D grid (graph/builder.rs `grid_1d`): x = min(n, 65535), y = ⌈n / 65535⌉;
