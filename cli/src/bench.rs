@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tlite_model::deploy::DeployedModel;
+use tlite_model::lm::{PrefillRows, prefill};
 use tlite_quantizer::rng::Rng;
 use tlite_runtime_gpu::lab::median;
-use tlite_runtime_gpu::{Gpu, GpuError, GpuModel, RunOptions, ShaderChecks};
+use tlite_runtime_gpu::{Gpu, GpuError, GpuLm, GpuModel, RunOptions, ShaderChecks};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,44 +51,15 @@ pub struct Args {
     lead: usize,
 }
 
-/// `tokens.len()` decode steps from position `past` (the cache's first `past` rows already
-/// written): with `lead` > 0 greedy decoding on the GPU from `tokens[0]` (the model picks the
-/// rest), else the given tokens one step at a time, each synchronized by reading its logits back.
-fn decode(
-    gpu: &Gpu,
-    g: &mut GpuModel,
-    tokens: &[u32],
-    past: usize,
-    lead: usize,
-) -> anyhow::Result<()> {
-    if lead == 0 {
-        for (i, &tok) in tokens.iter().enumerate() {
-            g.step(gpu, &[tok], past + i, &[0])?;
-        }
-    } else {
-        let run = g.decode_greedy(gpu, tokens[0], past, tokens.len(), lead, &mut |_| true)?;
-        anyhow::ensure!(
-            run.steps == tokens.len(),
-            "{} of {} steps ran",
-            run.steps,
-            tokens.len()
-        );
-    }
-    Ok(())
-}
-
-/// Writes the cache's first `tokens.len()` rows by prefill steps of at most `batch` tokens,
-/// waiting for the last.
-fn fill(gpu: &Gpu, g: &mut GpuModel, tokens: &[u32], batch: usize) -> anyhow::Result<()> {
-    let mut chunks = tokens.chunks(batch).enumerate().peekable();
-    while let Some((i, chunk)) = chunks.next() {
-        // The last chunk reads its last row's logits back, so the fill is done before tg starts.
-        let rows: &[u32] = match chunks.peek() {
-            None => &[chunk.len() as u32 - 1],
-            Some(_) => &[],
-        };
-        g.step(gpu, chunk, i * batch, rows)?;
-    }
+/// `tokens.len()` decode steps from position `past` ([`GpuLm::decode_steps`]), all of which
+/// must run.
+fn decode(lm: &mut GpuLm, tokens: &[u32], past: usize) -> anyhow::Result<()> {
+    let steps = lm.decode_steps(tokens, past)?;
+    anyhow::ensure!(
+        steps == tokens.len(),
+        "{steps} of {} steps ran",
+        tokens.len()
+    );
     Ok(())
 }
 
@@ -114,7 +86,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         ShaderChecks::Unchecked
     };
-    let mut g = GpuModel::load_with(
+    let g = GpuModel::load_with(
         &gpu,
         &m,
         RunOptions {
@@ -134,6 +106,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         e => e.into(),
     })?;
+    let mut lm = GpuLm::new(&gpu, g);
+    lm.decode_lead = (a.lead > 0).then_some(a.lead);
     let vocab = cfg.vocab_size as u64;
     let mut rng = Rng::new(0x5eed);
     let tokens: Vec<u32> = (0..a.prompt.max(a.depth + a.gen_tokens))
@@ -143,18 +117,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for rep in 0..=a.reps {
         // Prefill: the whole prompt in one step, logits for its last position.
         let t = Instant::now();
-        g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
+        lm.model
+            .step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
         let pp_s = t.elapsed().as_secs_f64();
         // Decode: one token per step from a cache of `depth` tokens.
-        fill(&gpu, &mut g, &tokens[..a.depth], a.prompt)?;
+        prefill(&mut lm, &tokens[..a.depth], PrefillRows::Last)?;
         let t = Instant::now();
-        decode(
-            &gpu,
-            &mut g,
-            &tokens[a.depth..][..a.gen_tokens],
-            a.depth,
-            a.lead,
-        )?;
+        decode(&mut lm, &tokens[a.depth..][..a.gen_tokens], a.depth)?;
         let tg_s = t.elapsed().as_secs_f64();
         if rep > 0 {
             pp.push(a.prompt as f64 / pp_s);
@@ -166,27 +135,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (pp_reps, tg_reps) = (pp, tg);
     let (pp, tg) = (median(pp_reps.clone()), median(tg_reps.clone()));
     if a.profile {
-        g.enable_profiling(&gpu)?;
-        g.step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
+        lm.model.enable_profiling(&gpu)?;
+        lm.model
+            .step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
+        prefill(&mut lm, &tokens[..a.depth], PrefillRows::Last)?;
         // profiled steps one at a time (the timestamps are read back per step)
-        fill(&gpu, &mut g, &tokens[..a.depth], a.prompt)?;
-        decode(&gpu, &mut g, &tokens[a.depth..][..a.gen_tokens], a.depth, 0)?;
-        if let Some(p) = &g.profiler {
+        lm.decode_lead = None;
+        decode(&mut lm, &tokens[a.depth..][..a.gen_tokens], a.depth)?;
+        if let Some(p) = &lm.model.profiler {
             print_profile(p);
         }
     }
-    let weight_gb = g.memory.buffers.weight_bytes as f64 / 1e9;
+    let weight_gb = lm.model.memory.buffers.weight_bytes as f64 / 1e9;
     let params = m.parameters() as f64;
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": g.memory.buffers.weight_bytes,
+                "device": gpu.info.name, "model": a.model, "parameters": params, "weight_bytes": lm.model.memory.buffers.weight_bytes,
                 "pp_tokens": a.prompt, "pp_tok_s": pp, "pp_ms": 1e3 * a.prompt as f64 / pp,
                 "tg_tokens": a.gen_tokens, "tg_depth": a.depth, "tg_tok_s": tg,
                 "pp_tok_s_reps": pp_reps, "tg_tok_s_reps": tg_reps,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
-                "dispatches_per_decode_step": g.last_step.dispatches, "tg_steps_in_flight": a.lead,
+                "dispatches_per_decode_step": lm.model.last_step.dispatches, "tg_steps_in_flight": a.lead,
             })
         );
     } else {
@@ -194,8 +165,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "{} | {:.0}M params, {:.1} MiB weights | {} dispatches per decode step",
             gpu.info.name,
             params / 1e6,
-            g.memory.buffers.weight_bytes as f64 / (1 << 20) as f64,
-            g.last_step.dispatches
+            lm.model.memory.buffers.weight_bytes as f64 / (1 << 20) as f64,
+            lm.model.last_step.dispatches
         );
         // A pp step ends when its last position's logits are on the host: its time is the
         // time to the first token's logits for a prompt of that length.

@@ -33,17 +33,31 @@ impl<'g> GpuLm<'g> {
     /// before anything reads them.
     pub fn warm_up(&mut self) -> Result<(), GpuError> {
         let steps = self.model.opts.max_seq.min(2);
+        self.decode_steps(&[0; 2][..steps], 0).map(|_| ())
+    }
+
+    /// `tokens.len()` decode steps from position `past` (the cache's first `past` rows already
+    /// written), their results discarded: with `decode_lead`, greedy decoding on the GPU from
+    /// `tokens[0]` (the model picks the rest); without, the given tokens one step at a time,
+    /// each reading its logits back. Returns the steps that ran.
+    pub fn decode_steps(&mut self, tokens: &[u32], past: usize) -> Result<usize, GpuError> {
+        let Some(&first) = tokens.first() else {
+            return Ok(0);
+        };
         match self.decode_lead {
             Some(lead) => {
-                (self.model).decode_greedy(self.gpu, 0, 0, steps, lead, &mut |_| true)?;
+                let n = tokens.len();
+                let run =
+                    (self.model).decode_greedy(self.gpu, first, past, n, lead, &mut |_| true)?;
+                Ok(run.steps)
             }
             None => {
-                for past in 0..steps {
-                    self.model.step(self.gpu, &[0], past, &[0])?;
+                for (i, &tok) in tokens.iter().enumerate() {
+                    self.model.step(self.gpu, &[tok], past + i, &[0])?;
                 }
+                Ok(tokens.len())
             }
         }
-        Ok(())
     }
 }
 
