@@ -297,3 +297,30 @@ fn typed_params_bytes() {
     assert_eq!(at("eps"), 0.25f32.to_bits());
     assert_eq!(at("blocks"), 3);
 }
+
+/// `ATTENTION_DECODE_BYTES`, against which the plan checks the device's workgroup memory
+/// (`OnePass::of`), is what the one-pass decode entry points use, as naga lays it out.
+#[test]
+fn one_pass_decode_workgroup_bytes() {
+    let k = Kernel::Attention;
+    let (m, info) = validate(&k.source(), k.name());
+    let mut checked = 0;
+    for (i, ep) in m.entry_points.iter().enumerate() {
+        if !matches!(ep.name.as_str(), "decode" | "decode_wide") {
+            continue;
+        }
+        let uses = info.get_entry_point(i);
+        let bytes: u32 = (m.global_variables.iter())
+            .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+            .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+            .sum();
+        assert_eq!(
+            bytes,
+            params::ATTENTION_DECODE_BYTES,
+            "attention::{}: workgroup bytes (WGSL, then Rust)",
+            ep.name
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "both one-pass entry points");
+}
