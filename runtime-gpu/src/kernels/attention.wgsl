@@ -334,6 +334,7 @@ const DWG_WIDE: u32 = ATTENTION_DECODE_WIDE_WG;
 const DK: u32 = ATTENTION_DECODE_KEYS;
 const_assert DWG >= MAX_HD / 4u && (DWG & (DWG - 1u)) == 0u && DK % DWG == 0u;
 const_assert DWG_WIDE >= DWG && (DWG_WIDE & (DWG_WIDE - 1u)) == 0u;
+const_assert DWG_WIDE % ATTENTION_DECODE_WIDE_TPK == 0u && (ATTENTION_DECODE_WIDE_TPK & (ATTENTION_DECODE_WIDE_TPK - 1u)) == 0u;
 // Each key's score, then its weight exp(score - max).
 var<workgroup> dsc: array<f32, DK>;
 var<workgroup> dred: array<f32, DWG_WIDE>;
@@ -360,16 +361,17 @@ fn d_reduce(lid: u32, wgs: u32, v: f32, take_max: bool) -> f32 {
 
 @compute @workgroup_size(DWG)
 fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    decode_head(wg.x, lid, DWG);
+    decode_head(wg.x, lid, DWG, 1u);
 }
 
 @compute @workgroup_size(DWG_WIDE)
 fn decode_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    decode_head(wg.x, lid, DWG_WIDE);
+    decode_head(wg.x, lid, DWG_WIDE, ATTENTION_DECODE_WIDE_TPK);
 }
 
-// Head h's attention by the wgs threads of a workgroup (lid < wgs ≤ DWG_WIDE).
-fn decode_head(h: u32, lid: u32, wgs: u32) {
+// Head h's attention by the wgs threads of a workgroup (lid < wgs ≤ DWG_WIDE), each key's score
+// by tpk of them (a power of 2 dividing wgs): thread (key, part) adds the dims 4 (part + tpk i).
+fn decode_head(h: u32, lid: u32, wgs: u32, tpk: u32) {
     let qi = params.past;
     let start = window_start(qi);
     // At most DK keys (the plan's condition; a wrong one loses keys, never reads past them).
@@ -383,18 +385,36 @@ fn decode_head(h: u32, lid: u32, wgs: u32) {
     }
     workgroupBarrier();
     var mx = -3.0e38;
-    for (var j = lid; j < n; j += wgs) {
-        let kb4 = (kvh * params.max_seq + start + j) * hd4;
+    let part = lid % tpk;
+    let kl = lid / tpk;
+    // Passes of wgs / tpk keys; the same count for every thread (barriers inside).
+    for (var j0 = 0u; j0 < n; j0 += wgs / tpk) {
+        let j = j0 + kl;
         var d4 = vec4<f32>(0.0);
-        for (var d = 0u; d < hd4; d++) {
-            d4 += qv4[d] * vec4<f32>(kcache4[kb4 + d]);
+        if (j < n) {
+            let kb4 = (kvh * params.max_seq + start + j) * hd4;
+            for (var d = part; d < hd4; d += tpk) {
+                d4 += qv4[d] * vec4<f32>(kcache4[kb4 + d]);
+            }
         }
-        var s = (d4.x + d4.y + d4.z + d4.w) * params.scale;
-        if (params.softcap > 0.0) {
-            s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+        var s = d4.x + d4.y + d4.z + d4.w;
+        if (tpk > 1u) {
+            dred[lid] = s;
+            workgroupBarrier();
+            s = 0.0;
+            for (var p = 0u; p < tpk; p++) {
+                s += dred[kl * tpk + p];
+            }
+            workgroupBarrier();
         }
-        dsc[j] = s;
-        mx = max(mx, s);
+        if (part == 0u && j < n) {
+            s *= params.scale;
+            if (params.softcap > 0.0) {
+                s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+            }
+            dsc[j] = s;
+            mx = max(mx, s);
+        }
     }
     let m = d_reduce(lid, wgs, mx, true);
     var sum = 0.0;

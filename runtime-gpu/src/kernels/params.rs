@@ -594,6 +594,9 @@ shared_constants! {
     pub const ATTENTION_DECODE_WG: u32 = 256;
     /// Threads per workgroup of `attention::decode_wide`.
     pub const ATTENTION_DECODE_WIDE_WG: u32 = 1024;
+    /// Threads per key of `attention::decode_wide`'s scores (a power of 2 dividing its
+    /// workgroup): each adds every TPK-th vector of the key.
+    pub const ATTENTION_DECODE_WIDE_TPK: u32 = 4;
     /// The most keys `attention::decode` and `decode_wide` attend to (a multiple of the first's
     /// workgroup): the plan takes them for a one-token step whose keys number at most this many.
     pub const ATTENTION_DECODE_KEYS: u32 = 512;
