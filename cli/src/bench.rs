@@ -23,9 +23,15 @@ pub struct Args {
     /// from position d, after an untimed prefill of d tokens (in batches of at most -p).
     #[arg(long, short = 'd', default_value_t = 0, value_parser = crate::args::count_from::<0>)]
     depth: usize,
-    /// Timed repetitions (after one warm-up); the median is reported.
+    /// Timed repetitions (after the warm-up); the median is reported.
     #[arg(long, short = 'r', default_value_t = 3, value_parser = crate::args::count)]
     reps: usize,
+    /// Untimed repetitions first, at least one and until this many milliseconds have passed:
+    /// a GPU idle during the load runs at low clocks until its clock has ramped up (on an H200
+    /// the first ~0.1 s of work after the load ran 3-4x slower), which a single warm-up of a
+    /// short test does not cover. 0: one warm-up repetition; at most a minute.
+    #[arg(long, default_value_t = 500, value_parser = crate::args::u64_in::<0, 60_000>)]
+    warmup_ms: u64,
     /// Pick the adapter whose name contains this.
     #[arg(long)]
     adapter: Option<String>,
@@ -113,22 +119,31 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tokens: Vec<u32> = (0..a.prompt.max(a.depth + a.gen_tokens))
         .map(|_| rng.below(vocab) as u32)
         .collect();
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
-    for rep in 0..=a.reps {
+    // One repetition: (pp, tg) in tok/s.
+    let rep = |lm: &mut GpuLm| -> anyhow::Result<(f64, f64)> {
         // Prefill: the whole prompt in one step, logits for its last position.
         let t = Instant::now();
         lm.model
             .step(&gpu, &tokens[..a.prompt], 0, &[a.prompt as u32 - 1])?;
         let pp_s = t.elapsed().as_secs_f64();
         // Decode: one token per step from a cache of `depth` tokens.
-        prefill(&mut lm, &tokens[..a.depth], PrefillRows::Last)?;
+        prefill(lm, &tokens[..a.depth], PrefillRows::Last)?;
         let t = Instant::now();
-        decode(&mut lm, &tokens[a.depth..][..a.gen_tokens], a.depth)?;
+        decode(lm, &tokens[a.depth..][..a.gen_tokens], a.depth)?;
         let tg_s = t.elapsed().as_secs_f64();
-        if rep > 0 {
-            pp.push(a.prompt as f64 / pp_s);
-            tg.push(a.gen_tokens as f64 / tg_s);
-        }
+        Ok((a.prompt as f64 / pp_s, a.gen_tokens as f64 / tg_s))
+    };
+    let warm = Instant::now();
+    let mut warmup_reps = 0usize;
+    while warmup_reps == 0 || warm.elapsed().as_secs_f64() * 1e3 < a.warmup_ms as f64 {
+        rep(&mut lm)?;
+        warmup_reps += 1;
+    }
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..a.reps {
+        let (p, t) = rep(&mut lm)?;
+        pp.push(p);
+        tg.push(t);
     }
     // Every repetition's figure is kept: the median is reported, the range beside it (one slow
     // process or repetition shows there, not in the median alone).
@@ -157,12 +172,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "tg_tokens": a.gen_tokens, "tg_depth": a.depth, "tg_tok_s": tg,
                 "pp_tok_s_reps": pp_reps, "tg_tok_s_reps": tg_reps,
                 "tg_weight_gb_s": tg * weight_gb, "pp_tflop_s": pp * 2.0 * params / 1e12, "reps": a.reps,
+                "warmup_reps": warmup_reps,
                 "dispatches_per_decode_step": lm.model.last_step.dispatches, "tg_steps_in_flight": a.lead,
             })
         );
     } else {
         println!(
-            "{} | {:.0}M params, {:.1} MiB weights | {} dispatches per decode step",
+            "{} | {:.0}M params, {:.1} MiB weights | {} dispatches per decode step | {warmup_reps} \
+             warm-up repetitions",
             gpu.info.name,
             params / 1e6,
             lm.model.memory.buffers.weight_bytes as f64 / (1 << 20) as f64,

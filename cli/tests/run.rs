@@ -149,6 +149,15 @@ fn bench_reports_the_time_to_the_first_token() {
     );
     assert!(tok_s > 0.0 && ms > 0.0, "{v}");
     assert!((ms * tok_s / 1e3 - 9.0).abs() < 1e-6, "{v}");
+    // The warm-up: one repetition with --warmup-ms 0; with 2 s, repetitions until 2 s have
+    // passed (a tiny model's take milliseconds).
+    for (ms, at_least) in [("0", 1), ("2000", 2)] {
+        let r = tlite(&[&args[..], &["--json", "--warmup-ms", ms]].concat());
+        assert!(r.ok, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        let n = v["warmup_reps"].as_u64().unwrap();
+        assert!(n >= at_least && (ms != "0" || n == 1), "{v}");
+    }
     // At depth: tg from position 9, after a fill in prefill steps of at most -p = 4 tokens
     // (4 + 4 + 1), both with the steps in flight and one at a time.
     for lead in ["4", "0"] {
