@@ -532,6 +532,9 @@ const _: () = {
     assert!(few <= COOP_GEMM_WORKGROUP_BYTES);
 };
 
+// `attention_coop::prefill`, which the plan runs where the coop GEMM runs, needs no more.
+const _: () = assert!(crate::kernels::params::ATTENTION_COOP_BYTES <= COOP_GEMM_WORKGROUP_BYTES);
+
 /// Whether an adapter can run `matmul_coop::gemm_m0e4_coop` ([`Gpu::coop_gemm`]): `Ok`, or
 /// why not, for the header line.
 fn coop_gemm_fits(

@@ -25,10 +25,10 @@ use tlite_runtime_gpu::dequant::{group_words, halves_to_words};
 use tlite_runtime_gpu::graph::SMALL_PREFILL;
 use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
 use tlite_runtime_gpu::kernels::params::{
-    ATTENTION_DECODE_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS,
-    COOP_FEW_TOKENS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS, COOP_SMALL_TOKENS, COOP_TOKENS,
-    DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS,
-    GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
+    ATTENTION_COOP_MAX_HD, ATTENTION_COOP_QUERIES, ATTENTION_DECODE_KEYS, ATTENTION_PREFILL_MAX_HD,
+    ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS, COOP_FEW_TOKENS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS,
+    COOP_SMALL_TOKENS, COOP_TOKENS, DEQUANT_WG, ELEMENTWISE_WG, GEMM_ROWS, GEMM_TOKENS,
+    GEMV_GLU_OUTPUTS, GEMV_ROWS, GEMV_WIDE_COLS, GEMV_WIDE_ROWS, NORM_MAX_K, ROPE_KV_WG, SCORE_OUT,
 };
 use tlite_runtime_gpu::kernels::{Kernel, Scalar, binding};
 use wgpu::util::DeviceExt;
@@ -63,6 +63,8 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("attention::prefill", 1e-10),
     ("attention::decode", 1e-10),
     ("attention::decode_wide", 1e-10),
+    // q, k, v and the weights P in f16 (2⁻¹¹ relative each), f32 accumulators and softmax.
+    ("attention_coop::prefill", 1e-5),
     ("elementwise::embed_m0e4", 1e-13),
     ("elementwise::embed_dense", 1e-13),
     ("elementwise::glu", 1e-10),
@@ -2005,6 +2007,31 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
             &[("out", &out2, &want_out)],
         );
     }
+    // The same on cooperative matrices, where the plan takes them (graph/attention.rs).
+    if s.seq > 1 && h.gpu.coop_gemm() && hd.is_multiple_of(16) && hd <= ATTENTION_COOP_MAX_HD {
+        let out4_buf = h.f32s(&vec![untouched(); s.seq * heads * hd + tail]);
+        let mut bind4 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
+        bind4.push((binding::attention::OUT, &out4_buf));
+        h.run(&[Dispatch {
+            kernel: Kernel::AttentionCoop,
+            entry: "prefill",
+            params: params(Kernel::AttentionCoop, &set),
+            bind: bind4,
+            grid: [
+                s.seq.div_ceil(ATTENTION_COOP_QUERIES as usize) as u32,
+                heads as u32,
+                1,
+            ],
+        }]);
+        let out4 = h.read(&out4_buf, s.seq * heads * hd + tail);
+        r.check(
+            h,
+            "attention_coop::prefill",
+            &desc,
+            s.seed,
+            &[("out", &out4, &want_out)],
+        );
+    }
     // The plan's one-pass decode (graph/attention.rs): one token over at most
     // ATTENTION_DECODE_KEYS keys, heads of a multiple of 4.
     let keys = if s.window > 0 {
@@ -2802,6 +2829,16 @@ fn all_cases(h: &Harness, r: &mut Report) {
             max_seq: 70,
             ..attn
         },
+        // Three blocks of the coop kernel's queries, five tiles of its keys.
+        AttnSpec {
+            seed: 516,
+            seq: 130,
+            past: 7,
+            heads: 4,
+            kv_heads: 1,
+            max_seq: 140,
+            ..attn
+        },
         AttnSpec {
             seed: 512,
             seq: 37,
@@ -3051,6 +3088,7 @@ fn every_entry_point_matches_the_cpu() {
             (Kernel::MatmulCoop, "gemm_m0e4_coop"),
             (Kernel::MatmulCoopSmall, "gemm_m0e4_coop"),
             (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few"),
+            (Kernel::AttentionCoop, "prefill"),
         ] {
             let coop = format!("{}::{entry}", k.name());
             let _ = writeln!(

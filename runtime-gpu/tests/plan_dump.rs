@@ -16,7 +16,8 @@ use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph::{self, OnePass};
 use tlite_runtime_gpu::kernels::Kernel;
 use tlite_runtime_gpu::kernels::params::{
-    ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, GEMV_ROPE_STORAGE_BUFFERS,
+    ATTENTION_COOP_MAX_HD, ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS,
+    GEMV_ROPE_STORAGE_BUFFERS,
 };
 use tlite_runtime_gpu::shape::Syms;
 
@@ -83,6 +84,13 @@ fn variants() -> Vec<Variant> {
         None,
         vec![],
     ));
+    // Heads of a multiple of 4 but not of 16: prefill attention in query blocks, never on
+    // cooperative matrices.
+    let hd20 = SynthSpec {
+        head_dim: 20,
+        ..SynthSpec::tiny(Family::Llama)
+    };
+    v.push(("llama hd20 g32".into(), hd20, 32, None, vec![]));
     v.push((
         "llama h4160 g64 (k > 4096)".into(),
         odd(4160, 64, 1),
@@ -139,6 +147,8 @@ fn plans_of_the_synthetic_models() {
     .map(|(seq, past, out)| Syms { seq, past, out });
     let root = tempfile_dir();
     let mut out = String::new();
+    // Plans with prefill attention on cooperative matrices, and with the f32 kernel beside them.
+    let (mut coop_attention, mut f32_attention) = (0, 0);
     for (i, (name, spec, g, limit, keep)) in variants().into_iter().enumerate() {
         let dir = root.join(format!("v{i}"));
         let m = convert_variant(&dir, &spec, g, limit, &keep);
@@ -157,7 +167,8 @@ fn plans_of_the_synthetic_models() {
                 one_pass_decode,
             };
             let plan = graph::build(&m.manifest, 1000, limits).unwrap();
-            // Cooperative matrices change which kernel runs M0E4 prefill GEMMs, nothing else.
+            // Cooperative matrices change which kernels run M0E4 prefill GEMMs and prefill
+            // attention (checked below), nothing else.
             let count = |e: &str| plan.ops.iter().filter(|o| o.entry == e).count();
             // A projection on the 128 × 128 tiles has a twin on the 128 × 64 ones for steps
             // below COOP_WIDE_PREFILL tokens (checked below): one GEMM of the projection.
@@ -228,6 +239,31 @@ fn plans_of_the_synthetic_models() {
                     }
                 }
             }
+            // Prefill attention in query blocks: on cooperative matrices where the GEMMs are and
+            // the heads are of whole 16 × 16 tiles (at most ATTENTION_COOP_MAX_HD wide).
+            let hd = m.manifest.config.head_dim;
+            let on_coop = coop_gemm && hd.is_multiple_of(16) && hd <= ATTENTION_COOP_MAX_HD;
+            for o in plan
+                .ops
+                .iter()
+                .filter(|o| o.label.ends_with(".attention_prefill"))
+            {
+                let want = match on_coop {
+                    true => Kernel::AttentionCoop,
+                    false => Kernel::Attention,
+                };
+                assert_eq!(
+                    (o.kernel, o.entry),
+                    (want, "prefill"),
+                    "{name}: {}",
+                    o.label
+                );
+                match (coop_gemm, on_coop) {
+                    (true, true) => coop_attention += 1,
+                    (true, false) => f32_attention += 1,
+                    _ => {}
+                }
+            }
             // RoPE and the KV write of a joined q/k/v projection run in its decode GEMV where the
             // device has the storage buffers; rope_kv then runs for prefill only. Layers with
             // QK-norms (Gemma 3) keep three projections and rope_kv.
@@ -271,6 +307,11 @@ fn plans_of_the_synthetic_models() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&root);
+    assert!(
+        coop_attention > 0 && f32_attention > 0,
+        "coop devices: {coop_attention} prefill attentions on cooperative matrices, \
+         {f32_attention} on the f32 kernel (heads not of whole tiles); both kinds must be covered"
+    );
     if let Some(path) = std::env::var_os("TLITE_PLAN_DUMP") {
         std::fs::write(&path, &out).unwrap();
     }

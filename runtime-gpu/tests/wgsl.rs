@@ -16,7 +16,7 @@ fn validate(src: &str, name: &str) -> (naga::Module, naga::valid::ModuleInfo) {
         naga::valid::Capabilities::all(),
     )
     .validate(&module)
-    .unwrap_or_else(|e| panic!("{name}.wgsl does not validate: {e:?}"));
+    .unwrap_or_else(|e| panic!("{name}.wgsl does not validate:\n{}", e.emit_to_string(src)));
     (module, info)
 }
 
@@ -323,4 +323,36 @@ fn one_pass_decode_workgroup_bytes() {
         checked += 1;
     }
     assert_eq!(checked, 2, "both one-pass entry points");
+}
+
+/// `ATTENTION_COOP_BYTES` (which device.rs checks against the coop GEMM's workgroup memory, the
+/// condition both share) is what `attention_coop::prefill` uses, as naga lays it out.
+#[test]
+fn coop_attention_workgroup_bytes() {
+    let k = Kernel::AttentionCoop;
+    let (m, _) = validate(&k.source(), k.name());
+    let bytes: u32 = (m.global_variables.iter())
+        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+        .sum();
+    assert_eq!(bytes, params::ATTENTION_COOP_BYTES, "WGSL, then Rust");
+}
+
+/// Every kernel, with either KV cache type, translates to SPIR-V (what the Vulkan backend
+/// loads): the cooperative-matrix kernels, which CI's adapter cannot run, at least get this far.
+#[test]
+fn every_kernel_translates_to_spirv() {
+    for k in Kernel::ALL {
+        for kv_f16 in [false, true] {
+            let src = k.source_for(kv_f16);
+            let (m, info) = validate(&src, k.name());
+            let options = naga::back::spv::Options::default();
+            naga::back::spv::write_vec(&m, &info, &options, None).unwrap_or_else(|e| {
+                panic!(
+                    "{} (f16 KV cache: {kv_f16}) does not translate to SPIR-V: {e}",
+                    k.name()
+                )
+            });
+        }
+    }
 }

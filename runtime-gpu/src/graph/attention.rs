@@ -9,8 +9,9 @@ use super::{BufRef, Field, OnePass, Op, When, fields};
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
 use crate::kernels::params::{
-    ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS, ATTENTION_PREFILL_MAX_HD,
-    ATTENTION_PREFILL_QUERIES, AttentionParams, ROPE_KV_WG, RopeKvParams,
+    ATTENTION_COOP_MAX_HD, ATTENTION_COOP_QUERIES, ATTENTION_DECODE_KEYS,
+    ATTENTION_DECODE_NARROW_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES,
+    AttentionParams, ROPE_KV_WG, RopeKvParams,
 };
 use crate::shape::{Expr, c};
 
@@ -174,15 +175,22 @@ impl Builder<'_> {
             });
         }
         if blocked {
+            // On cooperative matrices where the GEMM runs on them and the heads are of whole
+            // 16 × 16 tiles.
+            let (kernel, queries) =
+                match self.limits.coop_gemm && hd.is_multiple_of(16) && hd <= ATTENTION_COOP_MAX_HD
+                {
+                    true => (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES),
+                    false => (Kernel::Attention, ATTENTION_PREFILL_QUERIES),
+                };
             self.push(Op {
                 label: format!("l{l}.attention_prefill"),
-                kernel: Kernel::Attention,
+                kernel,
                 entry: "prefill",
                 bindings: vectors,
                 params: params.clone(),
                 grid: [
-                    seq.clone()
-                        .ceil_div(c(u64::from(ATTENTION_PREFILL_QUERIES))),
+                    seq.clone().ceil_div(c(u64::from(queries))),
                     c(heads as u64),
                     c(1),
                 ],

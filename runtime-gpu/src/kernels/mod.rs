@@ -36,6 +36,9 @@ pub enum Kernel {
     RopeKv,
     /// Attention over the cache: split partials and their combination.
     Attention,
+    /// Prefill attention on cooperative matrices (f16 operands, f32 accumulators), for adapters
+    /// that run the GEMM on them ([`crate::Gpu::coop_gemm`]).
+    AttentionCoop,
     /// Embedding lookup, gated-MLP activation, logit soft-capping.
     Elementwise,
     /// Rows of logits reduced for perplexity and KL divergence (outside the model's graph).
@@ -43,7 +46,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
@@ -52,6 +55,7 @@ impl Kernel {
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
+        Kernel::AttentionCoop,
         Kernel::Elementwise,
         Kernel::Score,
     ];
@@ -66,6 +70,7 @@ impl Kernel {
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
+            Kernel::AttentionCoop => "attention_coop",
             Kernel::Elementwise => "elementwise",
             Kernel::Score => "score",
         }
@@ -80,6 +85,7 @@ impl Kernel {
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
+            Kernel::AttentionCoop => include_str!("attention_coop.wgsl"),
             Kernel::Elementwise => include_str!("elementwise.wgsl"),
             Kernel::Score => include_str!("score.wgsl"),
         }
@@ -106,6 +112,7 @@ impl Kernel {
             Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
+            Kernel::AttentionCoop => &["prefill"],
             Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
             Kernel::Score => &["main", "next_token"],
         }
@@ -122,7 +129,7 @@ impl Kernel {
             | Kernel::MatmulCoopFew => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
-            Kernel::Attention => AttentionParams::NAMES,
+            Kernel::Attention | Kernel::AttentionCoop => AttentionParams::NAMES,
             Kernel::Elementwise => ElementwiseParams::NAMES,
             Kernel::Score => ScoreParams::NAMES,
         }
@@ -150,6 +157,12 @@ impl Kernel {
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
             Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::AttentionCoop if kv_f16 => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n"
+            }
+            Kernel::AttentionCoop => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f32;\n"
+            }
             Kernel::Matmul | Kernel::Attention | Kernel::RopeKv if kv_f16 => {
                 "enable f16;\nalias kv_t = f16;\n\
                  fn to_kv(x: f32) -> kv_t { return kv_t(clamp(x, -65504.0, 65504.0)); }\n"

@@ -371,7 +371,7 @@ impl Kernel {
             | Kernel::MatmulCoopFew => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
-            Kernel::Attention => AttentionParams::MEMBERS,
+            Kernel::Attention | Kernel::AttentionCoop => AttentionParams::MEMBERS,
             Kernel::Elementwise => ElementwiseParams::MEMBERS,
             Kernel::Score => ScoreParams::MEMBERS,
         }
@@ -387,7 +387,7 @@ impl Kernel {
             | Kernel::MatmulCoopFew => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
-            Kernel::Attention => size_of::<AttentionParams>(),
+            Kernel::Attention | Kernel::AttentionCoop => size_of::<AttentionParams>(),
             Kernel::Elementwise => size_of::<ElementwiseParams>(),
             Kernel::Score => size_of::<ScoreParams>(),
         }
@@ -510,6 +510,14 @@ pub mod binding {
             /// The V cache again, as vectors (`prefill`).
             VCACHE4 = 7,
         }
+        /// `attention_coop.wgsl`: `attention::prefill`'s bindings, at the same indices.
+        attention_coop {
+            PARAMS = super::PARAMS,
+            Q = super::attention::Q,
+            OUT = super::attention::OUT,
+            KCACHE4 = super::attention::KCACHE4,
+            VCACHE4 = super::attention::VCACHE4,
+        }
         /// `elementwise.wgsl`.
         elementwise {
             PARAMS = super::PARAMS,
@@ -553,6 +561,7 @@ impl Kernel {
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
+            Kernel::AttentionCoop => binding::attention_coop::ALL,
             Kernel::Elementwise => binding::elementwise::ALL,
             Kernel::Score => binding::score::ALL,
         }
@@ -564,6 +573,14 @@ impl Kernel {
 pub const ATTENTION_DECODE_BYTES: u32 = (ATTENTION_MAX_HD as u32 / 4) * 16
     + ATTENTION_DECODE_KEYS * 4
     + ATTENTION_DECODE_WIDE_WG * (4 + 16);
+
+/// Shared memory of `attention_coop::prefill`: the f16 tiles of q (then K and V) and P in rows
+/// padded by 8 halves, two 16 × 16 f32 tiles per subgroup, and a maximum and a sum per thread.
+pub const ATTENTION_COOP_BYTES: u32 =
+    ATTENTION_COOP_QUERIES * (ATTENTION_COOP_MAX_HD as u32 + 8) * 2
+        + ATTENTION_COOP_QUERIES * (ATTENTION_COOP_KEYS + 8) * 2
+        + (ATTENTION_COOP_WG / 32) * 512 * 4
+        + ATTENTION_COOP_WG * 2 * 4;
 
 // ---------------------------------------------------------------------------------------------
 // Shared constants
@@ -609,6 +626,14 @@ shared_constants! {
     pub const ATTENTION_PREFILL_QUERIES: u32 = 32;
     /// Threads per workgroup of `attention::prefill`.
     pub const ATTENTION_PREFILL_WG: u32 = 128;
+    /// Largest head dimension of `attention_coop::prefill` (a multiple of 16 is needed too).
+    pub const ATTENTION_COOP_MAX_HD: usize = 128;
+    /// Queries per workgroup of `attention_coop::prefill` (16 per subgroup).
+    pub const ATTENTION_COOP_QUERIES: u32 = 64;
+    /// Threads per workgroup of `attention_coop::prefill`: 4 subgroups of 32.
+    pub const ATTENTION_COOP_WG: u32 = 128;
+    /// Keys per tile of `attention_coop::prefill`.
+    pub const ATTENTION_COOP_KEYS: u32 = 32;
     /// Threads per workgroup of every `elementwise` entry point (one thread per element or
     /// packed word).
     pub const ELEMENTWISE_WG: u32 = 64;
@@ -712,6 +737,7 @@ impl Kernel {
             (Kernel::Attention, "decode") => ATTENTION_DECODE_WG,
             (Kernel::Attention, "decode_wide") => ATTENTION_DECODE_WIDE_WG,
             (Kernel::Attention, _) => REDUCE_WG,
+            (Kernel::AttentionCoop, _) => ATTENTION_COOP_WG,
             (Kernel::Elementwise, _) => ELEMENTWISE_WG,
             (Kernel::Score, _) => REDUCE_WG,
         }
