@@ -1982,54 +1982,37 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
             &[("out", &out, &want_out)],
         );
     }
-    // The plan's prefill of heads it takes (graph/attention.rs): the same outputs at once.
-    if s.seq > 1 && hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD {
+    // The plan's prefill of heads it takes (graph/attention.rs): the same outputs at once, in
+    // blocks of queries; on cooperative matrices where the plan takes them.
+    let coop = h.gpu.coop_gemm() && hd.is_multiple_of(16) && hd <= ATTENTION_COOP_MAX_HD;
+    for (kernel, queries, on) in [
+        (
+            Kernel::Attention,
+            ATTENTION_PREFILL_QUERIES,
+            hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD,
+        ),
+        (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES, coop),
+    ] {
+        if s.seq < 2 || !on {
+            continue;
+        }
         let out2_buf = h.f32s(&vec![untouched(); s.seq * heads * hd + tail]);
         let mut bind2 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
         bind2.push((binding::attention::OUT, &out2_buf));
         h.run(&[Dispatch {
-            kernel: Kernel::Attention,
+            kernel,
             entry: "prefill",
-            params: params(Kernel::Attention, &set),
+            params: params(kernel, &set),
             bind: bind2,
-            grid: [
-                s.seq.div_ceil(ATTENTION_PREFILL_QUERIES as usize) as u32,
-                heads as u32,
-                1,
-            ],
+            grid: [s.seq.div_ceil(queries as usize) as u32, heads as u32, 1],
         }]);
         let out2 = h.read(&out2_buf, s.seq * heads * hd + tail);
         r.check(
             h,
-            "attention::prefill",
+            &format!("{}::prefill", kernel.name()),
             &desc,
             s.seed,
             &[("out", &out2, &want_out)],
-        );
-    }
-    // The same on cooperative matrices, where the plan takes them (graph/attention.rs).
-    if s.seq > 1 && h.gpu.coop_gemm() && hd.is_multiple_of(16) && hd <= ATTENTION_COOP_MAX_HD {
-        let out4_buf = h.f32s(&vec![untouched(); s.seq * heads * hd + tail]);
-        let mut bind4 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
-        bind4.push((binding::attention::OUT, &out4_buf));
-        h.run(&[Dispatch {
-            kernel: Kernel::AttentionCoop,
-            entry: "prefill",
-            params: params(Kernel::AttentionCoop, &set),
-            bind: bind4,
-            grid: [
-                s.seq.div_ceil(ATTENTION_COOP_QUERIES as usize) as u32,
-                heads as u32,
-                1,
-            ],
-        }]);
-        let out4 = h.read(&out4_buf, s.seq * heads * hd + tail);
-        r.check(
-            h,
-            "attention_coop::prefill",
-            &desc,
-            s.seed,
-            &[("out", &out4, &want_out)],
         );
     }
     // The plan's one-pass decode (graph/attention.rs): one token over at most

@@ -6,33 +6,13 @@
 // heads `prefill` cannot take runs one split per query (and no combine). prefill: workgroup (block, head) computes
 // the outputs of ATTENTION_PREFILL_QUERIES queries at once, flash-attention style: tiles of
 // keys and values staged in shared memory once for all of them.
-// Grouped-query heads: head h reads kv head h / (heads / kv_heads).
+// Grouped-query heads: head h reads kv head h / (heads / kv_heads). attention_io.wgsl (Params,
+// q, out, the caches as vectors, window_start) comes before.
 
-struct Params {
-    seq: u32,
-    past: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    max_seq: u32,
-    window: u32,
-    splits: u32,
-    kps: u32,
-    scale: f32,
-    softcap: f32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+// The caches as scalars (the K cache again; heads of any size).
 @group(0) @binding(2) var<storage, read> kcache: array<kv_t>;
 @group(0) @binding(3) var<storage, read> vcache: array<kv_t>;
 @group(0) @binding(4) var<storage, read_write> parts: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-// The K cache again, as vectors (hd % 4 == 0): a key's dot product in hd / 4 loads.
-@group(0) @binding(6) var<storage, read> kcache4: array<vec4<kv_t>>;
-// The V cache again, as vectors (prefill).
-@group(0) @binding(7) var<storage, read> vcache4: array<vec4<kv_t>>;
 
 const MAX_HD: u32 = ATTENTION_MAX_HD;
 // A thread stages q as one vector and accumulates up to 4 output dimensions (acc).
@@ -41,15 +21,6 @@ var<workgroup> qv: array<f32, MAX_HD>;
 var<workgroup> qv4: array<vec4<f32>, MAX_HD / 4u>;
 var<workgroup> sc: array<f32, REDUCE_WG>;
 
-
-
-// The first key position query position qi attends to: 0, or the start of its sliding window.
-fn window_start(qi: u32) -> u32 {
-    if (params.window > 0u && qi + 1u > params.window) {
-        return qi + 1u - params.window;
-    }
-    return 0u;
-}
 
 @compute @workgroup_size(REDUCE_WG)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -25,26 +25,7 @@
 // f32 configuration, subgroups of exactly 32, and enough workgroup memory; Gpu::coop_gemm).
 // No subgroup operations (see matmul_coop.wgsl).
 
-struct Params {
-    seq: u32,
-    past: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    max_seq: u32,
-    window: u32,
-    splits: u32,
-    kps: u32,
-    scale: f32,
-    softcap: f32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read> kcache4: array<vec4<kv_t>>;
-@group(0) @binding(7) var<storage, read> vcache4: array<vec4<kv_t>>;
+// attention_io.wgsl (Params, the bindings, window_start) comes before.
 
 const AQ: u32 = ATTENTION_COOP_QUERIES;
 const AWG: u32 = ATTENTION_COOP_WG;
@@ -74,13 +55,6 @@ fn h4(v: vec4<f32>) -> vec4<f16> {
     return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
 }
 
-// The first key position query position qi attends to: 0, or the start of its sliding window.
-fn window_start(qi: u32) -> u32 {
-    if (params.window > 0u && qi + 1u > params.window) {
-        return qi + 1u - params.window;
-    }
-    return 0u;
-}
 
 // What a thread loads of a tile of keys and values: elements lid + AWG i (i < KVE) of its
 // AK × AMAX4 vectors, held in registers while the previous tile is used.

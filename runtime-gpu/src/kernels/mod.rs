@@ -174,6 +174,7 @@ impl Kernel {
         };
         let io = match self {
             Kernel::Matmul => include_str!("matmul_io.wgsl"),
+            Kernel::Attention | Kernel::AttentionCoop => include_str!("attention_io.wgsl"),
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
                 concat!(
                     include_str!("matmul_io.wgsl"),
