@@ -430,7 +430,10 @@ impl Gpu {
     /// records of a measurement (`tlite ppl --json`, sweeps).
     pub fn compute_label(&self) -> String {
         let products = match self.coop_gemm() {
-            true => "f16 prefill GEMM on cooperative matrices, f32 accumulation",
+            true => {
+                "f16 prefill GEMMs and attention (heads of a multiple of 16) on cooperative matrices, \
+                 f32 accumulation"
+            }
             false => "f32",
         };
         let kv = if self.kv_f16 { ", f16 KV cache" } else { "" };
