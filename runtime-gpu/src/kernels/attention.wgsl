@@ -65,10 +65,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
                     dot += qv[d] * f32(kcache[kb + d]);
                 }
             }
-            s = dot * params.scale;
-            if (params.softcap > 0.0) {
-                s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
-            }
+            s = soft_cap(dot * params.scale);
         }
         let bm = reduce_max(lid, s);
         let nm = max(m, bm);
@@ -249,10 +246,7 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         for (var jj = 0u; jj < PK; jj++) {
             let j = j0 + jj;
             let b = (ql * PK + jj) * 4u;
-            var s = (ps[b] + ps[b + 1u] + ps[b + 2u] + ps[b + 3u]) * params.scale;
-            if (params.softcap > 0.0) {
-                s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
-            }
+            let s = soft_cap((ps[b] + ps[b + 1u] + ps[b + 2u] + ps[b + 3u]) * params.scale);
             sc[jj] = select(-3.0e38, s, j <= qi && j >= qlo);
             bm = max(bm, sc[jj]);
         }
@@ -379,10 +373,7 @@ fn decode_head(h: u32, lid: u32, wgs: u32, tpk: u32) {
             workgroupBarrier();
         }
         if (part == 0u && j < n) {
-            s *= params.scale;
-            if (params.softcap > 0.0) {
-                s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
-            }
+            s = soft_cap(s * params.scale);
             dsc[j] = s;
             mx = max(mx, s);
         }

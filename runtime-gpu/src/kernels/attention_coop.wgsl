@@ -139,10 +139,7 @@ fn scores(sg: u32, kb: u32, q0: coop_mat16x16<f16, A>, q1: coop_mat16x16<f16, A>
 // Query r's (scaled, soft-capped) score of key 16 c + n of the staged tile, at position j, or
 // -3e38 where masked.
 fn score_at(sg: u32, r: u32, c: u32, n: u32, j: u32, qi: u32, qlo: u32) -> f32 {
-    var s = st[sg * 512u + c * 256u + n * 16u + r] * params.scale;
-    if (params.softcap > 0.0) {
-        s = params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
-    }
+    let s = soft_cap(st[sg * 512u + c * 256u + n * 16u + r] * params.scale);
     return select(-3.0e38, s, j <= qi && j >= qlo);
 }
 

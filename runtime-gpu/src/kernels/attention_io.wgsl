@@ -1,5 +1,5 @@
 // What the attention kernels (attention.wgsl, attention_coop.wgsl) share: the parameters, the
-// bindings both read, and the sliding window's first key.
+// bindings both read, the sliding window's first key and the logits' soft-cap.
 
 struct Params {
     seq: u32,
@@ -30,4 +30,14 @@ fn window_start(qi: u32) -> u32 {
         return qi + 1u - params.window;
     }
     return 0u;
+}
+
+// Score s soft-capped where the model caps attention logits (Gemma 2): cap · tanh(s / cap), the
+// argument clamped to ±15 (tanh is ±1 in f32 there; a tanh built from exponentials would give
+// inf / inf far past it).
+fn soft_cap(s: f32) -> f32 {
+    if (params.softcap > 0.0) {
+        return params.softcap * tanh(clamp(s / params.softcap, -15.0, 15.0));
+    }
+    return s;
 }
