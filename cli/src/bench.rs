@@ -1,7 +1,7 @@
 //! `tlite bench`: prefill and decode throughput on the GPU, like llama-bench's pp/tg.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tlite_model::deploy::DeployedModel;
 use tlite_model::lm::{PrefillRows, prefill};
@@ -133,9 +133,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let tg_s = t.elapsed().as_secs_f64();
         Ok((a.prompt as f64 / pp_s, a.gen_tokens as f64 / tg_s))
     };
-    let warm = Instant::now();
+    let (warm, warmup) = (Instant::now(), Duration::from_millis(a.warmup_ms));
     let mut warmup_reps = 0usize;
-    while warmup_reps == 0 || warm.elapsed().as_secs_f64() * 1e3 < a.warmup_ms as f64 {
+    while warmup_reps == 0 || warm.elapsed() < warmup {
         rep(&mut lm)?;
         warmup_reps += 1;
     }

@@ -509,13 +509,7 @@ mod tests {
 
     use super::*;
 
-    const PLAN: crate::graph::PlanLimits = crate::graph::PlanLimits {
-        max_storage_buffers: 16,
-        coop_gemm: false,
-        max_binding: 128 << 20,
-        kv_f16: false,
-        one_pass_decode: crate::graph::OnePass::Both,
-    };
+    const PLAN: crate::graph::PlanLimits = crate::graph::decision::TEST_LIMITS;
 
     fn tiny(tag: &str) -> (std::path::PathBuf, DeployedModel) {
         let dir = std::env::temp_dir().join(format!("tlite-estimate-{tag}-{}", std::process::id()));

@@ -78,6 +78,17 @@ impl OnePass {
     }
 }
 
+/// The plan's tests' device: 16 storage buffers per stage, no cooperative matrices, 128 MiB
+/// bindings, the f32 KV cache, both one-pass decode entries.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: Limits = Limits {
+    max_storage_buffers: 16,
+    coop_gemm: false,
+    max_binding: 128 << 20,
+    kv_f16: false,
+    one_pass_decode: OnePass::Both,
+};
+
 impl Limits {
     pub fn of(gpu: &crate::Gpu) -> Limits {
         Limits {
@@ -518,13 +529,7 @@ mod tests {
         }
     }
 
-    const WIDE: Limits = Limits {
-        max_storage_buffers: 16,
-        coop_gemm: false,
-        max_binding: 128 << 20,
-        kv_f16: false,
-        one_pass_decode: OnePass::Both,
-    };
+    const WIDE: Limits = super::TEST_LIMITS;
 
     #[test]
     fn one_pass_decode_follows_the_workgroup_limits() {

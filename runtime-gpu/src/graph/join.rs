@@ -339,13 +339,7 @@ mod tests {
         )
     }
 
-    const LIMITS: Limits = Limits {
-        max_storage_buffers: 16,
-        coop_gemm: false,
-        max_binding: 128 << 20,
-        kv_f16: false,
-        one_pass_decode: crate::graph::OnePass::Both,
-    };
+    const LIMITS: Limits = crate::graph::decision::TEST_LIMITS;
 
     fn join(lay: &LayerSpec, ts: &[TensorLayout], limits: Limits) -> (Option<Proj>, Vec<Joined>) {
         let layouts: Layouts = ts.iter().map(|t| (t.name.as_str(), t)).collect();
