@@ -81,11 +81,15 @@ pub struct Args {
     /// each token's logits read back and picked on the host.
     #[arg(long, default_value_t = GpuLm::DEFAULT_LEAD, value_parser = crate::args::lead)]
     lead: usize,
-    /// GPU: skip the warm-up after the load (two decode steps whose results are discarded:
-    /// without them the prompt and the first tokens run slower while the device touches the
-    /// weights for the first time).
+    /// GPU: skip the warm-up after the load (rounds of two decode steps whose results are
+    /// discarded: without them the prompt and the first tokens run slower while the device
+    /// touches the weights for the first time and ramps its clocks up).
     #[arg(long)]
     no_warmup: bool,
+    /// GPU: repeat the warm-up until this many milliseconds have passed (a GPU idle during the
+    /// load ramps its clocks up over its first ~0.1 s of work); 0: once. At most a minute.
+    #[arg(long, default_value_t = 200, value_parser = crate::args::u64_in::<0, 60_000>)]
+    warmup_ms: u64,
 }
 
 /// Where a model runs.
@@ -278,14 +282,15 @@ fn run_gpu(a: &Args, sampler: SamplerConfig) -> anyhow::Result<()> {
     let mut lm = GpuLm::new(&gpu, model);
     lm.decode_lead = (a.lead > 0).then_some(a.lead);
     let started = std::time::Instant::now();
-    if !a.no_warmup {
-        lm.warm_up()?;
-    }
+    let warmup_rounds = match a.no_warmup {
+        true => 0,
+        false => lm.warm_up(std::time::Duration::from_millis(a.warmup_ms))?,
+    };
     let warmup_seconds = started.elapsed().as_secs_f64();
     let mut g = Generator::new(lm, text);
     let extra = serde_json::json!({
         "device": gpu.info.name, "model": m.dir, "load_seconds": g.model.model.load_times,
-        "warmup_seconds": warmup_seconds,
+        "warmup_seconds": warmup_seconds, "warmup_rounds": warmup_rounds,
     });
     let s = generate(a, &mut g, &prompt, sampler, max_seq, extra, |lm| {
         serde_json::to_value(&lm.model.memory).unwrap_or_default()

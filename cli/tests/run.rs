@@ -88,6 +88,16 @@ fn run_generates_on_a_tiny_model() {
         v["memory"]["kv_bytes"].as_u64(),
         Some(2 * 2 * 2 * 64 * 16 * bytes)
     );
+    // The warm-up (repeated for --warmup-ms, default 200: at least once), once with 0, none
+    // with --no-warmup; the tokens are the same.
+    assert!(v["warmup_rounds"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    for (extra, rounds) in [(&["--warmup-ms", "0"][..], 1), (&["--no-warmup"][..], 0)] {
+        let r = run(&[&["--json"][..], extra].concat());
+        assert!(r.ok, "{}", r.stderr);
+        let w: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        assert_eq!(w["warmup_rounds"].as_u64(), Some(rounds), "{w}");
+        assert_eq!(w["tokens"], v["tokens"], "{extra:?}");
+    }
     // The same greedy run streams the same text.
     let streamed = run(&[]);
     assert_eq!(

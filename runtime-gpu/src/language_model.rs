@@ -27,13 +27,20 @@ impl<'g> GpuLm<'g> {
     }
 
     /// Runs two decode steps from token 0 at position 0 and discards them, as llama.cpp's
-    /// warm-up does: the first passes over freshly allocated weights run at a fraction of the
-    /// memory bandwidth (docs/PERF.md), which the first prompt and the first generated tokens
-    /// would otherwise pay. The cache rows it writes are the prompt's, which overwrites them
-    /// before anything reads them.
-    pub fn warm_up(&mut self) -> Result<(), GpuError> {
+    /// warm-up does, again until `at_least` has passed: the first passes over freshly allocated
+    /// weights run at a fraction of the memory bandwidth, and a GPU idle during the load runs
+    /// its first ~0.1 s of work at low clocks (docs/PERF.md), which the first prompt and the
+    /// first generated tokens would otherwise pay. The cache rows it writes are the prompt's,
+    /// which overwrites them before anything reads them. Returns the rounds run.
+    pub fn warm_up(&mut self, at_least: std::time::Duration) -> Result<usize, GpuError> {
         let steps = self.model.opts.max_seq.min(2);
-        self.decode_steps(&[0; 2][..steps], 0).map(|_| ())
+        let started = std::time::Instant::now();
+        let mut rounds = 0;
+        while rounds == 0 || started.elapsed() < at_least {
+            self.decode_steps(&[0; 2][..steps], 0)?;
+            rounds += 1;
+        }
+        Ok(rounds)
     }
 
     /// `tokens.len()` decode steps from position `past` (the cache's first `past` rows already
