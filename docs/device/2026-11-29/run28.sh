@@ -17,3 +17,6 @@ for r in 1 2 3; do for v in base warm; do echo -n "round $r $v run n512 "
   /tmp/bin/$v run /tmp/b32.m -p "The Fulton County Grand Jury said" -n 512 --max-seq 1024 --json 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin); s=d['stats']; print({k: s[k] for k in ('prefill_tok_s','decode_tok_s') if k in s}, 'warm-up', d.get('warmup_seconds'), d.get('warmup_rounds'))"
 done; done
+# Added at the run (2026-11-29, fifth session): main's 7.38B prefill profile, per op, for the next
+# prefill change (the f16 GEMM inputs).
+echo "=== profile base b32 pp512"; /tmp/bin/base bench /tmp/b32.m -p 512 -n 4 -r 2 --profile 2>&1 | sed -n '/profile prefill/,$p'
