@@ -54,8 +54,14 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("matmul_coop::gemm_m0e4_coop", 2e-6),
     ("matmul_coop_small::gemm_m0e4_coop", 2e-6),
     ("matmul_coop_few::gemm_m0e4_coop_few", 2e-6),
+    // The same with x given in f16 (the reference takes those values).
+    ("matmul_coop::gemm_m0e4_coop_h", 2e-6),
+    ("matmul_coop_small::gemm_m0e4_coop_h", 2e-6),
+    ("matmul_coop_few::gemm_m0e4_coop_few_h", 2e-6),
     ("norm::rmsnorm", 1e-11),
     ("norm::rmsnorm_inplace", 1e-11),
+    // f16 outputs (2⁻¹¹ relative): an NMSE of ~1e-7.
+    ("norm::rmsnorm_h", 1e-6),
     ("rope_kv::main", 1e-11),
     ("rope_kv::from_qkv", 1e-11),
     ("attention::partial", 1e-10),
@@ -65,9 +71,11 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("attention::decode_wide", 1e-10),
     // q, k, v and the weights P in f16 (2⁻¹¹ relative each), f32 accumulators and softmax.
     ("attention_coop::prefill", 1e-5),
+    ("attention_coop::prefill_h", 1e-5),
     ("elementwise::embed_m0e4", 1e-13),
     ("elementwise::embed_dense", 1e-13),
     ("elementwise::glu", 1e-10),
+    ("elementwise::glu_h", 1e-6),
     ("elementwise::softcap", 1e-10),
     // f32 log-sum-exp over the vocabulary; the KL divergence's terms summed in f32.
     ("score::main", 1e-9),
@@ -219,6 +227,14 @@ fn untouched() -> f32 {
     f32::from_bits(UNTOUCHED)
 }
 
+/// An f16 NaN no kernel computes, for f16 outputs' untouched elements.
+const HALF_UNTOUCHED: u16 = 0x7e0b;
+
+/// [`HALF_UNTOUCHED`] as [`Harness::read_halves`] widens it.
+fn half_untouched() -> Want {
+    Want::Bits(half::f16::from_bits(HALF_UNTOUCHED).to_f32().to_bits())
+}
+
 impl Harness {
     fn new(gpu: Gpu) -> Self {
         let dummy = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -365,6 +381,22 @@ impl Harness {
     }
 
     /// The first `n` f32 of `buf`.
+    /// An f16 output of `n` values (the `_h` entry points) followed by `tail` halves of
+    /// [`HALF_UNTOUCHED`].
+    fn half_out(&self, n: usize, tail: usize) -> wgpu::Buffer {
+        self.bytes(bytemuck::cast_slice(&vec![HALF_UNTOUCHED; n + tail]))
+    }
+
+    /// `n` f16 values of `buf`, widened to f32.
+    fn read_halves(&self, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
+        let words = self.read(buf, n.div_ceil(2));
+        let halves = words.iter().flat_map(|w| {
+            let b = w.to_bits();
+            [b as u16, (b >> 16) as u16]
+        });
+        halves.take(n).map(|b| half::f16::from_bits(b).to_f32()).collect()
+    }
+
     fn read(&self, buf: &wgpu::Buffer, n: usize) -> Vec<f32> {
         let bytes = (4 * n) as u64;
         let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -725,10 +757,13 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         variants.push((Kernel::Matmul, prefill, s.seq_prefill));
         // The plan's choices on adapters with cooperative matrices (graph/decision.rs).
         if h.gpu.coop_gemm() && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
+            // Each with x in f32 and in f16 (`_h`, as the ops before the projection write it).
             for kernel in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
                 variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
+                variants.push((kernel, "gemm_m0e4_coop_h", s.seq_prefill));
             }
             variants.push((Kernel::MatmulCoopFew, "gemm_m0e4_coop_few", s.seq_prefill));
+            variants.push((Kernel::MatmulCoopFew, "gemm_m0e4_coop_few_h", s.seq_prefill));
         }
     }
     for (kernel, entry, seq) in variants {
@@ -740,8 +775,18 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         };
         // The decode GEMV applies the norm; a prefill has it as its own op.
         let fused = s.norm.filter(|_| entry == decode);
-        let x = rng.gaussian_vec(seq * k, 1.0);
+        let mut x = rng.gaussian_vec(seq * k, 1.0);
         let x_buf = h.f32s(&x);
+        // The `_h` entries read x in f16 (x_h; x4 unused): the product of those values.
+        let x_f16 = entry.ends_with("_h");
+        let x_h_buf = match x_f16 {
+            true => {
+                let halves: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+                x = halves.iter().map(|v| v.to_f32()).collect();
+                h.bytes(bytemuck::cast_slice(&halves))
+            }
+            false => h.f32s(&[]),
+        };
         // Every element of y is written (or, accumulating, added to) except a sentinel tail.
         let y0: Vec<f32> = if s.accumulate {
             rng.gaussian_vec(seq * out, 1.0)
@@ -821,10 +866,14 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                         &h.dummy
                     },
                 ),
-                (binding::matmul::X4, &x_buf),
+                (binding::matmul::X4, if x_f16 { &h.dummy } else { &x_buf }),
                 (
                     binding::matmul::NORM_W4,
                     if fused.is_some() { &norm_buf } else { &h.dummy },
+                ),
+                (
+                    binding::matmul_coop::X_H,
+                    if x_f16 { &x_h_buf } else { &h.dummy },
                 ),
             ];
             match s.wt {
@@ -1471,6 +1520,37 @@ fn norm_case(h: &Harness, r: &mut Report, s: &NormSpec) {
         s.seed,
         &[("y", &got, &want)],
     );
+    // The plan's norm before projections on cooperative matrices: the same y in f16.
+    if s.add || s.inplace || s.gather.is_some() || !s.n.is_multiple_of(2) {
+        return;
+    }
+    let y_h = h.half_out(s.rows * s.n, 2 * tail);
+    h.run(&[Dispatch {
+        kernel: Kernel::Norm,
+        entry: "rmsnorm_h",
+        params: params(
+            Kernel::Norm,
+            &[
+                ("rows", u(s.rows)),
+                ("n", u(s.n)),
+                ("mode", u(0)),
+                ("gather", u(0)),
+                ("eps", P::F(s.eps)),
+                ("w_offset", P::F(s.w_offset)),
+                ("grid_width", P::U(gw)),
+            ],
+        ),
+        bind: vec![
+            (binding::norm::X, &x_buf),
+            (binding::norm::Y_H, &y_h),
+            (binding::norm::W, &w_buf),
+        ],
+        grid,
+    }]);
+    let got = h.read_halves(&y_h, s.rows * s.n + 2 * tail);
+    let mut want_h = want[..s.rows * s.n].to_vec();
+    want_h.extend(std::iter::repeat_n(half_untouched(), 2 * tail));
+    r.check(h, "norm::rmsnorm_h", &desc, s.seed, &[("y", &got, &want_h)]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1999,6 +2079,8 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
         let out2_buf = h.f32s(&vec![untouched(); s.seq * heads * hd + tail]);
         let mut bind2 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
         bind2.push((binding::attention::OUT, &out2_buf));
+        // attention_coop's `prefill` binds `prefill_h`'s output too (it shares their code).
+        bind2.push((binding::attention_coop::OUT_H, &h.dummy));
         h.run(&[Dispatch {
             kernel,
             entry: "prefill",
@@ -2013,6 +2095,32 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
             &desc,
             s.seed,
             &[("out", &out2, &want_out)],
+        );
+        if kernel != Kernel::AttentionCoop {
+            continue;
+        }
+        // The output in f16, for an output projection on cooperative matrices.
+        let n = s.seq * heads * hd;
+        let out_h = h.half_out(n, 2 * tail);
+        let mut bind_h = bind_prefill(&q_buf, &kc_buf, &vc_buf);
+        bind_h.push((binding::attention::OUT, &h.dummy));
+        bind_h.push((binding::attention_coop::OUT_H, &out_h));
+        h.run(&[Dispatch {
+            kernel,
+            entry: "prefill_h",
+            params: params(kernel, &set),
+            bind: bind_h,
+            grid: [s.seq.div_ceil(queries as usize) as u32, heads as u32, 1],
+        }]);
+        let got = h.read_halves(&out_h, n + 2 * tail);
+        let mut want_h = want_out[..n].to_vec();
+        want_h.extend(std::iter::repeat_n(half_untouched(), 2 * tail));
+        r.check(
+            h,
+            "attention_coop::prefill_h",
+            &desc,
+            s.seed,
+            &[("out", &got, &want_h)],
         );
     }
     // The plan's one-pass decode (graph/attention.rs): one token over at most
@@ -2281,16 +2389,44 @@ fn glu_case(h: &Harness, r: &mut Report, seed: u64, seq: usize, n: usize, act_ki
             .zip(&up)
             .map(|(&g, &u)| act(act_kind, f64::from(g)) * f64::from(u)),
     );
+    let desc = format!(
+        "seq={seq} n={n} act={}",
+        ["silu", "gelu_tanh"][act_kind as usize]
+    );
+    let mut want_h = want[..seq * n].to_vec();
     want.extend(std::iter::repeat_n(Want::Bits(UNTOUCHED), tail));
+    r.check(h, "elementwise::glu", &desc, seed, &[("y", &got, &want)]);
+    // The plan's activation before a down projection on cooperative matrices: in f16, into an
+    // output of its own (y and up unchanged).
+    if !n.is_multiple_of(2) {
+        return;
+    }
+    let (g_buf, y_h) = (h.f32s(&y), h.half_out(seq * n, 2 * tail));
+    let (grid, gw) = elementwise_grid(seq * n / 2);
+    h.run(&[Dispatch {
+        kernel: Kernel::Elementwise,
+        entry: "glu_h",
+        params: params(
+            Kernel::Elementwise,
+            &elementwise_base(&[("seq", u(seq)), ("n", u(n)), ("act", P::U(act_kind)), gw]),
+        ),
+        bind: vec![
+            (binding::elementwise::Y, &g_buf),
+            (binding::elementwise::UP, &up_buf),
+            (binding::elementwise::Y_H, &y_h),
+        ],
+        grid,
+    }]);
+    let got = h.read_halves(&y_h, seq * n + 2 * tail);
+    want_h.extend(std::iter::repeat_n(half_untouched(), 2 * tail));
+    let same = nears(y.iter().map(|&v| f64::from(v)));
+    let kept = h.read(&g_buf, seq * n);
     r.check(
         h,
-        "elementwise::glu",
-        &format!(
-            "seq={seq} n={n} act={}",
-            ["silu", "gelu_tanh"][act_kind as usize]
-        ),
+        "elementwise::glu_h",
+        &desc,
         seed,
-        &[("y", &got, &want)],
+        &[("y_h", &got, &want_h), ("y", &kept, &same)],
     );
 }
 
@@ -3069,9 +3205,13 @@ fn every_entry_point_matches_the_cpu() {
     if !h.gpu.coop_gemm() && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
         for (k, entry) in [
             (Kernel::MatmulCoop, "gemm_m0e4_coop"),
+            (Kernel::MatmulCoop, "gemm_m0e4_coop_h"),
             (Kernel::MatmulCoopSmall, "gemm_m0e4_coop"),
+            (Kernel::MatmulCoopSmall, "gemm_m0e4_coop_h"),
             (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few"),
+            (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few_h"),
             (Kernel::AttentionCoop, "prefill"),
+            (Kernel::AttentionCoop, "prefill_h"),
         ] {
             let coop = format!("{}::{entry}", k.name());
             let _ = writeln!(
@@ -3111,8 +3251,9 @@ fn a_broken_reference_fails() {
         negate: true,
         ..Default::default()
     };
-    // The first spec runs gemv_m0e4, gemv_m0e4_tokens and gemm_m0e4.
+    // The first spec runs gemv_m0e4, gemv_m0e4_tokens and gemm_m0e4; the GLU case glu and
+    // glu_h.
     matmul_case(&h, &mut r, &matmul_specs()[0]);
     glu_case(&h, &mut r, 701, 3, 100, 0);
-    assert_eq!(r.failures.len(), 4, "{:?}", r.failures);
+    assert_eq!(r.failures.len(), 5, "{:?}", r.failures);
 }

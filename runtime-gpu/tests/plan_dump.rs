@@ -15,6 +15,7 @@ use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph::{self, OnePass};
 use tlite_runtime_gpu::kernels::Kernel;
+use tlite_runtime_gpu::kernels::params::binding::matmul_coop::X_H;
 use tlite_runtime_gpu::kernels::params::{
     ATTENTION_COOP_MAX_HD, ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS,
     GEMV_ROPE_STORAGE_BUFFERS,
@@ -173,9 +174,8 @@ fn plans_of_the_synthetic_models() {
             // A projection on the 128 × 128 tiles has a twin on the 128 × 64 ones for steps
             // below COOP_WIDE_PREFILL tokens (checked below): one GEMM of the projection.
             let mid = |o: &graph::Op| o.when == graph::When::PrefillCoopMid;
-            let coop = (plan.ops.iter())
-                .filter(|o| o.entry == "gemm_m0e4_coop" && !mid(o))
-                .count();
+            let is_coop = |o: &graph::Op| o.entry.starts_with("gemm_m0e4_coop") && !o.entry.contains("few");
+            let coop = (plan.ops.iter()).filter(|o| is_coop(o) && !mid(o)).count();
             let f32_gemms = count("gemm_m0e4");
             match coop_gemm {
                 false => {
@@ -190,18 +190,19 @@ fn plans_of_the_synthetic_models() {
                     // rows are the step's outputs) keeps the GEMVs (so would a chunk of more
                     // rows than 16-row workgroups cover: none here, decision.rs tests it).
                     let head = |o: &graph::Op| o.label.starts_with("lm_head");
-                    for o in plan
-                        .ops
-                        .iter()
-                        .filter(|o| o.entry == "gemm_m0e4_coop" && !mid(o))
-                    {
+                    for o in plan.ops.iter().filter(|o| is_coop(o) && !mid(o)) {
                         let twin = o.label.replace(" gemm", " gemm_few");
                         let few = plan.ops.iter().find(|f| f.label == twin);
                         match head(o) {
                             true => assert!(few.is_none(), "{name}: {}", o.label),
                             false => {
                                 let few = few.unwrap_or_else(|| panic!("{name}: {twin}"));
-                                assert_eq!(few.entry, "gemm_m0e4_coop_few");
+                                // It reads the input as its twin does (f32 or f16).
+                                let want = match o.entry.ends_with("_h") {
+                                    true => "gemm_m0e4_coop_few_h",
+                                    false => "gemm_m0e4_coop_few",
+                                };
+                                assert_eq!(few.entry, want, "{name}: {}", o.label);
                                 assert_eq!(few.when, graph::When::PrefillCoopShort);
                                 let twin = plan.ops.iter().find(|m| m.label == o.label && mid(m));
                                 match (o.kernel, o.when) {
@@ -228,9 +229,10 @@ fn plans_of_the_synthetic_models() {
                     });
                     for o in gemvs {
                         let coop_twin = o.label.rsplit_once(' ').map(|(l, _)| format!("{l} gemm"));
-                        let on_coop = plan.ops.iter().any(|g| {
-                            Some(&g.label) == coop_twin.as_ref() && g.entry == "gemm_m0e4_coop"
-                        });
+                        let on_coop = plan
+                            .ops
+                            .iter()
+                            .any(|g| Some(&g.label) == coop_twin.as_ref() && is_coop(g));
                         assert!(
                             !on_coop || head(o),
                             "{name}: {} beside a coop GEMM",
@@ -252,12 +254,12 @@ fn plans_of_the_synthetic_models() {
                     true => Kernel::AttentionCoop,
                     false => Kernel::Attention,
                 };
-                assert_eq!(
-                    (o.kernel, o.entry),
-                    (want, "prefill"),
-                    "{name}: {}",
-                    o.label
-                );
+                assert_eq!(o.kernel, want, "{name}: {}", o.label);
+                let entries: &[&str] = match on_coop {
+                    true => &["prefill", "prefill_h"],
+                    false => &["prefill"],
+                };
+                assert!(entries.contains(&o.entry), "{name}: {}", o.label);
                 match (coop_gemm, on_coop) {
                     (true, true) => coop_attention += 1,
                     (true, false) => f32_attention += 1,
@@ -288,6 +290,10 @@ fn plans_of_the_synthetic_models() {
                 false => {}
             }
             check_one_pass(&name, &plan, &m.manifest.config, one_pass_decode);
+            let halves = check_f16_inputs(&name, &plan);
+            // On cooperative matrices the norms, the gated activation and (heads of whole
+            // tiles) the attention write the projections' inputs in f16 for prefill.
+            assert_eq!(halves > 0, coop_gemm && coop > 0, "{name}: f16 inputs");
             let suffix = if coop_gemm { " | coop_gemm" } else { "" };
             out.push_str(&format!(
                 "==== {name} | max_storage_buffers {max_storage_buffers}{suffix}\n"
@@ -315,6 +321,47 @@ fn plans_of_the_synthetic_models() {
     if let Some(path) = std::env::var_os("TLITE_PLAN_DUMP") {
         std::fs::write(&path, &out).unwrap();
     }
+}
+
+/// The activations written in f16 for steps of several tokens (`rmsnorm_h`, `glu_h`,
+/// `attention_coop::prefill_h`) are written only so in those steps and read there only by the
+/// coop GEMMs' `_h` entry points, which read nothing else; returns how many there are.
+fn check_f16_inputs(name: &str, plan: &graph::Graph) -> usize {
+    let prefill = |o: &graph::Op| o.when != graph::When::Decode;
+    let f16_writer = |o: &graph::Op| {
+        matches!(o.entry, "rmsnorm_h" | "glu_h")
+            || (o.kernel == Kernel::AttentionCoop && o.entry == "prefill_h")
+    };
+    // Reads activation `a` as f16: bound at x_h.
+    let f16_reader = |o: &graph::Op, a: usize| {
+        let at_x_h = (o.bindings.iter()).any(|b| *b == (X_H, graph::BufRef::Act(a)));
+        if at_x_h {
+            assert!(o.entry.starts_with("gemm_m0e4_coop") && o.entry.ends_with("_h"));
+        }
+        at_x_h
+    };
+    let mut halves = 0;
+    for a in 0..plan.acts.len() {
+        let writers: Vec<&graph::Op> = (plan.ops.iter())
+            .filter(|o| prefill(o) && o.writes.contains(&a))
+            .collect();
+        let readers: Vec<&graph::Op> = (plan.ops.iter())
+            .filter(|o| prefill(o) && o.reads.contains(&a))
+            .collect();
+        let half = writers.iter().any(|o| f16_writer(o));
+        let label = &plan.acts[a].0;
+        if half {
+            halves += 1;
+            for o in &writers {
+                assert!(f16_writer(o), "{name}: {label}: {} writes f32 in prefill", o.label);
+            }
+            assert!(!readers.is_empty(), "{name}: {label}: read by nothing");
+        }
+        for o in &readers {
+            assert_eq!(f16_reader(o, a), half, "{name}: {label}: {} ({})", o.label, o.entry);
+        }
+    }
+    halves
 }
 
 /// Decode attention: `decode` over at most ATTENTION_DECODE_NARROW_KEYS keys, `decode_wide` over

@@ -7,7 +7,9 @@ use tlite_model::config::ModelConfig;
 use super::builder::Builder;
 use super::{BufRef, Field, OnePass, Op, When, fields};
 use crate::kernels::Kernel;
-use crate::kernels::params::binding::{attention as attn_bind, rope_kv as rope_bind};
+use crate::kernels::params::binding::{
+    attention as attn_bind, attention_coop as coop_bind, rope_kv as rope_bind,
+};
 use crate::kernels::params::{
     ATTENTION_COOP_MAX_HD, ATTENTION_COOP_QUERIES, ATTENTION_DECODE_KEYS,
     ATTENTION_DECODE_NARROW_KEYS, ATTENTION_PREFILL_MAX_HD, ATTENTION_PREFILL_QUERIES,
@@ -114,7 +116,7 @@ impl Builder<'_> {
     }
 
     /// Layer `l`'s attention of `q` over the cache; returns its output activation.
-    pub fn attention(&mut self, l: usize, q: usize) -> usize {
+    pub fn attention(&mut self, l: usize, q: usize, half: bool) -> (usize, bool) {
         let (heads, hd, seq) = (self.cfg.num_heads, self.cfg.head_dim, Expr::Seq);
         // (seq + 32) bounds both prefill (one split per query) and decode (up to 32 splits).
         let parts = self.act(
@@ -127,6 +129,8 @@ impl Builder<'_> {
         // prefill of wider heads, through split partials and their combination.
         let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
         let split_when = if blocked { When::Decode } else { When::Always };
+        // Whether the prefill writes the output in f16.
+        let mut attn_half = false;
         // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (heads of a multiple of 4,
         // where the device has the workgroups, [`OnePass`]): `decode` over at most
         // ATTENTION_DECODE_NARROW_KEYS, `decode_wide` over more; `partial` and `combine` past
@@ -183,11 +187,32 @@ impl Builder<'_> {
                     true => (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES),
                     false => (Kernel::Attention, ATTENTION_PREFILL_QUERIES),
                 };
+            let mut bindings = vectors;
+            let mut entry = "prefill";
+            if kernel == Kernel::AttentionCoop {
+                // Its two entry points use both outputs; the one it does not write is bound to
+                // a placeholder. `prefill_h` writes f16 for an output projection that reads it
+                // so (`half`).
+                let out_h = match half {
+                    true => {
+                        entry = "prefill_h";
+                        for (i, r) in bindings.iter_mut() {
+                            if *i == attn_bind::OUT {
+                                *r = BufRef::Dummy;
+                            }
+                        }
+                        BufRef::Act(attn)
+                    }
+                    false => BufRef::Dummy,
+                };
+                bindings.push((coop_bind::OUT_H, out_h));
+                attn_half = half;
+            }
             self.push(Op {
                 label: format!("l{l}.attention_prefill"),
                 kernel,
-                entry: "prefill",
-                bindings: vectors,
+                entry,
+                bindings,
                 params: params.clone(),
                 grid: [
                     seq.clone().ceil_div(c(u64::from(queries))),
@@ -237,7 +262,7 @@ impl Builder<'_> {
             reads: vec![parts],
             writes: vec![attn],
         });
-        attn
+        (attn, attn_half)
     }
 
     /// Layer `l`'s sliding window (0: none).

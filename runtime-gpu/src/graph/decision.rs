@@ -293,6 +293,15 @@ pub struct Decision {
     pub accumulate: bool,
 }
 
+impl Decision {
+    /// Whether every op of the projection in a step of several tokens runs on cooperative
+    /// matrices (`gemm_m0e4_coop_few`, then the coop GEMM): they can read their input in f16,
+    /// written so by the op before them.
+    pub fn prefill_coop(&self) -> bool {
+        self.gemm.coop() && self.coop_short
+    }
+}
+
 /// The tensor `name` of the model.
 pub fn layout<'a>(layouts: &Layouts<'a>, name: &str) -> Result<&'a TensorLayout> {
     layouts

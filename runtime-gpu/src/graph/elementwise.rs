@@ -61,23 +61,38 @@ impl Builder<'_> {
     }
 
     /// `gate = act(gate) · up` of layer `l`, for the steps in `when`.
-    pub fn glu(&mut self, l: usize, (gate, up): (usize, usize), when: When) {
+    pub fn glu(&mut self, l: usize, (gate, up): (usize, usize), when: When, half: bool) -> Option<usize> {
         let f = self.cfg.intermediate_size;
         let act = u64::from(self.arch.activation == Act::GeluTanh);
-        self.elementwise(
-            &format!("l{l}.glu"),
-            "glu",
-            vec![(bind::Y, BufRef::Act(gate)), (bind::UP, BufRef::Act(up))],
-            ElementwiseParams {
-                act: c(act),
-                ..elementwise_params(Expr::Seq, f)
-            },
-            Expr::Seq * f,
-            (vec![gate, up], vec![gate]),
-        );
+        let params = ElementwiseParams {
+            act: c(act),
+            ..elementwise_params(Expr::Seq, f)
+        };
+        let mut bindings = vec![(bind::Y, BufRef::Act(gate)), (bind::UP, BufRef::Act(up))];
+        // Where the down projection reads its input in f16 (steps of several tokens on
+        // cooperative matrices): `glu_h` writes it into an activation of its own (in place, a
+        // pair's word would overwrite values other threads have yet to read).
+        let (decode, prefill) = match half && f.is_multiple_of(2) {
+            true => when.split(),
+            false => (Some(when), None),
+        };
+        let label = format!("l{l}.glu");
+        if let Some(when) = decode {
+            let rw = (vec![gate, up], vec![gate]);
+            self.elementwise(&label, "glu", bindings.clone(), params.clone(), Expr::Seq * f, rw);
+            if let Some(op) = self.ops.last_mut() {
+                op.when = when;
+            }
+        }
+        let when = prefill?;
+        let act_h = self.act(format!("l{l}.act_h"), Expr::Seq * (f / 2));
+        bindings.push((bind::Y_H, BufRef::Act(act_h)));
+        let rw = (vec![gate, up], vec![act_h]);
+        self.elementwise(&label, "glu_h", bindings, params, Expr::Seq * (f / 2), rw);
         if let Some(op) = self.ops.last_mut() {
             op.when = when;
         }
+        Some(act_h)
     }
 
     /// The final norm of the chosen positions only, the LM head and the logit soft-cap; returns
@@ -93,6 +108,7 @@ impl Builder<'_> {
             rows: Expr::Out,
             n: h,
             when: When::Always,
+            half: false,
         });
         let logits = self.act("logits".into(), Expr::Out * vocab);
         let proj = Proj {
@@ -107,6 +123,7 @@ impl Builder<'_> {
             label: "lm_head".into(),
             proj: &proj,
             x: hf,
+            x_half: None,
             y: logits,
             seq: Expr::Out,
             rope: None,

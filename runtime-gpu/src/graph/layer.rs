@@ -33,10 +33,12 @@ impl Builder<'_> {
             When::Always
         };
         self.rope_kv(l, acts, rope, rope_when);
-        let attn = self.attention(l, q);
         let attn_out_norm = (lay.attn_out_norm.as_deref())
             .map(|w| (format!("l{l}.attn_out"), format!("l{l}.post_attn_norm"), w));
-        self.add_to_residual((&format!("l{l}.o_proj"), &lay.o), attn, attn_out_norm)?;
+        let o_half = self.residual_input_half(&lay.o, attn_out_norm.is_some())?;
+        let (attn, attn_half) = self.attention(l, q, o_half);
+        let input = (attn, attn_half.then_some(attn));
+        self.add_to_residual((&format!("l{l}.o_proj"), &lay.o), input, attn_out_norm)?;
         self.mlp(lay)
     }
 
@@ -114,7 +116,9 @@ impl Builder<'_> {
 
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
     /// it: (label, projection, output, decision) each. The norm op runs for prefill only where
-    /// the decode GEMVs apply it themselves.
+    /// the decode GEMVs apply it themselves. Where every projection runs its steps of several
+    /// tokens on cooperative matrices, the norm writes those steps' `hn` in f16 and they read
+    /// it so.
     fn normed_projections(
         &mut self,
         (label, weight): (String, &str),
@@ -123,15 +127,29 @@ impl Builder<'_> {
         rope: Option<RopeWrite>,
     ) {
         let when = projs.first().map_or(When::Always, |p| p.3.norm.op_when());
-        self.norm(NormOp {
-            label,
-            io: NormIo::From(self.residual),
-            y: hn,
-            weight,
-            rows: Expr::Seq,
-            n: self.cfg.hidden_size,
-            when,
-        });
+        let half = !projs.is_empty() && projs.iter().all(|p| p.3.prefill_coop());
+        let n = self.cfg.hidden_size;
+        let parts = match half {
+            true => {
+                let (decode, prefill) = when.split();
+                vec![(decode, false), (prefill, true)]
+            }
+            false => vec![(Some(when), false)],
+        };
+        for (when, half) in parts {
+            if let Some(when) = when {
+                self.norm(NormOp {
+                    label: label.clone(),
+                    io: NormIo::From(self.residual),
+                    y: hn,
+                    weight,
+                    rows: Expr::Seq,
+                    n,
+                    when,
+                    half,
+                });
+            }
+        }
         for (label, proj, y, d) in projs {
             let seq = Expr::Seq;
             self.project(
@@ -142,6 +160,7 @@ impl Builder<'_> {
                     y,
                     seq,
                     rope,
+                    x_half: half.then_some(hn),
                 },
                 &d,
             );
@@ -164,6 +183,7 @@ impl Builder<'_> {
                     rows: Expr::Seq * n,
                     n: cfg.head_dim,
                     when: When::Always,
+                    half: false,
                 });
             }
         }
@@ -191,9 +211,11 @@ impl Builder<'_> {
             (format!("l{l}.up"), &lay.up, up, du),
         ];
         self.normed_projections((format!("l{l}.pre_mlp_norm"), norm), hn, projs, None);
-        self.glu(l, (gate, up), glu_when);
         let mlp_out_norm = (lay.mlp_out_norm.as_deref())
             .map(|w| (format!("l{l}.mlp_out"), format!("l{l}.post_mlp_norm"), w));
-        self.add_to_residual((&format!("l{l}.down"), &lay.down), gate, mlp_out_norm)
+        let down_half = self.residual_input_half(&lay.down, mlp_out_norm.is_some())?;
+        let act_half = self.glu(l, (gate, up), glu_when, down_half);
+        let input = (gate, act_half);
+        self.add_to_residual((&format!("l{l}.down"), &lay.down), input, mlp_out_norm)
     }
 }

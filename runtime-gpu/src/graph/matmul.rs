@@ -12,6 +12,7 @@ use super::{BufRef, Op, When, fields};
 use crate::Result;
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::matmul as bind;
+use crate::kernels::params::binding::matmul_coop as coop_bind;
 use crate::kernels::params::{
     COOP_FEW_ROWS, COOP_FEW_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams,
 };
@@ -87,6 +88,10 @@ pub(super) struct Projection<'a> {
     /// A joined q/k/v projection whose decode GEMV applies RoPE and writes k and v into the
     /// cache itself (`gemv_m0e4_norm_rope`).
     pub rope: Option<RopeWrite>,
+    /// The activation its ops on cooperative matrices read in f16 in steps of several tokens,
+    /// where the op before the projection writes one (`x` itself, or an activation of its own);
+    /// `None`: they read `x` in f32.
+    pub x_half: Option<usize>,
 }
 
 /// What `gemv_m0e4_norm_rope` needs besides the projection: where the rotated q goes, the
@@ -161,12 +166,23 @@ impl Builder<'_> {
         }
     }
 
+    /// Whether the ops on cooperative matrices of `proj`, added to the residual by
+    /// [`Builder::add_to_residual`] (with an output norm: `out_norm`), read their input in f16:
+    /// the op before it writes one where so.
+    pub fn residual_input_half(&self, proj: &Proj, out_norm: bool) -> Result<bool> {
+        let site = Site::Plain {
+            accumulate: !out_norm,
+        };
+        Ok(self.decide(proj, site)?.prefill_coop())
+    }
+
     /// `x += p(input)`; with an output norm (sandwich norms) `x += norm(p(input))` through a
-    /// temporary activation: `(activation name, norm label, norm weight)`.
+    /// temporary activation: `(activation name, norm label, norm weight)`. `input_half`: the
+    /// input in f16 of steps of several tokens, where [`Builder::residual_input_half`] says so.
     pub fn add_to_residual(
         &mut self,
         (label, proj): (&str, &Proj),
-        input: usize,
+        (input, input_half): (usize, Option<usize>),
         out_norm: Option<(String, String, &str)>,
     ) -> Result<()> {
         let (n, seq, x) = (proj.out(), Expr::Seq, self.residual);
@@ -184,6 +200,7 @@ impl Builder<'_> {
             y,
             seq: seq.clone(),
             rope: None,
+            x_half: input_half,
         };
         self.project(&p, &d);
         if let Some((_, norm_label, weight)) = out_norm {
@@ -195,6 +212,7 @@ impl Builder<'_> {
                 rows: seq,
                 n,
                 when: When::Always,
+                half: false,
             });
         }
         Ok(())
@@ -302,26 +320,41 @@ impl Builder<'_> {
 
     /// The prefill op of chunk `ch`.
     fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
-        let (reads, writes) = reads_writes(p, d);
+        let half = p.x_half.filter(|_| d.gemm.coop());
+        let (mut reads, writes) = reads_writes(p, d);
         let unblocked = ChunkRows {
             blocks: 1,
             ..ch.clone()
         };
         let mut bindings = weight_bindings(p, d, ch);
+        let mut entry = d.gemm.entry();
         if d.gemm.coop() {
-            // It reads x and the packed words as vectors.
-            for (i, _) in bindings.iter_mut() {
+            // It reads x and the packed words as vectors; its entry points both use x4 and
+            // x_h, and the one it does not read is bound to a placeholder.
+            for (i, r) in bindings.iter_mut() {
                 *i = match *i {
                     bind::X => bind::X4,
                     bind::PACKED => bind::PACKED4,
                     other => other,
                 };
+                if *i == bind::X4 && half.is_some() {
+                    *r = BufRef::Dummy;
+                }
             }
+            let x_h = match half {
+                Some(xh) => {
+                    entry = "gemm_m0e4_coop_h";
+                    reads[0] = xh;
+                    BufRef::Act(xh)
+                }
+                None => BufRef::Dummy,
+            };
+            bindings.push((coop_bind::X_H, x_h));
         }
         Op {
             label: format!("{}[{}] gemm", p.label, ch.chunk),
             kernel: d.gemm.kernel(),
-            entry: d.gemm.entry(),
+            entry,
             bindings,
             params: fields(self.matmul_params(p, d, &unblocked, c(0), false).values()),
             grid: tile_grid(p, ch, d.gemm.tile()),
@@ -337,7 +370,10 @@ impl Builder<'_> {
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
             kernel: Kernel::MatmulCoopFew,
-            entry: "gemm_m0e4_coop_few",
+            entry: match p.x_half {
+                Some(_) => "gemm_m0e4_coop_few_h",
+                None => "gemm_m0e4_coop_few",
+            },
             grid: tile_grid(p, ch, (COOP_FEW_ROWS, COOP_FEW_TOKENS)),
             when: When::PrefillCoopShort,
             ..gemm.clone()

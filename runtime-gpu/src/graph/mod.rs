@@ -131,6 +131,18 @@ pub const COOP_SHORT_PREFILL: u64 = 40;
 pub const COOP_WIDE_PREFILL: u64 = 512;
 
 impl When {
+    /// An op that runs `self`, split into its one-token steps and its steps of several tokens:
+    /// the parts that run at all.
+    pub fn split(self) -> (Option<When>, Option<When>) {
+        match self {
+            When::Always => (Some(When::Decode), Some(When::Prefill)),
+            When::Decode => (Some(When::Decode), None),
+            When::Prefill => (None, Some(When::Prefill)),
+            // The narrower prefill kinds are the projections' own.
+            other => (None, Some(other)),
+        }
+    }
+
     /// Whether an op of this kind runs in a step of `seq` tokens.
     pub fn runs(self, seq: u64) -> bool {
         match self {

@@ -31,6 +31,8 @@ pub(super) struct NormOp<'a> {
     pub rows: Expr,
     pub n: usize,
     pub when: When,
+    /// `y` in f16 (`rmsnorm_h`; [`NormIo::From`] only).
+    pub half: bool,
 }
 
 impl Builder<'_> {
@@ -44,6 +46,7 @@ impl Builder<'_> {
             rows,
             n,
             when,
+            half,
         } = op;
         let (grid, gw) = grid_1d(rows.clone());
         let mut bindings = vec![(bind::Y, BufRef::Act(y)), (bind::W, first_chunk(weight, 0))];
@@ -52,6 +55,11 @@ impl Builder<'_> {
             matches!(io, NormIo::Gather(_)),
         );
         let (entry, reads) = match io {
+            NormIo::From(x) if half => {
+                bindings[0] = (bind::Y_H, BufRef::Act(y));
+                bindings.push((bind::X, BufRef::Act(x)));
+                ("rmsnorm_h", vec![x])
+            }
             NormIo::From(x) | NormIo::AddFrom(x) | NormIo::Gather(x) => {
                 bindings.push((bind::X, BufRef::Act(x)));
                 bindings.push((bind::ROWS, BufRef::LogitRows));

@@ -15,7 +15,8 @@
 // of query r, the two halves' maxima and sums exchanged through shared memory. Masked keys (past
 // the query, before its window) get P = 0; keys past the block's last query are staged as zeros.
 // Each tile of keys (and values) is loaded into registers while the previous one is used. The
-// output tiles are staged through shared memory and stored as f32. The tiles of q and of the
+// output tiles are staged through shared memory and stored as f32 (`prefill`) or f16
+// (`prefill_h`). The tiles of q and of the
 // output are named variables under conditions on `params` alone: indices the compiler sees as
 // constants (the first version, with arrays of them and the softmax on half the lanes, took 1.4x
 // as long; PERF.md), and uniform control flow for the cooperative operations (a condition on a
@@ -26,6 +27,9 @@
 // No subgroup operations (see matmul_coop.wgsl).
 
 // attention_io.wgsl (Params, the bindings, window_start) comes before.
+
+// The output in f16 (`prefill_h`; `prefill` writes `out`).
+@group(0) @binding(8) var<storage, read_write> out_h: array<f16>;
 
 const AQ: u32 = ATTENTION_COOP_QUERIES;
 const AWG: u32 = ATTENTION_COOP_WG;
@@ -148,23 +152,40 @@ fn pv(p0: coop_mat16x16<f16, A>, p1: coop_mat16x16<f16, A>, i: u32, o: coop_mat1
     return coopMultiplyAdd(p1, v_tile(1u, i), coopMultiplyAdd(p0, v_tile(0u, i), o));
 }
 
-// Output tile i of subgroup sg (its 16 queries, dimensions 16 i ..) to `out` through its
-// staging tile; every thread calls it.
-fn put_out(o: coop_mat16x16<f32, C>, i: u32, sg: u32, lane: u32, t0: u32, h: u32) {
+// Output tile i of subgroup sg (its 16 queries, dimensions 16 i ..) to `out` (f32) or, with
+// `half`, to `out_h` (f16) through its staging tile; every thread calls it.
+fn put_out(o: coop_mat16x16<f32, C>, i: u32, sg: u32, lane: u32, t0: u32, h: u32, half: bool) {
     coopStore(o, &st[sg * 512u], 16u);
     workgroupBarrier();
     for (var e = lane; e < 256u; e += 32u) {
         let r = e % 16u;
         let t = t0 + sg * 16u + r;
         if (t < params.seq) {
-            out[(t * params.heads + h) * params.hd + 16u * i + e / 16u] = st[sg * 512u + e];
+            let at = (t * params.heads + h) * params.hd + 16u * i + e / 16u;
+            let v = st[sg * 512u + e];
+            if (half) {
+                out_h[at] = f16(clamp(v, -65504.0, 65504.0));
+            } else {
+                out[at] = v;
+            }
         }
     }
     workgroupBarrier();
 }
 
+// The output in f32 (`out`).
 @compute @workgroup_size(AWG)
 fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    attend(wg, lid, false);
+}
+
+// The output in f16 (`out_h`), for an output projection that reads it so (graph/attention.rs).
+@compute @workgroup_size(AWG)
+fn prefill_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    attend(wg, lid, true);
+}
+
+fn attend(wg: vec3<u32>, lid: u32, half: bool) {
     let h = wg.y;
     let t0 = wg.x * AQ;
     let sg = lid / 32u;
@@ -284,12 +305,12 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         if (nd > 7u) { o7 = pv(p0, p1, 7u, o7); }
         workgroupBarrier();
     }
-    if (nd > 0u) { put_out(o0, 0u, sg, lane, t0, h); }
-    if (nd > 1u) { put_out(o1, 1u, sg, lane, t0, h); }
-    if (nd > 2u) { put_out(o2, 2u, sg, lane, t0, h); }
-    if (nd > 3u) { put_out(o3, 3u, sg, lane, t0, h); }
-    if (nd > 4u) { put_out(o4, 4u, sg, lane, t0, h); }
-    if (nd > 5u) { put_out(o5, 5u, sg, lane, t0, h); }
-    if (nd > 6u) { put_out(o6, 6u, sg, lane, t0, h); }
-    if (nd > 7u) { put_out(o7, 7u, sg, lane, t0, h); }
+    if (nd > 0u) { put_out(o0, 0u, sg, lane, t0, h, half); }
+    if (nd > 1u) { put_out(o1, 1u, sg, lane, t0, h, half); }
+    if (nd > 2u) { put_out(o2, 2u, sg, lane, t0, h, half); }
+    if (nd > 3u) { put_out(o3, 3u, sg, lane, t0, h, half); }
+    if (nd > 4u) { put_out(o4, 4u, sg, lane, t0, h, half); }
+    if (nd > 5u) { put_out(o5, 5u, sg, lane, t0, h, half); }
+    if (nd > 6u) { put_out(o6, 6u, sg, lane, t0, h, half); }
+    if (nd > 7u) { put_out(o7, 7u, sg, lane, t0, h, half); }
 }

@@ -24,6 +24,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> groups: array<u32>;
 @group(0) @binding(6) var<storage, read> dense: array<f32>;
 @group(0) @binding(7) var<storage, read> up: array<f32>;
+// glu_h's output: f16 pairs (element 2 i in the low half of word i).
+@group(0) @binding(8) var<storage, read_write> y_h: array<u32>;
 
 
 // One thread per (token, packed word) of the rows this weight chunk holds.
@@ -80,6 +82,19 @@ fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     y[i] = glu_act(y[i], params.act) * up[i];
+}
+
+// y_h = act(y) · up as f16 (clamped to the finite range), one thread per pair of elements, for a
+// down projection on cooperative matrices that reads it so (graph/elementwise.rs); n even.
+@compute @workgroup_size(ELEMENTWISE_WG)
+fn glu_h(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * params.grid_width;
+    if (i >= params.seq * params.n / 2u) {
+        return;
+    }
+    let a = 2u * i;
+    let v = vec2<f32>(glu_act(y[a], params.act) * up[a], glu_act(y[a + 1u], params.act) * up[a + 1u]);
+    y_h[i] = pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
 }
 
 // y = cap · tanh(y / cap), in place.

@@ -40,13 +40,15 @@ var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
 // What a thread loads for one step: 4 packed words (32 weights) of row lid / 2, columns
 // 32 (lid % 2) .., with each word's scale and bias; 4 · XU times 4 activations (columns
-// 4 (e % 16) .. of token e / 16, e = j · CWG + lid for load j).
+// 4 (e % 16) .. of token e / 16, e = j · CWG + lid for load j), from x4 (f32, `x`) or, in
+// the `_h` entry, from x_h (f16, `xh`; the other array is not used).
 struct Fetch {
     q: Words4,
     x: array<vec4<f32>, 4u * XU>,
+    xh: array<vec4<f16>, 4u * XU>,
 }
 
-fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
+fn fetch(lid: u32, o0: u32, t0: u32, k0: u32, half: bool) -> Fetch {
     var f: Fetch;
     let o = o0 + lid / 2u;
     if (o < params.n) {
@@ -58,14 +60,19 @@ fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
         let e = j * CWG + lid;
         let t = t0 + e / 16u;
         if (t < params.seq) {
-            f.x[j] = x4[(t * params.k + k0) / 4u + e % 16u];
+            let i = (t * params.k + k0) / 4u + e % 16u;
+            if (half) {
+                f.xh[j] = x_h[i];
+            } else {
+                f.x[j] = x4[i];
+            }
         }
     }
     return f;
 }
 
 // Writes a step's loads into the shared tiles as f16 (rows past n are zero: their words are).
-fn stash(lid: u32, f: Fetch) {
+fn stash(lid: u32, f: Fetch, half: bool) {
     // Word i: codes 0..3 and 4..7 (the pairs' first and second halves) as two vec4.
     let wb = (lid / 2u) * CS4 + (lid % 2u) * 8u;
     for (var i = 0u; i < 4u; i++) {
@@ -75,7 +82,12 @@ fn stash(lid: u32, f: Fetch) {
     }
     for (var j = 0u; j < 4u * XU; j++) {
         let e = j * CWG + lid;
-        cx[(e / 16u) * CS4 + e % 16u] = h(f.x[j]);
+        let at = (e / 16u) * CS4 + e % 16u;
+        if (half) {
+            cx[at] = f.xh[j];
+        } else {
+            cx[at] = h(f.x[j]);
+        }
     }
 }
 
@@ -94,8 +106,19 @@ fn put_tile(c: coop_mat16x16<f32, C>, slot: u32, lane: u32, o: u32, t: u32) {
     workgroupBarrier();
 }
 
+// x in f32 (x4).
 @compute @workgroup_size(CWG)
 fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm(wg, lid, false);
+}
+
+// x in f16 (x_h), as the ops before a projection write it in prefill (graph/matmul.rs).
+@compute @workgroup_size(CWG)
+fn gemm_m0e4_coop_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm(wg, lid, true);
+}
+
+fn gemm(wg: vec3<u32>, lid: u32, half: bool) {
     let sg = lid / 32u;
     let lane = lid % 32u;
     let mr = (sg % SR) * 32u;
@@ -111,12 +134,12 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     var c03 = coop_mat16x16<f32, C>();
     var c12 = coop_mat16x16<f32, C>();
     var c13 = coop_mat16x16<f32, C>();
-    var f = fetch(lid, o0, t0, 0u);
+    var f = fetch(lid, o0, t0, 0u, half);
     for (var k0 = 0u; k0 < params.k; k0 += CK) {
-        stash(lid, f);
+        stash(lid, f, half);
         workgroupBarrier();
         if (k0 + CK < params.k) {
-            f = fetch(lid, o0, t0, k0 + CK);
+            f = fetch(lid, o0, t0, k0 + CK, half);
         }
         for (var kk = 0u; kk < CK; kk += 16u) {
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS4 + kk / 4u], CS4);

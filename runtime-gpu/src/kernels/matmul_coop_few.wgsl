@@ -39,22 +39,44 @@ fn few_words(lane: u32, o0: u32, step: u32) -> Words4 {
     return q;
 }
 
+// A lane's activations of one step, from x4 (f32, `x`) or, in the `_h` entry, x_h (f16, `xh`).
+struct FewX {
+    x: array<vec4<f32>, 8>,
+    xh: array<vec4<f16>, 8>,
+}
+
 // A lane's activations of step `step`: load j holds columns 64 step + 4 (lane % 16) .. of token
 // t0 + 2 j + lane / 16 (16 lanes read a token's 256 contiguous bytes); zeros past the end.
-fn few_x(lane: u32, t0: u32, step: u32) -> array<vec4<f32>, 8> {
-    var x: array<vec4<f32>, 8>;
+fn few_x(lane: u32, t0: u32, step: u32, half: bool) -> FewX {
+    var x: FewX;
     let k0 = step * FK;
     for (var j = 0u; j < 8u; j++) {
         let t = t0 + 2u * j + lane / 16u;
         if (t < params.seq && k0 < params.k) {
-            x[j] = x4[(t * params.k + k0) / 4u + lane % 16u];
+            let i = (t * params.k + k0) / 4u + lane % 16u;
+            if (half) {
+                x.xh[j] = x_h[i];
+            } else {
+                x.x[j] = x4[i];
+            }
         }
     }
     return x;
 }
 
+// x in f32 (x4).
 @compute @workgroup_size(FWG)
 fn gemm_m0e4_coop_few(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm_few(wg, lid, false);
+}
+
+// x in f16 (x_h), as the ops before a projection write it in prefill (graph/matmul.rs).
+@compute @workgroup_size(FWG)
+fn gemm_m0e4_coop_few_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm_few(wg, lid, true);
+}
+
+fn gemm_few(wg: vec3<u32>, lid: u32, half: bool) {
     let sg = lid / 32u;
     let lane = lid % 32u;
     let o0 = wg.x * COOP_FEW_ROWS;
@@ -66,7 +88,7 @@ fn gemm_m0e4_coop_few(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     let at = base + (lane / 2u) * FS4 + (lane % 2u) * 8u;
     var c = coop_mat16x16<f32, C>();
     var q = few_words(lane, o0, sg);
-    var x = few_x(lane, t0, sg);
+    var x = few_x(lane, t0, sg, half);
     for (var r = 0u; r < rounds; r++) {
         for (var i = 0u; i < 4u; i++) {
             let w = word_f16(q, i);
@@ -74,11 +96,16 @@ fn gemm_m0e4_coop_few(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
             fw[at + 2u * i + 1u] = w.hi;
         }
         for (var j = 0u; j < 8u; j++) {
-            fx[base + (2u * j + lane / 16u) * FS4 + lane % 16u] = h(x[j]);
+            let at = base + (2u * j + lane / 16u) * FS4 + lane % 16u;
+            if (half) {
+                fx[at] = x.xh[j];
+            } else {
+                fx[at] = h(x.x[j]);
+            }
         }
         workgroupBarrier();
         q = few_words(lane, o0, (r + 1u) * FS + sg);
-        x = few_x(lane, t0, (r + 1u) * FS + sg);
+        x = few_x(lane, t0, (r + 1u) * FS + sg, half);
         for (var kk = 0u; kk < FK; kk += 16u) {
             let a = coopLoadT<coop_mat16x16<f16, A>>(&fw[base + kk / 4u], FS4);
             let b = coopLoad<coop_mat16x16<f16, B>>(&fx[base + kk / 4u], FS4);

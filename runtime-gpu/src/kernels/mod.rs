@@ -107,13 +107,13 @@ impl Kernel {
                 "gemm_m0e4",
                 "gemm_dense",
             ],
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => &["gemm_m0e4_coop"],
-            Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few"],
-            Kernel::Norm => &["rmsnorm", "rmsnorm_inplace"],
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => &["gemm_m0e4_coop", "gemm_m0e4_coop_h"],
+            Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few", "gemm_m0e4_coop_few_h"],
+            Kernel::Norm => &["rmsnorm", "rmsnorm_h", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
-            Kernel::AttentionCoop => &["prefill"],
-            Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "softcap"],
+            Kernel::AttentionCoop => &["prefill", "prefill_h"],
+            Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "glu_h", "softcap"],
             Kernel::Score => &["main", "next_token"],
         }
     }

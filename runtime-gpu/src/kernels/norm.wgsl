@@ -19,6 +19,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read> rows: array<u32>;
+// rmsnorm_h's output: y as f16 pairs (element 2 i in the low half of word i).
+@group(0) @binding(5) var<storage, read_write> y_h: array<u32>;
 
 
 
@@ -84,6 +86,48 @@ fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     for (var i = lid + NV * NT; i < params.n; i += NT) {
         put(r * params.n + i, x[xb + i] * scale * (w[i] + params.w_offset));
     }
+}
+
+// rmsnorm's y = norm(x) (mode 0, no gather) into y_h as f16, for a projection on cooperative
+// matrices that reads it so (graph/layer.rs); n even (the host checks). Thread lid takes the
+// pairs lid + NT k of the row, NP of them held in registers between the passes.
+const NP: u32 = NV / 2u;
+@compute @workgroup_size(NORM_WG)
+fn rmsnorm_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * params.grid_width;
+    if (r >= params.rows) {
+        return;
+    }
+    let pairs = params.n / 2u;
+    let xb = r * params.n;
+    var vals: array<vec2<f32>, NP>;
+    var ss = 0.0;
+    for (var k = 0u; k < NP; k++) {
+        let p = min(lid + k * NT, pairs - 1u);
+        let v = select(vec2<f32>(0.0), vec2<f32>(x[xb + 2u * p], x[xb + 2u * p + 1u]), lid + k * NT < pairs);
+        vals[k] = v;
+        ss += dot(v, v);
+    }
+    for (var p = lid + NP * NT; p < pairs; p += NT) {
+        let v = vec2<f32>(x[xb + 2u * p], x[xb + 2u * p + 1u]);
+        ss += dot(v, v);
+    }
+    let scale = inverseSqrt(sum256(lid, ss) / f32(params.n) + params.eps);
+    for (var k = 0u; k < NP; k++) {
+        let p = lid + k * NT;
+        if (p < pairs) {
+            put_h(r * pairs + p, vals[k] * scale, p);
+        }
+    }
+    for (var p = lid + NP * NT; p < pairs; p += NT) {
+        put_h(r * pairs + p, vec2<f32>(x[xb + 2u * p], x[xb + 2u * p + 1u]) * scale, p);
+    }
+}
+
+// Pair p of a row, times the weights, to word i of y_h as f16 (clamped to the finite range).
+fn put_h(i: u32, v: vec2<f32>, p: u32) {
+    let wv = vec2<f32>(w[2u * p], w[2u * p + 1u]) + params.w_offset;
+    y_h[i] = pack2x16float(clamp(v * wv, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
 }
 
 @compute @workgroup_size(REDUCE_WG)

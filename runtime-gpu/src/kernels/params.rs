@@ -472,6 +472,8 @@ pub mod binding {
             GROUPS = super::matmul::GROUPS,
             X4 = super::matmul::X4,
             PACKED4 = super::matmul::PACKED4,
+            /// x in f16 (the `_h` entry points, instead of `X4`).
+            X_H = 19,
         }
         /// `norm.wgsl`.
         norm {
@@ -482,6 +484,8 @@ pub mod binding {
             W = 3,
             /// Source rows of a gathering norm.
             ROWS = 4,
+            /// `rmsnorm_h`'s output, f16 pairs (instead of `Y`).
+            Y_H = 5,
         }
         /// `rope_kv.wgsl`.
         rope_kv {
@@ -517,6 +521,8 @@ pub mod binding {
             OUT = super::attention::OUT,
             KCACHE4 = super::attention::KCACHE4,
             VCACHE4 = super::attention::VCACHE4,
+            /// `prefill_h`'s output in f16 (instead of `OUT`).
+            OUT_H = 8,
         }
         /// `elementwise.wgsl`.
         elementwise {
@@ -529,6 +535,8 @@ pub mod binding {
             DENSE = 6,
             /// The up projection of the gated activation.
             UP = 7,
+            /// `glu_h`'s output, f16 pairs.
+            Y_H = 8,
         }
         /// `score.wgsl`.
         score {
@@ -730,7 +738,7 @@ impl Kernel {
             (Kernel::MatmulCoop, _) => COOP_WG,
             (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
             (Kernel::MatmulCoopFew, _) => COOP_FEW_WG,
-            (Kernel::Norm, "rmsnorm") => NORM_WG,
+            (Kernel::Norm, "rmsnorm" | "rmsnorm_h") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
             (Kernel::Attention, "prefill") => ATTENTION_PREFILL_WG,
