@@ -55,9 +55,9 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("matmul_coop_small::gemm_m0e4_coop", 2e-6),
     ("matmul_coop_few::gemm_m0e4_coop_few", 2e-6),
     // The same with x given in f16 (the reference takes those values).
-    ("matmul_coop::gemm_m0e4_coop_h", 2e-6),
-    ("matmul_coop_small::gemm_m0e4_coop_h", 2e-6),
-    ("matmul_coop_few::gemm_m0e4_coop_few_h", 2e-6),
+    ("matmul_coop_h::gemm_m0e4_coop", 2e-6),
+    ("matmul_coop_small_h::gemm_m0e4_coop", 2e-6),
+    ("matmul_coop_few_h::gemm_m0e4_coop_few", 2e-6),
     ("norm::rmsnorm", 1e-11),
     ("norm::rmsnorm_inplace", 1e-11),
     // f16 outputs (2⁻¹¹ relative): an NMSE of ~1e-7.
@@ -757,28 +757,34 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         variants.push((Kernel::Matmul, prefill, s.seq_prefill));
         // The plan's choices on adapters with cooperative matrices (graph/decision.rs).
         if h.gpu.coop_gemm() && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
-            // Each with x in f32 and in f16 (`_h`, as the ops before the projection write it).
+            // Each with x in f32 and in f16 (as the ops before the projection write it).
             for kernel in [Kernel::MatmulCoop, Kernel::MatmulCoopSmall] {
                 variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
-                variants.push((kernel, "gemm_m0e4_coop_h", s.seq_prefill));
+                variants.push((kernel.with_f16_input(), "gemm_m0e4_coop", s.seq_prefill));
             }
-            variants.push((Kernel::MatmulCoopFew, "gemm_m0e4_coop_few", s.seq_prefill));
-            variants.push((Kernel::MatmulCoopFew, "gemm_m0e4_coop_few_h", s.seq_prefill));
+            for kernel in [Kernel::MatmulCoopFew, Kernel::MatmulCoopFewH] {
+                variants.push((kernel, "gemm_m0e4_coop_few", s.seq_prefill));
+            }
         }
     }
     for (kernel, entry, seq) in variants {
         let (rows_per_workgroup, tokens_per_workgroup) = match kernel {
-            Kernel::MatmulCoopSmall => (COOP_SMALL_ROWS, COOP_SMALL_TOKENS),
-            Kernel::MatmulCoop => (COOP_ROWS, COOP_TOKENS),
-            Kernel::MatmulCoopFew => (COOP_FEW_ROWS, COOP_FEW_TOKENS),
+            Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH => {
+                (COOP_SMALL_ROWS, COOP_SMALL_TOKENS)
+            }
+            Kernel::MatmulCoop | Kernel::MatmulCoopH => (COOP_ROWS, COOP_TOKENS),
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => (COOP_FEW_ROWS, COOP_FEW_TOKENS),
             _ => (GEMM_ROWS, GEMM_TOKENS),
         };
         // The decode GEMV applies the norm; a prefill has it as its own op.
         let fused = s.norm.filter(|_| entry == decode);
         let mut x = rng.gaussian_vec(seq * k, 1.0);
         let x_buf = h.f32s(&x);
-        // The `_h` entries read x in f16 (x_h; x4 unused): the product of those values.
-        let x_f16 = entry.ends_with("_h");
+        // The kernels built for f16 input read x_h: the product of those values.
+        let x_f16 = matches!(
+            kernel,
+            Kernel::MatmulCoopH | Kernel::MatmulCoopSmallH | Kernel::MatmulCoopFewH
+        );
         let x_h_buf = match x_f16 {
             true => {
                 let halves: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
@@ -3205,11 +3211,11 @@ fn every_entry_point_matches_the_cpu() {
     if !h.gpu.coop_gemm() && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
         for (k, entry) in [
             (Kernel::MatmulCoop, "gemm_m0e4_coop"),
-            (Kernel::MatmulCoop, "gemm_m0e4_coop_h"),
+            (Kernel::MatmulCoopH, "gemm_m0e4_coop"),
             (Kernel::MatmulCoopSmall, "gemm_m0e4_coop"),
-            (Kernel::MatmulCoopSmall, "gemm_m0e4_coop_h"),
+            (Kernel::MatmulCoopSmallH, "gemm_m0e4_coop"),
             (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few"),
-            (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few_h"),
+            (Kernel::MatmulCoopFewH, "gemm_m0e4_coop_few"),
             (Kernel::AttentionCoop, "prefill"),
             (Kernel::AttentionCoop, "prefill_h"),
         ] {

@@ -174,7 +174,7 @@ fn plans_of_the_synthetic_models() {
             // A projection on the 128 × 128 tiles has a twin on the 128 × 64 ones for steps
             // below COOP_WIDE_PREFILL tokens (checked below): one GEMM of the projection.
             let mid = |o: &graph::Op| o.when == graph::When::PrefillCoopMid;
-            let is_coop = |o: &graph::Op| o.entry.starts_with("gemm_m0e4_coop") && !o.entry.contains("few");
+            let is_coop = |o: &graph::Op| o.entry == "gemm_m0e4_coop";
             let coop = (plan.ops.iter()).filter(|o| is_coop(o) && !mid(o)).count();
             let f32_gemms = count("gemm_m0e4");
             match coop_gemm {
@@ -197,21 +197,33 @@ fn plans_of_the_synthetic_models() {
                             true => assert!(few.is_none(), "{name}: {}", o.label),
                             false => {
                                 let few = few.unwrap_or_else(|| panic!("{name}: {twin}"));
+                                assert_eq!(few.entry, "gemm_m0e4_coop_few");
                                 // It reads the input as its twin does (f32 or f16).
-                                let want = match o.entry.ends_with("_h") {
-                                    true => "gemm_m0e4_coop_few_h",
-                                    false => "gemm_m0e4_coop_few",
+                                let half = [Kernel::MatmulCoopH, Kernel::MatmulCoopSmallH];
+                                let want = match half.contains(&o.kernel) {
+                                    true => Kernel::MatmulCoopFewH,
+                                    false => Kernel::MatmulCoopFew,
                                 };
-                                assert_eq!(few.entry, want, "{name}: {}", o.label);
+                                assert_eq!(few.kernel, want, "{name}: {}", o.label);
                                 assert_eq!(few.when, graph::When::PrefillCoopShort);
                                 let twin = plan.ops.iter().find(|m| m.label == o.label && mid(m));
                                 match (o.kernel, o.when) {
-                                    (Kernel::MatmulCoopSmall, graph::When::PrefillCoopLarge) => {
+                                    (
+                                        Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH,
+                                        graph::When::PrefillCoopLarge,
+                                    ) => {
                                         assert!(twin.is_none(), "{name}: {}", o.label)
                                     }
-                                    (Kernel::MatmulCoop, graph::When::PrefillCoopWide) => {
+                                    (
+                                        Kernel::MatmulCoop | Kernel::MatmulCoopH,
+                                        graph::When::PrefillCoopWide,
+                                    ) => {
                                         let twin = twin.unwrap_or_else(|| panic!("{name}"));
-                                        assert_eq!(twin.kernel, Kernel::MatmulCoopSmall);
+                                        let small = match o.kernel {
+                                            Kernel::MatmulCoopH => Kernel::MatmulCoopSmallH,
+                                            _ => Kernel::MatmulCoopSmall,
+                                        };
+                                        assert_eq!(twin.kernel, small, "{name}: {}", o.label);
                                     }
                                     other => panic!("{name}: {}: {other:?}", o.label),
                                 }
@@ -325,7 +337,7 @@ fn plans_of_the_synthetic_models() {
 
 /// The activations written in f16 for steps of several tokens (`rmsnorm_h`, `glu_h`,
 /// `attention_coop::prefill_h`) are written only so in those steps and read there only by the
-/// coop GEMMs' `_h` entry points, which read nothing else; returns how many there are.
+/// coop GEMMs built for f16 input, at `x_h`; returns how many there are.
 fn check_f16_inputs(name: &str, plan: &graph::Graph) -> usize {
     let prefill = |o: &graph::Op| o.when != graph::When::Decode;
     let f16_writer = |o: &graph::Op| {
@@ -336,7 +348,12 @@ fn check_f16_inputs(name: &str, plan: &graph::Graph) -> usize {
     let f16_reader = |o: &graph::Op, a: usize| {
         let at_x_h = (o.bindings.iter()).any(|b| *b == (X_H, graph::BufRef::Act(a)));
         if at_x_h {
-            assert!(o.entry.starts_with("gemm_m0e4_coop") && o.entry.ends_with("_h"));
+            let kernels = [
+                Kernel::MatmulCoopH,
+                Kernel::MatmulCoopSmallH,
+                Kernel::MatmulCoopFewH,
+            ];
+            assert!(kernels.contains(&o.kernel), "{name}: {}", o.label);
         }
         at_x_h
     };

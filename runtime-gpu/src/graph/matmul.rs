@@ -327,34 +327,32 @@ impl Builder<'_> {
             ..ch.clone()
         };
         let mut bindings = weight_bindings(p, d, ch);
-        let mut entry = d.gemm.entry();
         if d.gemm.coop() {
-            // It reads x and the packed words as vectors; its entry points both use x4 and
-            // x_h, and the one it does not read is bound to a placeholder.
+            // It reads x and the packed words as vectors; x in f16 where the op before the
+            // projection writes it so (`half`).
             for (i, r) in bindings.iter_mut() {
                 *i = match *i {
+                    bind::X if half.is_some() => coop_bind::X_H,
                     bind::X => bind::X4,
                     bind::PACKED => bind::PACKED4,
                     other => other,
                 };
-                if *i == bind::X4 && half.is_some() {
-                    *r = BufRef::Dummy;
+                if let (coop_bind::X_H, Some(xh)) = (*i, half) {
+                    *r = BufRef::Act(xh);
                 }
             }
-            let x_h = match half {
-                Some(xh) => {
-                    entry = "gemm_m0e4_coop_h";
-                    reads[0] = xh;
-                    BufRef::Act(xh)
-                }
-                None => BufRef::Dummy,
-            };
-            bindings.push((coop_bind::X_H, x_h));
+            if let Some(xh) = half {
+                reads[0] = xh;
+            }
         }
+        let kernel = match half {
+            Some(_) => d.gemm.kernel().with_f16_input(),
+            None => d.gemm.kernel(),
+        };
         Op {
             label: format!("{}[{}] gemm", p.label, ch.chunk),
-            kernel: d.gemm.kernel(),
-            entry,
+            kernel,
+            entry: d.gemm.entry(),
             bindings,
             params: fields(self.matmul_params(p, d, &unblocked, c(0), false).values()),
             grid: tile_grid(p, ch, d.gemm.tile()),
@@ -369,11 +367,11 @@ impl Builder<'_> {
     fn coop_few(&self, p: &Projection, ch: &ChunkRows, gemm: &Op) -> Op {
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
-            kernel: Kernel::MatmulCoopFew,
-            entry: match p.x_half {
-                Some(_) => "gemm_m0e4_coop_few_h",
-                None => "gemm_m0e4_coop_few",
+            kernel: match p.x_half {
+                Some(_) => Kernel::MatmulCoopFewH,
+                None => Kernel::MatmulCoopFew,
             },
+            entry: "gemm_m0e4_coop_few",
             grid: tile_grid(p, ch, (COOP_FEW_ROWS, COOP_FEW_TOKENS)),
             when: When::PrefillCoopShort,
             ..gemm.clone()

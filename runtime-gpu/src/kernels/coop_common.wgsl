@@ -1,9 +1,8 @@
 // What the cooperative-matrix kernels (matmul_coop.wgsl, matmul_coop_few.wgsl) share: the f16
-// activations' binding, the conversion of f32 ones, and the load and f16 decode of 4 packed
-// words of a weight row.
-
-// The activations in f16 (the `_h` entry points; their f32 entries read x4).
-@group(0) @binding(19) var<storage, read> x_h: array<vec4<f16>>;
+// conversion of activations and the load and f16 decode of 4 packed words of a weight row.
+// Each is built twice (`Kernel::source_for`): with its input in f32 (x4) and in f16 (x_h, as
+// the ops before a projection write it in prefill); the prelude before this file defines the
+// input's vector type `xv_t`, `x_at(i)` (its vector i) and `x_f16(v)` (v as f16) for each.
 
 // f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
 fn h(v: vec4<f32>) -> vec4<f16> {

@@ -40,15 +40,14 @@ var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
 // What a thread loads for one step: 4 packed words (32 weights) of row lid / 2, columns
 // 32 (lid % 2) .., with each word's scale and bias; 4 · XU times 4 activations (columns
-// 4 (e % 16) .. of token e / 16, e = j · CWG + lid for load j), from x4 (f32, `x`) or, in
-// the `_h` entry, from x_h (f16, `xh`; the other array is not used).
+// 4 (e % 16) .. of token e / 16, e = j · CWG + lid for load j), as the input holds them (f32
+// or f16: `xv_t`, coop_common.wgsl).
 struct Fetch {
     q: Words4,
-    x: array<vec4<f32>, 4u * XU>,
-    xh: array<vec4<f16>, 4u * XU>,
+    x: array<xv_t, 4u * XU>,
 }
 
-fn fetch(lid: u32, o0: u32, t0: u32, k0: u32, half: bool) -> Fetch {
+fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
     var f: Fetch;
     let o = o0 + lid / 2u;
     if (o < params.n) {
@@ -60,19 +59,14 @@ fn fetch(lid: u32, o0: u32, t0: u32, k0: u32, half: bool) -> Fetch {
         let e = j * CWG + lid;
         let t = t0 + e / 16u;
         if (t < params.seq) {
-            let i = (t * params.k + k0) / 4u + e % 16u;
-            if (half) {
-                f.xh[j] = x_h[i];
-            } else {
-                f.x[j] = x4[i];
-            }
+            f.x[j] = x_at((t * params.k + k0) / 4u + e % 16u);
         }
     }
     return f;
 }
 
 // Writes a step's loads into the shared tiles as f16 (rows past n are zero: their words are).
-fn stash(lid: u32, f: Fetch, half: bool) {
+fn stash(lid: u32, f: Fetch) {
     // Word i: codes 0..3 and 4..7 (the pairs' first and second halves) as two vec4.
     let wb = (lid / 2u) * CS4 + (lid % 2u) * 8u;
     for (var i = 0u; i < 4u; i++) {
@@ -82,12 +76,7 @@ fn stash(lid: u32, f: Fetch, half: bool) {
     }
     for (var j = 0u; j < 4u * XU; j++) {
         let e = j * CWG + lid;
-        let at = (e / 16u) * CS4 + e % 16u;
-        if (half) {
-            cx[at] = f.xh[j];
-        } else {
-            cx[at] = h(f.x[j]);
-        }
+        cx[(e / 16u) * CS4 + e % 16u] = x_f16(f.x[j]);
     }
 }
 
@@ -106,19 +95,8 @@ fn put_tile(c: coop_mat16x16<f32, C>, slot: u32, lane: u32, o: u32, t: u32) {
     workgroupBarrier();
 }
 
-// x in f32 (x4).
 @compute @workgroup_size(CWG)
 fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    gemm(wg, lid, false);
-}
-
-// x in f16 (x_h), as the ops before a projection write it in prefill (graph/matmul.rs).
-@compute @workgroup_size(CWG)
-fn gemm_m0e4_coop_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    gemm(wg, lid, true);
-}
-
-fn gemm(wg: vec3<u32>, lid: u32, half: bool) {
     let sg = lid / 32u;
     let lane = lid % 32u;
     let mr = (sg % SR) * 32u;
@@ -134,12 +112,12 @@ fn gemm(wg: vec3<u32>, lid: u32, half: bool) {
     var c03 = coop_mat16x16<f32, C>();
     var c12 = coop_mat16x16<f32, C>();
     var c13 = coop_mat16x16<f32, C>();
-    var f = fetch(lid, o0, t0, 0u, half);
+    var f = fetch(lid, o0, t0, 0u);
     for (var k0 = 0u; k0 < params.k; k0 += CK) {
-        stash(lid, f, half);
+        stash(lid, f);
         workgroupBarrier();
         if (k0 + CK < params.k) {
-            f = fetch(lid, o0, t0, k0 + CK, half);
+            f = fetch(lid, o0, t0, k0 + CK);
         }
         for (var kk = 0u; kk < CK; kk += 16u) {
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS4 + kk / 4u], CS4);

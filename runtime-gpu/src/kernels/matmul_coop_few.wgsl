@@ -39,44 +39,22 @@ fn few_words(lane: u32, o0: u32, step: u32) -> Words4 {
     return q;
 }
 
-// A lane's activations of one step, from x4 (f32, `x`) or, in the `_h` entry, x_h (f16, `xh`).
-struct FewX {
-    x: array<vec4<f32>, 8>,
-    xh: array<vec4<f16>, 8>,
-}
-
 // A lane's activations of step `step`: load j holds columns 64 step + 4 (lane % 16) .. of token
 // t0 + 2 j + lane / 16 (16 lanes read a token's 256 contiguous bytes); zeros past the end.
-fn few_x(lane: u32, t0: u32, step: u32, half: bool) -> FewX {
-    var x: FewX;
+fn few_x(lane: u32, t0: u32, step: u32) -> array<xv_t, 8> {
+    var x: array<xv_t, 8>;
     let k0 = step * FK;
     for (var j = 0u; j < 8u; j++) {
         let t = t0 + 2u * j + lane / 16u;
         if (t < params.seq && k0 < params.k) {
-            let i = (t * params.k + k0) / 4u + lane % 16u;
-            if (half) {
-                x.xh[j] = x_h[i];
-            } else {
-                x.x[j] = x4[i];
-            }
+            x[j] = x_at((t * params.k + k0) / 4u + lane % 16u);
         }
     }
     return x;
 }
 
-// x in f32 (x4).
 @compute @workgroup_size(FWG)
 fn gemm_m0e4_coop_few(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    gemm_few(wg, lid, false);
-}
-
-// x in f16 (x_h), as the ops before a projection write it in prefill (graph/matmul.rs).
-@compute @workgroup_size(FWG)
-fn gemm_m0e4_coop_few_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    gemm_few(wg, lid, true);
-}
-
-fn gemm_few(wg: vec3<u32>, lid: u32, half: bool) {
     let sg = lid / 32u;
     let lane = lid % 32u;
     let o0 = wg.x * COOP_FEW_ROWS;
@@ -88,7 +66,7 @@ fn gemm_few(wg: vec3<u32>, lid: u32, half: bool) {
     let at = base + (lane / 2u) * FS4 + (lane % 2u) * 8u;
     var c = coop_mat16x16<f32, C>();
     var q = few_words(lane, o0, sg);
-    var x = few_x(lane, t0, sg, half);
+    var x = few_x(lane, t0, sg);
     for (var r = 0u; r < rounds; r++) {
         for (var i = 0u; i < 4u; i++) {
             let w = word_f16(q, i);
@@ -96,16 +74,11 @@ fn gemm_few(wg: vec3<u32>, lid: u32, half: bool) {
             fw[at + 2u * i + 1u] = w.hi;
         }
         for (var j = 0u; j < 8u; j++) {
-            let at = base + (2u * j + lane / 16u) * FS4 + lane % 16u;
-            if (half) {
-                fx[at] = x.xh[j];
-            } else {
-                fx[at] = h(x.x[j]);
-            }
+            fx[base + (2u * j + lane / 16u) * FS4 + lane % 16u] = x_f16(x[j]);
         }
         workgroupBarrier();
         q = few_words(lane, o0, (r + 1u) * FS + sg);
-        x = few_x(lane, t0, (r + 1u) * FS + sg, half);
+        x = few_x(lane, t0, (r + 1u) * FS + sg);
         for (var kk = 0u; kk < FK; kk += 16u) {
             let a = coopLoadT<coop_mat16x16<f16, A>>(&fw[base + kk / 4u], FS4);
             let b = coopLoad<coop_mat16x16<f16, B>>(&fx[base + kk / 4u], FS4);

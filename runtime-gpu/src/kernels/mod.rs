@@ -30,6 +30,12 @@ pub enum Kernel {
     /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
     /// workgroup, k split between its subgroups.
     MatmulCoopFew,
+    /// [`Kernel::MatmulCoop`], [`Kernel::MatmulCoopSmall`] and [`Kernel::MatmulCoopFew`] with
+    /// their input in f16 (`x_h`), as the norms, the gated activation and the coop prefill
+    /// attention write it for projections whose prefill runs on cooperative matrices.
+    MatmulCoopH,
+    MatmulCoopSmallH,
+    MatmulCoopFewH,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
     /// RoPE fused with the KV-cache write.
@@ -46,12 +52,15 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::MatmulCoopSmall,
         Kernel::MatmulCoopFew,
+        Kernel::MatmulCoopH,
+        Kernel::MatmulCoopSmallH,
+        Kernel::MatmulCoopFewH,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -60,6 +69,16 @@ impl Kernel {
         Kernel::Score,
     ];
 
+    /// The coop GEMMs built to read their input in f16 (`x_h`); other kernels as they are.
+    pub fn with_f16_input(self) -> Kernel {
+        match self {
+            Kernel::MatmulCoop => Kernel::MatmulCoopH,
+            Kernel::MatmulCoopSmall => Kernel::MatmulCoopSmallH,
+            Kernel::MatmulCoopFew => Kernel::MatmulCoopFewH,
+            other => other,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Dequant => "dequant",
@@ -67,6 +86,9 @@ impl Kernel {
             Kernel::MatmulCoop => "matmul_coop",
             Kernel::MatmulCoopSmall => "matmul_coop_small",
             Kernel::MatmulCoopFew => "matmul_coop_few",
+            Kernel::MatmulCoopH => "matmul_coop_h",
+            Kernel::MatmulCoopSmallH => "matmul_coop_small_h",
+            Kernel::MatmulCoopFewH => "matmul_coop_few_h",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -80,8 +102,11 @@ impl Kernel {
         match self {
             Kernel::Dequant => include_str!("dequant.wgsl"),
             Kernel::Matmul => include_str!("matmul.wgsl"),
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => include_str!("matmul_coop.wgsl"),
-            Kernel::MatmulCoopFew => include_str!("matmul_coop_few.wgsl"),
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH => include_str!("matmul_coop.wgsl"),
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => include_str!("matmul_coop_few.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
@@ -107,8 +132,11 @@ impl Kernel {
                 "gemm_m0e4",
                 "gemm_dense",
             ],
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall => &["gemm_m0e4_coop", "gemm_m0e4_coop_h"],
-            Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few", "gemm_m0e4_coop_few_h"],
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH => &["gemm_m0e4_coop"],
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_h", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
@@ -126,7 +154,10 @@ impl Kernel {
             Kernel::Matmul
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopFew => MatmulParams::NAMES,
+            | Kernel::MatmulCoopFew
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention | Kernel::AttentionCoop => AttentionParams::NAMES,
@@ -147,16 +178,18 @@ impl Kernel {
     pub fn source_for(self, kv_f16: bool) -> String {
         // The directives, then the rows and threads per workgroup the coop file is built for.
         let enables = match self {
-            Kernel::MatmulCoop => {
+            Kernel::MatmulCoop | Kernel::MatmulCoopH => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\nconst TT: u32 = COOP_TOKENS;\n"
             }
-            Kernel::MatmulCoopSmall => {
+            Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
-            Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\n"
+            }
             Kernel::AttentionCoop if kv_f16 => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n"
             }
@@ -175,13 +208,35 @@ impl Kernel {
         let io = match self {
             Kernel::Matmul => include_str!("matmul_io.wgsl"),
             Kernel::Attention | Kernel::AttentionCoop => include_str!("attention_io.wgsl"),
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopFew
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => {
                 concat!(
                     include_str!("matmul_io.wgsl"),
                     include_str!("coop_common.wgsl")
                 )
             }
             _ => "",
+        };
+        // The coop GEMMs' input (coop_common.wgsl): f32 from x4, or f16 from x_h.
+        let input = match self {
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
+                "alias xv_t = vec4<f32>;\n\
+                 fn x_at(i: u32) -> xv_t { return x4[i]; }\n\
+                 fn x_f16(v: xv_t) -> vec4<f16> { return h(v); }\n"
+                    .to_owned()
+            }
+            Kernel::MatmulCoopH | Kernel::MatmulCoopSmallH | Kernel::MatmulCoopFewH => format!(
+                "alias xv_t = vec4<f16>;\n\
+                 @group(0) @binding({}) var<storage, read> x_h: array<vec4<f16>>;\n\
+                 fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\
+                 fn x_f16(v: xv_t) -> vec4<f16> {{ return v; }}\n",
+                params::binding::matmul_coop::X_H
+            ),
+            _ => String::new(),
         };
         let reductions = match self {
             Kernel::Matmul | Kernel::Norm | Kernel::Attention | Kernel::Score => {
@@ -194,7 +249,7 @@ impl Kernel {
             _ => "",
         };
         let src = format!(
-            "{enables}{}\n{}\n{reductions}\n{activations}\n{io}\n{}",
+            "{enables}{input}{}\n{}\n{reductions}\n{activations}\n{io}\n{}",
             m0e4_prelude(),
             params::constants_prelude(),
             self.file()

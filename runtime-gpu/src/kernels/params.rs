@@ -368,7 +368,10 @@ impl Kernel {
             Kernel::Matmul
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopFew => MatmulParams::MEMBERS,
+            | Kernel::MatmulCoopFew
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention | Kernel::AttentionCoop => AttentionParams::MEMBERS,
@@ -384,7 +387,10 @@ impl Kernel {
             Kernel::Matmul
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopFew => size_of::<MatmulParams>(),
+            | Kernel::MatmulCoopFew
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention | Kernel::AttentionCoop => size_of::<AttentionParams>(),
@@ -472,7 +478,8 @@ pub mod binding {
             GROUPS = super::matmul::GROUPS,
             X4 = super::matmul::X4,
             PACKED4 = super::matmul::PACKED4,
-            /// x in f16 (the `_h` entry points, instead of `X4`).
+            /// x in f16 (the kernels built for it, `Kernel::MatmulCoopH` and kin, instead of
+            /// `X4`).
             X_H = 19,
         }
         /// `norm.wgsl`.
@@ -563,7 +570,12 @@ impl Kernel {
         match self {
             Kernel::Dequant => binding::dequant::ALL,
             Kernel::Matmul => binding::matmul::ALL,
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopFew
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => {
                 binding::matmul_coop::ALL
             }
             Kernel::Norm => binding::norm::ALL,
@@ -735,9 +747,9 @@ impl Kernel {
             (Kernel::Matmul, "gemv_m0e4_wide" | "gemv_m0e4_glu") => GEMV_WIDE_WG,
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
-            (Kernel::MatmulCoop, _) => COOP_WG,
-            (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
-            (Kernel::MatmulCoopFew, _) => COOP_FEW_WG,
+            (Kernel::MatmulCoop | Kernel::MatmulCoopH, _) => COOP_WG,
+            (Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH, _) => COOP_SMALL_WG,
+            (Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH, _) => COOP_FEW_WG,
             (Kernel::Norm, "rmsnorm" | "rmsnorm_h") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
