@@ -4,6 +4,7 @@
 //! listed (`Graph::dump`). Set `TLITE_PLAN_DUMP=FILE` to write the listing, to compare plans
 //! before and after a change to the graph builder (`diff`).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use tlite_converter::checkpoint::Checkpoint;
@@ -198,13 +199,8 @@ fn plans_of_the_synthetic_models() {
                             false => {
                                 let few = few.unwrap_or_else(|| panic!("{name}: {twin}"));
                                 assert_eq!(few.entry, "gemm_m0e4_coop_few");
-                                // It reads the input as its twin does (f32 or f16).
-                                let half = [Kernel::MatmulCoopH, Kernel::MatmulCoopSmallH];
-                                let want = match half.contains(&o.kernel) {
-                                    true => Kernel::MatmulCoopFewH,
-                                    false => Kernel::MatmulCoopFew,
-                                };
-                                assert_eq!(few.kernel, want, "{name}: {}", o.label);
+                                // Short steps read f32 (check_f16_inputs).
+                                assert_eq!(few.kernel, Kernel::MatmulCoopFew, "{name}");
                                 assert_eq!(few.when, graph::When::PrefillCoopShort);
                                 let twin = plan.ops.iter().find(|m| m.label == o.label && mid(m));
                                 match (o.kernel, o.when) {
@@ -214,16 +210,16 @@ fn plans_of_the_synthetic_models() {
                                     ) => {
                                         assert!(twin.is_none(), "{name}: {}", o.label)
                                     }
+                                    // The 128 × 128 tiles, or the 128 × 64 ones reading f16:
+                                    // the shorter steps on the 128 × 64 ones reading f32.
                                     (
-                                        Kernel::MatmulCoop | Kernel::MatmulCoopH,
+                                        Kernel::MatmulCoop
+                                        | Kernel::MatmulCoopH
+                                        | Kernel::MatmulCoopSmallH,
                                         graph::When::PrefillCoopWide,
                                     ) => {
                                         let twin = twin.unwrap_or_else(|| panic!("{name}"));
-                                        let small = match o.kernel {
-                                            Kernel::MatmulCoopH => Kernel::MatmulCoopSmallH,
-                                            _ => Kernel::MatmulCoopSmall,
-                                        };
-                                        assert_eq!(twin.kernel, small, "{name}: {}", o.label);
+                                        assert_eq!(twin.kernel, Kernel::MatmulCoopSmall);
                                     }
                                     other => panic!("{name}: {}: {other:?}", o.label),
                                 }
@@ -231,9 +227,8 @@ fn plans_of_the_synthetic_models() {
                         }
                     }
                     // The 4160-wide variant's projections of 4160 rows take both tiles.
-                    let wide = |o: &graph::Op| o.when == graph::When::PrefillCoopWide;
-                    let both = plan.ops.iter().any(wide) && plan.ops.iter().any(mid);
-                    assert_eq!(both, name.contains("h4160"), "{name}");
+                    let wide = |o: &graph::Op| o.kernel == Kernel::MatmulCoop || o.kernel == Kernel::MatmulCoopH;
+                    assert_eq!(plan.ops.iter().any(wide), name.contains("h4160"), "{name}");
                     let gemvs = plan.ops.iter().filter(|o| {
                         ["gemv_few", "gemv_small"]
                             .iter()
@@ -335,11 +330,11 @@ fn plans_of_the_synthetic_models() {
     }
 }
 
-/// The activations written in f16 for steps of several tokens (`rmsnorm_h`, `glu_h`,
-/// `attention_coop::prefill_h`) are written only so in those steps and read there only by the
-/// coop GEMMs built for f16 input, at `x_h`; returns how many there are.
+/// The activations written in f16 (`rmsnorm_h`, `glu_h`, `attention_coop::prefill_h`): in a
+/// step of each length, an activation one op writes in f16 is written only so and read only by
+/// the coop GEMMs built for f16 input, at `x_h`, which read nothing else there; only steps of
+/// `COOP_WIDE_PREFILL` tokens or more have them. Returns how many activations are ever f16.
 fn check_f16_inputs(name: &str, plan: &graph::Graph) -> usize {
-    let prefill = |o: &graph::Op| o.when != graph::When::Decode;
     let f16_writer = |o: &graph::Op| {
         matches!(o.entry, "rmsnorm_h" | "glu_h")
             || (o.kernel == Kernel::AttentionCoop && o.entry == "prefill_h")
@@ -357,28 +352,29 @@ fn check_f16_inputs(name: &str, plan: &graph::Graph) -> usize {
         }
         at_x_h
     };
-    let mut halves = 0;
-    for a in 0..plan.acts.len() {
-        let writers: Vec<&graph::Op> = (plan.ops.iter())
-            .filter(|o| prefill(o) && o.writes.contains(&a))
-            .collect();
-        let readers: Vec<&graph::Op> = (plan.ops.iter())
-            .filter(|o| prefill(o) && o.reads.contains(&a))
-            .collect();
-        let half = writers.iter().any(|o| f16_writer(o));
-        let label = &plan.acts[a].0;
-        if half {
-            halves += 1;
-            for o in &writers {
-                assert!(f16_writer(o), "{name}: {label}: {} writes f32 in prefill", o.label);
+    let mut ever = BTreeSet::new();
+    let wide = graph::COOP_WIDE_PREFILL;
+    for seq in [1, 2, graph::COOP_SHORT_PREFILL, 100, wide - 1, wide, 3 * wide] {
+        let ops: Vec<&graph::Op> = plan.ops.iter().filter(|o| o.when.runs(seq)).collect();
+        for a in 0..plan.acts.len() {
+            let writers: Vec<&&graph::Op> = ops.iter().filter(|o| o.writes.contains(&a)).collect();
+            let half = writers.iter().any(|o| f16_writer(o));
+            let label = &plan.acts[a].0;
+            if half {
+                assert!(seq >= wide, "{name}: {label} in f16 at {seq} tokens");
+                ever.insert(a);
+                for o in &writers {
+                    assert!(f16_writer(o), "{name}: {label}: {} writes f32 at {seq}", o.label);
+                }
             }
-            assert!(!readers.is_empty(), "{name}: {label}: read by nothing");
-        }
-        for o in &readers {
-            assert_eq!(f16_reader(o, a), half, "{name}: {label}: {} ({})", o.label, o.entry);
+            let readers = ops.iter().filter(|o| o.reads.contains(&a));
+            for o in readers {
+                let f16 = f16_reader(o, a);
+                assert_eq!(f16, half, "{name}: {label}: {} at {seq} tokens", o.label);
+            }
         }
     }
-    halves
+    ever.len()
 }
 
 /// Decode attention: `decode` over at most ATTENTION_DECODE_NARROW_KEYS keys, `decode_wide` over

@@ -187,42 +187,53 @@ impl Builder<'_> {
                     true => (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES),
                     false => (Kernel::Attention, ATTENTION_PREFILL_QUERIES),
                 };
-            let mut bindings = vectors;
-            let mut entry = "prefill";
-            if kernel == Kernel::AttentionCoop {
-                // Its two entry points use both outputs; the one it does not write is bound to
-                // a placeholder. `prefill_h` writes f16 for an output projection that reads it
-                // so (`half`).
-                let out_h = match half {
-                    true => {
-                        entry = "prefill_h";
-                        for (i, r) in bindings.iter_mut() {
-                            if *i == attn_bind::OUT {
-                                *r = BufRef::Dummy;
-                            }
-                        }
-                        BufRef::Act(attn)
-                    }
-                    false => BufRef::Dummy,
+            // On cooperative matrices both entry points use both outputs; the one an op does not
+            // write is bound to a placeholder. `prefill_h` writes f16 for an output projection
+            // that reads it so (`half`), in the steps of COOP_WIDE_PREFILL tokens or more.
+            let coop = kernel == Kernel::AttentionCoop;
+            let parts = match coop && half {
+                true => {
+                    let (f32_steps, f16_steps) = When::Prefill.split_f16();
+                    vec![(f32_steps, false), (f16_steps, true)]
+                }
+                false => vec![(Some(When::Prefill), false)],
+            };
+            for (when, f16_out) in parts {
+                let Some(when) = when else { continue };
+                let mut bindings = vectors.clone();
+                let entry = match f16_out {
+                    true => "prefill_h",
+                    false => "prefill",
                 };
-                bindings.push((coop_bind::OUT_H, out_h));
-                attn_half = half;
+                if coop {
+                    let (out, out_h) = match f16_out {
+                        true => (BufRef::Dummy, BufRef::Act(attn)),
+                        false => (BufRef::Act(attn), BufRef::Dummy),
+                    };
+                    for (i, r) in bindings.iter_mut() {
+                        if *i == attn_bind::OUT {
+                            *r = out.clone();
+                        }
+                    }
+                    bindings.push((coop_bind::OUT_H, out_h));
+                }
+                attn_half |= f16_out;
+                self.push(Op {
+                    label: format!("l{l}.attention_prefill"),
+                    kernel,
+                    entry,
+                    bindings,
+                    params: params.clone(),
+                    grid: [
+                        seq.clone().ceil_div(c(u64::from(queries))),
+                        c(heads as u64),
+                        c(1),
+                    ],
+                    when,
+                    reads: vec![q],
+                    writes: vec![attn],
+                });
             }
-            self.push(Op {
-                label: format!("l{l}.attention_prefill"),
-                kernel,
-                entry,
-                bindings,
-                params: params.clone(),
-                grid: [
-                    seq.clone().ceil_div(c(u64::from(queries))),
-                    c(heads as u64),
-                    c(1),
-                ],
-                when: When::Prefill,
-                reads: vec![q],
-                writes: vec![attn],
-            });
         }
         self.push(Op {
             label: format!("l{l}.attention"),

@@ -69,22 +69,23 @@ impl Builder<'_> {
             ..elementwise_params(Expr::Seq, f)
         };
         let mut bindings = vec![(bind::Y, BufRef::Act(gate)), (bind::UP, BufRef::Act(up))];
-        // Where the down projection reads its input in f16 (steps of several tokens on
-        // cooperative matrices): `glu_h` writes it into an activation of its own (in place, a
-        // pair's word would overwrite values other threads have yet to read).
-        let (decode, prefill) = match half && f.is_multiple_of(2) {
-            true => when.split(),
+        // Where the down projection reads its input in f16 (its steps of COOP_WIDE_PREFILL
+        // tokens or more on cooperative matrices): `glu_h` writes it there into an activation of
+        // its own (in place, a pair's word would overwrite values other threads have yet to
+        // read).
+        let (f32_steps, f16_steps) = match half && f.is_multiple_of(2) {
+            true => when.split_f16(),
             false => (Some(when), None),
         };
         let label = format!("l{l}.glu");
-        if let Some(when) = decode {
+        if let Some(when) = f32_steps {
             let rw = (vec![gate, up], vec![gate]);
             self.elementwise(&label, "glu", bindings.clone(), params.clone(), Expr::Seq * f, rw);
             if let Some(op) = self.ops.last_mut() {
                 op.when = when;
             }
         }
-        let when = prefill?;
+        let when = f16_steps?;
         let act_h = self.act(format!("l{l}.act_h"), Expr::Seq * (f / 2));
         bindings.push((bind::Y_H, BufRef::Act(act_h)));
         let rw = (vec![gate, up], vec![act_h]);

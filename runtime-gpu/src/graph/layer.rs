@@ -117,8 +117,8 @@ impl Builder<'_> {
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
     /// it: (label, projection, output, decision) each. The norm op runs for prefill only where
     /// the decode GEMVs apply it themselves. Where every projection runs its steps of several
-    /// tokens on cooperative matrices, the norm writes those steps' `hn` in f16 and they read
-    /// it so.
+    /// tokens on cooperative matrices, the norm writes `hn` in f16 in the steps of
+    /// `COOP_WIDE_PREFILL` tokens or more ([`When::split_f16`]) and they read it so.
     fn normed_projections(
         &mut self,
         (label, weight): (String, &str),
@@ -131,8 +131,8 @@ impl Builder<'_> {
         let n = self.cfg.hidden_size;
         let parts = match half {
             true => {
-                let (decode, prefill) = when.split();
-                vec![(decode, false), (prefill, true)]
+                let (f32_steps, f16_steps) = when.split_f16();
+                vec![(f32_steps, false), (f16_steps, true)]
             }
             false => vec![(Some(when), false)],
         };

@@ -88,9 +88,10 @@ pub(super) struct Projection<'a> {
     /// A joined q/k/v projection whose decode GEMV applies RoPE and writes k and v into the
     /// cache itself (`gemv_m0e4_norm_rope`).
     pub rope: Option<RopeWrite>,
-    /// The activation its ops on cooperative matrices read in f16 in steps of several tokens,
-    /// where the op before the projection writes one (`x` itself, or an activation of its own);
-    /// `None`: they read `x` in f32.
+    /// The activation its ops on cooperative matrices read in f16 in steps of
+    /// `COOP_WIDE_PREFILL` tokens or more ([`When::PrefillCoopWide`]), where the op before the
+    /// projection writes one (`x` itself, or an activation of its own); `None`: they read `x`
+    /// in f32.
     pub x_half: Option<usize>,
 }
 
@@ -135,22 +136,25 @@ impl Builder<'_> {
                 self.push(op);
             }
             // M0E4: a few tokens as GEMVs (or, on cooperative matrices, in tiles of 16
-            // tokens), more through the GEMM
-            let mut op = self.gemm(p, d, ch);
+            // tokens), more through the GEMM; on cooperative matrices the steps of
+            // COOP_WIDE_PREFILL tokens or more read the input in f16 where it is written so.
+            let mut op = self.gemm(p, d, ch, p.x_half);
             // The LM head's rows are the step's outputs (often 1), not its tokens: it keeps the
             // GEMVs there.
             if d.coop_short && p.seq == Expr::Seq {
-                let few = self.coop_few(p, ch, &op);
+                let f32_input = self.gemm(p, d, ch, None);
+                let few = self.coop_few(p, ch, &f32_input);
                 self.push(few);
                 op.when = When::PrefillCoopLarge;
                 // Projections on the 128 × 128 tiles take the 128 × 64 ones below
-                // COOP_WIDE_PREFILL tokens, where the larger tiles leave the GPU half idle.
-                if d.gemm == Gemm::M0e4Coop {
+                // COOP_WIDE_PREFILL tokens, where the larger tiles leave the GPU half idle; so
+                // do the others whose longer steps read f16.
+                if d.gemm == Gemm::M0e4Coop || p.x_half.is_some() {
                     let narrow = Decision {
                         gemm: Gemm::M0e4CoopSmall,
                         ..d.clone()
                     };
-                    let mut mid = self.gemm(p, &narrow, ch);
+                    let mut mid = self.gemm(p, &narrow, ch, None);
                     mid.when = When::PrefillCoopMid;
                     self.push(mid);
                     op.when = When::PrefillCoopWide;
@@ -318,9 +322,10 @@ impl Builder<'_> {
         }
     }
 
-    /// The prefill op of chunk `ch`.
-    fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
-        let half = p.x_half.filter(|_| d.gemm.coop());
+    /// The prefill op of chunk `ch`; on cooperative matrices with the input in f16 from
+    /// activation `x_half` where given.
+    fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows, x_half: Option<usize>) -> Op {
+        let half = x_half.filter(|_| d.gemm.coop());
         let (mut reads, writes) = reads_writes(p, d);
         let unblocked = ChunkRows {
             blocks: 1,
@@ -363,14 +368,11 @@ impl Builder<'_> {
     }
 
     /// The short-prefill op of chunk `ch` on cooperative matrices: `gemm_m0e4_coop_few` with
-    /// the bindings and parameters of its coop GEMM op `gemm`.
+    /// the bindings and parameters of its coop GEMM op `gemm` (f32 input).
     fn coop_few(&self, p: &Projection, ch: &ChunkRows, gemm: &Op) -> Op {
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
-            kernel: match p.x_half {
-                Some(_) => Kernel::MatmulCoopFewH,
-                None => Kernel::MatmulCoopFew,
-            },
+            kernel: Kernel::MatmulCoopFew,
             entry: "gemm_m0e4_coop_few",
             grid: tile_grid(p, ch, (COOP_FEW_ROWS, COOP_FEW_TOKENS)),
             when: When::PrefillCoopShort,

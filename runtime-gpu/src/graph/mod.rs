@@ -105,8 +105,15 @@ pub enum When {
     /// [`When::PrefillCoopLarge`]'s steps of fewer than [`COOP_WIDE_PREFILL`] tokens, for a
     /// projection of `COOP_LARGE_MIN_ROWS` rows or more: the coop GEMM on 128 × 64 tiles.
     PrefillCoopMid,
-    /// The rest of them, [`COOP_WIDE_PREFILL`] tokens or more: the 128 × 128 tiles.
+    /// The rest of them, [`COOP_WIDE_PREFILL`] tokens or more: the 128 × 128 tiles. Where a
+    /// projection's input is written in f16 (`Projection::x_half`), these steps' ops read it so
+    /// and the shorter steps' ops read f32.
     PrefillCoopWide,
+    /// Fewer than [`COOP_WIDE_PREFILL`] tokens, one included: the ops that write a projection's
+    /// input in f32 where its [`When::PrefillCoopWide`] steps take it in f16.
+    BelowWide,
+    /// 2 to [`COOP_WIDE_PREFILL`] − 1 tokens: the same for ops that run in prefill only.
+    PrefillBelowWide,
 }
 
 /// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillFew`],
@@ -127,19 +134,21 @@ pub const COOP_SHORT_PREFILL: u64 = 40;
 /// The fewest tokens of a step whose projections of `COOP_LARGE_MIN_ROWS` rows or more run the
 /// coop GEMM on its 128 × 128 tiles ([`When::PrefillCoopWide`]); shorter steps take the 128 × 64
 /// tiles. Measured on an H200 (docs/PERF.md, "Coop GEMM tiles"): on the Llama-3-8B shapes the
-/// 128 × 64 tiles were 22-24% faster at 64-256 tokens and 3% slower at 512.
+/// 128 × 64 tiles were 22-24% faster at 64-256 tokens and 3% slower at 512. From this many
+/// tokens the coop GEMMs also read their input in f16 where the op before them writes it so
+/// (docs/PERF.md, "f16 inputs": 7-10% faster at 512 tokens; at 32 and 128 tokens the 128 × 64
+/// and 16 × 16 kernels were 4-15% slower with it).
 pub const COOP_WIDE_PREFILL: u64 = 512;
 
 impl When {
-    /// An op that runs `self`, split into its one-token steps and its steps of several tokens:
-    /// the parts that run at all.
-    pub fn split(self) -> (Option<When>, Option<When>) {
+    /// An op that runs `self` and writes a projection's input, split into the steps where it
+    /// writes f32 and those where it writes f16 ([`When::PrefillCoopWide`]): the parts that run
+    /// at all.
+    pub fn split_f16(self) -> (Option<When>, Option<When>) {
         match self {
-            When::Always => (Some(When::Decode), Some(When::Prefill)),
-            When::Decode => (Some(When::Decode), None),
-            When::Prefill => (None, Some(When::Prefill)),
-            // The narrower prefill kinds are the projections' own.
-            other => (None, Some(other)),
+            When::Always => (Some(When::BelowWide), Some(When::PrefillCoopWide)),
+            When::Prefill => (Some(When::PrefillBelowWide), Some(When::PrefillCoopWide)),
+            other => (Some(other), None),
         }
     }
 
@@ -156,6 +165,8 @@ impl When {
             When::PrefillCoopLarge => seq > COOP_SHORT_PREFILL,
             When::PrefillCoopMid => seq > COOP_SHORT_PREFILL && seq < COOP_WIDE_PREFILL,
             When::PrefillCoopWide => seq >= COOP_WIDE_PREFILL,
+            When::BelowWide => seq < COOP_WIDE_PREFILL,
+            When::PrefillBelowWide => seq > 1 && seq < COOP_WIDE_PREFILL,
         }
     }
 }
