@@ -294,11 +294,14 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether every op of the projection in a step of several tokens runs on cooperative
-    /// matrices (`gemm_m0e4_coop_few`, then the coop GEMM): they can read their input in f16,
-    /// written so by the op before them.
-    pub fn prefill_coop(&self) -> bool {
-        self.gemm.coop() && self.coop_short
+    /// Whether the projection reads its input in f16 in steps of `COOP_WIDE_PREFILL` tokens or
+    /// more, written so by the op before it: where those steps run the coop GEMM on its 128 ×
+    /// 128 tiles (and the shorter ones the coop kernels on f32). Measured on an H200
+    /// (docs/PERF.md, "f16 inputs"): there f16 input made the GEMM 7-10% faster at 512 tokens,
+    /// while the 128 × 64 tiles were 1-14% slower with it at 128-512 tokens and the 16 × 16
+    /// ones 4-5% slower at 32.
+    pub fn reads_f16_input(&self) -> bool {
+        self.gemm == Gemm::M0e4Coop && self.coop_short
     }
 }
 

@@ -15,7 +15,7 @@ use super::{BufRef, Op, When, fields};
 use crate::Result;
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::elementwise as bind;
-use crate::kernels::params::{ELEMENTWISE_WG, ElementwiseParams};
+use crate::kernels::params::{ELEMENTWISE_WG, ElementwiseParams, GLU_PER_THREAD};
 use crate::shape::{Expr, c};
 
 /// The activations an op reads and writes.
@@ -61,7 +61,13 @@ impl Builder<'_> {
     }
 
     /// `gate = act(gate) · up` of layer `l`, for the steps in `when`.
-    pub fn glu(&mut self, l: usize, (gate, up): (usize, usize), when: When, half: bool) -> Option<usize> {
+    pub fn glu(
+        &mut self,
+        l: usize,
+        (gate, up): (usize, usize),
+        when: When,
+        half: bool,
+    ) -> Option<usize> {
         let f = self.cfg.intermediate_size;
         let act = u64::from(self.arch.activation == Act::GeluTanh);
         let params = ElementwiseParams {
@@ -78,9 +84,11 @@ impl Builder<'_> {
             false => (Some(when), None),
         };
         let label = format!("l{l}.glu");
+        let per = u64::from(GLU_PER_THREAD);
         if let Some(when) = f32_steps {
             let rw = (vec![gate, up], vec![gate]);
-            self.elementwise(&label, "glu", bindings.clone(), params.clone(), Expr::Seq * f, rw);
+            let threads = (Expr::Seq * f).ceil_div(c(per));
+            self.elementwise(&label, "glu", bindings.clone(), params.clone(), threads, rw);
             if let Some(op) = self.ops.last_mut() {
                 op.when = when;
             }
@@ -89,7 +97,8 @@ impl Builder<'_> {
         let act_h = self.act(format!("l{l}.act_h"), Expr::Seq * (f / 2));
         bindings.push((bind::Y_H, BufRef::Act(act_h)));
         let rw = (vec![gate, up], vec![act_h]);
-        self.elementwise(&label, "glu_h", bindings, params, Expr::Seq * (f / 2), rw);
+        let threads = (Expr::Seq * (f / 2)).ceil_div(c(per / 2));
+        self.elementwise(&label, "glu_h", bindings, params, threads, rw);
         if let Some(op) = self.ops.last_mut() {
             op.when = when;
         }

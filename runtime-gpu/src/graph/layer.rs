@@ -116,8 +116,8 @@ impl Builder<'_> {
 
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
     /// it: (label, projection, output, decision) each. The norm op runs for prefill only where
-    /// the decode GEMVs apply it themselves. Where every projection runs its steps of several
-    /// tokens on cooperative matrices, the norm writes `hn` in f16 in the steps of
+    /// the decode GEMVs apply it themselves. Where every projection reads f16 input
+    /// ([`Decision::reads_f16_input`]), the norm writes `hn` in f16 in the steps of
     /// `COOP_WIDE_PREFILL` tokens or more ([`When::split_f16`]) and they read it so.
     fn normed_projections(
         &mut self,
@@ -127,7 +127,7 @@ impl Builder<'_> {
         rope: Option<RopeWrite>,
     ) {
         let when = projs.first().map_or(When::Always, |p| p.3.norm.op_when());
-        let half = !projs.is_empty() && projs.iter().all(|p| p.3.prefill_coop());
+        let half = !projs.is_empty() && projs.iter().all(|p| p.3.reads_f16_input());
         let n = self.cfg.hidden_size;
         let parts = match half {
             true => {

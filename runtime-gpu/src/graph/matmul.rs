@@ -147,9 +147,8 @@ impl Builder<'_> {
                 self.push(few);
                 op.when = When::PrefillCoopLarge;
                 // Projections on the 128 × 128 tiles take the 128 × 64 ones below
-                // COOP_WIDE_PREFILL tokens, where the larger tiles leave the GPU half idle; so
-                // do the others whose longer steps read f16.
-                if d.gemm == Gemm::M0e4Coop || p.x_half.is_some() {
+                // COOP_WIDE_PREFILL tokens, where the larger tiles leave the GPU half idle.
+                if d.gemm == Gemm::M0e4Coop {
                     let narrow = Decision {
                         gemm: Gemm::M0e4CoopSmall,
                         ..d.clone()
@@ -177,7 +176,7 @@ impl Builder<'_> {
         let site = Site::Plain {
             accumulate: !out_norm,
         };
-        Ok(self.decide(proj, site)?.prefill_coop())
+        Ok(self.decide(proj, site)?.reads_f16_input())
     }
 
     /// `x += p(input)`; with an output norm (sandwich norms) `x += norm(p(input))` through a
@@ -325,7 +324,7 @@ impl Builder<'_> {
     /// The prefill op of chunk `ch`; on cooperative matrices with the input in f16 from
     /// activation `x_half` where given.
     fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows, x_half: Option<usize>) -> Op {
-        let half = x_half.filter(|_| d.gemm.coop());
+        let half = x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
         let (mut reads, writes) = reads_writes(p, d);
         let unblocked = ChunkRows {
             blocks: 1,
@@ -351,7 +350,7 @@ impl Builder<'_> {
             }
         }
         let kernel = match half {
-            Some(_) => d.gemm.kernel().with_f16_input(),
+            Some(_) => Kernel::MatmulCoopH,
             None => d.gemm.kernel(),
         };
         Op {

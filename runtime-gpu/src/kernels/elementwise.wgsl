@@ -74,27 +74,40 @@ fn embed_dense(@builtin(global_invocation_id) gid: vec3<u32>) {
     y[t * params.n + c] = dense[(tok - params.row0) * params.n + c] * params.scale;
 }
 
-// y = act(y) · up, in place over seq × n (act 0: SiLU, 1: GELU-tanh).
-@compute @workgroup_size(ELEMENTWISE_WG)
-fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * params.grid_width;
-    if (i >= params.seq * params.n) {
-        return;
-    }
-    y[i] = glu_act(y[i], params.act) * up[i];
+// Element e (< per) of invocation `gid`'s share: workgroup w takes per · ELEMENTWISE_WG
+// consecutive elements, its threads side by side in each of `per` rounds (coalesced).
+fn glu_index(gid: vec3<u32>, per: u32, e: u32) -> u32 {
+    let t = gid.x + gid.y * params.grid_width;
+    return (t / ELEMENTWISE_WG) * ELEMENTWISE_WG * per + e * ELEMENTWISE_WG + t % ELEMENTWISE_WG;
 }
 
-// y_h = act(y) · up as f16 (clamped to the finite range), one thread per pair of elements, for a
-// down projection on cooperative matrices that reads it so (graph/elementwise.rs); n even.
+// y = act(y) · up, in place over seq × n (act 0: SiLU, 1: GELU-tanh); GLU_PER_THREAD elements
+// per thread (one per thread made a workgroup of 64 threads per 64 elements, and the op ran
+// at a third of glu_h's rate, PERF.md).
+@compute @workgroup_size(ELEMENTWISE_WG)
+fn glu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    for (var e = 0u; e < GLU_PER_THREAD; e++) {
+        let i = glu_index(gid, GLU_PER_THREAD, e);
+        if (i < params.seq * params.n) {
+            y[i] = glu_act(y[i], params.act) * up[i];
+        }
+    }
+}
+
+// y_h = act(y) · up as f16 (clamped to the finite range), GLU_PER_THREAD / 2 pairs of elements
+// per thread, for a down projection on cooperative matrices that reads it so
+// (graph/elementwise.rs); n even.
 @compute @workgroup_size(ELEMENTWISE_WG)
 fn glu_h(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * params.grid_width;
-    if (i >= params.seq * params.n / 2u) {
-        return;
+    for (var e = 0u; e < GLU_PER_THREAD / 2u; e++) {
+        let i = glu_index(gid, GLU_PER_THREAD / 2u, e);
+        if (i < params.seq * params.n / 2u) {
+            let a = 2u * i;
+            let g = vec2<f32>(y[a], y[a + 1u]);
+            let v = vec2<f32>(glu_act(g.x, params.act), glu_act(g.y, params.act)) * vec2<f32>(up[a], up[a + 1u]);
+            y_h[i] = pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
+        }
     }
-    let a = 2u * i;
-    let v = vec2<f32>(glu_act(y[a], params.act) * up[a], glu_act(y[a + 1u], params.act) * up[a + 1u]);
-    y_h[i] = pack2x16float(clamp(v, vec2<f32>(-65504.0), vec2<f32>(65504.0)));
 }
 
 // y = cap · tanh(y / cap), in place.

@@ -369,9 +369,7 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
-            | Kernel::MatmulCoopFewH => MatmulParams::MEMBERS,
+            | Kernel::MatmulCoopH => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention | Kernel::AttentionCoop => AttentionParams::MEMBERS,
@@ -388,9 +386,7 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
-            | Kernel::MatmulCoopFewH => size_of::<MatmulParams>(),
+            | Kernel::MatmulCoopH => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention | Kernel::AttentionCoop => size_of::<AttentionParams>(),
@@ -478,8 +474,7 @@ pub mod binding {
             GROUPS = super::matmul::GROUPS,
             X4 = super::matmul::X4,
             PACKED4 = super::matmul::PACKED4,
-            /// x in f16 (the kernels built for it, `Kernel::MatmulCoopH` and kin, instead of
-            /// `X4`).
+            /// x in f16 (`Kernel::MatmulCoopH`, instead of `X4`).
             X_H = 19,
         }
         /// `norm.wgsl`.
@@ -573,11 +568,7 @@ impl Kernel {
             Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
-            | Kernel::MatmulCoopFewH => {
-                binding::matmul_coop::ALL
-            }
+            | Kernel::MatmulCoopH => binding::matmul_coop::ALL,
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
@@ -657,6 +648,8 @@ shared_constants! {
     /// Threads per workgroup of every `elementwise` entry point (one thread per element or
     /// packed word).
     pub const ELEMENTWISE_WG: u32 = 64;
+    /// Elements per thread of `elementwise::glu` (and `glu_h`, in pairs): a multiple of 2.
+    pub const GLU_PER_THREAD: u32 = 4;
     /// Threads per workgroup of `matmul::gemv_m0e4`.
     pub const GEMV_WG: u32 = 256;
     /// Output rows per workgroup of `matmul::gemv_m0e4`.
@@ -748,8 +741,8 @@ impl Kernel {
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
             (Kernel::MatmulCoop | Kernel::MatmulCoopH, _) => COOP_WG,
-            (Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH, _) => COOP_SMALL_WG,
-            (Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH, _) => COOP_FEW_WG,
+            (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
+            (Kernel::MatmulCoopFew, _) => COOP_FEW_WG,
             (Kernel::Norm, "rmsnorm" | "rmsnorm_h") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
