@@ -432,7 +432,7 @@ impl Gpu {
         let products = match self.coop_gemm() {
             true => {
                 "f16 prefill GEMMs and attention (heads of a multiple of 16) on cooperative matrices, \
-                 f32 accumulation"
+                 f32 accumulation; the 128 × 128 GEMMs' inputs written in f16 from 512 tokens"
             }
             false => "f32",
         };

@@ -1461,6 +1461,18 @@ fn norm_case(h: &Harness, r: &mut Report, s: &NormSpec) {
     let w_buf = h.f32s(&w);
     let rows_buf = h.u32s(s.gather.unwrap_or(&[0]));
     let (grid, gw) = grid_1d(s.rows);
+    let norm_params = params(
+        Kernel::Norm,
+        &[
+            ("rows", u(s.rows)),
+            ("n", u(s.n)),
+            ("mode", u(usize::from(s.add))),
+            ("gather", u(usize::from(s.gather.is_some()))),
+            ("eps", P::F(s.eps)),
+            ("w_offset", P::F(s.w_offset)),
+            ("grid_width", P::U(gw)),
+        ],
+    );
     let entry = if s.inplace {
         "rmsnorm_inplace"
     } else {
@@ -1469,18 +1481,7 @@ fn norm_case(h: &Harness, r: &mut Report, s: &NormSpec) {
     h.run(&[Dispatch {
         kernel: Kernel::Norm,
         entry,
-        params: params(
-            Kernel::Norm,
-            &[
-                ("rows", u(s.rows)),
-                ("n", u(s.n)),
-                ("mode", u(usize::from(s.add))),
-                ("gather", u(usize::from(s.gather.is_some()))),
-                ("eps", P::F(s.eps)),
-                ("w_offset", P::F(s.w_offset)),
-                ("grid_width", P::U(gw)),
-            ],
-        ),
+        params: norm_params.clone(),
         bind: vec![
             (binding::norm::X, &x_buf),
             (binding::norm::Y, &y_buf),
@@ -1533,18 +1534,8 @@ fn norm_case(h: &Harness, r: &mut Report, s: &NormSpec) {
     h.run(&[Dispatch {
         kernel: Kernel::Norm,
         entry: "rmsnorm_h",
-        params: params(
-            Kernel::Norm,
-            &[
-                ("rows", u(s.rows)),
-                ("n", u(s.n)),
-                ("mode", u(0)),
-                ("gather", u(0)),
-                ("eps", P::F(s.eps)),
-                ("w_offset", P::F(s.w_offset)),
-                ("grid_width", P::U(gw)),
-            ],
-        ),
+        // mode 0, no gather: the parameters above.
+        params: norm_params,
         bind: vec![
             (binding::norm::X, &x_buf),
             (binding::norm::Y_H, &y_h),
@@ -2081,18 +2072,21 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
         if s.seq < 2 || !on {
             continue;
         }
+        // attention_coop's two entry points bind both outputs (they share their code).
+        let run_prefill = |entry: &'static str, out: &wgpu::Buffer, out_h: &wgpu::Buffer| {
+            let mut bind: Vec<(u32, &wgpu::Buffer)> = bind_prefill(&q_buf, &kc_buf, &vc_buf);
+            bind.push((binding::attention::OUT, out));
+            bind.push((binding::attention_coop::OUT_H, out_h));
+            h.run(&[Dispatch {
+                kernel,
+                entry,
+                params: params(kernel, &set),
+                bind,
+                grid: [s.seq.div_ceil(queries as usize) as u32, heads as u32, 1],
+            }]);
+        };
         let out2_buf = h.f32s(&vec![untouched(); s.seq * heads * hd + tail]);
-        let mut bind2 = bind_prefill(&q_buf, &kc_buf, &vc_buf);
-        bind2.push((binding::attention::OUT, &out2_buf));
-        // attention_coop's `prefill` binds `prefill_h`'s output too (it shares their code).
-        bind2.push((binding::attention_coop::OUT_H, &h.dummy));
-        h.run(&[Dispatch {
-            kernel,
-            entry: "prefill",
-            params: params(kernel, &set),
-            bind: bind2,
-            grid: [s.seq.div_ceil(queries as usize) as u32, heads as u32, 1],
-        }]);
+        run_prefill("prefill", &out2_buf, &h.dummy);
         let out2 = h.read(&out2_buf, s.seq * heads * hd + tail);
         r.check(
             h,
@@ -2107,16 +2101,7 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
         // The output in f16, for an output projection on cooperative matrices.
         let n = s.seq * heads * hd;
         let out_h = h.half_out(n, 2 * tail);
-        let mut bind_h = bind_prefill(&q_buf, &kc_buf, &vc_buf);
-        bind_h.push((binding::attention::OUT, &h.dummy));
-        bind_h.push((binding::attention_coop::OUT_H, &out_h));
-        h.run(&[Dispatch {
-            kernel,
-            entry: "prefill_h",
-            params: params(kernel, &set),
-            bind: bind_h,
-            grid: [s.seq.div_ceil(queries as usize) as u32, heads as u32, 1],
-        }]);
+        run_prefill("prefill_h", &h.dummy, &out_h);
         let got = h.read_halves(&out_h, n + 2 * tail);
         let mut want_h = want_out[..n].to_vec();
         want_h.extend(std::iter::repeat_n(half_untouched(), 2 * tail));
@@ -2366,6 +2351,28 @@ fn embed_case(
     );
 }
 
+/// `elementwise::<entry>` (glu or glu_h) over `seq` × `n` with activation `act_kind`, on
+/// `threads` invocations.
+fn glu_dispatch(
+    h: &Harness,
+    entry: &'static str,
+    (seq, n, act_kind): (usize, usize, u32),
+    threads: usize,
+    bind: Vec<(u32, &wgpu::Buffer)>,
+) {
+    let (grid, gw) = elementwise_grid(threads);
+    h.run(&[Dispatch {
+        kernel: Kernel::Elementwise,
+        entry,
+        params: params(
+            Kernel::Elementwise,
+            &elementwise_base(&[("seq", u(seq)), ("n", u(n)), ("act", P::U(act_kind)), gw]),
+        ),
+        bind,
+        grid,
+    }]);
+}
+
 fn glu_case(h: &Harness, r: &mut Report, seed: u64, seq: usize, n: usize, act_kind: u32) {
     let mut rng = Rng::new(seed);
     let y = rng.gaussian_vec(seq * n, 3.0);
@@ -2375,20 +2382,12 @@ fn glu_case(h: &Harness, r: &mut Report, seed: u64, seq: usize, n: usize, act_ki
     y0.extend(std::iter::repeat_n(untouched(), tail));
     let (y_buf, up_buf) = (h.f32s(&y0), h.f32s(&up));
     let per = GLU_PER_THREAD as usize;
-    let (grid, gw) = elementwise_grid((seq * n).div_ceil(per));
-    h.run(&[Dispatch {
-        kernel: Kernel::Elementwise,
-        entry: "glu",
-        params: params(
-            Kernel::Elementwise,
-            &elementwise_base(&[("seq", u(seq)), ("n", u(n)), ("act", P::U(act_kind)), gw]),
-        ),
-        bind: vec![
-            (binding::elementwise::Y, &y_buf),
-            (binding::elementwise::UP, &up_buf),
-        ],
-        grid,
-    }]);
+    let shape = (seq, n, act_kind);
+    let bind = vec![
+        (binding::elementwise::Y, &y_buf),
+        (binding::elementwise::UP, &up_buf),
+    ];
+    glu_dispatch(h, "glu", shape, (seq * n).div_ceil(per), bind);
     let got = h.read(&y_buf, seq * n + tail);
     let mut want = nears(
         y.iter()
@@ -2408,21 +2407,12 @@ fn glu_case(h: &Harness, r: &mut Report, seed: u64, seq: usize, n: usize, act_ki
         return;
     }
     let (g_buf, y_h) = (h.f32s(&y), h.half_out(seq * n, 2 * tail));
-    let (grid, gw) = elementwise_grid((seq * n / 2).div_ceil(per / 2));
-    h.run(&[Dispatch {
-        kernel: Kernel::Elementwise,
-        entry: "glu_h",
-        params: params(
-            Kernel::Elementwise,
-            &elementwise_base(&[("seq", u(seq)), ("n", u(n)), ("act", P::U(act_kind)), gw]),
-        ),
-        bind: vec![
-            (binding::elementwise::Y, &g_buf),
-            (binding::elementwise::UP, &up_buf),
-            (binding::elementwise::Y_H, &y_h),
-        ],
-        grid,
-    }]);
+    let bind = vec![
+        (binding::elementwise::Y, &g_buf),
+        (binding::elementwise::UP, &up_buf),
+        (binding::elementwise::Y_H, &y_h),
+    ];
+    glu_dispatch(h, "glu_h", shape, (seq * n / 2).div_ceil(per / 2), bind);
     let got = h.read_halves(&y_h, seq * n + 2 * tail);
     want_h.extend(std::iter::repeat_n(half_untouched(), 2 * tail));
     let same = nears(y.iter().map(|&v| f64::from(v)));

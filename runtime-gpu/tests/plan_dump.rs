@@ -345,7 +345,7 @@ fn check_f16_inputs(name: &str, plan: &graph::Graph) -> usize {
     };
     // Reads activation `a` as f16: bound at x_h.
     let f16_reader = |o: &graph::Op, a: usize| {
-        let at_x_h = (o.bindings.iter()).any(|b| *b == (X_H, graph::BufRef::Act(a)));
+        let at_x_h = o.bindings.contains(&(X_H, graph::BufRef::Act(a)));
         if at_x_h {
             assert_eq!(o.kernel, Kernel::MatmulCoopH, "{name}: {}", o.label);
         }
