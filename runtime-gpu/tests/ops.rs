@@ -877,7 +877,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                     if fused.is_some() { &norm_buf } else { &h.dummy },
                 ),
                 (
-                    binding::matmul_coop::X_H,
+                    binding::matmul_coop_h::X_H,
                     if x_f16 { &x_h_buf } else { &h.dummy },
                 ),
             ];

@@ -16,7 +16,7 @@ use tlite_model::deploy::{DeployedModel, KeepRule};
 use tlite_quantizer::Method;
 use tlite_runtime_gpu::graph::{self, OnePass};
 use tlite_runtime_gpu::kernels::Kernel;
-use tlite_runtime_gpu::kernels::params::binding::matmul_coop::X_H;
+use tlite_runtime_gpu::kernels::params::binding::matmul_coop_h::X_H;
 use tlite_runtime_gpu::kernels::params::{
     ATTENTION_COOP_MAX_HD, ATTENTION_DECODE_KEYS, ATTENTION_DECODE_NARROW_KEYS,
     GEMV_ROPE_STORAGE_BUFFERS,

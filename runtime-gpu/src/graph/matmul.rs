@@ -12,7 +12,7 @@ use super::{BufRef, Op, When, fields};
 use crate::Result;
 use crate::kernels::Kernel;
 use crate::kernels::params::binding::matmul as bind;
-use crate::kernels::params::binding::matmul_coop as coop_bind;
+use crate::kernels::params::binding::matmul_coop_h as coop_bind;
 use crate::kernels::params::{
     COOP_FEW_ROWS, COOP_FEW_TOKENS, GEMV_GLU_OUTPUTS, GEMV_ROWS, MatmulParams,
 };

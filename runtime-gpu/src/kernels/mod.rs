@@ -210,7 +210,7 @@ impl Kernel {
                  @group(0) @binding({}) var<storage, read> x_h: array<vec4<f16>>;\n\
                  fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\
                  fn x_f16(v: xv_t) -> vec4<f16> {{ return v; }}\n",
-                params::binding::matmul_coop::X_H
+                params::binding::matmul_coop_h::X_H
             ),
             _ => String::new(),
         };

@@ -474,7 +474,18 @@ pub mod binding {
             GROUPS = super::matmul::GROUPS,
             X4 = super::matmul::X4,
             PACKED4 = super::matmul::PACKED4,
-            /// x in f16 (`Kernel::MatmulCoopH`, instead of `X4`).
+        }
+        /// `matmul_coop.wgsl` built for f16 input (`Kernel::MatmulCoopH`): `matmul_coop`'s
+        /// bindings and x in f16 (instead of `X4`).
+        matmul_coop_h {
+            PARAMS = super::PARAMS,
+            X = super::matmul::X,
+            Y = super::matmul::Y,
+            BIAS = super::matmul::BIAS,
+            PACKED = super::matmul::PACKED,
+            GROUPS = super::matmul::GROUPS,
+            X4 = super::matmul::X4,
+            PACKED4 = super::matmul::PACKED4,
             X_H = 19,
         }
         /// `norm.wgsl`.
@@ -565,10 +576,10 @@ impl Kernel {
         match self {
             Kernel::Dequant => binding::dequant::ALL,
             Kernel::Matmul => binding::matmul::ALL,
-            Kernel::MatmulCoop
-            | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => binding::matmul_coop::ALL,
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
+                binding::matmul_coop::ALL
+            }
+            Kernel::MatmulCoopH => binding::matmul_coop_h::ALL,
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
