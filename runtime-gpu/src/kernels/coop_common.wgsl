@@ -2,7 +2,8 @@
 // conversion of activations and the load and f16 decode of 4 packed words of a weight row.
 // Each is built twice (`Kernel::source_for`): with its input in f32 (x4) and in f16 (x_h, as
 // the ops before a projection write it in prefill); the prelude before this file defines the
-// input's vector type `xv_t`, `x_at(i)` (its vector i) and `x_f16(v)` (v as f16) for each.
+// input's load unit `xv_t` of XV columns (f32: 4 as vec4<f32>; f16: 8 as vec4<u32>, one
+// 16-byte load), `x_at(i)` (unit i) and `x_part(v, p)` (columns 4 p .. 4 p + 3 of v as f16).
 
 // f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
 fn h(v: vec4<f32>) -> vec4<f16> {

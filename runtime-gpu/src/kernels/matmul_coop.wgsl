@@ -26,13 +26,15 @@ const CK: u32 = COOP_K;
 // arrays of vec4<f16> so that a thread writes 4 halves per store (a cooperative load's stride
 // counts the array's elements).
 const CS4: u32 = (CK + 8u) / 4u;
-// Subgroups along the rows; a thread loads one vec4 of words per step (2 per row), and XU units
+// Subgroups along the rows; a thread loads one vec4 of words per step (2 per row), and XN units
 // of 4 vec4 of activations (a token's 16 columns).
 const SR: u32 = CR / 32u;
-const XU: u32 = TT * 4u / CWG;
+// Load units of activations per token and step (UPT), and per thread and step (XN).
+const UPT: u32 = CK / XV;
+const XN: u32 = TT * UPT / CWG;
 const FT: u32 = TT / 32u;
 const_assert CWG == 2u * CR && (CR == 64u || CR == 128u) && (FT == 2u || FT == 4u) && CK == 64u;
-const_assert XU >= 1u;
+const_assert XN >= 1u && CWG % UPT == 0u && XV % 4u == 0u;
 var<workgroup> cw: array<vec4<f16>, CR * CS4>; // [row][k / 4]
 var<workgroup> cx: array<vec4<f16>, TT * CS4>; // [token][k / 4]
 // One 16 × 16 f32 tile per subgroup on its way out, column-major: [token][row].
@@ -44,7 +46,7 @@ var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 // or f16: `xv_t`, coop_common.wgsl).
 struct Fetch {
     q: Words4,
-    x: array<xv_t, 4u * XU>,
+    x: array<xv_t, XN>,
 }
 
 fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
@@ -55,11 +57,11 @@ fn fetch(lid: u32, o0: u32, t0: u32, k0: u32) -> Fetch {
     }
     // Load j of the workgroup covers tokens j · CWG / 16 .. : 16 threads read a token's 64
     // columns (256 contiguous bytes).
-    for (var j = 0u; j < 4u * XU; j++) {
+    for (var j = 0u; j < XN; j++) {
         let e = j * CWG + lid;
-        let t = t0 + e / 16u;
+        let t = t0 + e / UPT;
         if (t < params.seq) {
-            f.x[j] = x_at((t * params.k + k0) / 4u + e % 16u);
+            f.x[j] = x_at((t * params.k + k0) / XV + e % UPT);
         }
     }
     return f;
@@ -74,9 +76,12 @@ fn stash(lid: u32, f: Fetch) {
         cw[wb + 2u * i] = d.lo;
         cw[wb + 2u * i + 1u] = d.hi;
     }
-    for (var j = 0u; j < 4u * XU; j++) {
+    for (var j = 0u; j < XN; j++) {
         let e = j * CWG + lid;
-        cx[(e / 16u) * CS4 + e % 16u] = x_f16(f.x[j]);
+        let at = (e / UPT) * CS4 + (e % UPT) * (XV / 4u);
+        for (var p = 0u; p < XV / 4u; p++) {
+            cx[at + p] = x_part(f.x[j], p);
+        }
     }
 }
 

@@ -22,7 +22,7 @@ const FS: u32 = FWG / 32u;
 const FS4: u32 = (FK + 8u) / 4u;
 // A subgroup's tile: 16 rows (weights) or 16 tokens (activations) of FS4 vec4.
 const FT4: u32 = 16u * FS4;
-const_assert COOP_FEW_ROWS == 16u && COOP_FEW_TOKENS == 16u && FK == 64u && FS >= 1u;
+const_assert COOP_FEW_ROWS == 16u && COOP_FEW_TOKENS == 16u && FK == 64u && FS >= 1u && XV == 4u;
 var<workgroup> fw: array<vec4<f16>, FS * FT4>; // [subgroup][row][k / 4]
 var<workgroup> fx: array<vec4<f16>, FS * FT4>; // [subgroup][token][k / 4]
 var<workgroup> fsum: array<f32, FS * 256u>; // [subgroup][token][row]
@@ -74,7 +74,7 @@ fn gemm_m0e4_coop_few(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
             fw[at + 2u * i + 1u] = w.hi;
         }
         for (var j = 0u; j < 8u; j++) {
-            fx[base + (2u * j + lane / 16u) * FS4 + lane % 16u] = x_f16(x[j]);
+            fx[base + (2u * j + lane / 16u) * FS4 + lane % 16u] = x_part(x[j], 0u);
         }
         workgroupBarrier();
         q = few_words(lane, o0, (r + 1u) * FS + sg);

@@ -197,19 +197,23 @@ impl Kernel {
             }
             _ => "",
         };
-        // The coop GEMMs' input (coop_common.wgsl): f32 from x4, or f16 from x_h.
+        // The coop GEMMs' input (coop_common.wgsl): f32 from x4 (4 columns per load), or f16
+        // from x_h (8 columns per 16-byte load).
         let input = match self {
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
-                "alias xv_t = vec4<f32>;\n\
+                "const XV: u32 = 4u;\nalias xv_t = vec4<f32>;\n\
                  fn x_at(i: u32) -> xv_t { return x4[i]; }\n\
-                 fn x_f16(v: xv_t) -> vec4<f16> { return h(v); }\n"
+                 fn x_part(v: xv_t, p: u32) -> vec4<f16> { return h(v); }\n"
                     .to_owned()
             }
             Kernel::MatmulCoopH => format!(
-                "alias xv_t = vec4<f16>;\n\
-                 @group(0) @binding({}) var<storage, read> x_h: array<vec4<f16>>;\n\
+                "const XV: u32 = 8u;\nalias xv_t = vec4<u32>;\n\
+                 @group(0) @binding({}) var<storage, read> x_h: array<vec4<u32>>;\n\
                  fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\
-                 fn x_f16(v: xv_t) -> vec4<f16> {{ return v; }}\n",
+                 fn x_part(v: xv_t, p: u32) -> vec4<f16> {{\n\
+                 \x20   let w = vec4<f32>(unpack2x16float(v[2u * p]), unpack2x16float(v[2u * p + 1u]));\n\
+                 \x20   return vec4<f16>(w);\n\
+                 }}\n",
                 params::binding::matmul_coop_h::X_H
             ),
             _ => String::new(),
