@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Right after run36, on the same (still warm) machine: parity of 600-token prefill steps with the
+# next/x16-loads binary (its /tmp/bin/x16 and /tmp/b1.m from run36). The call's command, as run:
+source .gl/enter.sh; export XDG_RUNTIME_DIR=/tmp; T=/tmp/bin/x16; ( $T synth llama-8b -o /tmp/p4 --layers 4 --vocab 49152 > /dev/null && $T convert /tmp/p4 -o /tmp/p4.m -g 64 --quantizer minmax 2>&1 | tail -n1 ); python3 -c "print(('The Fulton County Grand Jury said Friday an investigation of recent primary election produced no evidence that any irregularities took place. ')*40)" > /tmp/txt; for m in p4 b1; do echo "=== parity x16 $m --prompt-tokens 600 --max-batch 600 --forced 8"; timeout 40 $T parity /tmp/$m.m --data /tmp/txt --prompt-tokens 600 --max-batch 600 --forced 8 2>&1 | grep -E "top-1|mean KLD|PASS|FAIL|rror"; done 2>&1 | tee $OUT/run37.txt
