@@ -129,8 +129,14 @@ impl Builder<'_> {
         // prefill of wider heads, through split partials and their combination.
         let blocked = hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD;
         let split_when = if blocked { When::Decode } else { When::Always };
-        // Whether the prefill writes the output in f16.
-        let mut attn_half = false;
+        // Prefill on cooperative matrices where the GEMM runs on them and the heads are of
+        // whole 16 × 16 tiles; there `prefill_h` writes f16 for an output projection that reads
+        // it so (`half`), in the steps of COOP_WIDE_PREFILL tokens or more.
+        let coop = blocked
+            && self.limits.coop_gemm
+            && hd.is_multiple_of(16)
+            && hd <= ATTENTION_COOP_MAX_HD;
+        let attn_half = coop && half;
         // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (heads of a multiple of 4,
         // where the device has the workgroups, [`OnePass`]): `decode` over at most
         // ATTENTION_DECODE_NARROW_KEYS, `decode_wide` over more; `partial` and `combine` past
@@ -179,26 +185,13 @@ impl Builder<'_> {
             });
         }
         if blocked {
-            // On cooperative matrices where the GEMM runs on them and the heads are of whole
-            // 16 × 16 tiles.
-            let (kernel, queries) =
-                match self.limits.coop_gemm && hd.is_multiple_of(16) && hd <= ATTENTION_COOP_MAX_HD
-                {
-                    true => (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES),
-                    false => (Kernel::Attention, ATTENTION_PREFILL_QUERIES),
-                };
-            // On cooperative matrices both entry points use both outputs; the one an op does not
-            // write is bound to a placeholder. `prefill_h` writes f16 for an output projection
-            // that reads it so (`half`), in the steps of COOP_WIDE_PREFILL tokens or more.
-            let coop = kernel == Kernel::AttentionCoop;
-            let parts = match coop && half {
-                true => {
-                    let (f32_steps, f16_steps) = When::Prefill.split_f16();
-                    vec![(f32_steps, false), (f16_steps, true)]
-                }
-                false => vec![(Some(When::Prefill), false)],
+            let (kernel, queries) = match coop {
+                true => (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES),
+                false => (Kernel::Attention, ATTENTION_PREFILL_QUERIES),
             };
-            for (when, f16_out) in parts {
+            // On cooperative matrices both entry points use both outputs; the one an op does not
+            // write is bound to a placeholder.
+            for (when, f16_out) in When::Prefill.split_f16(attn_half) {
                 let Some(when) = when else { continue };
                 let mut bindings = vectors.clone();
                 let entry = match f16_out {
@@ -217,7 +210,6 @@ impl Builder<'_> {
                     }
                     bindings.push((coop_bind::OUT_H, out_h));
                 }
-                attn_half |= f16_out;
                 self.push(Op {
                     label: format!("l{l}.attention_prefill"),
                     kernel,

@@ -79,10 +79,7 @@ impl Builder<'_> {
         // tokens or more on cooperative matrices): `glu_h` writes it there into an activation of
         // its own (in place, a pair's word would overwrite values other threads have yet to
         // read).
-        let (f32_steps, f16_steps) = match half && f.is_multiple_of(2) {
-            true => when.split_f16(),
-            false => (Some(when), None),
-        };
+        let [(f32_steps, _), (f16_steps, _)] = when.split_f16(half && f.is_multiple_of(2));
         let label = format!("l{l}.glu");
         let per = u64::from(GLU_PER_THREAD);
         if let Some(when) = f32_steps {

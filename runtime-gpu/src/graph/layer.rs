@@ -129,14 +129,7 @@ impl Builder<'_> {
         let when = projs.first().map_or(When::Always, |p| p.3.norm.op_when());
         let half = !projs.is_empty() && projs.iter().all(|p| p.3.reads_f16_input());
         let n = self.cfg.hidden_size;
-        let parts = match half {
-            true => {
-                let (f32_steps, f16_steps) = when.split_f16();
-                vec![(f32_steps, false), (f16_steps, true)]
-            }
-            false => vec![(Some(when), false)],
-        };
-        for (when, half) in parts {
+        for (when, f16_out) in when.split_f16(half) {
             if let Some(when) = when {
                 self.norm(NormOp {
                     label: label.clone(),
@@ -146,7 +139,7 @@ impl Builder<'_> {
                     rows: Expr::Seq,
                     n,
                     when,
-                    half,
+                    half: f16_out,
                 });
             }
         }
