@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tlite_model::deploy::DeployedModel;
 use tlite_model::lm::{PrefillRows, prefill};
 use tlite_quantizer::rng::Rng;
-use tlite_runtime_gpu::lab::median;
+use tlite_runtime_gpu::lab::{median, repeat_at_least};
 use tlite_runtime_gpu::{Gpu, GpuError, GpuLm, GpuModel, RunOptions, ShaderChecks};
 
 #[derive(clap::Args)]
@@ -133,12 +133,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let tg_s = t.elapsed().as_secs_f64();
         Ok((a.prompt as f64 / pp_s, a.gen_tokens as f64 / tg_s))
     };
-    let (warm, warmup) = (Instant::now(), Duration::from_millis(a.warmup_ms));
-    let mut warmup_reps = 0usize;
-    while warmup_reps == 0 || warm.elapsed() < warmup {
-        rep(&mut lm)?;
-        warmup_reps += 1;
-    }
+    let warmup = Duration::from_millis(a.warmup_ms);
+    let warmup_reps = repeat_at_least(warmup, || rep(&mut lm).map(|_| ()))?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..a.reps {
         let (p, t) = rep(&mut lm)?;

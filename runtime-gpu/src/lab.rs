@@ -188,6 +188,21 @@ fn pass_desc<'a>(
     }
 }
 
+/// Runs `f` once, then again until `at_least` has passed since the first began (a warm-up that
+/// lasts while a GPU idle before it ramps its clocks up); returns how many times it ran.
+pub fn repeat_at_least<E>(
+    at_least: std::time::Duration,
+    mut f: impl FnMut() -> std::result::Result<(), E>,
+) -> std::result::Result<usize, E> {
+    let started = Instant::now();
+    let mut runs = 0;
+    while runs == 0 || started.elapsed() < at_least {
+        f()?;
+        runs += 1;
+    }
+    Ok(runs)
+}
+
 /// The median of timed repetitions (of an even count, the mean of the middle two; NaN for none).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

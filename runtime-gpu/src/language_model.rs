@@ -34,13 +34,9 @@ impl<'g> GpuLm<'g> {
     /// which overwrites them before anything reads them. Returns the rounds run.
     pub fn warm_up(&mut self, at_least: std::time::Duration) -> Result<usize, GpuError> {
         let steps = self.model.opts.max_seq.min(2);
-        let started = std::time::Instant::now();
-        let mut rounds = 0;
-        while rounds == 0 || started.elapsed() < at_least {
-            self.decode_steps(&[0; 2][..steps], 0)?;
-            rounds += 1;
-        }
-        Ok(rounds)
+        crate::lab::repeat_at_least(at_least, || {
+            self.decode_steps(&[0; 2][..steps], 0).map(|_| ())
+        })
     }
 
     /// `tokens.len()` decode steps from position `past` (the cache's first `past` rows already
