@@ -784,14 +784,11 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         let x_buf = h.f32s(&x);
         // The kernels built for f16 input read x_h: the product of those values.
         let x_f16 = kernel == Kernel::MatmulCoopH;
-        let x_h_buf = match x_f16 {
-            true => {
-                let halves: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
-                x = halves.iter().map(|v| v.to_f32()).collect();
-                h.bytes(bytemuck::cast_slice(&halves))
-            }
-            false => h.f32s(&[]),
-        };
+        let x_h_buf = x_f16.then(|| {
+            let halves: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+            x = halves.iter().map(|v| v.to_f32()).collect();
+            h.bytes(bytemuck::cast_slice(&halves))
+        });
         // Every element of y is written (or, accumulating, added to) except a sentinel tail.
         let y0: Vec<f32> = if s.accumulate {
             rng.gaussian_vec(seq * out, 1.0)
@@ -878,7 +875,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
                 ),
                 (
                     binding::matmul_coop_h::X_H,
-                    if x_f16 { &x_h_buf } else { &h.dummy },
+                    x_h_buf.as_ref().unwrap_or(&h.dummy),
                 ),
             ];
             match s.wt {
