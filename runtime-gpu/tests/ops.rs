@@ -2074,6 +2074,8 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
             let mut bind: Vec<(u32, &wgpu::Buffer)> = bind_prefill(&q_buf, &kc_buf, &vc_buf);
             bind.push((binding::attention::OUT, out));
             bind.push((binding::attention_coop::OUT_H, out_h));
+            bind.push((binding::attention_coop::KCACHE_L, &kc_buf));
+            bind.push((binding::attention_coop::VCACHE_L, &vc_buf));
             h.run(&[Dispatch {
                 kernel,
                 entry,

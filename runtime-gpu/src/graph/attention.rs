@@ -203,9 +203,13 @@ impl Builder<'_> {
                         true => (BufRef::Dummy, BufRef::Act(attn)),
                         false => (BufRef::Act(attn), BufRef::Dummy),
                     };
+                    // It reads the caches in 16-byte units (KCACHE_L, VCACHE_L).
                     for (i, r) in bindings.iter_mut() {
-                        if *i == attn_bind::OUT {
-                            *r = out.clone();
+                        match *i {
+                            attn_bind::OUT => *r = out.clone(),
+                            attn_bind::KCACHE4 => *i = coop_bind::KCACHE_L,
+                            attn_bind::VCACHE4 => *i = coop_bind::VCACHE_L,
+                            _ => {}
                         }
                     }
                     bindings.push((coop_bind::OUT_H, out_h));

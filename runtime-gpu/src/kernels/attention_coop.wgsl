@@ -30,6 +30,10 @@
 
 // The output in f16 (`prefill_h`; `prefill` writes `out`).
 @group(0) @binding(8) var<storage, read_write> out_h: array<f16>;
+// The K and V caches in 16-byte load units of KVL values (`kvl_t`, from the prelude: 8 f16 as
+// vec4<u32>, or 4 f32), instead of attention_io.wgsl's vec4<kv_t> (8-byte loads of f16).
+@group(0) @binding(9) var<storage, read> kcache_l: array<kvl_t>;
+@group(0) @binding(10) var<storage, read> vcache_l: array<kvl_t>;
 
 const AQ: u32 = ATTENTION_COOP_QUERIES;
 const AWG: u32 = ATTENTION_COOP_WG;
@@ -60,27 +64,30 @@ fn h4(v: vec4<f32>) -> vec4<f16> {
 }
 
 
-// What a thread loads of a tile of keys and values: elements lid + AWG i (i < KVE) of its
-// AK × AMAX4 vectors, held in registers while the previous tile is used.
-const KVE: u32 = AK * AMAX4 / AWG;
+// Load units per key at the widest head (KU), and per thread and tile (KVE): a thread loads
+// elements lid + AWG i (i < KVE) of the tile's AK × KU units, held in registers while the
+// previous tile is used.
+const KU: u32 = AMAX4 * 4u / KVL;
+const KVE: u32 = AK * KU / AWG;
+const_assert KVL % 4u == 0u && KVE >= 1u;
 struct KvRegs {
-    k: array<vec4<kv_t>, KVE>,
-    v: array<vec4<kv_t>, KVE>,
+    k: array<kvl_t, KVE>,
+    v: array<kvl_t, KVE>,
 }
 
 // Keys j0 .. j0 + AK - 1 (zeros past `last` and past hd) of kv head kvh, with `with_v` their
-// values.
-fn kv_fetch(lid: u32, j0: u32, last: u32, kvh: u32, hd4: u32, with_v: bool) -> KvRegs {
+// values; hdl = hd / KVL units per key (hd is a multiple of 16).
+fn kv_fetch(lid: u32, j0: u32, last: u32, kvh: u32, hdl: u32, with_v: bool) -> KvRegs {
     var g: KvRegs;
     for (var i = 0u; i < KVE; i++) {
         let e = lid + i * AWG;
-        let jj = e / AMAX4;
-        let d4 = e % AMAX4;
-        if (d4 < hd4 && j0 + jj <= last) {
-            let b = (kvh * params.max_seq + j0 + jj) * hd4 + d4;
-            g.k[i] = kcache4[b];
+        let jj = e / KU;
+        let du = e % KU;
+        if (du < hdl && j0 + jj <= last) {
+            let b = (kvh * params.max_seq + j0 + jj) * hdl + du;
+            g.k[i] = kcache_l[b];
             if (with_v) {
-                g.v[i] = vcache4[b];
+                g.v[i] = vcache_l[b];
             }
         }
     }
@@ -88,15 +95,18 @@ fn kv_fetch(lid: u32, j0: u32, last: u32, kvh: u32, hd4: u32, with_v: bool) -> K
 }
 
 // Writes a fetched tile into `tiles` as f16.
-fn kv_stash(g: KvRegs, lid: u32, hd4: u32, with_v: bool) {
+fn kv_stash(g: KvRegs, lid: u32, hdl: u32, with_v: bool) {
     for (var i = 0u; i < KVE; i++) {
         let e = lid + i * AWG;
-        let jj = e / AMAX4;
-        let d4 = e % AMAX4;
-        if (d4 < hd4) {
-            tiles[jj * AS4 + d4] = h4(vec4<f32>(g.k[i]));
-            if (with_v) {
-                tiles[VOFF + jj * AS4 + d4] = h4(vec4<f32>(g.v[i]));
+        let jj = e / KU;
+        let du = e % KU;
+        if (du < hdl) {
+            let at = jj * AS4 + du * (KVL / 4u);
+            for (var p = 0u; p < KVL / 4u; p++) {
+                tiles[at + p] = kv_part(g.k[i], p);
+                if (with_v) {
+                    tiles[VOFF + at + p] = kv_part(g.v[i], p);
+                }
             }
         }
     }
@@ -191,6 +201,7 @@ fn attend(wg: vec3<u32>, lid: u32, half: bool) {
     let sg = lid / 32u;
     let lane = lid % 32u;
     let hd4 = params.hd / 4u;
+    let hdl = params.hd / KVL;
     let nd = params.hd / 16u;
     let kvh = h / (params.heads / params.kv_heads);
     // q as f16: queries past the last repeat it (never stored).
@@ -236,12 +247,12 @@ fn attend(wg: vec3<u32>, lid: u32, half: bool) {
     var l = 0.0;
     // Pass 1: each query's maximum and sum.
     // The next tile is loaded into registers before this one is used (its latency hidden).
-    var g = kv_fetch(lid, lo, last, kvh, hd4, false);
+    var g = kv_fetch(lid, lo, last, kvh, hdl, false);
     for (var j0 = lo; j0 <= last; j0 += AK) {
-        kv_stash(g, lid, hd4, false);
+        kv_stash(g, lid, hdl, false);
         workgroupBarrier();
         if (j0 + AK <= last) {
-            g = kv_fetch(lid, j0 + AK, last, kvh, hd4, false);
+            g = kv_fetch(lid, j0 + AK, last, kvh, hdl, false);
         }
         scores(sg, 0u, q0, q1, q2, q3, q4, q5, q6, q7);
         scores(sg, 1u, q0, q1, q2, q3, q4, q5, q6, q7);
@@ -274,12 +285,12 @@ fn attend(wg: vec3<u32>, lid: u32, half: bool) {
     var o6 = coop_mat16x16<f32, C>();
     var o7 = coop_mat16x16<f32, C>();
     let inv_l = 1.0 / l;
-    g = kv_fetch(lid, lo, last, kvh, hd4, true);
+    g = kv_fetch(lid, lo, last, kvh, hdl, true);
     for (var j0 = lo; j0 <= last; j0 += AK) {
-        kv_stash(g, lid, hd4, true);
+        kv_stash(g, lid, hdl, true);
         workgroupBarrier();
         if (j0 + AK <= last) {
-            g = kv_fetch(lid, j0 + AK, last, kvh, hd4, true);
+            g = kv_fetch(lid, j0 + AK, last, kvh, hdl, true);
         }
         scores(sg, 0u, q0, q1, q2, q3, q4, q5, q6, q7);
         scores(sg, 1u, q0, q1, q2, q3, q4, q5, q6, q7);

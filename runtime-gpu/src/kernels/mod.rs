@@ -168,11 +168,19 @@ impl Kernel {
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
             Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            // The cache's load unit (attention_coop.wgsl): 16 bytes, 8 f16 or 4 f32 values.
             Kernel::AttentionCoop if kv_f16 => {
-                "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n"
+                "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n\
+                 const KVL: u32 = 8u;\nalias kvl_t = vec4<u32>;\n\
+                 fn kv_part(v: kvl_t, p: u32) -> vec4<f16> {\n\
+                 \x20   let w = vec4<f32>(unpack2x16float(v[2u * p]), unpack2x16float(v[2u * p + 1u]));\n\
+                 \x20   return vec4<f16>(w);\n\
+                 }\n"
             }
             Kernel::AttentionCoop => {
-                "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f32;\n"
+                "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f32;\n\
+                 const KVL: u32 = 4u;\nalias kvl_t = vec4<f32>;\n\
+                 fn kv_part(v: kvl_t, p: u32) -> vec4<f16> { return h4(v); }\n"
             }
             Kernel::Matmul | Kernel::Attention | Kernel::RopeKv if kv_f16 => {
                 "enable f16;\nalias kv_t = f16;\n\

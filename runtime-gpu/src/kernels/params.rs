@@ -536,6 +536,9 @@ pub mod binding {
             VCACHE4 = super::attention::VCACHE4,
             /// `prefill_h`'s output in f16 (instead of `OUT`).
             OUT_H = 8,
+            /// The K and V caches in 16-byte load units (instead of `KCACHE4`, `VCACHE4`).
+            KCACHE_L = 9,
+            VCACHE_L = 10,
         }
         /// `elementwise.wgsl`.
         elementwise {
