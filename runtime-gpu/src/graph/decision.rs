@@ -294,14 +294,13 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether the projection reads its input in f16 in steps of `COOP_WIDE_PREFILL` tokens or
-    /// more, written so by the op before it: where those steps run the coop GEMM on its 128 ×
-    /// 128 tiles (and the shorter ones the coop kernels on f32). Measured on an H200
-    /// (docs/PERF.md, "f16 inputs"): there f16 input made the GEMM 7-10% faster at 512 tokens,
-    /// while the 128 × 64 tiles were 1-14% slower with it at 128-512 tokens and the 16 × 16
-    /// ones 4-5% slower at 32.
+    /// Whether the projection reads its input in f16 in every step of several tokens, written
+    /// so by the op before it: where all those steps run on cooperative matrices (branch
+    /// next/f16-all, not measured: with 8 columns per 16-byte load on every coop kernel; main
+    /// takes the 128 × 128 tiles only, whose f16 input gained 31% at 512 tokens while the 128 ×
+    /// 64 and 16 × 16 kernels, with 8-byte loads, lost 1-15%).
     pub fn reads_f16_input(&self) -> bool {
-        self.gemm == Gemm::M0e4Coop && self.coop_short
+        self.gemm.coop() && self.coop_short
     }
 }
 

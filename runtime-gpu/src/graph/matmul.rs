@@ -142,8 +142,7 @@ impl Builder<'_> {
             // The LM head's rows are the step's outputs (often 1), not its tokens: it keeps the
             // GEMVs there.
             if d.coop_short && p.seq == Expr::Seq {
-                let f32_input = self.gemm(p, d, ch, None);
-                let few = self.coop_few(p, ch, &f32_input);
+                let few = self.coop_few(p, ch, &op);
                 self.push(few);
                 op.when = When::PrefillCoopLarge;
                 // Projections on the 128 × 128 tiles take the 128 × 64 ones below
@@ -153,7 +152,7 @@ impl Builder<'_> {
                         gemm: Gemm::M0e4CoopSmall,
                         ..d.clone()
                     };
-                    let mut mid = self.gemm(p, &narrow, ch, None);
+                    let mut mid = self.gemm(p, &narrow, ch, p.x_half);
                     mid.when = When::PrefillCoopMid;
                     self.push(mid);
                     op.when = When::PrefillCoopWide;
@@ -324,7 +323,7 @@ impl Builder<'_> {
     /// The prefill op of chunk `ch`; on cooperative matrices with the input in f16 from
     /// activation `x_half` where given.
     fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows, x_half: Option<usize>) -> Op {
-        let half = x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
+        let half = x_half.filter(|_| d.gemm.coop());
         let (mut reads, writes) = reads_writes(p, d);
         let unblocked = ChunkRows {
             blocks: 1,
@@ -350,7 +349,7 @@ impl Builder<'_> {
             }
         }
         let kernel = match half {
-            Some(_) => Kernel::MatmulCoopH,
+            Some(_) => d.gemm.kernel().with_f16_input(),
             None => d.gemm.kernel(),
         };
         Op {
@@ -371,7 +370,10 @@ impl Builder<'_> {
     fn coop_few(&self, p: &Projection, ch: &ChunkRows, gemm: &Op) -> Op {
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
-            kernel: Kernel::MatmulCoopFew,
+            kernel: match p.x_half {
+                Some(_) => Kernel::MatmulCoopFewH,
+                None => Kernel::MatmulCoopFew,
+            },
             entry: "gemm_m0e4_coop_few",
             grid: tile_grid(p, ch, (COOP_FEW_ROWS, COOP_FEW_TOKENS)),
             when: When::PrefillCoopShort,

@@ -142,15 +142,15 @@ pub const COOP_WIDE_PREFILL: u64 = 512;
 
 impl When {
     /// An op that runs `self` and writes a projection's input, in f16 where `half` says the
-    /// projection reads it so: the steps where it writes f32, then those where it writes f16
-    /// ([`When::PrefillCoopWide`]), each `None` where no step is left to it.
+    /// projection reads it so: the steps where it writes f32 (one token), then those where it
+    /// writes f16 (several), each `None` where no step is left to it.
     pub fn split_f16(self, half: bool) -> [(Option<When>, bool); 2] {
         let (f32_steps, f16_steps) = match (half, self) {
-            (true, When::Always) => (When::BelowWide, Some(When::PrefillCoopWide)),
-            (true, When::Prefill) => (When::PrefillBelowWide, Some(When::PrefillCoopWide)),
-            (_, other) => (other, None),
+            (true, When::Always) => (Some(When::Decode), Some(When::Prefill)),
+            (true, When::Prefill) => (None, Some(When::Prefill)),
+            (_, other) => (Some(other), None),
         };
-        [(Some(f32_steps), false), (f16_steps, true)]
+        [(f32_steps, false), (f16_steps, true)]
     }
 
     /// Whether an op of this kind runs in a step of `seq` tokens.

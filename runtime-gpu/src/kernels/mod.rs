@@ -30,10 +30,12 @@ pub enum Kernel {
     /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
     /// workgroup, k split between its subgroups.
     MatmulCoopFew,
-    /// [`Kernel::MatmulCoop`] with its input in f16 (`x_h`), as the norms, the gated
-    /// activation and the coop prefill attention write it in the steps that run it
-    /// (`Decision::reads_f16_input`).
+    /// [`Kernel::MatmulCoop`], [`Kernel::MatmulCoopSmall`] and [`Kernel::MatmulCoopFew`] with
+    /// their input in f16 (`x_h`), as the norms, the gated activation and the coop prefill
+    /// attention write it for them (`Decision::reads_f16_input`).
     MatmulCoopH,
+    MatmulCoopSmallH,
+    MatmulCoopFewH,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
     /// RoPE fused with the KV-cache write.
@@ -50,13 +52,15 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::MatmulCoopSmall,
         Kernel::MatmulCoopFew,
         Kernel::MatmulCoopH,
+        Kernel::MatmulCoopSmallH,
+        Kernel::MatmulCoopFewH,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -64,6 +68,16 @@ impl Kernel {
         Kernel::Elementwise,
         Kernel::Score,
     ];
+
+    /// The coop GEMMs built to read their input in f16 (`x_h`); other kernels as they are.
+    pub fn with_f16_input(self) -> Kernel {
+        match self {
+            Kernel::MatmulCoop => Kernel::MatmulCoopH,
+            Kernel::MatmulCoopSmall => Kernel::MatmulCoopSmallH,
+            Kernel::MatmulCoopFew => Kernel::MatmulCoopFewH,
+            other => other,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +87,8 @@ impl Kernel {
             Kernel::MatmulCoopSmall => "matmul_coop_small",
             Kernel::MatmulCoopFew => "matmul_coop_few",
             Kernel::MatmulCoopH => "matmul_coop_h",
+            Kernel::MatmulCoopSmallH => "matmul_coop_small_h",
+            Kernel::MatmulCoopFewH => "matmul_coop_few_h",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -86,10 +102,11 @@ impl Kernel {
         match self {
             Kernel::Dequant => include_str!("dequant.wgsl"),
             Kernel::Matmul => include_str!("matmul.wgsl"),
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopH => {
-                include_str!("matmul_coop.wgsl")
-            }
-            Kernel::MatmulCoopFew => include_str!("matmul_coop_few.wgsl"),
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH => include_str!("matmul_coop.wgsl"),
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => include_str!("matmul_coop_few.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
@@ -115,10 +132,11 @@ impl Kernel {
                 "gemm_m0e4",
                 "gemm_dense",
             ],
-            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopH => {
-                &["gemm_m0e4_coop"]
-            }
-            Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few"],
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH => &["gemm_m0e4_coop"],
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_h", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
@@ -137,7 +155,9 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => MatmulParams::NAMES,
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention | Kernel::AttentionCoop => AttentionParams::NAMES,
@@ -162,12 +182,14 @@ impl Kernel {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\nconst TT: u32 = COOP_TOKENS;\n"
             }
-            Kernel::MatmulCoopSmall => {
+            Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
-            Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\n"
+            }
             // The cache's load unit (attention_coop.wgsl): 16 bytes, 8 f16 or 4 f32 values.
             Kernel::AttentionCoop if kv_f16 => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n\
@@ -197,7 +219,9 @@ impl Kernel {
             Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => {
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopSmallH
+            | Kernel::MatmulCoopFewH => {
                 concat!(
                     include_str!("matmul_io.wgsl"),
                     include_str!("coop_common.wgsl")
@@ -214,7 +238,7 @@ impl Kernel {
                  fn x_part(v: xv_t, p: u32) -> vec4<f16> { return h(v); }\n"
                     .to_owned()
             }
-            Kernel::MatmulCoopH => format!(
+            Kernel::MatmulCoopH | Kernel::MatmulCoopSmallH | Kernel::MatmulCoopFewH => format!(
                 "const XV: u32 = 8u;\nalias xv_t = vec4<u32>;\n\
                  @group(0) @binding({}) var<storage, read> x_h: array<vec4<u32>>;\n\
                  fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\
