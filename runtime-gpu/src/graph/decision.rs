@@ -296,9 +296,10 @@ pub struct Decision {
 impl Decision {
     /// Whether the projection reads its input in f16 in every step of several tokens, written
     /// so by the op before it: where all those steps run on cooperative matrices (branch
-    /// next/f16-all, not measured: with 8 columns per 16-byte load on every coop kernel; main
-    /// takes the 128 × 128 tiles only, whose f16 input gained 11.5% then 19.6% at 512 tokens while the 128 ×
-    /// 64 and 16 × 16 kernels, with 8-byte loads, lost 1-15%).
+    /// next/f16-all, not measured: 8 columns per 16-byte load on every coop kernel; main takes
+    /// the 128 × 128 tiles only, whose f16 input gained 11.5% and then, with the 16-byte loads,
+    /// 19.6% at 512 tokens, while the 128 × 64 and 16 × 16 kernels, with 8-byte loads, lost
+    /// 1-15%).
     pub fn reads_f16_input(&self) -> bool {
         self.gemm.coop() && self.coop_short
     }
