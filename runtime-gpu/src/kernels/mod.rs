@@ -30,11 +30,10 @@ pub enum Kernel {
     /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
     /// workgroup, k split between its subgroups.
     MatmulCoopFew,
-    /// [`Kernel::MatmulCoop`], [`Kernel::MatmulCoopSmall`] and [`Kernel::MatmulCoopFew`] with
-    /// their input in f16 (`x_h`), as the norms, the gated activation and the coop prefill
-    /// attention write it for them (`Decision::reads_f16_input`).
+    /// [`Kernel::MatmulCoop`] and [`Kernel::MatmulCoopFew`] with their input in f16 (`x_h`), as
+    /// the norms, the gated activation and the coop prefill attention write it for them
+    /// (`Decision::f16_input_steps`).
     MatmulCoopH,
-    MatmulCoopSmallH,
     MatmulCoopFewH,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
@@ -52,14 +51,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::MatmulCoopSmall,
         Kernel::MatmulCoopFew,
         Kernel::MatmulCoopH,
-        Kernel::MatmulCoopSmallH,
         Kernel::MatmulCoopFewH,
         Kernel::Norm,
         Kernel::RopeKv,
@@ -69,16 +67,6 @@ impl Kernel {
         Kernel::Score,
     ];
 
-    /// The coop GEMMs built to read their input in f16 (`x_h`); other kernels as they are.
-    pub fn with_f16_input(self) -> Kernel {
-        match self {
-            Kernel::MatmulCoop => Kernel::MatmulCoopH,
-            Kernel::MatmulCoopSmall => Kernel::MatmulCoopSmallH,
-            Kernel::MatmulCoopFew => Kernel::MatmulCoopFewH,
-            other => other,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Dequant => "dequant",
@@ -87,7 +75,6 @@ impl Kernel {
             Kernel::MatmulCoopSmall => "matmul_coop_small",
             Kernel::MatmulCoopFew => "matmul_coop_few",
             Kernel::MatmulCoopH => "matmul_coop_h",
-            Kernel::MatmulCoopSmallH => "matmul_coop_small_h",
             Kernel::MatmulCoopFewH => "matmul_coop_few_h",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
@@ -102,10 +89,9 @@ impl Kernel {
         match self {
             Kernel::Dequant => include_str!("dequant.wgsl"),
             Kernel::Matmul => include_str!("matmul.wgsl"),
-            Kernel::MatmulCoop
-            | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH => include_str!("matmul_coop.wgsl"),
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopH => {
+                include_str!("matmul_coop.wgsl")
+            }
             Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => include_str!("matmul_coop_few.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
@@ -132,10 +118,9 @@ impl Kernel {
                 "gemm_m0e4",
                 "gemm_dense",
             ],
-            Kernel::MatmulCoop
-            | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH => &["gemm_m0e4_coop"],
+            Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopH => {
+                &["gemm_m0e4_coop"]
+            }
             Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_h", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
@@ -156,7 +141,6 @@ impl Kernel {
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
             | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
             | Kernel::MatmulCoopFewH => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
@@ -182,7 +166,7 @@ impl Kernel {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\nconst TT: u32 = COOP_TOKENS;\n"
             }
-            Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH => {
+            Kernel::MatmulCoopSmall => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
@@ -220,7 +204,6 @@ impl Kernel {
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
             | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
             | Kernel::MatmulCoopFewH => {
                 concat!(
                     include_str!("matmul_io.wgsl"),
@@ -238,7 +221,7 @@ impl Kernel {
                  fn x_part(v: xv_t, p: u32) -> vec4<f16> { return h(v); }\n"
                     .to_owned()
             }
-            Kernel::MatmulCoopH | Kernel::MatmulCoopSmallH | Kernel::MatmulCoopFewH => format!(
+            Kernel::MatmulCoopH | Kernel::MatmulCoopFewH => format!(
                 "const XV: u32 = 8u;\nalias xv_t = vec4<u32>;\n\
                  @group(0) @binding({}) var<storage, read> x_h: array<vec4<u32>>;\n\
                  fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\

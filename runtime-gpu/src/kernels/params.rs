@@ -370,7 +370,6 @@ impl Kernel {
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
             | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
             | Kernel::MatmulCoopFewH => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
@@ -389,7 +388,6 @@ impl Kernel {
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
             | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopSmallH
             | Kernel::MatmulCoopFewH => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
@@ -586,9 +584,7 @@ impl Kernel {
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
                 binding::matmul_coop::ALL
             }
-            Kernel::MatmulCoopH | Kernel::MatmulCoopSmallH | Kernel::MatmulCoopFewH => {
-                binding::matmul_coop_h::ALL
-            }
+            Kernel::MatmulCoopH | Kernel::MatmulCoopFewH => binding::matmul_coop_h::ALL,
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
@@ -761,7 +757,7 @@ impl Kernel {
             (Kernel::Matmul, "gemv_dense") => REDUCE_WG,
             (Kernel::Matmul, _) => GEMM_WG,
             (Kernel::MatmulCoop | Kernel::MatmulCoopH, _) => COOP_WG,
-            (Kernel::MatmulCoopSmall | Kernel::MatmulCoopSmallH, _) => COOP_SMALL_WG,
+            (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
             (Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH, _) => COOP_FEW_WG,
             (Kernel::Norm, "rmsnorm" | "rmsnorm_h") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
