@@ -57,6 +57,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("matmul_coop_few::gemm_m0e4_coop_few", 2e-6),
     // The same with x given in f16 (the reference takes those values).
     ("matmul_coop_h::gemm_m0e4_coop", 2e-6),
+    ("matmul_coop_few_h::gemm_m0e4_coop_few", 2e-6),
     ("norm::rmsnorm", 1e-11),
     ("norm::rmsnorm_inplace", 1e-11),
     // f16 outputs (2⁻¹¹ relative): an NMSE of ~1e-7.
@@ -759,8 +760,8 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         variants.push((Kernel::Matmul, prefill, s.seq_prefill));
         // The plan's choices on adapters with cooperative matrices (graph/decision.rs).
         if h.gpu.coop_gemm() && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
-            // The 128 × 128 tiles also with x in f16 (as the ops before the projection write
-            // it).
+            // The 128 × 128 and the 16 × 16 tiles also with x in f16 (as the ops before the
+            // projection write it).
             for kernel in [
                 Kernel::MatmulCoop,
                 Kernel::MatmulCoopH,
@@ -768,14 +769,16 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
             ] {
                 variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
             }
-            variants.push((Kernel::MatmulCoopFew, "gemm_m0e4_coop_few", s.seq_prefill));
+            for kernel in [Kernel::MatmulCoopFew, Kernel::MatmulCoopFewH] {
+                variants.push((kernel, "gemm_m0e4_coop_few", s.seq_prefill));
+            }
         }
     }
     for (kernel, entry, seq) in variants {
         let (rows_per_workgroup, tokens_per_workgroup) = match kernel {
             Kernel::MatmulCoopSmall => (COOP_SMALL_ROWS, COOP_SMALL_TOKENS),
             Kernel::MatmulCoop | Kernel::MatmulCoopH => (COOP_ROWS, COOP_TOKENS),
-            Kernel::MatmulCoopFew => (COOP_FEW_ROWS, COOP_FEW_TOKENS),
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => (COOP_FEW_ROWS, COOP_FEW_TOKENS),
             _ => (GEMM_ROWS, GEMM_TOKENS),
         };
         // The decode GEMV applies the norm; a prefill has it as its own op.
@@ -783,7 +786,7 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         let mut x = rng.gaussian_vec(seq * k, 1.0);
         let x_buf = h.f32s(&x);
         // The kernels built for f16 input read x_h: the product of those values.
-        let x_f16 = kernel == Kernel::MatmulCoopH;
+        let x_f16 = matches!(kernel, Kernel::MatmulCoopH | Kernel::MatmulCoopFewH);
         let x_h_buf = x_f16.then(|| {
             let halves: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
             x = halves.iter().map(|v| v.to_f32()).collect();
@@ -3203,6 +3206,7 @@ fn every_entry_point_matches_the_cpu() {
             (Kernel::MatmulCoopH, "gemm_m0e4_coop"),
             (Kernel::MatmulCoopSmall, "gemm_m0e4_coop"),
             (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few"),
+            (Kernel::MatmulCoopFewH, "gemm_m0e4_coop_few"),
             (Kernel::AttentionCoop, "prefill"),
             (Kernel::AttentionCoop, "prefill_h"),
         ] {

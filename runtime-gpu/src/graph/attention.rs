@@ -115,8 +115,10 @@ impl Builder<'_> {
         });
     }
 
-    /// Layer `l`'s attention of `q` over the cache; returns its output activation.
-    pub fn attention(&mut self, l: usize, q: usize, half: bool) -> (usize, bool) {
+    /// Layer `l`'s attention of `q` over the cache; returns its output activation, and whether
+    /// it is written in f16 in the steps `half` (those in which the output projection reads it
+    /// so, `Decision::f16_input_steps`).
+    pub fn attention(&mut self, l: usize, q: usize, half: Option<When>) -> (usize, bool) {
         let (heads, hd, seq) = (self.cfg.num_heads, self.cfg.head_dim, Expr::Seq);
         // (seq + 32) bounds both prefill (one split per query) and decode (up to 32 splits).
         let parts = self.act(
@@ -131,12 +133,13 @@ impl Builder<'_> {
         let split_when = if blocked { When::Decode } else { When::Always };
         // Prefill on cooperative matrices where the GEMM runs on them and the heads are of
         // whole 16 × 16 tiles; there `prefill_h` writes f16 for an output projection that reads
-        // it so (`half`), in the steps of COOP_WIDE_PREFILL tokens or more.
+        // it so, in the steps `half`.
         let coop = blocked
             && self.limits.coop_gemm
             && hd.is_multiple_of(16)
             && hd <= ATTENTION_COOP_MAX_HD;
-        let attn_half = coop && half;
+        let attn_half = half.filter(|_| coop);
+        let mut wrote_half = false;
         // Decode over at most ATTENTION_DECODE_KEYS keys in one pass (heads of a multiple of 4,
         // where the device has the workgroups, [`OnePass`]): `decode` over at most
         // ATTENTION_DECODE_NARROW_KEYS, `decode_wide` over more; `partial` and `combine` past
@@ -193,6 +196,7 @@ impl Builder<'_> {
             // write is bound to a placeholder.
             for (when, f16_out) in When::Prefill.split_f16(attn_half) {
                 let Some(when) = when else { continue };
+                wrote_half |= f16_out;
                 let mut bindings = vectors.clone();
                 let entry = match f16_out {
                     true => "prefill_h",
@@ -269,7 +273,7 @@ impl Builder<'_> {
             reads: vec![parts],
             writes: vec![attn],
         });
-        (attn, attn_half)
+        (attn, wrote_half)
     }
 
     /// Layer `l`'s sliding window (0: none).

@@ -66,7 +66,7 @@ impl Builder<'_> {
         l: usize,
         (gate, up): (usize, usize),
         when: When,
-        half: bool,
+        half: Option<When>,
     ) -> Option<usize> {
         let f = self.cfg.intermediate_size;
         let act = u64::from(self.arch.activation == Act::GeluTanh);
@@ -75,11 +75,10 @@ impl Builder<'_> {
             ..elementwise_params(Expr::Seq, f)
         };
         let mut bindings = vec![(bind::Y, BufRef::Act(gate)), (bind::UP, BufRef::Act(up))];
-        // Where the down projection reads its input in f16 (its steps of COOP_WIDE_PREFILL
-        // tokens or more on cooperative matrices): `glu_h` writes it there into an activation of
-        // its own (in place, a pair's word would overwrite values other threads have yet to
-        // read).
-        let [(f32_steps, _), (f16_steps, _)] = when.split_f16(half && f.is_multiple_of(2));
+        // Where the down projection reads its input in f16 (the steps `half`): `glu_h` writes it
+        // there into an activation of its own (in place, a pair's word would overwrite values
+        // other threads have yet to read).
+        let [(f32_steps, _), (f16_steps, _)] = when.split_f16(half.filter(|_| f.is_multiple_of(2)));
         let label = format!("l{l}.glu");
         let per = u64::from(GLU_PER_THREAD);
         if let Some(when) = f32_steps {

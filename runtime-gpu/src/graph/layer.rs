@@ -116,9 +116,9 @@ impl Builder<'_> {
 
     /// The RMSNorm `(label, weight)` of the residual into `hn`, then the projections that read
     /// it: (label, projection, output, decision) each. The norm op runs for prefill only where
-    /// the decode GEMVs apply it themselves. Where every projection reads f16 input
-    /// ([`Decision::reads_f16_input`]), the norm writes `hn` in f16 in the steps of
-    /// `COOP_WIDE_PREFILL` tokens or more ([`When::split_f16`]) and they read it so.
+    /// the decode GEMVs apply it themselves. Where every projection reads f16 input in the same
+    /// steps ([`Decision::f16_input_steps`]), the norm writes `hn` in f16 there
+    /// ([`When::split_f16`]) and they read it so.
     fn normed_projections(
         &mut self,
         (label, weight): (String, &str),
@@ -127,10 +127,13 @@ impl Builder<'_> {
         rope: Option<RopeWrite>,
     ) {
         let when = projs.first().map_or(When::Always, |p| p.3.norm.op_when());
-        let half = !projs.is_empty() && projs.iter().all(|p| p.3.reads_f16_input());
+        let steps = projs.first().and_then(|p| p.3.f16_input_steps());
+        let steps = steps.filter(|s| projs.iter().all(|p| p.3.f16_input_steps() == Some(*s)));
         let n = self.cfg.hidden_size;
-        for (when, f16_out) in when.split_f16(half) {
+        let mut half = false;
+        for (when, f16_out) in when.split_f16(steps) {
             if let Some(when) = when {
+                half |= f16_out;
                 self.norm(NormOp {
                     label: label.clone(),
                     io: NormIo::From(self.residual),

@@ -88,10 +88,9 @@ pub(super) struct Projection<'a> {
     /// A joined q/k/v projection whose decode GEMV applies RoPE and writes k and v into the
     /// cache itself (`gemv_m0e4_norm_rope`).
     pub rope: Option<RopeWrite>,
-    /// The activation its ops on cooperative matrices read in f16 in steps of
-    /// `COOP_WIDE_PREFILL` tokens or more ([`When::PrefillCoopWide`]), where the op before the
-    /// projection writes one (`x` itself, or an activation of its own); `None`: they read `x`
-    /// in f32.
+    /// The activation its ops on cooperative matrices read in f16 in the steps of
+    /// [`Decision::f16_input_steps`], where the op before the projection writes one (`x`
+    /// itself, or an activation of its own); `None`: they read `x` in f32.
     pub x_half: Option<usize>,
 }
 
@@ -136,14 +135,14 @@ impl Builder<'_> {
                 self.push(op);
             }
             // M0E4: a few tokens as GEMVs (or, on cooperative matrices, in tiles of 16
-            // tokens), more through the GEMM; on cooperative matrices the steps of
-            // COOP_WIDE_PREFILL tokens or more read the input in f16 where it is written so.
-            let mut op = self.gemm(p, d, ch, p.x_half);
+            // tokens), more through the GEMM; on cooperative matrices the 16 × 16 and the 128 ×
+            // 128 tiles read the input in f16 where it is written so (Decision::f16_input_steps).
+            let wide_half = p.x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
+            let mut op = self.gemm(p, d, ch, wide_half);
             // The LM head's rows are the step's outputs (often 1), not its tokens: it keeps the
             // GEMVs there.
             if d.coop_short && p.seq == Expr::Seq {
-                let f32_input = self.gemm(p, d, ch, None);
-                let few = self.coop_few(p, ch, &f32_input);
+                let few = self.coop_few(p, d, ch);
                 self.push(few);
                 op.when = When::PrefillCoopLarge;
                 // Projections on the 128 × 128 tiles take the 128 × 64 ones below
@@ -169,19 +168,19 @@ impl Builder<'_> {
         }
     }
 
-    /// Whether the ops on cooperative matrices of `proj`, added to the residual by
-    /// [`Builder::add_to_residual`] (with an output norm: `out_norm`), read their input in f16:
-    /// the op before it writes one where so.
-    pub fn residual_input_half(&self, proj: &Proj, out_norm: bool) -> Result<bool> {
+    /// The steps in which the ops on cooperative matrices of `proj`, added to the residual by
+    /// [`Builder::add_to_residual`] (with an output norm: `out_norm`), read their input in f16
+    /// ([`Decision::f16_input_steps`]): the op before it writes one there.
+    pub fn residual_input_half(&self, proj: &Proj, out_norm: bool) -> Result<Option<When>> {
         let site = Site::Plain {
             accumulate: !out_norm,
         };
-        Ok(self.decide(proj, site)?.reads_f16_input())
+        Ok(self.decide(proj, site)?.f16_input_steps())
     }
 
     /// `x += p(input)`; with an output norm (sandwich norms) `x += norm(p(input))` through a
     /// temporary activation: `(activation name, norm label, norm weight)`. `input_half`: the
-    /// input in f16 of steps of several tokens, where [`Builder::residual_input_half`] says so.
+    /// input in f16 in the steps [`Builder::residual_input_half`] gives, where written so.
     pub fn add_to_residual(
         &mut self,
         (label, proj): (&str, &Proj),
@@ -321,8 +320,8 @@ impl Builder<'_> {
         }
     }
 
-    /// The prefill op of chunk `ch`; on cooperative matrices with the input in f16 from
-    /// activation `x_half` where given.
+    /// The prefill op of chunk `ch`; on the 128 × 128 coop tiles with the input in f16 from
+    /// activation `x_half` where given (the only GEMM built for f16 input).
     fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows, x_half: Option<usize>) -> Op {
         let half = x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
         let (mut reads, writes) = reads_writes(p, d);
@@ -367,15 +366,24 @@ impl Builder<'_> {
     }
 
     /// The short-prefill op of chunk `ch` on cooperative matrices: `gemm_m0e4_coop_few` with
-    /// the bindings and parameters of its coop GEMM op `gemm` (f32 input).
-    fn coop_few(&self, p: &Projection, ch: &ChunkRows, gemm: &Op) -> Op {
+    /// the bindings and parameters of a coop GEMM op (the input in f16 where `p.x_half` gives
+    /// it).
+    fn coop_few(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
+        let wide = Decision {
+            gemm: Gemm::M0e4Coop,
+            ..d.clone()
+        };
+        let gemm = self.gemm(p, &wide, ch, p.x_half);
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
-            kernel: Kernel::MatmulCoopFew,
+            kernel: match gemm.kernel {
+                Kernel::MatmulCoopH => Kernel::MatmulCoopFewH,
+                _ => Kernel::MatmulCoopFew,
+            },
             entry: "gemm_m0e4_coop_few",
             grid: tile_grid(p, ch, (COOP_FEW_ROWS, COOP_FEW_TOKENS)),
             when: When::PrefillCoopShort,
-            ..gemm.clone()
+            ..gemm
         }
     }
 

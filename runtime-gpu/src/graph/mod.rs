@@ -106,14 +106,18 @@ pub enum When {
     /// projection of `COOP_LARGE_MIN_ROWS` rows or more: the coop GEMM on 128 × 64 tiles.
     PrefillCoopMid,
     /// The rest of them, [`COOP_WIDE_PREFILL`] tokens or more: the 128 × 128 tiles. Where a
-    /// projection's input is written in f16 (`Projection::x_half`), these steps' ops read it so
-    /// and the shorter steps' ops read f32.
+    /// projection's input is written in f16 (`Projection::x_half`), these steps' ops and the
+    /// [`When::PrefillCoopShort`] ones read it so, the 128 × 64 tiles f32.
     PrefillCoopWide,
-    /// Fewer than [`COOP_WIDE_PREFILL`] tokens, one included: the ops that write a projection's
-    /// input in f32 where its [`When::PrefillCoopWide`] steps take it in f16.
-    BelowWide,
-    /// 2 to [`COOP_WIDE_PREFILL`] − 1 tokens: the same for ops that run in prefill only.
-    PrefillBelowWide,
+    /// [`When::PrefillCoopShort`] and [`When::PrefillCoopWide`]: the steps whose coop kernels
+    /// (the 16 × 16 and the 128 × 128 tiles) read a projection's input in f16 where the op
+    /// before writes it so.
+    PrefillCoopShortOrWide,
+    /// One token or [`When::PrefillCoopMid`]: the ops that write such an input in f32.
+    DecodeOrCoopMid,
+    /// One token or [`When::PrefillCoopLarge`]: the ops that write in f32 the input of a
+    /// projection that reads f16 in its [`When::PrefillCoopShort`] steps only.
+    DecodeOrCoopLarge,
 }
 
 /// The most tokens of a step whose M0E4 projections run as GEMVs ([`When::PrefillFew`],
@@ -135,22 +139,27 @@ pub const COOP_SHORT_PREFILL: u64 = 40;
 /// coop GEMM on its 128 × 128 tiles ([`When::PrefillCoopWide`]); shorter steps take the 128 × 64
 /// tiles. Measured on an H200 (docs/PERF.md, "Coop GEMM tiles"): on the Llama-3-8B shapes the
 /// 128 × 64 tiles were 22-24% faster at 64-256 tokens and 3% slower at 512. From this many
-/// tokens the coop GEMMs also read their input in f16 where the op before them writes it so
-/// (docs/PERF.md, "f16 inputs": 7-10% faster at 512 tokens; at 32 and 128 tokens the 128 × 64
-/// and 16 × 16 kernels were 4-15% slower with it).
+/// tokens the 128 × 128 tiles also read their input in f16 where the op before them writes it
+/// so ([`When::PrefillCoopShortOrWide`]).
 pub const COOP_WIDE_PREFILL: u64 = 512;
 
 impl When {
-    /// An op that runs `self` and writes a projection's input, in f16 where `half` says the
-    /// projection reads it so: the steps where it writes f32, then those where it writes f16
-    /// ([`When::PrefillCoopWide`]), each `None` where no step is left to it.
-    pub fn split_f16(self, half: bool) -> [(Option<When>, bool); 2] {
-        let (f32_steps, f16_steps) = match (half, self) {
-            (true, When::Always) => (When::BelowWide, Some(When::PrefillCoopWide)),
-            (true, When::Prefill) => (When::PrefillBelowWide, Some(When::PrefillCoopWide)),
-            (_, other) => (other, None),
+    /// An op that runs `self` and writes a projection's input, in f16 in the steps `half` where
+    /// the projection reads it so (`Decision::f16_input_steps`): the steps where it writes f32,
+    /// then those where it writes f16, each `None` where no step is left to it. Where `self`
+    /// is not one of the kinds an input's producer runs as (every step, or prefill), or `half`
+    /// not one of the kinds of f16 steps, it writes f32 throughout, and the projection must
+    /// then read f32 (`f16_steps` is `None`).
+    pub fn split_f16(self, half: Option<When>) -> [(Option<When>, bool); 2] {
+        use When::*;
+        let (f32_steps, f16_steps) = match (self, half) {
+            (Always, Some(PrefillCoopShortOrWide)) => (Some(DecodeOrCoopMid), half),
+            (Prefill, Some(PrefillCoopShortOrWide)) => (Some(PrefillCoopMid), half),
+            (Always, Some(PrefillCoopShort)) => (Some(DecodeOrCoopLarge), half),
+            (Prefill, Some(PrefillCoopShort)) => (Some(PrefillCoopLarge), half),
+            (other, _) => (Some(other), None),
         };
-        [(Some(f32_steps), false), (f16_steps, true)]
+        [(f32_steps, false), (f16_steps, true)]
     }
 
     /// Whether an op of this kind runs in a step of `seq` tokens.
@@ -166,8 +175,11 @@ impl When {
             When::PrefillCoopLarge => seq > COOP_SHORT_PREFILL,
             When::PrefillCoopMid => seq > COOP_SHORT_PREFILL && seq < COOP_WIDE_PREFILL,
             When::PrefillCoopWide => seq >= COOP_WIDE_PREFILL,
-            When::BelowWide => seq < COOP_WIDE_PREFILL,
-            When::PrefillBelowWide => seq > 1 && seq < COOP_WIDE_PREFILL,
+            When::PrefillCoopShortOrWide => {
+                When::PrefillCoopShort.runs(seq) || When::PrefillCoopWide.runs(seq)
+            }
+            When::DecodeOrCoopMid => seq == 1 || When::PrefillCoopMid.runs(seq),
+            When::DecodeOrCoopLarge => seq == 1 || When::PrefillCoopLarge.runs(seq),
         }
     }
 }
@@ -351,5 +363,34 @@ mod tests {
         assert!(When::PrefillCoopLarge.runs(COOP_SHORT_PREFILL + 1));
         assert!(When::PrefillCoopMid.runs(COOP_WIDE_PREFILL - 1));
         assert!(When::PrefillCoopWide.runs(COOP_WIDE_PREFILL));
+    }
+
+    /// `split_f16`'s two parts cover the producer's steps exactly once, the f16 part exactly
+    /// the f16 steps among them; with no f16 steps (or a producer of another kind) everything
+    /// is f32.
+    #[test]
+    fn split_f16_partitions_the_producers_steps() {
+        let halves = [When::PrefillCoopShortOrWide, When::PrefillCoopShort];
+        for producer in [When::Always, When::Prefill] {
+            for half in halves {
+                let [(f32_steps, false), (Some(f16_steps), true)] = producer.split_f16(Some(half))
+                else {
+                    panic!("{producer:?} {half:?}");
+                };
+                for seq in 1..=2 * COOP_WIDE_PREFILL {
+                    let f32_runs = f32_steps.is_some_and(|w| w.runs(seq));
+                    assert_eq!(f16_steps.runs(seq), producer.runs(seq) && half.runs(seq));
+                    assert_eq!(f32_runs, producer.runs(seq) && !half.runs(seq), "{seq}");
+                }
+            }
+            let [(Some(all), false), (None, true)] = producer.split_f16(None) else {
+                panic!("{producer:?}");
+            };
+            assert_eq!(all, producer);
+        }
+        let [(Some(when), false), (None, true)] = When::Decode.split_f16(Some(halves[0])) else {
+            panic!("decode");
+        };
+        assert_eq!(when, When::Decode);
     }
 }

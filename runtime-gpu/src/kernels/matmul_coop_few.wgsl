@@ -6,8 +6,9 @@
 // A workgroup computes COOP_FEW_ROWS = 16 weight rows × COOP_FEW_TOKENS = 16 tokens (grid x:
 // rows, y: tokens) with FS = COOP_FEW_WG / 32 subgroups that split k: subgroup s takes the steps
 // of COOP_K = 64 columns s, s + FS, s + 2 FS, ... Per step each lane decodes 4 packed words of
-// row lane / 2 (columns 32 (lane % 2) ..) and converts 8 × 4 activations into the subgroup's
-// own f16 tiles, and the subgroup does 4 multiply-adds of 16 × 16 × 16; the next step's words and
+// row lane / 2 (columns 32 (lane % 2) ..) and converts its FN load units of activations into the
+// subgroup's own f16 tiles, and the subgroup does 4 multiply-adds of 16 × 16 × 16; the next
+// step's words and
 // activations are loaded before them. Each weight is read and decoded once per 16 tokens, and a
 // projection of n rows has n / 16 workgroups. At the end the FS partial tiles are summed through
 // shared memory. k must be a multiple of COOP_K (the host checks).
@@ -22,7 +23,10 @@ const FS: u32 = FWG / 32u;
 const FS4: u32 = (FK + 8u) / 4u;
 // A subgroup's tile: 16 rows (weights) or 16 tokens (activations) of FS4 vec4.
 const FT4: u32 = 16u * FS4;
-const_assert COOP_FEW_ROWS == 16u && COOP_FEW_TOKENS == 16u && FK == 64u && FS >= 1u && XV == 4u;
+// Load units (XV columns, coop_common.wgsl) per token and step, and per lane and step.
+const FU: u32 = FK / XV;
+const FN: u32 = 16u * FU / 32u;
+const_assert COOP_FEW_ROWS == 16u && COOP_FEW_TOKENS == 16u && FK == 64u && FS >= 1u && FN >= 1u;
 var<workgroup> fw: array<vec4<f16>, FS * FT4>; // [subgroup][row][k / 4]
 var<workgroup> fx: array<vec4<f16>, FS * FT4>; // [subgroup][token][k / 4]
 var<workgroup> fsum: array<f32, FS * 256u>; // [subgroup][token][row]
@@ -39,15 +43,17 @@ fn few_words(lane: u32, o0: u32, step: u32) -> Words4 {
     return q;
 }
 
-// A lane's activations of step `step`: load j holds columns 64 step + 4 (lane % 16) .. of token
-// t0 + 2 j + lane / 16 (16 lanes read a token's 256 contiguous bytes); zeros past the end.
-fn few_x(lane: u32, t0: u32, step: u32) -> array<xv_t, 8> {
-    var x: array<xv_t, 8>;
+// A lane's activations of step `step`: load j holds unit e % FU (columns 64 step + XV (e % FU)
+// ..) of token t0 + e / FU, e = 32 j + lane (FU lanes read a token's 64 contiguous columns);
+// zeros past the end.
+fn few_x(lane: u32, t0: u32, step: u32) -> array<xv_t, FN> {
+    var x: array<xv_t, FN>;
     let k0 = step * FK;
-    for (var j = 0u; j < 8u; j++) {
-        let t = t0 + 2u * j + lane / 16u;
+    for (var j = 0u; j < FN; j++) {
+        let e = 32u * j + lane;
+        let t = t0 + e / FU;
         if (t < params.seq && k0 < params.k) {
-            x[j] = x_at((t * params.k + k0) / 4u + lane % 16u);
+            x[j] = x_at((t * params.k + k0) / XV + e % FU);
         }
     }
     return x;
@@ -73,8 +79,12 @@ fn gemm_m0e4_coop_few(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
             fw[at + 2u * i] = w.lo;
             fw[at + 2u * i + 1u] = w.hi;
         }
-        for (var j = 0u; j < 8u; j++) {
-            fx[base + (2u * j + lane / 16u) * FS4 + lane % 16u] = x_part(x[j], 0u);
+        for (var j = 0u; j < FN; j++) {
+            let e = 32u * j + lane;
+            let xa = base + (e / FU) * FS4 + (e % FU) * (XV / 4u);
+            for (var p = 0u; p < XV / 4u; p++) {
+                fx[xa + p] = x_part(x[j], p);
+            }
         }
         workgroupBarrier();
         q = few_words(lane, o0, (r + 1u) * FS + sg);

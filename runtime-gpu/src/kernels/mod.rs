@@ -30,10 +30,11 @@ pub enum Kernel {
     /// The M0E4 product of a short prefill on cooperative matrices: 16 rows × 16 tokens per
     /// workgroup, k split between its subgroups.
     MatmulCoopFew,
-    /// [`Kernel::MatmulCoop`] with its input in f16 (`x_h`), as the norms, the gated
-    /// activation and the coop prefill attention write it in the steps that run it
-    /// (`Decision::reads_f16_input`).
+    /// [`Kernel::MatmulCoop`] and [`Kernel::MatmulCoopFew`] with their input in f16 (`x_h`), as
+    /// the norms, the gated activation and the coop prefill attention write it for them
+    /// (`Decision::f16_input_steps`).
     MatmulCoopH,
+    MatmulCoopFewH,
     /// RMSNorm (plain, fused with the residual add, gathered rows, in place for QK-norm).
     Norm,
     /// RoPE fused with the KV-cache write.
@@ -50,13 +51,14 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Dequant,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::MatmulCoopSmall,
         Kernel::MatmulCoopFew,
         Kernel::MatmulCoopH,
+        Kernel::MatmulCoopFewH,
         Kernel::Norm,
         Kernel::RopeKv,
         Kernel::Attention,
@@ -73,6 +75,7 @@ impl Kernel {
             Kernel::MatmulCoopSmall => "matmul_coop_small",
             Kernel::MatmulCoopFew => "matmul_coop_few",
             Kernel::MatmulCoopH => "matmul_coop_h",
+            Kernel::MatmulCoopFewH => "matmul_coop_few_h",
             Kernel::Norm => "norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -89,7 +92,7 @@ impl Kernel {
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopH => {
                 include_str!("matmul_coop.wgsl")
             }
-            Kernel::MatmulCoopFew => include_str!("matmul_coop_few.wgsl"),
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => include_str!("matmul_coop_few.wgsl"),
             Kernel::Norm => include_str!("norm.wgsl"),
             Kernel::RopeKv => include_str!("rope_kv.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
@@ -118,7 +121,7 @@ impl Kernel {
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopH => {
                 &["gemm_m0e4_coop"]
             }
-            Kernel::MatmulCoopFew => &["gemm_m0e4_coop_few"],
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_h", "rmsnorm_inplace"],
             Kernel::RopeKv => &["main", "from_qkv"],
             Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
@@ -137,7 +140,8 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => MatmulParams::NAMES,
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopFewH => MatmulParams::NAMES,
             Kernel::Norm => NormParams::NAMES,
             Kernel::RopeKv => RopeKvParams::NAMES,
             Kernel::Attention | Kernel::AttentionCoop => AttentionParams::NAMES,
@@ -167,7 +171,9 @@ impl Kernel {
                  const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
                  const TT: u32 = COOP_SMALL_TOKENS;\n"
             }
-            Kernel::MatmulCoopFew => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\n"
+            }
             // The cache's load unit (attention_coop.wgsl): 16 bytes, 8 f16 or 4 f32 values.
             Kernel::AttentionCoop if kv_f16 => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n\
@@ -197,7 +203,8 @@ impl Kernel {
             Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => {
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopFewH => {
                 concat!(
                     include_str!("matmul_io.wgsl"),
                     include_str!("coop_common.wgsl")
@@ -214,7 +221,7 @@ impl Kernel {
                  fn x_part(v: xv_t, p: u32) -> vec4<f16> { return h(v); }\n"
                     .to_owned()
             }
-            Kernel::MatmulCoopH => format!(
+            Kernel::MatmulCoopH | Kernel::MatmulCoopFewH => format!(
                 "const XV: u32 = 8u;\nalias xv_t = vec4<u32>;\n\
                  @group(0) @binding({}) var<storage, read> x_h: array<vec4<u32>>;\n\
                  fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\

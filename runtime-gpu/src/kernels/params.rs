@@ -369,7 +369,8 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => MatmulParams::MEMBERS,
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopFewH => MatmulParams::MEMBERS,
             Kernel::Norm => NormParams::MEMBERS,
             Kernel::RopeKv => RopeKvParams::MEMBERS,
             Kernel::Attention | Kernel::AttentionCoop => AttentionParams::MEMBERS,
@@ -386,7 +387,8 @@ impl Kernel {
             | Kernel::MatmulCoop
             | Kernel::MatmulCoopSmall
             | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH => size_of::<MatmulParams>(),
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopFewH => size_of::<MatmulParams>(),
             Kernel::Norm => size_of::<NormParams>(),
             Kernel::RopeKv => size_of::<RopeKvParams>(),
             Kernel::Attention | Kernel::AttentionCoop => size_of::<AttentionParams>(),
@@ -582,7 +584,7 @@ impl Kernel {
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
                 binding::matmul_coop::ALL
             }
-            Kernel::MatmulCoopH => binding::matmul_coop_h::ALL,
+            Kernel::MatmulCoopH | Kernel::MatmulCoopFewH => binding::matmul_coop_h::ALL,
             Kernel::Norm => binding::norm::ALL,
             Kernel::RopeKv => binding::rope_kv::ALL,
             Kernel::Attention => binding::attention::ALL,
@@ -756,7 +758,7 @@ impl Kernel {
             (Kernel::Matmul, _) => GEMM_WG,
             (Kernel::MatmulCoop | Kernel::MatmulCoopH, _) => COOP_WG,
             (Kernel::MatmulCoopSmall, _) => COOP_SMALL_WG,
-            (Kernel::MatmulCoopFew, _) => COOP_FEW_WG,
+            (Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH, _) => COOP_FEW_WG,
             (Kernel::Norm, "rmsnorm" | "rmsnorm_h") => NORM_WG,
             (Kernel::Norm, _) => REDUCE_WG,
             (Kernel::RopeKv, _) => ROPE_KV_WG,
