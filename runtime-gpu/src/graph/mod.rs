@@ -141,7 +141,7 @@ pub const COOP_SHORT_PREFILL: u64 = 40;
 /// 128 × 64 tiles were 22-24% faster at 64-256 tokens and 3% slower at 512. From this many
 /// tokens the 128 × 128 tiles also read their input in f16 where the op before them writes it
 /// so ([`When::PrefillCoopShortOrWide`]).
-pub const COOP_WIDE_PREFILL: u64 = 512;
+pub const COOP_WIDE_PREFILL: u64 = 256;
 
 impl When {
     /// An op that runs `self` and writes a projection's input, in f16 in the steps `half` where
