@@ -31,9 +31,10 @@ pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
 /// Projections of fewer rows than this run the coop GEMM on tiles of half the tokens: at 512
 /// tokens a 2048-row projection is 64 workgroups of 128 × 128, half a large GPU's
 /// multiprocessors (128 of 128 × 64). From this many rows on, the 128 × 128 tiles in steps of
-/// `COOP_WIDE_PREFILL` tokens or more (at 4096 rows and 512 tokens about one workgroup per
-/// multiprocessor, measured 3% faster than twice as many 128 × 64 ones on the Llama-3-8B body,
-/// PERF.md), and a twin op on the 128 × 64 tiles for shorter steps (graph/matmul.rs).
+/// `COOP_WIDE_PREFILL` tokens or more (with f32 input at 4096 rows and 512 tokens about one
+/// workgroup per multiprocessor, measured 3% faster than twice as many 128 × 64 ones on the
+/// Llama-3-8B body; with f16 input 10% faster at 256 tokens, PERF.md), and a twin op on the
+/// 128 × 64 tiles for shorter steps (graph/matmul.rs).
 pub const COOP_LARGE_MIN_ROWS: usize = 4096;
 
 /// What the plan depends on of the device.
