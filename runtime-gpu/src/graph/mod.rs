@@ -140,7 +140,7 @@ pub const COOP_SHORT_PREFILL: u64 = 40;
 /// where the op before writes it so ([`When::PrefillCoopShortOrWide`]); shorter steps take the
 /// 128 × 64 tiles with f32 input. Measured on an H200 (docs/PERF.md, "f16 inputs for the short
 /// prefills"), the 128 × 128 tiles with f16 input against the 128 × 64 ones: 7.38B pp256 +9.9%,
-/// pp384 +35.5%, 1.17B pp256 +9.7%; from 128 tokens instead, 7.38B pp128 −6.2% and pp192
+/// pp384 +35.5%, 1.17B pp256 +9.7%; from 128 tokens instead, 7.38B pp128 −6.7% and pp192
 /// −1.2% (1.17B pp192 +10.1%). (Before the f16 inputs the 128 × 64 tiles were 22-24% faster at
 /// 64-256 tokens, and the threshold 512.)
 pub const COOP_WIDE_PREFILL: u64 = 256;
