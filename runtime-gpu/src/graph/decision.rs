@@ -298,10 +298,10 @@ impl Decision {
     /// The steps in which the projection reads its input in f16, written so by the op before
     /// it ([`When::split_f16`]): those on the 16 × 16 tiles (`gemm_m0e4_coop_few`) and on the
     /// 128 × 128 tiles; the 128 × 64 tiles read f32. Measured on an H200 with 8 f16 columns per
-    /// 16-byte load (docs/PERF.md, "f16 inputs for the short prefills"): f16 input made the
+    /// 16-byte load (docs/PERF.md, "f16 input on the 16 × 16 tiles"): f16 input made the
     /// 128 × 128 tiles 19.6% faster at 512 tokens (and 11.5% before the 16-byte loads), the
-    /// 16 × 16 tiles 9-14% faster at 32 tokens, and the 128 × 64 tiles 12-13% slower at 128
-    /// tokens and 5% at 512 (the 1.17B's 2048-row projections).
+    /// 16 × 16 tiles' steps 9-19% faster at 9-40 tokens, and the 128 × 64 tiles' 12% slower at
+    /// 128 tokens and 5% at 512 (the 1.17B's 2048-row projections).
     pub fn f16_input_steps(&self) -> Option<When> {
         match (self.gemm, self.coop_short) {
             (Gemm::M0e4Coop, true) => Some(When::PrefillCoopShortOrWide),

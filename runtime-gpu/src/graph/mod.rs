@@ -138,8 +138,8 @@ pub const COOP_SHORT_PREFILL: u64 = 40;
 /// The fewest tokens of a step whose projections of `COOP_LARGE_MIN_ROWS` rows or more run the
 /// coop GEMM on its 128 × 128 tiles ([`When::PrefillCoopWide`]), reading their input in f16
 /// where the op before writes it so ([`When::PrefillCoopShortOrWide`]); shorter steps take the
-/// 128 × 64 tiles with f32 input. Measured on an H200 (docs/PERF.md, "f16 inputs for the short
-/// prefills"), the 128 × 128 tiles with f16 input against the 128 × 64 ones: 7.38B pp256 +9.9%,
+/// 128 × 64 tiles with f32 input. Measured on an H200 (docs/PERF.md, "the 128 × 128 tiles from
+/// 256 tokens"), the 128 × 128 tiles with f16 input against the 128 × 64 ones: 7.38B pp256 +9.9%,
 /// pp384 +35.5%, 1.17B pp256 +9.7%; from 128 tokens instead, 7.38B pp128 −6.7% and pp192
 /// −1.2% (1.17B pp192 +10.1%). (Before the f16 inputs the 128 × 64 tiles were 22-24% faster at
 /// 64-256 tokens, and the threshold 512.)
