@@ -58,12 +58,6 @@ var<workgroup> st: array<f32, (AWG / 32u) * 512u>;
 var<workgroup> xmax: array<f32, AWG>;
 var<workgroup> xsum: array<f32, AWG>;
 
-// f16 of 4 values, clamped to the finite f16 range.
-fn h4(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
-}
-
-
 // Load units per key at the widest head (KU), and per thread and tile (KVE): a thread loads
 // elements lid + AWG i (i < KVE) of the tile's AK × KU units, held in registers while the
 // previous tile is used.

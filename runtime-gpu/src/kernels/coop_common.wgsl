@@ -1,14 +1,10 @@
-// What the cooperative-matrix kernels (matmul_coop.wgsl, matmul_coop_few.wgsl) share: the f16
-// conversion of activations and the load and f16 decode of 4 packed words of a weight row.
+// What the cooperative-matrix GEMMs (matmul_coop.wgsl, matmul_coop_few.wgsl) share: the load
+// and f16 decode of 4 packed words of a weight row (the f16 conversions `h4` and `halves` come
+// from the prelude, `F16_UNITS` in kernels/mod.rs).
 // Each is built twice (`Kernel::source_for`): with its input in f32 (x4) and in f16 (x_h, as
 // the ops before a projection write it in prefill); the prelude before this file defines the
 // input's load unit `xv_t` of XV columns (f32: 4 as vec4<f32>; f16: 8 as vec4<u32>, one
 // 16-byte load), `x_at(i)` (unit i) and `x_part(v, p)` (columns 4 p .. 4 p + 3 of v as f16).
-
-// f16 of activations, clamped to the finite f16 range (an overflow would be ±inf, then NaN).
-fn h(v: vec4<f32>) -> vec4<f16> {
-    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
-}
 
 // 4 consecutive packed words (32 weights) of a row, with each word's scale and bias.
 struct Words4 {

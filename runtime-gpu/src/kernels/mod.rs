@@ -178,10 +178,7 @@ impl Kernel {
             Kernel::AttentionCoop if kv_f16 => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f16;\n\
                  const KVL: u32 = 8u;\nalias kvl_t = vec4<u32>;\n\
-                 fn kv_part(v: kvl_t, p: u32) -> vec4<f16> {\n\
-                 \x20   let w = vec4<f32>(unpack2x16float(v[2u * p]), unpack2x16float(v[2u * p + 1u]));\n\
-                 \x20   return vec4<f16>(w);\n\
-                 }\n"
+                 fn kv_part(v: kvl_t, p: u32) -> vec4<f16> { return halves(v, p); }\n"
             }
             Kernel::AttentionCoop => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias kv_t = f32;\n\
@@ -218,20 +215,27 @@ impl Kernel {
             Kernel::MatmulCoop | Kernel::MatmulCoopSmall | Kernel::MatmulCoopFew => {
                 "const XV: u32 = 4u;\nalias xv_t = vec4<f32>;\n\
                  fn x_at(i: u32) -> xv_t { return x4[i]; }\n\
-                 fn x_part(v: xv_t, p: u32) -> vec4<f16> { return h(v); }\n"
+                 fn x_part(v: xv_t, p: u32) -> vec4<f16> { return h4(v); }\n"
                     .to_owned()
             }
             Kernel::MatmulCoopH | Kernel::MatmulCoopFewH => format!(
                 "const XV: u32 = 8u;\nalias xv_t = vec4<u32>;\n\
                  @group(0) @binding({}) var<storage, read> x_h: array<vec4<u32>>;\n\
                  fn x_at(i: u32) -> xv_t {{ return x_h[i]; }}\n\
-                 fn x_part(v: xv_t, p: u32) -> vec4<f16> {{\n\
-                 \x20   let w = vec4<f32>(unpack2x16float(v[2u * p]), unpack2x16float(v[2u * p + 1u]));\n\
-                 \x20   return vec4<f16>(w);\n\
-                 }}\n",
+                 fn x_part(v: xv_t, p: u32) -> vec4<f16> {{ return halves(v, p); }}\n",
                 params::binding::matmul_coop_h::X_H
             ),
             _ => String::new(),
+        };
+        // The f16 conversions of the kernels on cooperative matrices (`F16_UNITS`).
+        let f16_units = match self {
+            Kernel::MatmulCoop
+            | Kernel::MatmulCoopSmall
+            | Kernel::MatmulCoopFew
+            | Kernel::MatmulCoopH
+            | Kernel::MatmulCoopFewH
+            | Kernel::AttentionCoop => F16_UNITS,
+            _ => "",
         };
         let reductions = match self {
             Kernel::Matmul | Kernel::Norm | Kernel::Attention | Kernel::Score => {
@@ -244,7 +248,7 @@ impl Kernel {
             _ => "",
         };
         let src = format!(
-            "{enables}{input}{}\n{}\n{reductions}\n{activations}\n{io}\n{}",
+            "{enables}{input}{f16_units}{}\n{}\n{reductions}\n{activations}\n{io}\n{}",
             m0e4_prelude(),
             params::constants_prelude(),
             self.file()
@@ -256,6 +260,19 @@ impl Kernel {
         src
     }
 }
+
+/// What the kernels on cooperative matrices (the coop GEMMs, the coop prefill attention) share
+/// to fill their f16 tiles: `h4`, 4 f32 values as f16, clamped to the finite f16 range (an
+/// overflow would be ±inf, then NaN), and `halves(v, p)`, values 4 p .. 4 p + 3 of the 8 f16 in
+/// a 16-byte load unit.
+const F16_UNITS: &str = "\
+fn h4(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+}
+fn halves(v: vec4<u32>, p: u32) -> vec4<f16> {
+    return vec4<f16>(vec4<f32>(unpack2x16float(v[2u * p]), unpack2x16float(v[2u * p + 1u])));
+}
+";
 
 /// WGSL constants and the pair decoder of M0E4, generated from `tlite_quantizer::format`.
 pub fn m0e4_prelude() -> String {

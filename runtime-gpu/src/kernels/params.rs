@@ -477,8 +477,9 @@ pub mod binding {
             X4 = super::matmul::X4,
             PACKED4 = super::matmul::PACKED4,
         }
-        /// `matmul_coop.wgsl` built for f16 input (`Kernel::MatmulCoopH`): `matmul_coop`'s
-        /// bindings and x in f16 (instead of `X4`).
+        /// `matmul_coop.wgsl` and `matmul_coop_few.wgsl` built for f16 input
+        /// (`Kernel::MatmulCoopH`, `Kernel::MatmulCoopFewH`): `matmul_coop`'s bindings and x in
+        /// f16 (`X_H`), which their loads read instead of `X4`.
         matmul_coop_h {
             PARAMS = super::PARAMS,
             X = super::matmul::X,
