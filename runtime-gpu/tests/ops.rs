@@ -23,7 +23,7 @@ use tlite_quantizer::{M0E4Matrix, Method, QuantOptions};
 use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::dequant::{group_words, halves_to_words};
 use tlite_runtime_gpu::graph::SMALL_PREFILL;
-use tlite_runtime_gpu::graph::decision::NARROW_NORM_MIN_K;
+use tlite_runtime_gpu::graph::decision::{COOP_LARGE_GROUP_UNIT, NARROW_NORM_MIN_K};
 use tlite_runtime_gpu::kernels::params::{
     ATTENTION_COOP_MAX_HD, ATTENTION_COOP_QUERIES, ATTENTION_DECODE_KEYS, ATTENTION_PREFILL_MAX_HD,
     ATTENTION_PREFILL_QUERIES, COOP_FEW_ROWS, COOP_FEW_TOKENS, COOP_K, COOP_ROWS, COOP_SMALL_ROWS,
@@ -762,11 +762,11 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         if h.gpu.coop_gemm() && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
             // The 128 × 128 and the 16 × 16 tiles also with x in f16 (as the ops before the
             // projection write it).
-            for kernel in [
-                Kernel::MatmulCoop,
-                Kernel::MatmulCoopH,
-                Kernel::MatmulCoopSmall,
-            ] {
+            // The 128 × 128 tiles only where the groups are multiples of 32 columns.
+            let large = [Kernel::MatmulCoop, Kernel::MatmulCoopH]
+                .into_iter()
+                .filter(|_| group.is_multiple_of(COOP_LARGE_GROUP_UNIT));
+            for kernel in large.chain([Kernel::MatmulCoopSmall]) {
                 variants.push((kernel, "gemm_m0e4_coop", s.seq_prefill));
             }
             for kernel in [Kernel::MatmulCoopFew, Kernel::MatmulCoopFewH] {
@@ -986,6 +986,28 @@ fn matmul_specs() -> Vec<MatSpec> {
             tensor_rows: 9,
             rows: 0..9,
             seq_prefill: 2,
+            ..MAT
+        },
+        // Groups of no multiple of 32 columns on the coop path (k a multiple of COOP_K): the
+        // 128 × 64 and 16 × 16 tiles read each word's group, ragged last group.
+        MatSpec {
+            desc: "coop g40 ragged",
+            seed: 120,
+            k: 384,
+            wt: Wt::M0E4(40),
+            tensor_rows: 36,
+            rows: 0..36,
+            seq_prefill: 70,
+            ..MAT
+        },
+        MatSpec {
+            desc: "coop g24 ragged",
+            seed: 121,
+            k: 256,
+            wt: Wt::M0E4(24),
+            tensor_rows: 20,
+            rows: 0..20,
+            seq_prefill: 9,
             ..MAT
         },
         // k and groups multiples of 32 (the wide GEMV's), without and with the fused norm.

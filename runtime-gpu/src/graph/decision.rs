@@ -37,6 +37,11 @@ pub type Layouts<'a> = HashMap<&'a str, &'a TensorLayout>;
 /// 128 × 64 tiles for shorter steps (graph/matmul.rs).
 pub const COOP_LARGE_MIN_ROWS: usize = 4096;
 
+/// The 128 × 128 coop GEMM holds one scale and bias (one group word) per 32 columns a thread
+/// loads (`UNIFORM_GROUPS` in matmul_coop.wgsl): it runs weights whose group size is a multiple
+/// of this; the others take the 128 × 64 tiles, which read each word's group.
+pub const COOP_LARGE_GROUP_UNIT: usize = 32;
+
 /// What the plan depends on of the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -327,9 +332,10 @@ pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Res
     let k = w.rows_cols().1;
     let gemm = match w.storage {
         Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => {
-            match proj.rows.len() < COOP_LARGE_MIN_ROWS {
-                true => Gemm::M0e4CoopSmall,
-                false => Gemm::M0e4Coop,
+            let uniform = w.group.is_some_and(|g| g.is_multiple_of(COOP_LARGE_GROUP_UNIT));
+            match proj.rows.len() >= COOP_LARGE_MIN_ROWS && uniform {
+                true => Gemm::M0e4Coop,
+                false => Gemm::M0e4CoopSmall,
             }
         }
         Storage::M0E4 => Gemm::M0e4,
@@ -592,8 +598,16 @@ mod tests {
         );
         let l = index(std::slice::from_ref(&wide));
         let rows = 0..COOP_LARGE_MIN_ROWS;
-        let dw = decide(&proj("wide", rows, 64), site, &l, coop).unwrap();
+        let dw = decide(&proj("wide", rows.clone(), 64), site, &l, coop).unwrap();
         assert_eq!(dw.gemm, Gemm::M0e4Coop);
+        // Groups of no multiple of COOP_LARGE_GROUP_UNIT columns: the 128 × 64 tiles whatever
+        // the rows.
+        for g in [8, 16, 40, 48] {
+            let odd = tensor("odd", (COOP_LARGE_MIN_ROWS, 64), Storage::M0E4, g, &[COOP_LARGE_MIN_ROWS]);
+            let lo = index(std::slice::from_ref(&odd));
+            let d = decide(&proj("odd", rows.clone(), 64), site, &lo, coop).unwrap();
+            assert_eq!(d.gemm, Gemm::M0e4CoopSmall, "group {g}");
+        }
         // Short steps on the matrix cores where the coop GEMM runs, unless a chunk has more
         // rows than a grid of 16-row workgroups can cover.
         assert!(dw.coop_short && d("g32", 64, coop).coop_short);

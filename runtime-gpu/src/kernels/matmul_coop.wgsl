@@ -1,11 +1,12 @@
 // Prefill GEMM on cooperative matrices (tensor cores): f16 operands, f32 accumulators; the
 // same product, parameters and output as gemm_m0e4 (matmul_io.wgsl comes before this file).
 //
-// Two kernels are built from this file, with CR (rows per workgroup), CWG = 2 · CR threads and
-// TT (tokens per workgroup) set before it: `matmul_coop` (CR = COOP_ROWS = 128, TT =
-// COOP_TOKENS = 128) and `matmul_coop_small` (CR = COOP_SMALL_ROWS = 128, TT =
-// COOP_SMALL_TOKENS = 64: twice the workgroups, for the plan's projections of < 4096 rows and
-// the others' steps of < 512 tokens, which would otherwise leave many of a large GPU's
+// Two kernels are built from this file, with CR (rows per workgroup), CWG = 2 · CR threads,
+// TT (tokens per workgroup) and UNIFORM_GROUPS (see `WRaw`) set before it: `matmul_coop` (CR =
+// COOP_ROWS = 128, TT = COOP_TOKENS = 128, UNIFORM_GROUPS: weights whose groups are multiples
+// of 32 columns) and `matmul_coop_small` (CR = COOP_SMALL_ROWS = 128, TT =
+// COOP_SMALL_TOKENS = 64, any group size: twice the workgroups, for the plan's projections of
+// < 4096 rows or other groups and the others' steps of < COOP_WIDE_PREFILL tokens, which would otherwise leave many of a large GPU's
 // multiprocessors idle; 128 × 64 beat 64 × 64 and 64 × 128 there, PERF.md). A workgroup of CWG / 32 subgroups computes CR weight rows × TT
 // tokens; subgroup s the rows 32 (s % (CR / 32)) .. + 31 and tokens (TT / 2) (s / (CR / 32)) .. as 2 × FT tiles of
 // 16 × 16 (A: 16 rows × 16 columns of W, B: 16 columns × 16 tokens of xᵀ; FT = TT / 32). Per
@@ -41,9 +42,9 @@ var<workgroup> cx: array<vec4<f16>, TT * CS4>; // [token][k / 4]
 var<workgroup> cstage: array<f32, CWG / 32u * 256u>;
 
 // What a thread loads for one step: 4 packed words (32 weights) of row lid / 2, columns
-// 32 (lid % 2) .., with each word's scale and bias; 4 · XU times 4 activations (columns
-// 4 (e % 16) .. of token e / 16, e = j · CWG + lid for load j), as the input holds them (f32
-// or f16: `xv_t`, coop_common.wgsl).
+// 32 (lid % 2) .., with each word's scale and bias; XN load units of activations (unit
+// e % UPT of token e / UPT, e = j · CWG + lid for load j), as the input holds them (f32 or
+// f16: `xv_t`, coop_common.wgsl).
 struct Fetch {
     q: Words4,
     x: array<xv_t, XN>,
@@ -85,6 +86,68 @@ fn stash(lid: u32, f: Fetch) {
     }
 }
 
+
+// With UNIFORM_GROUPS (the 128 × 128 kernel: groups a multiple of 32 columns, so a thread's 32
+// columns are in one group) a thread holds the next step's weights as its 4 words and their one
+// raw group word (`WRaw`, 5 registers; decoded in `stash_w`) instead of `Fetch`'s 4 scales and
+// 4 biases, and its activations apart (`fetch_x`, `stash_x`). Measured on an H200 (PERF.md,
+// run51-run55): 7.38B pp512 +9-10%. The compiler's output is sensitive to how this is written:
+// the same loads held in one struct with the activations, or stashed through `stash`'s word
+// loop as a function of a `Words4`, lost 11-12%; and the 128 × 64 kernel lost 6% with the raw
+// word (it keeps `Fetch`). Change this code only with an A/B on the device.
+struct WRaw {
+    w: vec4<u32>,
+    g: u32,
+}
+
+fn fetch_w(lid: u32, o0: u32, k0: u32) -> WRaw {
+    var f: WRaw;
+    let o = o0 + lid / 2u;
+    if (o < params.n) {
+        let row = params.w_row0 + o;
+        let wi = k0 / M0E4_PER_WORD + (lid % 2u) * 4u;
+        f.w = packed4[(row * params.words_per_row + wi) / 4u];
+        f.g = groups[row * params.groups_per_row + wi * M0E4_PER_WORD / params.group];
+    }
+    return f;
+}
+
+fn fetch_x(lid: u32, t0: u32, k0: u32) -> array<xv_t, XN> {
+    var x: array<xv_t, XN>;
+    for (var j = 0u; j < XN; j++) {
+        let e = j * CWG + lid;
+        let t = t0 + e / UPT;
+        if (t < params.seq) {
+            x[j] = x_at((t * params.k + k0) / XV + e % UPT);
+        }
+    }
+    return x;
+}
+
+fn stash_w(lid: u32, f: WRaw) {
+    var q: Words4;
+    q.w = f.w;
+    let sb = unpack2x16float(f.g);
+    q.s = vec4<f32>(sb.x);
+    q.b = vec4<f32>(sb.y);
+    let wb = (lid / 2u) * CS4 + (lid % 2u) * 8u;
+    for (var i = 0u; i < 4u; i++) {
+        let d = word_f16(q, i);
+        cw[wb + 2u * i] = d.lo;
+        cw[wb + 2u * i + 1u] = d.hi;
+    }
+}
+
+fn stash_x(lid: u32, x: array<xv_t, XN>) {
+    for (var j = 0u; j < XN; j++) {
+        let e = j * CWG + lid;
+        let at = (e / UPT) * CS4 + (e % UPT) * (XV / 4u);
+        for (var p = 0u; p < XV / 4u; p++) {
+            cx[at + p] = x_part(x[j], p);
+        }
+    }
+}
+
 // Tile `c` of subgroup slot `slot` (rows o.., tokens t..) to y through the staging slot; every
 // thread calls it (barriers).
 fn put_tile(c: coop_mat16x16<f32, C>, slot: u32, lane: u32, o: u32, t: u32) {
@@ -117,12 +180,32 @@ fn gemm_m0e4_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     var c03 = coop_mat16x16<f32, C>();
     var c12 = coop_mat16x16<f32, C>();
     var c13 = coop_mat16x16<f32, C>();
-    var f = fetch(lid, o0, t0, 0u);
+    // The next step's loads: `f` in the 128 × 64 kernel, `fw` and `fx` in the 128 × 128 one
+    // (UNIFORM_GROUPS is a constant; the other branch is dead code).
+    var f: Fetch;
+    var fw: WRaw;
+    var fx: array<xv_t, XN>;
+    if (!UNIFORM_GROUPS) {
+        f = fetch(lid, o0, t0, 0u);
+    } else {
+        fw = fetch_w(lid, o0, 0u);
+        fx = fetch_x(lid, t0, 0u);
+    }
     for (var k0 = 0u; k0 < params.k; k0 += CK) {
-        stash(lid, f);
+        if (!UNIFORM_GROUPS) {
+            stash(lid, f);
+        } else {
+            stash_w(lid, fw);
+            stash_x(lid, fx);
+        }
         workgroupBarrier();
         if (k0 + CK < params.k) {
-            f = fetch(lid, o0, t0, k0 + CK);
+            if (!UNIFORM_GROUPS) {
+                f = fetch(lid, o0, t0, k0 + CK);
+            } else {
+                fw = fetch_w(lid, o0, k0 + CK);
+                fx = fetch_x(lid, t0, k0 + CK);
+            }
         }
         for (var kk = 0u; kk < CK; kk += 16u) {
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw[mr * CS4 + kk / 4u], CS4);

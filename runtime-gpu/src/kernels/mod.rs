@@ -164,12 +164,13 @@ impl Kernel {
         let enables = match self {
             Kernel::MatmulCoop | Kernel::MatmulCoopH => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
-                 const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\nconst TT: u32 = COOP_TOKENS;\n"
+                 const CR: u32 = COOP_ROWS;\nconst CWG: u32 = COOP_WG;\nconst TT: u32 = COOP_TOKENS;\n\
+                 const UNIFORM_GROUPS: bool = true;\n"
             }
             Kernel::MatmulCoopSmall => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n\
                  const CR: u32 = COOP_SMALL_ROWS;\nconst CWG: u32 = COOP_SMALL_WG;\n\
-                 const TT: u32 = COOP_SMALL_TOKENS;\n"
+                 const TT: u32 = COOP_SMALL_TOKENS;\nconst UNIFORM_GROUPS: bool = false;\n"
             }
             Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\n"
