@@ -332,7 +332,9 @@ pub fn decide(proj: &Proj, site: Site, layouts: &Layouts, limits: Limits) -> Res
     let k = w.rows_cols().1;
     let gemm = match w.storage {
         Storage::M0E4 if limits.coop_gemm && k.is_multiple_of(COOP_K as usize) => {
-            let uniform = w.group.is_some_and(|g| g.is_multiple_of(COOP_LARGE_GROUP_UNIT));
+            let uniform = w
+                .group
+                .is_some_and(|g| g.is_multiple_of(COOP_LARGE_GROUP_UNIT));
             match proj.rows.len() >= COOP_LARGE_MIN_ROWS && uniform {
                 true => Gemm::M0e4Coop,
                 false => Gemm::M0e4CoopSmall,
@@ -603,7 +605,13 @@ mod tests {
         // Groups of no multiple of COOP_LARGE_GROUP_UNIT columns: the 128 × 64 tiles whatever
         // the rows.
         for g in [8, 16, 40, 48] {
-            let odd = tensor("odd", (COOP_LARGE_MIN_ROWS, 64), Storage::M0E4, g, &[COOP_LARGE_MIN_ROWS]);
+            let odd = tensor(
+                "odd",
+                (COOP_LARGE_MIN_ROWS, 64),
+                Storage::M0E4,
+                g,
+                &[COOP_LARGE_MIN_ROWS],
+            );
             let lo = index(std::slice::from_ref(&odd));
             let d = decide(&proj("odd", rows.clone(), 64), site, &lo, coop).unwrap();
             assert_eq!(d.gemm, Gemm::M0e4CoopSmall, "group {g}");
