@@ -1,7 +1,9 @@
-//! `tlite lab`: measurements outside any model (docs/PERF.md): the per-dispatch floor and the
-//! decode GEMV kernels' weight bandwidth against a copy kernel (`tlite_runtime_gpu::lab`).
+//! `tlite lab`: measurements outside any model (docs/PERF.md): the per-dispatch floor, the
+//! decode GEMV kernels' weight bandwidth against a copy kernel (`tlite_runtime_gpu::lab`), and
+//! the driver's statistics of every compiled kernel (`tlite_runtime_gpu::pipeline_stats`).
 
 use tlite_runtime_gpu::lab::{self, GemvOptions, GemvVariant};
+use tlite_runtime_gpu::pipeline_stats;
 use tlite_runtime_gpu::{DeviceOptions, Gpu};
 
 #[derive(clap::Args)]
@@ -57,6 +59,17 @@ enum What {
         /// on each: a spread table shows how much the allocation decides the speed (1..=64).
         #[arg(long, default_value_t = 1)]
         allocations: usize,
+    },
+    /// What the driver compiled each kernel's entry points into (registers, shared and local
+    /// memory, spills, instructions: the statistics of VK_KHR_pipeline_executable_properties),
+    /// one line per pipeline executable.
+    Stats {
+        /// Only the pipelines whose `kernel::entry` contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -114,6 +127,43 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 opts.shapes = shapes;
             }
             print!("{}", lab::gemv(&gpu, &opts)?);
+        }
+        What::Stats { only, json } => {
+            let pipelines: Vec<_> = (pipeline_stats::kernels_of(&gpu).into_iter())
+                .filter(|(k, e)| {
+                    let name = format!("{}::{e}", k.name());
+                    only.as_deref().is_none_or(|o| name.contains(o))
+                })
+                .collect();
+            anyhow::ensure!(
+                !pipelines.is_empty(),
+                "no kernel entry point matches --only"
+            );
+            let report = pipeline_stats::pipeline_statistics(&gpu, &pipelines)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                if let Some(why) = &report.missing {
+                    anyhow::bail!(
+                        "{why}: no statistics (the {} pipelines were created)",
+                        report.pipelines.len()
+                    );
+                }
+                for p in &report.pipelines {
+                    for e in &p.executables {
+                        let values: Vec<String> = (e.statistics.iter())
+                            .map(|s| format!("{}={}", s.name, s.value))
+                            .collect();
+                        println!(
+                            "{} [{}, subgroup {}] {}",
+                            p.pipeline,
+                            e.name,
+                            e.subgroup_size,
+                            values.join(" | ")
+                        );
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -318,24 +318,10 @@ impl Gpu {
             (MatrixCores::Off, Ok(())) => Err("TLITE_COOPMAT=off"),
             (_, fit) => fit,
         };
-        let experimental_features = if coop.is_ok() {
+        if coop.is_ok() {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-            // SAFETY: the one experimental feature asked for is cooperative matrices, used by
-            // two kernel files (matmul_coop.wgsl, matmul_coop_few.wgsl) whose every
-            // shared-memory access is in bounds by construction and whose output is checked
-            // against the f64 product by the tests.
-            unsafe { wgpu::ExperimentalFeatures::enabled() }
-        } else {
-            wgpu::ExperimentalFeatures::disabled()
-        };
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("tlite"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features,
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        };
+        }
+        let desc = descriptor(features, &limits);
         let plan = plan(&adapter);
         let (device, queue, priority) =
             priority::open(&adapter, &desc, plan)
@@ -422,6 +408,35 @@ impl Gpu {
     /// Whether the prefill GEMM runs on cooperative matrices: the feature and f16 are enabled,
     /// the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly
     /// 32 wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
+    /// What this device was requested with (for a second device on the same adapter).
+    pub fn descriptor(&self) -> wgpu::DeviceDescriptor<'static> {
+        descriptor(self.features, &self.limits)
+    }
+
+    /// This device's adapter, enumerated again (for a second device on it): the one whose
+    /// backend, vendor, device id and name are this device's.
+    pub fn same_adapter(&self) -> Result<wgpu::Adapter> {
+        let same = |i: &wgpu::AdapterInfo| {
+            (i.backend, i.vendor, i.device, &i.name)
+                == (
+                    self.info.backend,
+                    self.info.vendor,
+                    self.info.device,
+                    &self.info.name,
+                )
+        };
+        (pollster::block_on(enumerate()).into_iter())
+            .find(|a| same(&a.get_info()))
+            .ok_or_else(|| GpuError::AdapterNotFound {
+                wanted: self.info.name.clone(),
+                available: Self::adapters()
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
     pub fn coop_gemm(&self) -> bool {
         self.coop.is_ok()
     }
@@ -568,6 +583,29 @@ fn coop_gemm_fits(
     match usable {
         true => Ok(()),
         false => Err("no 16x16x16 f16 -> f32 configuration"),
+    }
+}
+
+/// The device the runtime asks for: `features` (the wanted ones the adapter has) and the
+/// adapter's own `limits`.
+fn descriptor(features: wgpu::Features, limits: &wgpu::Limits) -> wgpu::DeviceDescriptor<'static> {
+    let experimental_features =
+        if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: the one experimental feature asked for is cooperative matrices, used by
+            // the kernel files on them (matmul_coop.wgsl, matmul_coop_few.wgsl,
+            // attention_coop.wgsl) whose every shared-memory access is in bounds by construction
+            // and whose output is checked against the f64 product by the tests.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+    wgpu::DeviceDescriptor {
+        label: Some("tlite"),
+        required_features: features,
+        required_limits: limits.clone(),
+        experimental_features,
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod lab;
 mod language_model;
 pub mod memory;
 pub mod pipeline_cache;
+pub mod pipeline_stats;
 pub mod planner;
 pub mod priority;
 pub mod readback;
@@ -92,6 +93,9 @@ pub enum GpuError {
     Readback(String),
     #[error("the GPU device was lost or a validation error occurred: {0}")]
     Device(String),
+    /// `tlite lab stats` could not read the driver's pipeline statistics.
+    #[error("pipeline statistics: {0}")]
+    Statistics(String),
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;

@@ -24,7 +24,7 @@ use std::num::NonZeroUsize;
     windows,
     target_arch = "wasm32"
 )))]
-mod vulkan;
+pub(crate) mod vulkan;
 
 /// Dispatches per submission of the cooperative mode when none is given (and of `Low`'s
 /// fallback): a few layers of a decode step, ~10 submissions per token for a 1B Llama.

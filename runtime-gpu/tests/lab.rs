@@ -228,3 +228,64 @@ fn gemv_lab_times_candidate_kernels_that_compute_the_product() {
         );
     }
 }
+
+/// `tlite lab stats`: every pipeline the plan can use is created through the tool's own path
+/// (naga's SPIR-V, descriptor layouts reflected from the module, ash); where the driver reports
+/// statistics every pipeline lists executables with statistics, elsewhere the report says the
+/// extension is missing and lists none. `TLITE_REQUIRE_PIPELINE_STATS` makes a missing
+/// extension a failure (for GPUs whose drivers have it: NVIDIA's).
+#[test]
+fn pipeline_statistics_cover_every_kernel_entry_point() {
+    use tlite_runtime_gpu::pipeline_stats::{self, kernels_of};
+    let Some(gpu) = gpu_for_test("lab stats") else {
+        return;
+    };
+    let all = kernels_of(&gpu);
+    assert!(all.len() >= 25, "only {} entry points", all.len());
+    assert_eq!(
+        all.iter().any(|(k, _)| k.needs_cooperative_matrices()),
+        gpu.coop_gemm()
+    );
+    let r = pipeline_stats::pipeline_statistics(&gpu, &all).unwrap();
+    let names: Vec<String> = all
+        .iter()
+        .map(|(k, e)| format!("{}::{e}", k.name()))
+        .collect();
+    let got: Vec<&str> = r.pipelines.iter().map(|p| p.pipeline.as_str()).collect();
+    assert_eq!(got, names);
+    match &r.missing {
+        None => {
+            for p in &r.pipelines {
+                assert!(!p.executables.is_empty(), "{}: no executable", p.pipeline);
+                for e in &p.executables {
+                    assert!(
+                        !e.statistics.is_empty(),
+                        "{} {}: no statistic",
+                        p.pipeline,
+                        e.name
+                    );
+                    assert!(
+                        e.statistics
+                            .iter()
+                            .all(|s| !s.name.is_empty() && !s.value.is_empty())
+                    );
+                }
+            }
+            eprintln!(
+                "[lab stats] {}: {:?}",
+                r.pipelines[0].pipeline, r.pipelines[0].executables
+            );
+        }
+        Some(why) => {
+            assert!(
+                std::env::var_os("TLITE_REQUIRE_PIPELINE_STATS").is_none(),
+                "statistics required: {why}"
+            );
+            assert!(
+                why.contains("VK_KHR_pipeline_executable_properties"),
+                "{why}"
+            );
+            assert!(r.pipelines.iter().all(|p| p.executables.is_empty()));
+        }
+    }
+}

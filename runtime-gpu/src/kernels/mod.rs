@@ -67,6 +67,20 @@ impl Kernel {
         Kernel::Score,
     ];
 
+    /// Whether the kernel's module uses cooperative matrices (built only where the plan runs
+    /// them: [`crate::Gpu::coop_gemm`]).
+    pub fn needs_cooperative_matrices(self) -> bool {
+        matches!(
+            self,
+            Kernel::MatmulCoop
+                | Kernel::MatmulCoopSmall
+                | Kernel::MatmulCoopFew
+                | Kernel::MatmulCoopH
+                | Kernel::MatmulCoopFewH
+                | Kernel::AttentionCoop
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Dequant => "dequant",

@@ -111,6 +111,58 @@ pub fn support(adapter: &wgpu::Adapter) -> Result<Option<Support>, String> {
     }))
 }
 
+/// Whether the adapter exposes `VK_KHR_pipeline_executable_properties` (`Err`: not a Vulkan
+/// adapter, or its extensions could not be read).
+pub fn has_pipeline_statistics(adapter: &wgpu::Adapter) -> Result<bool, String> {
+    // SAFETY: as in `support`: the guard only lends the handles for a property query.
+    let Some(hal) = (unsafe { adapter.as_hal::<Vulkan>() }) else {
+        return Err(format!(
+            "not a Vulkan adapter ({:?})",
+            adapter.get_info().backend
+        ));
+    };
+    let instance = hal.shared_instance().raw_instance();
+    // SAFETY: a valid physical device of `instance` (both from wgpu-hal's adapter).
+    let props =
+        unsafe { instance.enumerate_device_extension_properties(hal.raw_physical_device()) }
+            .map_err(|e| format!("vkEnumerateDeviceExtensionProperties: {e}"))?;
+    let name = ash::khr::pipeline_executable_properties::NAME;
+    Ok(props
+        .iter()
+        .any(|p| p.extension_name_as_c_str().is_ok_and(|n| n == name)))
+}
+
+/// Opens a device on `adapter` through wgpu-hal (for `crate::pipeline_stats`, which creates
+/// pipelines on it through ash), with `VK_KHR_pipeline_executable_properties` and its
+/// `pipelineExecutableInfo` feature enabled where `capture` (the adapter exposes it:
+/// `has_pipeline_statistics`); everything else as `request_device` would open it.
+pub fn open_statistics(
+    adapter: &wgpu::Adapter,
+    desc: &wgpu::DeviceDescriptor<'_>,
+    capture: bool,
+) -> Result<(wgpu::Device, wgpu::Queue), String> {
+    let extension = ash::khr::pipeline_executable_properties::NAME;
+    let mut feature = vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default()
+        .pipeline_executable_info(true);
+    let feature_ref = &mut feature;
+    let callback: Box<CreateDeviceCallback<'_>> =
+        Box::new(move |args: CreateDeviceCallbackArgs<'_, '_, '_>| {
+            if !capture {
+                return;
+            }
+            if !args.extensions.contains(&extension) {
+                args.extensions.push(extension);
+            }
+            *args.create_info = args.create_info.push_next(feature_ref);
+        });
+    open_hal(
+        adapter,
+        desc,
+        callback,
+        "vkCreateDevice with pipeline statistics",
+    )
+}
+
 /// Opens a device on `adapter` whose queue has global priority LOW, enabling `extension`.
 /// `desc` must be what `request_device` would get (features and limits the adapter offers).
 pub fn open_low(
@@ -131,14 +183,32 @@ pub fn open_low(
                 *q = q.push_next(low_ref);
             }
         });
+    open_hal(
+        adapter,
+        desc,
+        callback,
+        "vkCreateDevice with global priority LOW",
+    )
+}
+
+/// Opens a device through wgpu-hal with `callback` (which adds an extension the physical device
+/// exposes and a pNext struct that outlives the call) and hands it to wgpu; `what` names the
+/// attempt in an error.
+fn open_hal<'a>(
+    adapter: &wgpu::Adapter,
+    desc: &wgpu::DeviceDescriptor<'_>,
+    callback: Box<CreateDeviceCallback<'a>>,
+    what: &str,
+) -> Result<(wgpu::Device, wgpu::Queue), String> {
     let open = {
         // SAFETY: as in `support`, the guard only lends wgpu-hal's adapter for this call.
         let Some(hal) = (unsafe { adapter.as_hal::<Vulkan>() }) else {
             return Err("not a Vulkan adapter".into());
         };
         // SAFETY: the features and limits are the adapter's own (wgpu-hal's `open` contract);
-        // the callback only adds an extension the physical device exposes (checked by
-        // `support`) and a pNext struct that lives until this call returns; it removes nothing.
+        // the callbacks only add an extension the physical device exposes (checked by
+        // `support` / `has_pipeline_statistics`) and a pNext struct that lives until this call
+        // returns; they remove nothing.
         unsafe {
             hal.open_with_callback(
                 desc.required_features,
@@ -147,7 +217,7 @@ pub fn open_low(
                 Some(callback),
             )
         }
-        .map_err(|e| format!("vkCreateDevice with global priority LOW: {e}"))?
+        .map_err(|e| format!("{what}: {e}"))?
     };
     // SAFETY: `open` was created from this adapter's hal handle just above, with exactly
     // `desc.required_features`.
