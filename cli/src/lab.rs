@@ -2,9 +2,9 @@
 //! decode GEMV kernels' weight bandwidth against a copy kernel (`tlite_runtime_gpu::lab`), and
 //! the driver's statistics of every compiled kernel (`tlite_runtime_gpu::pipeline_stats`).
 
+use tlite_runtime_gpu::Gpu;
 use tlite_runtime_gpu::lab::{self, GemvOptions, GemvVariant};
 use tlite_runtime_gpu::pipeline_stats;
-use tlite_runtime_gpu::{DeviceOptions, Gpu};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -94,10 +94,9 @@ fn mib(v: f64) -> anyhow::Result<u64> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let gpu = Gpu::new(&DeviceOptions {
-        adapter: a.adapter,
-        ..Default::default()
-    })?;
+    // As `run` and `bench` open it (the KV cache in f16 where the adapter has it, so `stats`
+    // reports the kernels those commands build).
+    let gpu = Gpu::new(&crate::args::device_options(a.adapter, None))?;
     println!("{}", gpu.header());
     match a.what {
         What::Floor { counts, reps } => {
