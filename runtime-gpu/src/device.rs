@@ -405,16 +405,14 @@ impl Gpu {
         }
     }
 
-    /// Whether the prefill GEMM runs on cooperative matrices: the feature and f16 are enabled,
-    /// the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly
-    /// 32 wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
     /// What this device was requested with (for a second device on the same adapter).
     pub fn descriptor(&self) -> wgpu::DeviceDescriptor<'static> {
         descriptor(self.features, &self.limits)
     }
 
-    /// This device's adapter, enumerated again (for a second device on it): the one whose
-    /// backend, vendor, device id and name are this device's.
+    /// This device's adapter, enumerated again (for a second device on it): the first whose
+    /// backend, vendor, device id and name are this device's (of several identical GPUs, one
+    /// of the same model).
     pub fn same_adapter(&self) -> Result<wgpu::Adapter> {
         let same = |i: &wgpu::AdapterInfo| {
             (i.backend, i.vendor, i.device, &i.name)
@@ -437,6 +435,9 @@ impl Gpu {
             })
     }
 
+    /// Whether the prefill GEMM runs on cooperative matrices: the feature and f16 are enabled,
+    /// the adapter has a 16 × 16 × 16 f16 × f16 → f32 configuration, its subgroups are exactly
+    /// 32 wide and its workgroup memory holds the kernel's tiles (`matmul_coop.wgsl`).
     pub fn coop_gemm(&self) -> bool {
         self.coop.is_ok()
     }
