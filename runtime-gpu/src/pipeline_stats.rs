@@ -134,11 +134,22 @@ mod imp {
         let api = hal.shared_instance().instance_api_version();
         // SAFETY: the physical device of this device, queried for its properties only.
         let props = unsafe { instance.get_physical_device_properties(hal.raw_physical_device()) };
-        let spirv = spirv_version(api.min(props.api_version));
+        let api = api.min(props.api_version);
+        let spirv = spirv_version(api);
+        // Zeroed workgroup memory as wgpu-hal compiles it: natively where the device has the
+        // (Vulkan 1.3) feature, which wgpu-hal then enables, by stores in the shader otherwise.
+        let native_zero = api >= vk::API_VERSION_1_3 && {
+            let mut v13 = vk::PhysicalDeviceVulkan13Features::default();
+            let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut v13);
+            // SAFETY: a Vulkan 1.3 physical device (checked above) queried for its features
+            // into structs that outlive the call.
+            unsafe { instance.get_physical_device_features2(hal.raw_physical_device(), &mut f2) };
+            v13.shader_zero_initialize_workgroup_memory == vk::TRUE
+        };
         let mut out = Vec::with_capacity(pipelines.len());
         for &(kernel, entry) in pipelines {
             let name = format!("{}::{entry}", kernel.name());
-            let (words, layout) = translate(kernel, entry, gpu.kv_f16(), spirv)
+            let (words, layout) = translate(kernel, entry, gpu.kv_f16(), spirv, native_zero)
                 .map_err(|e| err(format!("{name}: {e}")))?;
             // SAFETY: `raw` is a live device; `words` is naga's validated SPIR-V for features
             // this device has enabled (the same as the runtime's device); the objects are
@@ -181,6 +192,7 @@ mod imp {
         entry: &str,
         kv_f16: bool,
         version: (u8, u8),
+        native_zero: bool,
     ) -> std::result::Result<(Vec<u32>, Layout), String> {
         use naga::back::spv;
         let src = kernel.source_for(kv_f16);
@@ -213,8 +225,12 @@ mod imp {
             force_loop_bounding: false,
             ray_query_initialization_tracking: false,
             emit_int_div_checks: false,
-            // wgpu's default for a pipeline: the driver zeroes workgroup memory.
-            zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::Native,
+            // wgpu's default for a pipeline (exec/pipelines.rs keeps it): workgroup memory
+            // zeroed at the start of every workgroup.
+            zero_initialize_workgroup_memory: match native_zero {
+                true => spv::ZeroInitializeWorkgroupMemoryMode::Native,
+                false => spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
+            },
             // Descriptor set = group, binding = binding (what wgpu's layouts map them to).
             fake_missing_bindings: true,
             ..Default::default()
