@@ -761,8 +761,8 @@ fn matmul_case(h: &Harness, r: &mut Report, s: &MatSpec) {
         // The plan's choices on adapters with cooperative matrices (graph/decision.rs).
         if h.gpu.coop_gemm() && prefill == "gemm_m0e4" && k.is_multiple_of(COOP_K as usize) {
             // The 128 × 128 and the 16 × 16 tiles also with x in f16 (as the ops before the
-            // projection write it).
-            // The 128 × 128 tiles only where the groups are multiples of 32 columns.
+            // projection write it); the 128 × 128 tiles only where the groups are multiples of
+            // 32 columns.
             let large = [Kernel::MatmulCoop, Kernel::MatmulCoopH]
                 .into_iter()
                 .filter(|_| group.is_multiple_of(COOP_LARGE_GROUP_UNIT));
@@ -3223,15 +3223,10 @@ fn every_entry_point_matches_the_cpu() {
     // Only adapters with cooperative matrices run the coop GEMM (lavapipe has none);
     // TLITE_REQUIRE_COOPMAT=1 makes its absence a failure (on the lent GPU).
     if !h.gpu.coop_gemm() && std::env::var_os("TLITE_REQUIRE_COOPMAT").is_none() {
-        for (k, entry) in [
-            (Kernel::MatmulCoop, "gemm_m0e4_coop"),
-            (Kernel::MatmulCoopH, "gemm_m0e4_coop"),
-            (Kernel::MatmulCoopSmall, "gemm_m0e4_coop"),
-            (Kernel::MatmulCoopFew, "gemm_m0e4_coop_few"),
-            (Kernel::MatmulCoopFewH, "gemm_m0e4_coop_few"),
-            (Kernel::AttentionCoop, "prefill"),
-            (Kernel::AttentionCoop, "prefill_h"),
-        ] {
+        let coop_kernels = Kernel::ALL
+            .iter()
+            .filter(|k| k.needs_cooperative_matrices());
+        for (k, entry) in coop_kernels.flat_map(|&k| k.entries().iter().map(move |e| (k, e))) {
             let coop = format!("{}::{entry}", k.name());
             let _ = writeln!(
                 std::io::stderr(),

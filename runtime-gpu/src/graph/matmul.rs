@@ -137,8 +137,7 @@ impl Builder<'_> {
             // M0E4: a few tokens as GEMVs (or, on cooperative matrices, in tiles of 16
             // tokens), more through the GEMM; on cooperative matrices the 16 × 16 and the 128 ×
             // 128 tiles read the input in f16 where it is written so (Decision::f16_input_steps).
-            let wide_half = p.x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
-            let mut op = self.gemm(p, d, ch, wide_half);
+            let mut op = self.gemm(p, d, ch);
             // The LM head's rows are the step's outputs (often 1), not its tokens: it keeps the
             // GEMVs there.
             if d.coop_short && p.seq == Expr::Seq {
@@ -152,7 +151,7 @@ impl Builder<'_> {
                         gemm: Gemm::M0e4CoopSmall,
                         ..d.clone()
                     };
-                    let mut mid = self.gemm(p, &narrow, ch, None);
+                    let mut mid = self.gemm(p, &narrow, ch);
                     mid.when = When::PrefillCoopMid;
                     self.push(mid);
                     op.when = When::PrefillCoopWide;
@@ -321,9 +320,9 @@ impl Builder<'_> {
     }
 
     /// The prefill op of chunk `ch`; on the 128 × 128 coop tiles with the input in f16 from
-    /// activation `x_half` where given (the only GEMM built for f16 input).
-    fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows, x_half: Option<usize>) -> Op {
-        let half = x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
+    /// activation `p.x_half` where given (the only GEMM built for f16 input).
+    fn gemm(&self, p: &Projection, d: &Decision, ch: &ChunkRows) -> Op {
+        let half = p.x_half.filter(|_| d.gemm == Gemm::M0e4Coop);
         let (mut reads, writes) = reads_writes(p, d);
         let unblocked = ChunkRows {
             blocks: 1,
@@ -373,7 +372,7 @@ impl Builder<'_> {
             gemm: Gemm::M0e4Coop,
             ..d.clone()
         };
-        let gemm = self.gemm(p, &wide, ch, p.x_half);
+        let gemm = self.gemm(p, &wide, ch);
         Op {
             label: format!("{}[{}] gemm_few", p.label, ch.chunk),
             kernel: match gemm.kernel {

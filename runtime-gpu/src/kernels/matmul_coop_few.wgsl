@@ -8,10 +8,9 @@
 // of COOP_K = 64 columns s, s + FS, s + 2 FS, ... Per step each lane decodes 4 packed words of
 // row lane / 2 (columns 32 (lane % 2) ..) and converts its FN load units of activations into the
 // subgroup's own f16 tiles, and the subgroup does 4 multiply-adds of 16 × 16 × 16; the next
-// step's words and
-// activations are loaded before them. Each weight is read and decoded once per 16 tokens, and a
-// projection of n rows has n / 16 workgroups. At the end the FS partial tiles are summed through
-// shared memory. k must be a multiple of COOP_K (the host checks).
+// step's words and activations are loaded before them. Each weight is read and decoded once per
+// 16 tokens, and a projection of n rows has n / 16 workgroups. At the end the FS partial tiles
+// are summed through shared memory. k must be a multiple of COOP_K (the host checks).
 //
 // Measured on an H200 (docs/PERF.md, "Short prefills on cooperative matrices"): loading the
 // weights 2 or 4 steps ahead was slower than 1; 4 subgroups per workgroup faster than 8.

@@ -243,14 +243,9 @@ impl Kernel {
             _ => String::new(),
         };
         // The f16 conversions of the kernels on cooperative matrices (`F16_UNITS`).
-        let f16_units = match self {
-            Kernel::MatmulCoop
-            | Kernel::MatmulCoopSmall
-            | Kernel::MatmulCoopFew
-            | Kernel::MatmulCoopH
-            | Kernel::MatmulCoopFewH
-            | Kernel::AttentionCoop => F16_UNITS,
-            _ => "",
+        let f16_units = match self.needs_cooperative_matrices() {
+            true => F16_UNITS,
+            false => "",
         };
         let reductions = match self {
             Kernel::Matmul | Kernel::Norm | Kernel::Attention | Kernel::Score => {
