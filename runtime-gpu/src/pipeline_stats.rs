@@ -47,17 +47,6 @@ pub struct PipelineStats {
     pub executables: Vec<Executable>,
 }
 
-impl PipelineStats {
-    /// The value of the first statistic whose name contains `needle` (any case), if any.
-    pub fn find(&self, needle: &str) -> Option<&str> {
-        let needle = needle.to_lowercase();
-        (self.executables.iter())
-            .flat_map(|e| &e.statistics)
-            .find(|s| s.name.to_lowercase().contains(&needle))
-            .map(|s| s.value.as_str())
-    }
-}
-
 /// What [`pipeline_statistics`] found.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StatsReport {
