@@ -301,7 +301,11 @@ impl Harness {
                     layout: None,
                     module,
                     entry_point: Some(entry),
-                    compilation_options: Default::default(),
+                    // As the runtime compiles them: workgroup memory not zeroed.
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        zero_initialize_workgroup_memory: false,
+                        ..Default::default()
+                    },
                     cache: None,
                 })
             });

@@ -32,7 +32,7 @@ impl Alloc<'_> {
                             layout: None,
                             module,
                             entry_point: Some(op.entry),
-                            compilation_options: Default::default(),
+                            compilation_options: compilation_options(checks),
                             cache: self.gpu.pipeline_cache.as_ref().map(|c| &c.cache),
                         }),
                     );
@@ -65,5 +65,17 @@ fn shader_module(
         ShaderChecks::Unchecked => unsafe {
             dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
         },
+    }
+}
+
+/// The pipelines' options: without naga's checks, also without the zeroing of workgroup memory
+/// that WebGPU requires at the start of every workgroup (stores and a barrier before the first
+/// load): the kernels write every element of their workgroup arrays before they read it.
+pub(crate) fn compilation_options(
+    checks: ShaderChecks,
+) -> wgpu::PipelineCompilationOptions<'static> {
+    wgpu::PipelineCompilationOptions {
+        zero_initialize_workgroup_memory: checks == ShaderChecks::Checked,
+        ..Default::default()
     }
 }
