@@ -10,8 +10,9 @@
 //! `VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR`, so this opens a second device on the
 //! adapter of `gpu` with the same features and limits plus the extension, translates each
 //! kernel's WGSL to SPIR-V with naga as wgpu-hal does for the runtime (no runtime checks, the
-//! device's SPIR-V version, workgroup memory zeroed as the runtime's pipelines do), and creates
-//! each pipeline itself through ash, with descriptor set layouts reflected from the module.
+//! device's SPIR-V version, workgroup memory not zeroed, as in the runtime's pipelines), and
+//! creates each pipeline itself through ash, with descriptor set layouts reflected from the
+//! module.
 //! Every Vulkan object made here is destroyed before the function returns; the device belongs
 //! to wgpu.
 
@@ -125,20 +126,10 @@ mod imp {
         let props = unsafe { instance.get_physical_device_properties(hal.raw_physical_device()) };
         let api = api.min(props.api_version);
         let spirv = spirv_version(api);
-        // Zeroed workgroup memory as wgpu-hal compiles it: natively where the device has the
-        // (Vulkan 1.3) feature, which wgpu-hal then enables, by stores in the shader otherwise.
-        let native_zero = api >= vk::API_VERSION_1_3 && {
-            let mut v13 = vk::PhysicalDeviceVulkan13Features::default();
-            let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut v13);
-            // SAFETY: a Vulkan 1.3 physical device (checked above) queried for its features
-            // into structs that outlive the call.
-            unsafe { instance.get_physical_device_features2(hal.raw_physical_device(), &mut f2) };
-            v13.shader_zero_initialize_workgroup_memory == vk::TRUE
-        };
         let mut out = Vec::with_capacity(pipelines.len());
         for &(kernel, entry) in pipelines {
             let name = format!("{}::{entry}", kernel.name());
-            let (words, layout) = translate(kernel, entry, gpu.kv_f16(), spirv, native_zero)
+            let (words, layout) = translate(kernel, entry, gpu.kv_f16(), spirv)
                 .map_err(|e| err(format!("{name}: {e}")))?;
             // SAFETY: `raw` is a live device; `words` is naga's validated SPIR-V for features
             // this device has enabled (the same as the runtime's device); the objects are
@@ -181,7 +172,6 @@ mod imp {
         entry: &str,
         kv_f16: bool,
         version: (u8, u8),
-        native_zero: bool,
     ) -> std::result::Result<(Vec<u32>, Layout), String> {
         use naga::back::spv;
         let src = kernel.source_for(kv_f16);
@@ -214,12 +204,9 @@ mod imp {
             force_loop_bounding: false,
             ray_query_initialization_tracking: false,
             emit_int_div_checks: false,
-            // wgpu's default for a pipeline (exec/pipelines.rs keeps it): workgroup memory
-            // zeroed at the start of every workgroup.
-            zero_initialize_workgroup_memory: match native_zero {
-                true => spv::ZeroInitializeWorkgroupMemoryMode::Native,
-                false => spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
-            },
+            // As the runtime's pipelines without naga's checks (exec/pipelines.rs):
+            // workgroup memory not zeroed.
+            zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
             // Descriptor set = group, binding = binding (what wgpu's layouts map them to).
             fake_missing_bindings: true,
             ..Default::default()
