@@ -2093,7 +2093,8 @@ fn attention_case(h: &Harness, r: &mut Report, s: &AttnSpec) {
             ATTENTION_PREFILL_QUERIES,
             hd.is_multiple_of(4) && hd <= ATTENTION_PREFILL_MAX_HD,
         ),
-        (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES, coop),
+        // Two blocks of queries per workgroup (`attend` in attention_coop.wgsl).
+        (Kernel::AttentionCoop, 2 * ATTENTION_COOP_QUERIES, coop),
     ] {
         if s.seq < 2 || !on {
             continue;

@@ -188,8 +188,9 @@ impl Builder<'_> {
             });
         }
         if blocked {
+            // Queries per workgroup: attention_coop's take two blocks each (`attend`).
             let (kernel, queries) = match coop {
-                true => (Kernel::AttentionCoop, ATTENTION_COOP_QUERIES),
+                true => (Kernel::AttentionCoop, 2 * ATTENTION_COOP_QUERIES),
                 false => (Kernel::Attention, ATTENTION_PREFILL_QUERIES),
             };
             // On cooperative matrices both entry points use both outputs; the one an op does not

@@ -289,8 +289,9 @@ fn prefill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // decode, decode_wide: the whole attention of a one-token step in one workgroup per head, where
 // the keys it attends to (from the window start to the query) number at most DK; the plan then
 // dispatches neither `partial` nor `combine`. `decode` has DWG threads (for few keys), and
-// `decode_wide` DWG_WIDE (more keys per workgroup in flight). Thread j computes the scores of
-// keys j, j + wgs, ..; the workgroup reduces their maximum and the sum of the exponentials; then
+// `decode_wide` DWG_WIDE (more keys per workgroup in flight). Each key's score is computed by
+// tpk threads (ATTENTION_DECODE_TPK, ATTENTION_DECODE_WIDE_TPK), in passes of wgs / tpk keys;
+// the workgroup reduces their maximum and the sum of the exponentials; then
 // wgs / (hd / 4) slices of the keys (thread (slice, quad): every slices-th key, dims 4 quad .. +
 // 3, one vector load each) accumulate the weighted values, added pairwise across slices through
 // shared memory. Needs hd % 4 == 0.
@@ -299,6 +300,7 @@ const DWG_WIDE: u32 = ATTENTION_DECODE_WIDE_WG;
 const DK: u32 = ATTENTION_DECODE_KEYS;
 const_assert DWG >= MAX_HD / 4u && (DWG & (DWG - 1u)) == 0u && DK % DWG == 0u;
 const_assert DWG_WIDE >= DWG && (DWG_WIDE & (DWG_WIDE - 1u)) == 0u;
+const_assert DWG % ATTENTION_DECODE_TPK == 0u && (ATTENTION_DECODE_TPK & (ATTENTION_DECODE_TPK - 1u)) == 0u;
 const_assert DWG_WIDE % ATTENTION_DECODE_WIDE_TPK == 0u && (ATTENTION_DECODE_WIDE_TPK & (ATTENTION_DECODE_WIDE_TPK - 1u)) == 0u;
 // Each key's score, then its weight exp(score - max).
 var<workgroup> dsc: array<f32, DK>;
@@ -326,7 +328,7 @@ fn d_reduce(lid: u32, wgs: u32, v: f32, take_max: bool) -> f32 {
 
 @compute @workgroup_size(DWG)
 fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    decode_head(wg.x, lid, DWG, 1u);
+    decode_head(wg.x, lid, DWG, ATTENTION_DECODE_TPK);
 }
 
 @compute @workgroup_size(DWG_WIDE)
@@ -357,8 +359,28 @@ fn decode_head(h: u32, lid: u32, wgs: u32, tpk: u32) {
         let j = j0 + kl;
         var d4 = vec4<f32>(0.0);
         if (j < n) {
+            // 8 loads issued before any is used, into 4 accumulators; then the rest.
             let kb4 = (kvh * params.max_seq + start + j) * hd4;
-            for (var d = part; d < hd4; d += tpk) {
+            var d = part;
+            var e4 = vec4<f32>(0.0);
+            var f4 = vec4<f32>(0.0);
+            var g4 = vec4<f32>(0.0);
+            for (; d + 7u * tpk < hd4; d += 8u * tpk) {
+                let k0 = kcache4[kb4 + d];
+                let k1 = kcache4[kb4 + d + tpk];
+                let k2 = kcache4[kb4 + d + 2u * tpk];
+                let k3 = kcache4[kb4 + d + 3u * tpk];
+                let k4 = kcache4[kb4 + d + 4u * tpk];
+                let k5 = kcache4[kb4 + d + 5u * tpk];
+                let k6 = kcache4[kb4 + d + 6u * tpk];
+                let k7 = kcache4[kb4 + d + 7u * tpk];
+                d4 += qv4[d] * vec4<f32>(k0) + qv4[d + 4u * tpk] * vec4<f32>(k4);
+                e4 += qv4[d + tpk] * vec4<f32>(k1) + qv4[d + 5u * tpk] * vec4<f32>(k5);
+                f4 += qv4[d + 2u * tpk] * vec4<f32>(k2) + qv4[d + 6u * tpk] * vec4<f32>(k6);
+                g4 += qv4[d + 3u * tpk] * vec4<f32>(k3) + qv4[d + 7u * tpk] * vec4<f32>(k7);
+            }
+            d4 += e4 + f4 + g4;
+            for (; d < hd4; d += tpk) {
                 d4 += qv4[d] * vec4<f32>(kcache4[kb4 + d]);
             }
         }
@@ -391,8 +413,25 @@ fn decode_head(h: u32, lid: u32, wgs: u32, tpk: u32) {
     let slice = lid / hd4;
     var a = vec4<f32>(0.0);
     if (slice < slices) {
-        for (var j = slice; j < n; j += slices) {
-            a += dsc[j] * vec4<f32>(vcache4[(kvh * params.max_seq + start + j) * hd4 + quad]);
+        // 4 loads issued before any is used, into 4 accumulators; then the rest.
+        let vb = (kvh * params.max_seq + start) * hd4 + quad;
+        var j = slice;
+        var b = vec4<f32>(0.0);
+        var c = vec4<f32>(0.0);
+        var e = vec4<f32>(0.0);
+        for (; j + 3u * slices < n; j += 4u * slices) {
+            let v0 = vcache4[vb + j * hd4];
+            let v1 = vcache4[vb + (j + slices) * hd4];
+            let v2 = vcache4[vb + (j + 2u * slices) * hd4];
+            let v3 = vcache4[vb + (j + 3u * slices) * hd4];
+            a += dsc[j] * vec4<f32>(v0);
+            b += dsc[j + slices] * vec4<f32>(v1);
+            c += dsc[j + 2u * slices] * vec4<f32>(v2);
+            e += dsc[j + 3u * slices] * vec4<f32>(v3);
+        }
+        a += b + c + e;
+        for (; j < n; j += slices) {
+            a += dsc[j] * vec4<f32>(vcache4[vb + j * hd4]);
         }
     }
     dacc[lid] = a;

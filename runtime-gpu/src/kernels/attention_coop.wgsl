@@ -3,10 +3,11 @@
 // hd ≤ ATTENTION_COOP_MAX_HD dimensions, a multiple of 16.
 //
 // prefill: a workgroup of 4 subgroups computes AQ = 64 queries (t0 = 64 · block ..) of head h,
-// subgroup s the 16 queries t0 + 16 s .. as the rows of its 16 × 16 tiles. Its q is staged
-// once as f16 and held in registers as up to 8 A tiles (16 queries × 16 dimensions). The keys
-// from the window start of the block's first query to its last query are taken in tiles of
-// AK = 32, staged in shared memory as f16 (rows of hd + 8 halves), in two passes:
+// subgroup s the 16 queries t0 + 16 s .. as the rows of its 16 × 16 tiles, and then those of a
+// second block (`attend`). Its q is staged once as f16 and held in registers as up to 8 A tiles
+// (16 queries × 16 dimensions). The keys from the window start of the block's first query to
+// its last query are taken in tiles of AK = 32, staged in shared memory as f16 (rows of hd + 8
+// halves), in two passes:
 //   1. S = q·kᵀ (2 × hd/16 multiply-adds per subgroup and tile), S staged in shared memory,
 //      and each query's running maximum m and sum l of exp(s - m);
 //   2. S again, P = exp(s - m) / l written as f16, and O += P·V (V staged beside K), so that
@@ -189,9 +190,23 @@ fn prefill_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     attend(wg, lid, true);
 }
 
+// Workgroup x takes query block x, then block nb - 1 - x where that is another one: under the
+// causal mask a light block and a heavy one, so that every workgroup takes about as many key
+// tiles (at pp512 the 8 blocks of a head, 2 to 16 tiles per pass each, ran in one wave and the
+// step waited for the heaviest; docs/PERF.md). The grid is ⌈blocks / 2⌉ wide.
 fn attend(wg: vec3<u32>, lid: u32, half: bool) {
-    let h = wg.y;
-    let t0 = wg.x * AQ;
+    let nb = (params.seq + AQ - 1u) / AQ;
+    attend_block(wg.x, wg.y, lid, half);
+    let other = nb - 1u - wg.x;
+    if (other > wg.x) {
+        workgroupBarrier();
+        attend_block(other, wg.y, lid, half);
+    }
+}
+
+// Query block `blk` (queries 64 blk ..) of head h.
+fn attend_block(blk: u32, h: u32, lid: u32, half: bool) {
+    let t0 = blk * AQ;
     let sg = lid / 32u;
     let lane = lid % 32u;
     let hd4 = params.hd / 4u;

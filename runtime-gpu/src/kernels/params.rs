@@ -637,6 +637,9 @@ shared_constants! {
     pub const ATTENTION_MAX_HD: usize = 256;
     /// Threads per workgroup of `attention::decode`.
     pub const ATTENTION_DECODE_WG: u32 = 256;
+    /// Threads per key of `attention::decode`'s scores (as `ATTENTION_DECODE_WIDE_TPK`): at
+    /// most `ATTENTION_DECODE_NARROW_KEYS` keys, so every thread takes part.
+    pub const ATTENTION_DECODE_TPK: u32 = 2;
     /// Threads per workgroup of `attention::decode_wide`.
     pub const ATTENTION_DECODE_WIDE_WG: u32 = 1024;
     /// Threads per key of `attention::decode_wide`'s scores (a power of 2 dividing its
