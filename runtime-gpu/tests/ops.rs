@@ -64,6 +64,7 @@ const TOLERANCES: &[(&str, f64)] = &[
     ("norm::rmsnorm_h", 1e-6),
     ("rope_kv::main", 1e-11),
     ("rope_kv::from_qkv", 1e-11),
+    ("rope_kv::from_qkv4", 1e-11),
     ("attention::partial", 1e-10),
     ("attention::combine", 1e-10),
     ("attention::prefill", 1e-10),
@@ -1627,33 +1628,51 @@ fn rope_case(h: &Harness, r: &mut Report, s: &RopeSpec) {
         })
         .collect();
     let (q_buf, k_buf, v_buf) = (h.f32s(&q), h.f32s(&k), h.f32s(&v));
-    let (qkv_buf, q_out) = (h.f32s(&qkv), h.f32s(&vec![untouched(); q.len()]));
+    let qkv_buf = h.f32s(&qkv);
     let (cos_buf, sin_buf) = (h.f32s(&cos), h.f32s(&sin));
     let mut got = Vec::new();
-    for entry in ["main", "from_qkv"] {
+    // from_qkv4 where every quad of a head's dimensions rotates with one quad (the plan's
+    // condition).
+    let quads = hd.is_multiple_of(4) && s.rot.is_multiple_of(if s.interleaved { 4 } else { 8 });
+    let entries = ["main", "from_qkv", "from_qkv4"];
+    for entry in entries.into_iter().take(if quads { 3 } else { 2 }) {
         let (kc_buf, vc_buf) = (h.f32s(&cache), h.f32s(&cache));
+        // Each entry's q written into a buffer of its own.
+        let q_out = h.f32s(&vec![untouched(); q.len()]);
         let (mut bind, threads, q_got) = match entry {
             "main" => (
                 vec![
                     (binding::rope_kv::Q, &q_buf),
                     (binding::rope_kv::K, &k_buf),
                     (binding::rope_kv::V, &v_buf),
+                    (binding::rope_kv::KCACHE, &kc_buf),
+                    (binding::rope_kv::VCACHE, &vc_buf),
                 ],
                 (s.heads * half).max(kvw),
                 &q_buf,
             ),
-            _ => (
+            "from_qkv" => (
                 vec![
                     (binding::rope_kv::QKV, &qkv_buf),
                     (binding::rope_kv::Q, &q_out),
+                    (binding::rope_kv::KCACHE, &kc_buf),
+                    (binding::rope_kv::VCACHE, &vc_buf),
                 ],
                 qw + kvw,
                 &q_out,
             ),
+            _ => (
+                vec![
+                    (binding::rope_kv::QKV4, &qkv_buf),
+                    (binding::rope_kv::Q4, &q_out),
+                    (binding::rope_kv::KCACHE4, &kc_buf),
+                    (binding::rope_kv::VCACHE4, &vc_buf),
+                ],
+                (qw + kvw) / 4,
+                &q_out,
+            ),
         };
         bind.extend([
-            (binding::rope_kv::KCACHE, &kc_buf),
-            (binding::rope_kv::VCACHE, &vc_buf),
             (binding::rope_kv::COS_T, &cos_buf),
             (binding::rope_kv::SIN_T, &sin_buf),
         ]);

@@ -58,12 +58,18 @@ impl Builder<'_> {
             cfg.num_heads * cfg.head_dim,
             cfg.num_kv_heads * cfg.head_dim,
         );
+        let interleaved = self.arch.rope == RopeLayout::Interleaved;
+        // From one q/k/v activation, 4 elements per thread where every quad of a head's
+        // dimensions rotates with one quad of partners (`from_qkv4`).
+        let quads = cfg.head_dim.is_multiple_of(4)
+            && rope.rot.is_multiple_of(if interleaved { 4 } else { 8 });
         let threads = match acts {
             QkvActs::Apart(_) => (cfg.num_heads * (rope.rot / 2)).max(kv_el),
+            QkvActs::Together { .. } if quads => (q_el + kv_el) / 4,
             QkvActs::Together { .. } => q_el + kv_el,
         } as u64;
         let base = rope.base(cfg, l);
-        let interleaved = u64::from(self.arch.rope == RopeLayout::Interleaved);
+        let interleaved = u64::from(interleaved);
         let [heads, kv_heads, hd, max_seq] = self.head_fields();
         let params = RopeKvParams {
             seq: Expr::Seq,
@@ -82,8 +88,21 @@ impl Builder<'_> {
                     (rope_bind::Q, BufRef::Act(q)),
                     (rope_bind::K, BufRef::Act(k)),
                     (rope_bind::V, BufRef::Act(v)),
+                    (rope_bind::KCACHE, BufRef::KvK(l)),
+                    (rope_bind::VCACHE, BufRef::KvV(l)),
                 ],
                 vec![q, k, v],
+                q,
+            ),
+            QkvActs::Together { qkv, q } if quads => (
+                "from_qkv4",
+                vec![
+                    (rope_bind::QKV4, BufRef::Act(qkv)),
+                    (rope_bind::Q4, BufRef::Act(q)),
+                    (rope_bind::KCACHE4, BufRef::KvK(l)),
+                    (rope_bind::VCACHE4, BufRef::KvV(l)),
+                ],
+                vec![qkv],
                 q,
             ),
             QkvActs::Together { qkv, q } => (
@@ -91,14 +110,14 @@ impl Builder<'_> {
                 vec![
                     (rope_bind::QKV, BufRef::Act(qkv)),
                     (rope_bind::Q, BufRef::Act(q)),
+                    (rope_bind::KCACHE, BufRef::KvK(l)),
+                    (rope_bind::VCACHE, BufRef::KvV(l)),
                 ],
                 vec![qkv],
                 q,
             ),
         };
         bindings.extend([
-            (rope_bind::KCACHE, BufRef::KvK(l)),
-            (rope_bind::VCACHE, BufRef::KvV(l)),
             (rope_bind::COS_T, BufRef::Cos(base)),
             (rope_bind::SIN_T, BufRef::Sin(base)),
         ]);

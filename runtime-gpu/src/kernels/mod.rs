@@ -137,7 +137,7 @@ impl Kernel {
             }
             Kernel::MatmulCoopFew | Kernel::MatmulCoopFewH => &["gemm_m0e4_coop_few"],
             Kernel::Norm => &["rmsnorm", "rmsnorm_h", "rmsnorm_inplace"],
-            Kernel::RopeKv => &["main", "from_qkv"],
+            Kernel::RopeKv => &["main", "from_qkv", "from_qkv4"],
             Kernel::Attention => &["partial", "combine", "prefill", "decode", "decode_wide"],
             Kernel::AttentionCoop => &["prefill", "prefill_h"],
             Kernel::Elementwise => &["embed_m0e4", "embed_dense", "glu", "glu_h", "softcap"],

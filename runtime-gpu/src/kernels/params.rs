@@ -515,6 +515,11 @@ pub mod binding {
             SIN_T = 7,
             /// `from_qkv`: q, k and v of each token side by side (one fused projection's output).
             QKV = 8,
+            /// `from_qkv4`: QKV, Q and the caches as vectors of 4.
+            QKV4 = 9,
+            Q4 = 10,
+            KCACHE4 = 11,
+            VCACHE4 = 12,
         }
         /// `attention.wgsl`.
         attention {

@@ -130,3 +130,66 @@ fn from_qkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         vcache[dst + d] = to_kv(qkv[src + kvw + d]);
     }
 }
+
+// `from_qkv4`: from_qkv with 4 consecutive elements per thread, loaded and stored as vectors,
+// where each quad of a head's dimensions rotates with one quad of partners: hd a multiple of 4
+// and rot of 8 (pairs (i, i + rot/2)) or of 4 (pairs (2i, 2i + 1)), the plan's condition.
+@group(0) @binding(9) var<storage, read> qkv4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> q4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> kcache4: array<vec4<kv_t>>;
+@group(0) @binding(12) var<storage, read_write> vcache4: array<vec4<kv_t>>;
+
+// Dimensions d .. d + 3 (d a multiple of 4) of the head whose dimension 0 is unit src4 of qkv4,
+// after RoPE at the position whose tables start at tb.
+fn rotated4(src4: u32, d: u32, tb: u32) -> vec4<f32> {
+    let val = qkv4[src4 + d / 4u];
+    if (d >= params.rot) {
+        return val;
+    }
+    if (params.interleaved != 0u) {
+        // Pairs (d, d + 1) and (d + 2, d + 3): table entries d / 2 and d / 2 + 1.
+        let i = tb + d / 2u;
+        let c = vec4<f32>(cos_t[i], cos_t[i], cos_t[i + 1u], cos_t[i + 1u]);
+        let s = vec4<f32>(sin_t[i], sin_t[i], sin_t[i + 1u], sin_t[i + 1u]);
+        return val * c + val.yxwz * s * vec4<f32>(-1.0, 1.0, -1.0, 1.0);
+    }
+    let half = params.rot / 2u;
+    let first = d < half;
+    let i = tb + select(d - half, d, first);
+    let other = qkv4[src4 + select(d - half, d + half, first) / 4u];
+    let c = vec4<f32>(cos_t[i], cos_t[i + 1u], cos_t[i + 2u], cos_t[i + 3u]);
+    let s = vec4<f32>(sin_t[i], sin_t[i + 1u], sin_t[i + 2u], sin_t[i + 3u]);
+    return select(val * c + other * s, val * c - other * s, first);
+}
+
+fn to_kv4(x: vec4<f32>) -> vec4<kv_t> {
+    return vec4<kv_t>(to_kv(x.x), to_kv(x.y), to_kv(x.z), to_kv(x.w));
+}
+
+// Grid (token, ⌈(heads + kv_heads) · hd / (4 ROPE_KV_WG)⌉): thread j of a token writes q
+// elements 4 j .. 4 j + 3 (rotated) or, past q, those of k and v.
+@compute @workgroup_size(ROPE_KV_WG)
+fn from_qkv4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = wg.x;
+    if (t >= params.seq) {
+        return;
+    }
+    let j = 4u * (wg.y * ROPE_KV_WG + lid);
+    let pos = params.past + t;
+    let tb = pos * (params.rot / 2u);
+    let qw = params.heads * params.hd;
+    let kvw = params.kv_heads * params.hd;
+    let row = t * (qw + 2u * kvw);
+    if (j < qw) {
+        let d = j % params.hd;
+        q4[(t * qw + j) / 4u] = rotated4((row + j - d) / 4u, d, tb);
+    } else if (j < qw + kvw) {
+        let e = j - qw;
+        let h = e / params.hd;
+        let d = e % params.hd;
+        let src = row + qw + h * params.hd;
+        let dst = ((h * params.max_seq + pos) * params.hd + d) / 4u;
+        kcache4[dst] = to_kv4(rotated4(src / 4u, d, tb));
+        vcache4[dst] = to_kv4(qkv4[(src + kvw + d) / 4u]);
+    }
+}
