@@ -28,3 +28,8 @@ python3 -c "print(('The Fulton County Grand Jury said Friday an investigation of
 par() { echo "=== parity $*"; timeout 60 $T parity "$@" --data /tmp/txt 2>&1 | grep -E "top-1|mean KLD|PASS|FAIL|rror"; }
 par /tmp/p4.m --prompt-tokens 600 --max-batch 600 --forced 8; par /tmp/b1.m --prompt-tokens 300 --max-batch 300 --forced 8
 par /tmp/b1.m --prompt-tokens 100 --max-batch 1 --forced 40
+# Knock-outs (TLITE_EXP_GEMV_WG caps a decode GEMV's workgroups; results wrong by design): does a
+# GEMV's time follow its waves (5 workgroups of 256 threads per multiprocessor, 660 on the H200)?
+# q/k/v 768 -> 660 (-14% rows) and 528; GLU 3584 -> 3300 (-8%); o 512 -> 384 (-25%, under a wave).
+# If waves rule, q/k/v at 660 falls by ~25-30%, not 14%.
+for k in none qkv:660 qkv:528 gate:3300 o_proj:384; do echo -n "gemv_wg=$k "; TLITE_EXP_GEMV_WG=$k $T bench /tmp/b32.m -p 16 -n 128 -r 2 --profile 2>&1 | grep -E "^  (qkv|o_proj|gate_up_glu) gemv" | tr -s ' ' | tr '\n' ';'; echo; done
