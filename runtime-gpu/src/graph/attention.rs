@@ -69,7 +69,6 @@ impl Builder<'_> {
             QkvActs::Together { .. } => q_el + kv_el,
         } as u64;
         let base = rope.base(cfg, l);
-        let interleaved = u64::from(interleaved);
         let [heads, kv_heads, hd, max_seq] = self.head_fields();
         let params = RopeKvParams {
             seq: Expr::Seq,
@@ -78,7 +77,7 @@ impl Builder<'_> {
             kv_heads,
             hd,
             rot: c(rope.rot as u64),
-            interleaved: c(interleaved),
+            interleaved: c(u64::from(interleaved)),
             max_seq,
         };
         let (entry, mut bindings, reads, q) = match acts {
